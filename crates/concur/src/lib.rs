@@ -1,0 +1,144 @@
+//! The concurrency models of the "Concurrency" chapter of *Expert Python
+//! Programming*, with Python-familiar semantics and Rust guarantees: a thread
+//! pool, one pool interface for threads and processes, a throttle, and a
+//! bridge from blocking code to async code. Nothing here knows about HTTP.
+//!
+//! # A pool of threads
+//!
+//! A [`ThreadPool`] is a fixed number of worker threads taking jobs from one
+//! queue (the chapter's "thread pool"). Results come back to the caller, not
+//! printed by the workers ("two-way queues"), and each is a `Result`: a panic
+//! comes back as that item's error while the pool carries on ("error
+//! handling"). Nothing is lost, nothing is reported twice.
+//!
+//! ```
+//! use concur::{TaskError, ThreadPool};
+//!
+//! let pool = ThreadPool::new(4)?;
+//!
+//! // `map`: results in input order.
+//! let squares = pool.map(|x: u64| x * x, 1..=5);
+//! assert_eq!(squares, [Ok(1), Ok(4), Ok(9), Ok(16), Ok(25)]);
+//!
+//! // `imap_unordered`: `(index, result)` as each task finishes.
+//! let mut seen: Vec<usize> = pool.imap_unordered(|x: u64| x + 1, 0..10).map(|(i, _)| i).collect();
+//! seen.sort();
+//! assert_eq!(seen, (0..10).collect::<Vec<_>>());
+//!
+//! // A panic is that item's error; the others are unaffected.
+//! let checked = pool.map(|x: i32| if x < 0 { panic!("negative: {x}") } else { x }, [1, -2, 3]);
+//! assert_eq!(checked[1], Err(TaskError::Panicked("negative: -2".into())));
+//! assert_eq!((checked[0].clone(), checked[2].clone()), (Ok(1), Ok(3)));
+//!
+//! // `submit`: one job, and a handle to wait on.
+//! let handle = pool.submit(|| "done");
+//! assert_eq!(handle.wait(), Ok("done"));
+//!
+//! // `close` + `join` (or just dropping the pool) lets queued work finish;
+//! // `terminate` cancels what has not started. Later work is refused.
+//! pool.close();
+//! assert_eq!(pool.submit(|| 1).wait(), Err(TaskError::Closed));
+//! # Ok::<(), concur::PoolError>(())
+//! ```
+//!
+//! Unlike Python's threads, which take turns under the GIL, these run Rust
+//! code in parallel: a thread pool suits CPU work as well as waiting.
+//!
+//! # One interface for threads and processes
+//!
+//! Python's `multiprocessing.dummy` offers a thread pool with the interface
+//! of the process pool, so that switching is a one-line change. A process
+//! cannot be sent a closure, so here the shared interface, [`Pool`], runs
+//! [`Task`]s: serialisable values that know how to run themselves and carry
+//! a name a worker process can find them by. Code written against
+//! `impl Pool` runs on threads or processes alike.
+//!
+//! ```
+//! use concur::{Pool, Task, TaskError, ThreadPool};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Parse(String);
+//!
+//! impl Task for Parse {
+//!     // A task that can fail says so in its output.
+//!     type Output = Result<i64, String>;
+//!     const NAME: &'static str = "parse";
+//!     fn run(self) -> Self::Output {
+//!         self.0.trim().parse().map_err(|_| format!("not a number: {:?}", self.0))
+//!     }
+//! }
+//!
+//! fn parse_all(pool: &impl Pool, inputs: &[&str]) -> Vec<Result<Result<i64, String>, TaskError>> {
+//!     pool.map(inputs.iter().map(|s| Parse(s.to_string())))
+//! }
+//!
+//! let pool = ThreadPool::new(2)?;
+//! let parsed = parse_all(&pool, &["1", " 22 ", "x"]);
+//! assert_eq!(parsed[0], Ok(Ok(1)));
+//! assert_eq!(parsed[1], Ok(Ok(22)));
+//! assert_eq!(parsed[2], Ok(Err("not a number: \"x\"".into())));
+//! # Ok::<(), concur::PoolError>(())
+//! ```
+//!
+//! # Throttling
+//!
+//! A [`Throttle`] is a token bucket shared by all workers, to keep a program
+//! under a service's request-rate limit. `acquire` blocks exactly until a
+//! token is due (no polling); `try_acquire` never blocks and says how long to
+//! wait; `acquire_async` is for async tasks. The clock can be replaced, so
+//! tests move time by hand.
+//!
+//! ```
+//! use concur::{Clock, FakeClock, Throttle};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! let clock = FakeClock::new();
+//! // 2 requests per second, in bursts of up to 4.
+//! let throttle = Arc::new(Throttle::with_clock(2.0, 4, clock.clone())?);
+//! for _ in 0..6 {
+//!     throttle.acquire();
+//! }
+//! // Four at once, then one every half second.
+//! assert_eq!(clock.now(), Duration::from_secs(1));
+//!
+//! // The chapter's own throttle: no burst, and `consume` never waits.
+//! let chapter = Throttle::chapter_with_clock(2.0, FakeClock::new())?;
+//! assert_eq!(chapter.consume(1), 0);
+//! # Ok::<(), concur::ThrottleError>(())
+//! ```
+//!
+//! # Blocking code from async code
+//!
+//! A blocking call inside async code stalls every task on its thread. A
+//! [`Bridge`] runs blocking jobs on a bounded set of threads and hands each
+//! result back as a future, like Python's `run_in_executor`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), concur::PoolError> {
+//! let bridge = concur::Bridge::new(3)?;
+//! let jobs: Vec<_> = (0..5).map(|i| bridge.run(move || i * 10)).collect();
+//! let mut results = Vec::new();
+//! for job in jobs {
+//!     results.push(job.await);
+//! }
+//! assert_eq!(results, [Ok(0), Ok(10), Ok(20), Ok(30), Ok(40)]);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod bridge;
+mod pool;
+mod thread_pool;
+mod throttle;
+
+#[cfg(test)]
+mod test_support;
+
+pub use crate::bridge::{BlockingJob, Bridge};
+pub use crate::pool::{AsyncResult, Pool, PoolError, Task, TaskError, panic_message};
+pub use crate::thread_pool::{Imap, ImapUnordered, ThreadPool, ThreadPoolBuilder};
+pub use crate::throttle::{Clock, FakeClock, NotUntil, SystemClock, Throttle, ThrottleError};

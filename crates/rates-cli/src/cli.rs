@@ -1,0 +1,82 @@
+//! Parsers for the command line's own value syntaxes (`50ms`, `1.5s`, `0.3`),
+//! each with an error that shows the expected form.
+
+use std::time::Duration;
+
+/// Parses a duration such as `50ms`, `1.5s`, `2m`, `250us` or `0`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("invalid duration '{s}': expected a number with a unit, e.g. 50ms, 1.5s, 2m");
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?;
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "us" | "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        _ => return Err(bad()),
+    };
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a fraction between 0 and 1, e.g. a failure rate: `0.3` or `30%`.
+pub fn fraction(s: &str) -> Result<f64, String> {
+    let bad = || format!("invalid fraction '{s}': expected a number from 0 to 1, e.g. 0.3 or 30%");
+    let v = match s.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+        None => s.trim().parse::<f64>().map_err(|_| bad())?,
+    };
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(bad())
+    }
+}
+
+/// Parses a positive rate, e.g. requests per second: `20`, `0.5`, `2/s`.
+pub fn rate(s: &str) -> Result<f64, String> {
+    let bad =
+        || format!("invalid rate '{s}': expected a positive number per second, e.g. 20 or 2/s");
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("50ms"), Ok(Duration::from_millis(50)));
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "5", "5x", "ms", "-1s", "1e400s"] {
+            let e = duration(bad).expect_err(bad);
+            assert!(e.contains(&format!("'{bad}'")), "{e}");
+        }
+    }
+
+    #[test]
+    fn fractions_and_rates() {
+        assert_eq!(fraction("0.3"), Ok(0.3));
+        assert_eq!(fraction("25%"), Ok(0.25));
+        assert!(fraction("1.5").is_err() && fraction("x").is_err());
+        assert_eq!(rate("2/s"), Ok(2.0));
+        assert_eq!(rate("0.5"), Ok(0.5));
+        assert!(rate("0").is_err() && rate("-1").is_err() && rate("inf").is_err());
+    }
+}

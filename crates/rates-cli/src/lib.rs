@@ -1,0 +1,133 @@
+//! The `rates` command line: a thin layer of argument parsing over the
+//! `rates`, `rates-server` and `concur` crates. `main` calls [`main_with`];
+//! tests call [`Cli::parse_from`] and [`run`] in-process.
+
+pub mod cli;
+mod fetch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use rates::Dataset;
+use rates_server::{RateLimit, ServerOptions};
+
+pub use fetch::FetchArgs;
+
+/// Exchange rates with every concurrency model of the chapter.
+#[derive(Debug, Parser)]
+#[command(name = "rates", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch the rates of several bases, with any concurrency model.
+    Fetch(FetchArgs),
+    /// Serve the rates API over the ECB dataset, with fault injection.
+    Serve(ServeArgs),
+}
+
+/// Options of `rates serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// A newer eurofxref-hist.csv or .zip to serve instead of the embedded one.
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+/// Fault injection of the server, shared by `serve` and (as `--sim-*`) by
+/// the commands that start the embedded server.
+#[derive(Debug, Args, Clone)]
+pub struct FaultArgs {
+    /// Every answer waits this long (e.g. 50ms).
+    #[arg(long, value_parser = cli::duration, default_value = "0")]
+    pub latency: Duration,
+    /// Plus a random extra delay up to this much.
+    #[arg(long, value_parser = cli::duration, default_value = "0")]
+    pub jitter: Duration,
+    /// This fraction of requests answers 500 (e.g. 0.2 or 20%).
+    #[arg(long, value_parser = cli::fraction, default_value = "0")]
+    pub fail_rate: f64,
+    /// Per client IP, at most this many requests per second; over it, 429.
+    #[arg(long, value_parser = cli::rate, value_name = "R")]
+    pub rate_limit: Option<f64>,
+    /// With --rate-limit: requests allowed at once.
+    #[arg(long, default_value_t = 1, requires = "rate_limit", value_name = "B")]
+    pub burst: u32,
+}
+
+impl FaultArgs {
+    fn options(&self) -> ServerOptions {
+        ServerOptions {
+            latency: self.latency,
+            jitter: self.jitter,
+            fail_rate: self.fail_rate,
+            rate_limit: self.rate_limit.map(|rate| RateLimit {
+                rate,
+                burst: self.burst,
+            }),
+        }
+    }
+}
+
+/// Bad usage or input: reported as one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// Loads `--data` or the embedded dataset; a bad file is a usage error.
+fn dataset(path: Option<&PathBuf>) -> anyhow::Result<Arc<Dataset>> {
+    match path {
+        None => Ok(Dataset::embedded()),
+        Some(p) => Dataset::load(p)
+            .map(Arc::new)
+            .map_err(|e| Usage(format!("bad dataset {}: {e}", p.display())).into()),
+    }
+}
+
+/// Runs a parsed command line and returns its exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Fetch(args) => fetch::run(args),
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let ds = dataset(args.data.as_ref())?;
+    let opts = args.faults.options();
+    opts.validate().map_err(|e| Usage(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(rates_server::serve(&args.addr, ds, opts))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `cli`, prints any error as one line on stderr, and maps it to an
+/// exit code: 2 for bad usage or input, 1 for anything else.
+pub fn main_with(cli: Cli) -> ExitCode {
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rates: {e:#}");
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

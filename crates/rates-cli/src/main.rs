@@ -1,0 +1,10 @@
+//! The `rates` command: parse the arguments, run, map the outcome to an exit
+//! code (0 all good, 1 some items failed, 2 bad usage or input).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    rates_cli::main_with(rates_cli::Cli::parse())
+}

@@ -1,0 +1,211 @@
+//! `rates fetch` end to end: the binary against its embedded server (or one
+//! started here), checking output, formats and exit codes.
+#![allow(clippy::unwrap_used)]
+
+use assert_cmd::Command;
+use rates_server::{ServerOptions, spawn};
+
+/// The chapter's five lines for 2026-10-30, the last day of the embedded data.
+const CHAPTER_LINES: &str = "\
+1 USD =     1.0 USD,   0.895 EUR,    3.94 PLN,    9.23 NOK,    21.8 CZK
+1 EUR =    1.12 USD,     1.0 EUR,     4.4 PLN,    10.3 NOK,    24.4 CZK
+1 PLN =   0.254 USD,   0.227 EUR,     1.0 PLN,    2.34 NOK,    5.53 CZK
+1 NOK =   0.108 USD,   0.097 EUR,   0.427 PLN,     1.0 NOK,    2.36 CZK
+1 CZK =  0.0459 USD,  0.0411 EUR,   0.181 PLN,   0.423 NOK,     1.0 CZK
+";
+
+fn rates() -> Command {
+    let mut c = Command::cargo_bin("rates").unwrap();
+    c.env_remove("RATES_API")
+        .timeout(std::time::Duration::from_secs(60));
+    c
+}
+
+fn stdout(args: &[&str]) -> (i32, String, String) {
+    let out = rates().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Splits table output into the lines and the elapsed-time line.
+fn table_parts(out: &str) -> (&str, &str) {
+    let (lines, tail) = out.rsplit_once("\n\n").unwrap();
+    (lines, tail)
+}
+
+#[test]
+fn default_output_is_the_chapters() {
+    let (code, out, err) = stdout(&["fetch", "--sim-latency", "0"]);
+    assert_eq!(code, 0, "{err}");
+    let (lines, tail) = table_parts(&out);
+    assert_eq!(format!("{lines}\n"), CHAPTER_LINES);
+    let secs = tail
+        .strip_prefix("time elapsed: ")
+        .and_then(|t| t.strip_suffix("s\n"))
+        .unwrap();
+    assert!(secs.len() >= 4 && secs.parse::<f64>().is_ok(), "{tail:?}");
+    assert_eq!(err, "");
+}
+
+#[test]
+fn every_threaded_model_prints_the_same_lines() {
+    for model in ["sync", "thread-per-item", "thread-pool", "two-way-queues"] {
+        let (code, out, err) = stdout(&["fetch", "--model", model, "--sim-latency", "5ms"]);
+        assert_eq!(code, 0, "{model}: {err}");
+        assert_eq!(
+            format!("{}\n", table_parts(&out).0),
+            CHAPTER_LINES,
+            "{model}"
+        );
+    }
+}
+
+#[test]
+fn json_format_parses() {
+    let (code, out, _) = stdout(&[
+        "fetch",
+        "--format",
+        "json",
+        "--date",
+        "2018-10-12",
+        "--sim-latency",
+        "0",
+    ]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 5);
+    assert_eq!(arr[0]["base"], "USD");
+    assert_eq!(arr[0]["date"], "2018-10-12");
+    assert_eq!(arr[0]["rates"]["PLN"], 3.709694);
+    assert_eq!(arr[0]["rates"]["USD"], 1.0);
+}
+
+#[test]
+fn csv_format_parses() {
+    let (code, out, _) = stdout(&[
+        "fetch",
+        "--format",
+        "csv",
+        "--bases",
+        "USD,PLN",
+        "--date",
+        "2018-10-12",
+        "--sim-latency",
+        "0",
+    ]);
+    assert_eq!(code, 0);
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0], ["date", "base", "USD", "EUR", "PLN", "NOK", "CZK"]);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[1][..2], ["2018-10-12", "USD"]);
+    assert_eq!(rows[1][4].parse::<f64>().unwrap(), 3.709694);
+    assert_eq!(rows[2][1], "PLN");
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line_naming_the_value() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["fetch", "--bases", "USD,XYZ"], "'XYZ'"),
+        (&["fetch", "--symbols", "US"], "'US'"),
+        (&["fetch", "--date", "2024-02-30"], "'2024-02-30'"),
+        (&["fetch", "--date", "yesterday"], "'yesterday'"),
+        (&["fetch", "--api", "ftp://example"], "'ftp://example'"),
+        (&["fetch", "--model", "fibers"], "'fibers'"),
+        (&["fetch", "--sim-fail-rate", "2"], "'2'"),
+        (&["fetch", "--timeout", "soon"], "'soon'"),
+        (&["fetch", "--rate", "-1"], "'-1'"),
+    ];
+    for (args, named) in cases {
+        let (code, out, err) = stdout(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(out, "", "{args:?}");
+        assert!(err.contains(named), "{args:?}: {err}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(
+            first.contains(named),
+            "{args:?}: the first line names the value: {err}"
+        );
+    }
+}
+
+#[test]
+fn bad_url_exits_2_before_any_request() {
+    // An --api that is refused never reaches the network: nothing listens
+    // here and the command still answers 2, not a connection error.
+    let (code, _, err) = stdout(&["fetch", "--api", "http://"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn partial_failure_prints_the_rest_and_exits_1() {
+    // CYP is a known code with no rate in 2020: that base fails with a 400
+    // (never retried), USD succeeds.
+    let (code, out, err) = stdout(&[
+        "fetch",
+        "--bases",
+        "USD,CYP",
+        "--symbols",
+        "USD,EUR",
+        "--date",
+        "2020-01-02",
+        "--sim-latency",
+        "0",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        out.starts_with("1 USD =     1.0 USD,   0.893 EUR\n"),
+        "{out}"
+    );
+    assert!(!out.contains("CYP"));
+    assert!(
+        err.contains("CYP") && err.contains("HTTP 400") && err.contains("1 attempt"),
+        "{err}"
+    );
+    assert!(err.contains("1 ok, 1 failed"), "{err}");
+}
+
+#[test]
+fn external_api_via_env() {
+    let server = spawn(rates::Dataset::embedded(), ServerOptions::default()).unwrap();
+    let out = rates()
+        .args([
+            "fetch",
+            "--bases",
+            "USD",
+            "--symbols",
+            "PLN",
+            "--date",
+            "2018-10-12",
+        ])
+        .env("RATES_API", server.url())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("1 USD =    3.71 PLN\n")
+    );
+    assert_eq!(server.metrics().snapshot().count(200), 1);
+}
+
+#[test]
+fn all_failing_with_retries_off_exits_1() {
+    let (code, out, err) = stdout(&[
+        "fetch",
+        "--sim-fail-rate",
+        "1",
+        "--retries",
+        "0",
+        "--sim-latency",
+        "0",
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("\ntime elapsed: "), "{out}");
+    assert_eq!(err.matches("Injected failure").count(), 5, "{err}");
+    assert!(err.contains("0 ok, 5 failed"));
+}

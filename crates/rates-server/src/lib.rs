@@ -1,0 +1,277 @@
+//! A vatcomply-compatible exchange-rates server over the ECB dataset
+//! (`API.md`), with fault injection — latency, jitter, failures and a
+//! per-client rate limit — so clients, tests and benchmarks can reproduce a
+//! real network on loopback.
+//!
+//! [`spawn`] starts it in-process on an ephemeral loopback port and hands
+//! back its URL: the `rates` command's default API and what every test uses.
+//!
+//! ```
+//! use rates_server::{ServerOptions, spawn};
+//!
+//! let server = spawn(rates::Dataset::embedded(), ServerOptions::default()).unwrap();
+//! let client = rates::BlockingClient::new(server.url(), Default::default()).unwrap();
+//! let req = rates::RateRequest { base: "USD".parse().unwrap(), symbols: vec![], date: None };
+//! assert_eq!(client.fetch(&req).unwrap().base.as_str(), "USD");
+//! server.stop();
+//! ```
+
+mod app;
+mod faults;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use app::router;
+pub use faults::RateLimit;
+pub use metrics::{Metrics, Snapshot};
+use rates::Dataset;
+
+/// Fault injection, all off by default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerOptions {
+    /// Every answer waits this long, without blocking other requests.
+    pub latency: Duration,
+    /// Plus a uniformly random extra delay up to this much.
+    pub jitter: Duration,
+    /// This fraction of requests (0.0..=1.0) answers 500.
+    pub fail_rate: f64,
+    /// A token bucket per client IP; over it, 429 with `Retry-After`.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A fault-injection option out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid {name} '{value}': {expected}")]
+pub struct OptionError {
+    /// The option.
+    pub name: &'static str,
+    /// The bad value.
+    pub value: String,
+    /// What is expected instead.
+    pub expected: &'static str,
+}
+
+impl ServerOptions {
+    /// Checks the options, naming the first bad one.
+    pub fn validate(&self) -> Result<(), OptionError> {
+        if !(0.0..=1.0).contains(&self.fail_rate) {
+            return Err(OptionError {
+                name: "fail rate",
+                value: self.fail_rate.to_string(),
+                expected: "a fraction between 0 and 1",
+            });
+        }
+        if let Some(l) = &self.rate_limit {
+            l.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// The state every request handler shares.
+#[derive(Debug)]
+pub struct Shared {
+    dataset: Arc<Dataset>,
+    options: ServerOptions,
+    metrics: Metrics,
+    limiter: faults::Limiter,
+}
+
+impl Shared {
+    /// State for a server over `dataset` with `options`.
+    pub fn new(dataset: Arc<Dataset>, options: ServerOptions) -> Result<Arc<Shared>, OptionError> {
+        options.validate()?;
+        let limiter = faults::Limiter::new(options.rate_limit);
+        Ok(Arc::new(Shared {
+            dataset,
+            options,
+            metrics: Metrics::default(),
+            limiter,
+        }))
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A fault-injection option is out of range.
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    /// The address could not be bound, or the runtime not started.
+    #[error("cannot listen on {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A server running in-process on its own runtime thread. Dropping it stops
+/// the server gracefully (in-flight requests finish, bounded by a grace
+/// period) and joins the thread.
+#[derive(Debug)]
+pub struct RunningServer {
+    url: String,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's counters, read directly (no HTTP round trip).
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// How long a stopping server lets in-flight requests finish.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Starts a server on an ephemeral loopback port, on a runtime thread of its
+/// own (two worker threads: the machine's cores are shared with the client).
+pub fn spawn(dataset: Arc<Dataset>, options: ServerOptions) -> Result<RunningServer, ServeError> {
+    let shared = Shared::new(dataset, options)?;
+    let io_err = |source| ServeError::Io {
+        addr: "127.0.0.1:0".into(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err)?;
+    listener.set_nonblocking(true).map_err(io_err)?;
+    let addr = listener.local_addr().map_err(io_err)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("rates-server")
+        .enable_all()
+        .build()
+        .map_err(io_err)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app_state = Arc::clone(&shared);
+    let thread = std::thread::Builder::new()
+        .name("rates-server".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let _ = run(listener, app_state, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            });
+            // Tasks still running past the grace period are dropped here.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        })
+        .map_err(io_err)?;
+    Ok(RunningServer {
+        url: format!("http://{addr}"),
+        addr,
+        shared,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+    })
+}
+
+/// Serves on `listener` until `shutdown` resolves, then lets in-flight
+/// requests finish for at most a grace period.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = &mut server => r,
+        _ = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(GRACE).await;
+        } => Ok(()),
+    }
+}
+
+/// Serves at `addr` (the `rates serve` command) until Ctrl-C or SIGTERM.
+pub async fn serve(
+    addr: &str,
+    dataset: Arc<Dataset>,
+    options: ServerOptions,
+) -> Result<(), ServeError> {
+    let shared = Shared::new(dataset, options)?;
+    let io_err = |source| ServeError::Io {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(io_err)?;
+    let local = listener.local_addr().map_err(io_err)?;
+    eprintln!("rates server listening on http://{local} (Ctrl-C to stop)");
+    run(listener, shared, shutdown_signal())
+        .await
+        .map_err(io_err)
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,169 @@
+//! The blocking client's error mapping against real answers: every failure
+//! comes back as its typed `FetchError`, never a panic.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use rates::{BlockingClient, ClientConfig, FetchError, RateRequest};
+use rates_server::{RateLimit, ServerOptions};
+use support::server;
+
+fn usd() -> RateRequest {
+    RateRequest {
+        base: "USD".parse().unwrap(),
+        symbols: vec![],
+        date: None,
+    }
+}
+
+fn client(url: &str) -> BlockingClient {
+    BlockingClient::new(url, ClientConfig::default()).unwrap()
+}
+
+/// A one-shot HTTP server on loopback that answers `response` verbatim.
+fn raw_server(response: &'static str) -> (String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let t = std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = listener.accept() {
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(response.as_bytes());
+        }
+    });
+    (url, t)
+}
+
+#[test]
+fn success() {
+    let s = server(ServerOptions::default());
+    let r = client(s.url()).fetch(&usd()).unwrap();
+    assert_eq!(r.base.as_str(), "USD");
+    assert_eq!(r.date.to_string(), "2026-10-30");
+}
+
+#[test]
+fn status_500_carries_the_detail() {
+    let s = server(ServerOptions {
+        fail_rate: 1.0,
+        ..Default::default()
+    });
+    let e = client(s.url()).fetch(&usd()).unwrap_err();
+    assert_eq!(
+        e,
+        FetchError::Status {
+            status: 500,
+            detail: "Injected failure.".into(),
+            retry_after: None
+        }
+    );
+    assert!(e.is_retryable());
+}
+
+#[test]
+fn status_404_is_final() {
+    let s = server(ServerOptions::default());
+    let req = RateRequest {
+        date: rates::parse_date("1998-01-01").ok(),
+        ..usd()
+    };
+    let e = client(s.url()).fetch(&req).unwrap_err();
+    assert_eq!(
+        e,
+        FetchError::Status {
+            status: 404,
+            detail: "No rate data available for the specified date.".into(),
+            retry_after: None
+        }
+    );
+    assert!(!e.is_retryable());
+}
+
+#[test]
+fn status_429_carries_retry_after() {
+    let s = server(ServerOptions {
+        rate_limit: Some(RateLimit {
+            rate: 0.01,
+            burst: 1,
+        }),
+        ..Default::default()
+    });
+    let c = client(s.url());
+    assert!(c.fetch(&usd()).is_ok());
+    let e = c.fetch(&usd()).unwrap_err();
+    let FetchError::Status {
+        status: 429,
+        retry_after: Some(after),
+        ..
+    } = e
+    else {
+        panic!("{e:?}")
+    };
+    assert!(after >= Duration::from_secs(1));
+}
+
+#[test]
+fn malformed_json() {
+    let (url, t) = raw_server(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\nconnection: close\r\n\r\n{\"date\": ",
+    );
+    let e = client(&url).fetch(&usd()).unwrap_err();
+    assert!(matches!(e, FetchError::Malformed(_)), "{e:?}");
+    t.join().unwrap();
+}
+
+#[test]
+fn missing_field() {
+    let body = r#"{"date": "2020-01-02", "base": "USD"}"#;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (url, t) = raw_server(Box::leak(resp.into_boxed_str()));
+    assert_eq!(
+        client(&url).fetch(&usd()).unwrap_err(),
+        FetchError::MissingField("rates".into())
+    );
+    t.join().unwrap();
+}
+
+#[test]
+fn connection_refused() {
+    let url = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    }; // the listener is closed here: nothing listens on the port
+    let e = client(&url).fetch(&usd()).unwrap_err();
+    assert!(matches!(e, FetchError::Connect(_)), "{e:?}");
+    assert!(e.is_retryable());
+}
+
+#[test]
+fn timeout_when_the_server_is_slower_than_the_client() {
+    let s = server(ServerOptions {
+        latency: Duration::from_secs(3),
+        ..Default::default()
+    });
+    let c = BlockingClient::new(
+        s.url(),
+        ClientConfig {
+            timeout: Duration::from_millis(200),
+            ..ClientConfig::default()
+        },
+    )
+    .unwrap();
+    let e = c.fetch(&usd()).unwrap_err();
+    assert!(matches!(e, FetchError::Timeout(_)), "{e:?}");
+}
+
+#[test]
+fn currencies_endpoint() {
+    let s = server(ServerOptions::default());
+    let table = client(s.url()).currencies().unwrap();
+    assert_eq!(table.get("USD").map(String::as_str), Some("US Dollar"));
+}

@@ -1,0 +1,155 @@
+//! Fault injection and `/metrics` under load: concurrency is counted right,
+//! latency does not serialise requests, the fail rate holds statistically,
+//! and the rate limit answers 429 with `Retry-After`.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use rates_server::{RateLimit, ServerOptions};
+use support::{agent, get, get_json, server};
+
+#[test]
+fn max_in_flight_counts_concurrent_requests_and_latency_does_not_block() {
+    let s = server(ServerOptions {
+        latency: Duration::from_secs(1),
+        ..Default::default()
+    });
+    let a = agent();
+    // Ten requests held by the server at once; they all finish, so the
+    // server kept serving while each one waited.
+    let barrier = std::sync::Barrier::new(10);
+    std::thread::scope(|scope| {
+        for _ in 0..10 {
+            scope.spawn(|| {
+                barrier.wait();
+                assert_eq!(get(&a, &s, "/rates?base=USD").0, 200);
+            });
+        }
+    });
+    let m = s.metrics().snapshot();
+    assert_eq!(m.count(200), 10);
+    assert_eq!(m.in_flight, 0);
+    // All ten were released together and each is held a second, so all ten
+    // overlap; a server that serialised its waits would show 1.
+    assert_eq!(m.max_in_flight, 10, "{m:?}");
+}
+
+#[test]
+fn max_in_flight_is_exact_for_a_bounded_client() {
+    let s = server(ServerOptions {
+        latency: Duration::from_millis(50),
+        ..Default::default()
+    });
+    let a = agent();
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| {
+                for _ in 0..5 {
+                    assert_eq!(get(&a, &s, "/rates").0, 200);
+                }
+            });
+        }
+    });
+    let m = s.metrics().snapshot();
+    assert_eq!(m.count(200), 15);
+    assert!(
+        m.max_in_flight <= 3,
+        "never more than the client's 3 threads: {m:?}"
+    );
+}
+
+#[test]
+fn fail_rate_holds_within_statistical_bounds() {
+    let s = server(ServerOptions {
+        fail_rate: 0.3,
+        ..Default::default()
+    });
+    let a = agent();
+    let n = 400;
+    let mut failures = 0;
+    for _ in 0..n {
+        let (status, body) = get_json(&a, &s, "/rates?base=USD");
+        if status == 500 {
+            assert_eq!(body["detail"], "Injected failure.");
+            failures += 1;
+        } else {
+            assert_eq!(status, 200);
+        }
+    }
+    // Binomial(400, 0.3): mean 120, sd 9.2; ±6 sd fails once in ~10^9 runs.
+    assert!((65..=175).contains(&failures), "{failures} failures of {n}");
+    assert_eq!(s.metrics().snapshot().count(500), failures);
+}
+
+#[test]
+fn rate_limit_answers_429_with_retry_after() {
+    // 0.01/s: no token comes back during the test, however slow the machine.
+    let s = server(ServerOptions {
+        rate_limit: Some(RateLimit {
+            rate: 0.01,
+            burst: 3,
+        }),
+        ..Default::default()
+    });
+    let a = agent();
+    let statuses: Vec<(u16, Option<String>)> = (0..5)
+        .map(|_| {
+            let (status, retry, _) = get(&a, &s, "/rates");
+            (status, retry)
+        })
+        .collect();
+    assert_eq!(statuses[..3], [(200, None), (200, None), (200, None)]);
+    for (status, retry) in &statuses[3..] {
+        assert_eq!(*status, 429);
+        let secs: u64 = retry.as_deref().unwrap().parse().unwrap();
+        assert!((1..=100).contains(&secs), "Retry-After {secs}");
+    }
+    let (_, body) = get_json(&a, &s, "/rates");
+    assert_eq!(body["detail"], "Rate limit exceeded.");
+    let m = s.metrics().snapshot();
+    assert_eq!((m.count(429), m.rate_limited), (3, 3));
+    // Monitoring is never limited.
+    assert_eq!(get(&a, &s, "/metrics").0, 200);
+}
+
+#[test]
+fn jitter_and_latency_apply_and_the_server_stops() {
+    let s = server(ServerOptions {
+        latency: Duration::from_millis(20),
+        jitter: Duration::from_millis(20),
+        ..Default::default()
+    });
+    let a = agent();
+    assert_eq!(get(&a, &s, "/rates").0, 200);
+    let url = s.url().to_string();
+    s.stop();
+    assert!(
+        a.get(format!("{url}/rates")).call().is_err(),
+        "stopped server still answers"
+    );
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let bad = rates_server::spawn(
+        rates::Dataset::embedded(),
+        ServerOptions {
+            fail_rate: 1.5,
+            ..Default::default()
+        },
+    );
+    assert!(bad.is_err_and(|e| e.to_string().contains("'1.5'")));
+    let bad = rates_server::spawn(
+        rates::Dataset::embedded(),
+        ServerOptions {
+            rate_limit: Some(RateLimit {
+                rate: 1.0,
+                burst: 0,
+            }),
+            ..Default::default()
+        },
+    );
+    assert!(bad.is_err());
+}

@@ -1,0 +1,114 @@
+//! [`BlockingClient`]: the rates API over ureq, one agent (and so one
+//! connection pool) shared by every thread that fetches.
+
+use std::time::Duration;
+
+use ureq::Agent;
+
+use super::{BadUrl, ClientConfig, FetchError, decode_rates, parse_api_url};
+use crate::{RateRequest, Rates};
+
+/// A blocking client of the rates API, cheap to share between threads
+/// (`&BlockingClient` or `Arc<BlockingClient>`).
+#[derive(Debug, Clone)]
+pub struct BlockingClient {
+    agent: Agent,
+    api: String,
+    config: ClientConfig,
+}
+
+impl BlockingClient {
+    /// A client of the API at `api` (e.g. `https://api.vatcomply.com`).
+    pub fn new(api: &str, config: ClientConfig) -> Result<Self, BadUrl> {
+        let api = parse_api_url(api)?;
+        let agent: Agent = Agent::config_builder()
+            // Error statuses carry a `detail` we want to read, so they are
+            // answers, not transport errors.
+            .http_status_as_error(false)
+            .timeout_connect(Some(config.connect_timeout))
+            .timeout_global(Some(config.timeout))
+            .max_idle_connections_per_host(64)
+            .user_agent(concat!("rates/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Ok(BlockingClient { agent, api, config })
+    }
+
+    /// The API's base URL.
+    pub fn api(&self) -> &str {
+        &self.api
+    }
+
+    /// One attempt at `GET /rates` for `req`.
+    pub fn fetch(&self, req: &RateRequest) -> Result<Rates, FetchError> {
+        let url = format!("{}/rates?{}", self.api, req.query());
+        let (status, retry_after, body) = self.get(&url)?;
+        decode_rates(status, retry_after.as_deref(), &body)
+    }
+
+    /// `GET /currencies`: code → name.
+    pub fn currencies(&self) -> Result<std::collections::BTreeMap<String, String>, FetchError> {
+        let (status, retry_after, body) = self.get(&format!("{}/currencies", self.api))?;
+        if status != 200 {
+            return Err(decode_rates(status, retry_after.as_deref(), &body)
+                .err()
+                .unwrap_or(FetchError::Malformed(format!("status {status}"))));
+        }
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            name: String,
+        }
+        let map: std::collections::BTreeMap<String, Entry> =
+            serde_json::from_slice(&body).map_err(|e| FetchError::Malformed(e.to_string()))?;
+        Ok(map.into_iter().map(|(k, v)| (k, v.name)).collect())
+    }
+
+    fn get(&self, url: &str) -> Result<(u16, Option<String>, Vec<u8>), FetchError> {
+        let mut resp = self.agent.get(url).call().map_err(|e| self.map_error(e))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_vec()
+            .map_err(|e| self.map_error(e))?;
+        Ok((status, retry_after, body))
+    }
+
+    fn map_error(&self, e: ureq::Error) -> FetchError {
+        use std::io::ErrorKind;
+        let timeout =
+            |what: &str, limit: Duration| FetchError::Timeout(format!("{what} after {limit:?}"));
+        match e {
+            ureq::Error::Timeout(ureq::Timeout::Connect) => {
+                timeout("connect", self.config.connect_timeout)
+            }
+            ureq::Error::Timeout(_) => timeout("request", self.config.timeout),
+            ureq::Error::Io(io) if io.kind() == ErrorKind::TimedOut => {
+                timeout("request", self.config.timeout)
+            }
+            ureq::Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::HostUnreachable
+                        | ErrorKind::NetworkUnreachable
+                ) =>
+            {
+                FetchError::Connect(format!("{}: {io}", self.api))
+            }
+            ureq::Error::HostNotFound => {
+                FetchError::Connect(format!("{}: host not found", self.api))
+            }
+            ureq::Error::ConnectionFailed => {
+                FetchError::Connect(format!("{}: connection failed", self.api))
+            }
+            other => FetchError::Transport(other.to_string()),
+        }
+    }
+}

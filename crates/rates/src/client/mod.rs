@@ -1,0 +1,257 @@
+//! Clients of the rates API (`API.md`): [`BlockingClient`] on ureq, the
+//! chapter's `requests`. Both clients share the URL check, the decoding of
+//! answers and the typed [`FetchError`], so every model reports failures the
+//! same way.
+
+mod blocking;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use blocking::BlockingClient;
+
+use crate::Rates;
+
+/// What the project's clients do when no `--api` is given and what the public
+/// service is called, for messages and docs.
+pub const PUBLIC_API: &str = "https://api.vatcomply.com";
+
+/// Timeouts shared by the blocking and async clients.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientConfig {
+    /// Time to establish a connection.
+    pub connect_timeout: Duration,
+    /// Time for a whole request, from connecting to the last byte.
+    pub timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why one request for rates failed. Serialisable, so a failure can cross a
+/// process boundary like a result does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The server answered with an error status; `detail` is its explanation.
+    #[error("HTTP {status}: {detail}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The `detail` of the server's JSON error body, or the body itself.
+        detail: String,
+        /// The `Retry-After` header of a 429 or 503, if any.
+        retry_after: Option<Duration>,
+    },
+    /// No complete answer within the client's timeout.
+    #[error("timed out ({0})")]
+    Timeout(String),
+    /// No connection could be made (refused, unreachable, unknown host).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The answer was not the JSON the API promises.
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+    /// The answer's JSON lacks a field the API promises.
+    #[error("answer lacks the '{0}' field")]
+    MissingField(String),
+    /// Any other transport failure (TLS, protocol, broken connection).
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The request was never made or was abandoned because the run was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// The worker running the request failed (panicked or died).
+    #[error("worker failed: {0}")]
+    Worker(String),
+}
+
+impl FetchError {
+    /// Whether another attempt may succeed: 5xx, 429, timeouts, connection
+    /// and transport errors. Other 4xx answers are the request's fault.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FetchError::Status { status, .. } => *status == 429 || *status >= 500,
+            FetchError::Timeout(_) | FetchError::Connect(_) | FetchError::Transport(_) => true,
+            _ => false,
+        }
+    }
+
+    /// How long the server asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// An `--api` value that is not an `http://` or `https://` URL with a host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid API URL '{0}': expected http://HOST[:PORT] or https://HOST[:PORT]")]
+pub struct BadUrl(pub String);
+
+/// Checks an API base URL and returns it without a trailing slash.
+pub fn parse_api_url(url: &str) -> Result<String, BadUrl> {
+    let bad = || BadUrl(url.to_string());
+    let trimmed = url.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or_else(bad)?;
+    let uri: ureq::http::Uri = trimmed.parse().map_err(|_| bad())?;
+    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+    if !host_ok || rest.contains(['?', '#', ' ']) {
+        return Err(bad());
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Turns an HTTP answer into rates or a typed error.
+pub(crate) fn decode_rates(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+) -> Result<Rates, FetchError> {
+    if !(200..300).contains(&status) {
+        return Err(FetchError::Status {
+            status,
+            detail: error_detail(body),
+            retry_after: retry_after.and_then(parse_retry_after),
+        });
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| FetchError::Malformed(e.to_string()))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| FetchError::Malformed("expected a JSON object".into()))?;
+    for field in ["date", "base", "rates"] {
+        if !obj.contains_key(field) {
+            return Err(FetchError::MissingField(field.into()));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| FetchError::Malformed(e.to_string()))
+}
+
+/// The `detail` of a JSON error body, else the body's text (shortened).
+fn error_detail(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Detail {
+        detail: serde_json::Value,
+    }
+    match serde_json::from_slice::<Detail>(body) {
+        Ok(Detail {
+            detail: serde_json::Value::String(s),
+        }) => s,
+        Ok(Detail { detail }) => detail.to_string(),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            match text.char_indices().nth(200) {
+                Some((i, _)) => format!("{}...", &text[..i]),
+                None if text.is_empty() => "(empty body)".into(),
+                None => text.to_string(),
+            }
+        }
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by rate limiters
+/// we know of, and is ignored).
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_urls() {
+        assert_eq!(
+            parse_api_url("http://127.0.0.1:8080/"),
+            Ok("http://127.0.0.1:8080".into())
+        );
+        assert_eq!(parse_api_url(PUBLIC_API), Ok(PUBLIC_API.into()));
+        for bad in [
+            "ftp://x",
+            "localhost:80",
+            "http://",
+            "https:///x",
+            "http://a b",
+            "",
+        ] {
+            assert_eq!(parse_api_url(bad), Err(BadUrl(bad.into())), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decoding() {
+        let ok = decode_rates(
+            200,
+            None,
+            br#"{"date":"2018-10-12","base":"USD","rates":{"PLN":3.709694}}"#,
+        );
+        assert_eq!(ok.map(|r| r.rates.len()), Ok(1));
+        assert_eq!(
+            decode_rates(429, Some("2"), br#"{"detail": "Rate limit exceeded."}"#),
+            Err(FetchError::Status {
+                status: 429,
+                detail: "Rate limit exceeded.".into(),
+                retry_after: Some(Duration::from_secs(2))
+            })
+        );
+        assert!(matches!(
+            decode_rates(200, None, b"not json"),
+            Err(FetchError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_rates(200, None, b"[1]"),
+            Err(FetchError::Malformed(_))
+        ));
+        assert_eq!(
+            decode_rates(200, None, br#"{"date":"2018-10-12","base":"USD"}"#),
+            Err(FetchError::MissingField("rates".into()))
+        );
+        assert!(matches!(
+            decode_rates(
+                200,
+                None,
+                br#"{"date":"2018-10-12","base":"USD","rates":{"PLN":"x"}}"#
+            ),
+            Err(FetchError::Malformed(_))
+        ));
+        let Err(FetchError::Status { detail, .. }) =
+            decode_rates(502, None, b"<html>bad gateway</html>")
+        else {
+            panic!("a status error")
+        };
+        assert_eq!(detail, "<html>bad gateway</html>");
+    }
+
+    #[test]
+    fn retryable_errors() {
+        let status = |s| FetchError::Status {
+            status: s,
+            detail: String::new(),
+            retry_after: None,
+        };
+        assert!(
+            status(500).is_retryable() && status(503).is_retryable() && status(429).is_retryable()
+        );
+        assert!(!status(400).is_retryable() && !status(404).is_retryable());
+        assert!(FetchError::Timeout("x".into()).is_retryable());
+        assert!(!FetchError::Malformed("x".into()).is_retryable());
+    }
+}

@@ -1,0 +1,33 @@
+//! The exchange-rates domain of the chapter's application: currencies, the
+//! ECB dataset, the API types, the clients, the retry policy, the fetch
+//! models and the presentation of results.
+//!
+//! ```
+//! use rates::{Currency, Dataset};
+//!
+//! let ds = Dataset::embedded();
+//! let usd: Currency = "USD".parse().unwrap();
+//! let pln: Currency = "pln".parse().unwrap();
+//! let day = rates::parse_date("2018-10-12").unwrap();
+//! let r = ds.rates(usd, &[pln], Some(day)).unwrap();
+//! assert_eq!(r.rates[&pln], 3.709694);
+//! ```
+
+mod api;
+mod client;
+mod currency;
+mod dataset;
+pub mod models;
+mod names;
+pub mod present;
+mod retry;
+
+pub use api::{DateError, RateRequest, Rates, parse_date};
+pub use client::{BadUrl, BlockingClient, ClientConfig, FetchError, PUBLIC_API, parse_api_url};
+pub use currency::{Currency, InvalidCurrency};
+pub use dataset::{Dataset, DatasetError, RatesError, round6};
+pub use models::{Fetcher, Model, Outcome};
+pub use retry::{Failure, RetryPolicy};
+
+/// The chapter's five currencies, used as bases and as symbols by default.
+pub const CHAPTER_CURRENCIES: &str = "USD,EUR,PLN,NOK,CZK";

@@ -1,0 +1,175 @@
+//! Retries with exponential backoff and full jitter, honouring `Retry-After`.
+//!
+//! Every model fetches through [`RetryPolicy`], so `--retries` means the same
+//! thing whichever model runs: up to K more attempts on 5xx, 429, timeouts
+//! and connection errors; never on other 4xx answers, which would fail again.
+
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::FetchError;
+
+/// How often and how patiently to retry a failed request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts after the first one.
+    pub retries: u32,
+    /// The backoff ceiling of the first retry; it doubles with each retry.
+    pub base_delay: Duration,
+    /// The largest backoff ceiling.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A request that failed for good: the last error, and how many attempts
+/// were made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{error} (after {attempts} attempt{s})", s = if *attempts == 1 { "" } else { "s" })]
+pub struct Failure {
+    /// The last attempt's error.
+    pub error: FetchError,
+    /// Attempts made, the first included (0 when the run was cancelled first).
+    pub attempts: u32,
+}
+
+impl RetryPolicy {
+    /// No retries: the first error is final.
+    pub fn none() -> Self {
+        RetryPolicy {
+            retries: 0,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// The wait before retry number `retry` (1 for the first retry) after
+    /// `error`: a uniformly random duration up to
+    /// `min(max_delay, base_delay · 2^(retry-1))` ("full jitter", so many
+    /// clients failing together do not retry together), but never less than
+    /// the server's `Retry-After`.
+    pub fn backoff(&self, retry: u32, error: &FetchError, rng: &mut impl Rng) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1u32 << (retry.saturating_sub(1)).min(20))
+            .min(self.max_delay);
+        let jittered = ceiling.mul_f64(rng.random::<f64>());
+        match error.retry_after() {
+            Some(after) => after.max(jittered),
+            None => jittered,
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails with a final error, or the
+    /// retries are used up, calling `sleep` with each backoff.
+    pub fn run<T>(
+        &self,
+        mut attempt: impl FnMut() -> Result<T, FetchError>,
+        mut sleep: impl FnMut(Duration),
+    ) -> Result<T, Failure> {
+        let mut rng = rand::rng();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match attempt() {
+                Ok(v) => return Ok(v),
+                Err(error) if error.is_retryable() && attempts <= self.retries => {
+                    sleep(self.backoff(attempts, &error, &mut rng));
+                }
+                Err(error) => return Err(Failure { error, attempts }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(s: u16, retry_after: Option<Duration>) -> FetchError {
+        FetchError::Status {
+            status: s,
+            detail: String::new(),
+            retry_after,
+        }
+    }
+
+    #[test]
+    fn retries_retryable_errors_up_to_the_limit() {
+        let policy = RetryPolicy {
+            retries: 3,
+            ..RetryPolicy::default()
+        };
+        let mut calls = 0;
+        let mut sleeps = Vec::new();
+        let r: Result<(), _> = policy.run(
+            || {
+                calls += 1;
+                Err(status(503, None))
+            },
+            |d| sleeps.push(d),
+        );
+        assert_eq!(calls, 4);
+        assert_eq!(
+            r,
+            Err(Failure {
+                error: status(503, None),
+                attempts: 4
+            })
+        );
+        assert_eq!(sleeps.len(), 3);
+        for (i, d) in sleeps.iter().enumerate() {
+            assert!(*d <= policy.base_delay * (1 << i), "retry {i} waited {d:?}");
+        }
+    }
+
+    #[test]
+    fn never_retries_client_errors() {
+        let mut calls = 0;
+        let r: Result<(), _> = RetryPolicy::default().run(
+            || {
+                calls += 1;
+                Err(status(404, None))
+            },
+            |_| panic!("must not sleep"),
+        );
+        assert_eq!((calls, r.map_err(|f| f.attempts)), (1, Err(1)));
+    }
+
+    #[test]
+    fn succeeds_after_transient_failures() {
+        let mut calls = 0;
+        let r = RetryPolicy::default().run(
+            || {
+                calls += 1;
+                if calls < 3 {
+                    Err(FetchError::Timeout("t".into()))
+                } else {
+                    Ok(calls)
+                }
+            },
+            |_| {},
+        );
+        assert_eq!(r, Ok(3));
+    }
+
+    #[test]
+    fn honours_retry_after_and_caps_backoff() {
+        let policy = RetryPolicy::default();
+        let mut rng = rand::rng();
+        let after = Duration::from_secs(2);
+        for retry in 1..30 {
+            assert!(policy.backoff(retry, &status(429, Some(after)), &mut rng) >= after);
+            assert!(policy.backoff(retry, &status(500, None), &mut rng) <= policy.max_delay);
+        }
+    }
+}
