@@ -53,12 +53,7 @@ impl Bridge {
     ///
     /// As [`ThreadPool::new`]: 0 workers, or a thread that cannot start.
     pub fn new(workers: usize) -> Result<Self, PoolError> {
-        Ok(Self::with_pool(
-            ThreadPool::builder()
-                .size(workers)
-                .name("concur-bridge")
-                .build()?,
-        ))
+        Ok(Self::with_pool(ThreadPool::builder().size(workers).name("concur-bridge").build()?))
     }
 
     /// A bridge over a pool built elsewhere (e.g. to choose its thread
@@ -91,9 +86,7 @@ impl Bridge {
         });
         match self.pool.execute(vec![job]) {
             Ok(()) => BlockingJob { result: Ok(rx) },
-            Err(_) => BlockingJob {
-                result: Err(Some(TaskError::Closed)),
-            },
+            Err(_) => BlockingJob { result: Err(Some(TaskError::Closed)) },
         }
     }
 
@@ -142,13 +135,8 @@ mod tests {
     /// Runs `fut` on a current-thread runtime, failing the test if it takes
     /// longer than the limit.
     fn block_on<F: Future>(fut: F) -> F::Output {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime starts");
-        runtime
-            .block_on(async { tokio::time::timeout(LIMIT, fut).await })
-            .expect("within the limit")
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime starts");
+        runtime.block_on(async { tokio::time::timeout(LIMIT, fut).await }).expect("within the limit")
     }
 
     #[test]
@@ -157,8 +145,7 @@ mod tests {
         let most = Arc::new(AtomicUsize::new(0));
         let bridge = Arc::new(Bridge::new(3).expect("bridge starts"));
         let done = block_on({
-            let (running, most, bridge) =
-                (Arc::clone(&running), Arc::clone(&most), Arc::clone(&bridge));
+            let (running, most, bridge) = (Arc::clone(&running), Arc::clone(&most), Arc::clone(&bridge));
             async move {
                 // All 20 futures exist before any is awaited.
                 let jobs: Vec<_> = (0..20)
@@ -194,15 +181,10 @@ mod tests {
     fn a_panic_is_an_error_and_the_bridge_lives_on() {
         let bridge = Bridge::new(1).expect("bridge starts");
         let (panicked, after) = block_on(async {
-            let panicked = bridge
-                .run(|| -> u8 { panic!("blocking call failed") })
-                .await;
+            let panicked = bridge.run(|| -> u8 { panic!("blocking call failed") }).await;
             (panicked, bridge.run(|| 7).await)
         });
-        assert_eq!(
-            panicked,
-            Err(TaskError::Panicked("blocking call failed".to_owned()))
-        );
+        assert_eq!(panicked, Err(TaskError::Panicked("blocking call failed".to_owned())));
         assert_eq!(after, Ok(7));
     }
 

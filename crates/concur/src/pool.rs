@@ -121,18 +121,12 @@ pub enum TaskError {
 /// `Pool::map(&pool, tasks)`.
 pub trait Pool {
     /// Runs every task and returns their results in input order.
-    fn map<T: Task>(
-        &self,
-        items: impl IntoIterator<Item = T>,
-    ) -> Vec<Result<T::Output, TaskError>> {
+    fn map<T: Task>(&self, items: impl IntoIterator<Item = T>) -> Vec<Result<T::Output, TaskError>> {
         self.imap(items).collect()
     }
 
     /// Runs every task; yields the results lazily, in input order.
-    fn imap<T: Task>(
-        &self,
-        items: impl IntoIterator<Item = T>,
-    ) -> impl Iterator<Item = Result<T::Output, TaskError>> {
+    fn imap<T: Task>(&self, items: impl IntoIterator<Item = T>) -> impl Iterator<Item = Result<T::Output, TaskError>> {
         InOrder::new(self.imap_unordered(items))
     }
 
@@ -190,9 +184,7 @@ impl<R> AsyncResult<R> {
 
 impl<R> fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsyncResult")
-            .field("finished", &!self.rx.is_empty())
-            .finish()
+        f.debug_struct("AsyncResult").field("finished", &!self.rx.is_empty()).finish()
     }
 }
 
@@ -207,11 +199,7 @@ pub(crate) struct InOrder<I, R> {
 
 impl<I, R> InOrder<I, R> {
     pub(crate) fn new(inner: I) -> Self {
-        InOrder {
-            inner,
-            next: 0,
-            early: BTreeMap::new(),
-        }
+        InOrder { inner, next: 0, early: BTreeMap::new() }
     }
 }
 
@@ -249,10 +237,7 @@ where
     fn size_hint(&self) -> (usize, Option<usize>) {
         let (lo, hi) = self.inner.size_hint();
         let buffered = self.early.len();
-        (
-            lo.saturating_add(buffered),
-            hi.and_then(|h| h.checked_add(buffered)),
-        )
+        (lo.saturating_add(buffered), hi.and_then(|h| h.checked_add(buffered)))
     }
 }
 
@@ -287,12 +272,7 @@ mod tests {
 
     #[test]
     fn in_order_reorders_and_keeps_everything() {
-        let arrivals = vec![
-            (2, Ok(20)),
-            (0, Ok(0)),
-            (3, Err(TaskError::Cancelled)),
-            (1, Ok(10)),
-        ];
+        let arrivals = vec![(2, Ok(20)), (0, Ok(0)), (3, Err(TaskError::Cancelled)), (1, Ok(10))];
         let got: Vec<_> = InOrder::new(arrivals.into_iter()).collect();
         assert_eq!(got, vec![Ok(0), Ok(10), Ok(20), Err(TaskError::Cancelled)]);
     }
@@ -317,14 +297,9 @@ mod tests {
     #[test]
     fn async_result_resolves_and_times_out() {
         let (tx, handle) = AsyncResult::<u8>::channel();
-        let handle = handle
-            .wait_timeout(Duration::from_millis(1))
-            .expect_err("nothing was sent yet");
+        let handle = handle.wait_timeout(Duration::from_millis(1)).expect_err("nothing was sent yet");
         tx.send(Ok(7)).expect("receiver alive");
-        assert_eq!(
-            handle.wait_timeout(Duration::from_secs(10)).ok(),
-            Some(Ok(7))
-        );
+        assert_eq!(handle.wait_timeout(Duration::from_secs(10)).ok(), Some(Ok(7)));
 
         let (tx, handle) = AsyncResult::<u8>::channel();
         drop(tx);

@@ -86,10 +86,7 @@ impl ThreadPool {
 
     /// A builder to set the size and the thread names.
     pub fn builder() -> ThreadPoolBuilder {
-        ThreadPoolBuilder {
-            size: None,
-            name: "concur-worker".to_owned(),
-        }
+        ThreadPoolBuilder { size: None, name: "concur-worker".to_owned() }
     }
 
     /// The number of worker threads.
@@ -122,11 +119,7 @@ impl ThreadPool {
     }
 
     /// Applies `f` to every item and returns the results in input order.
-    pub fn map<T, R, F>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = T>,
-    ) -> Vec<Result<R, TaskError>>
+    pub fn map<T, R, F>(&self, f: F, items: impl IntoIterator<Item = T>) -> Vec<Result<R, TaskError>>
     where
         F: Fn(T) -> R + Send + Sync + 'static,
         T: Send + 'static,
@@ -151,11 +144,7 @@ impl ThreadPool {
     /// exactly once: a job cancelled by [`terminate`](Self::terminate) comes
     /// as [`TaskError::Cancelled`], every item after a close as
     /// [`TaskError::Closed`].
-    pub fn imap_unordered<T, R, F>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = T>,
-    ) -> ImapUnordered<R>
+    pub fn imap_unordered<T, R, F>(&self, f: F, items: impl IntoIterator<Item = T>) -> ImapUnordered<R>
     where
         F: Fn(T) -> R + Send + Sync + 'static,
         T: Send + 'static,
@@ -184,12 +173,7 @@ impl ThreadPool {
                 let _ = tx.send((i, Err(TaskError::Closed)));
             }
         }
-        ImapUnordered {
-            results: rx,
-            seen: vec![false; n],
-            left: n,
-            cancelled_from: None,
-        }
+        ImapUnordered { results: rx, seen: vec![false; n], left: n, cancelled_from: None }
     }
 
     /// Stops accepting work. Queued jobs still run. Idempotent.
@@ -216,8 +200,7 @@ impl ThreadPool {
     /// wait for that job's thread.
     pub fn join(&self) {
         self.close();
-        let handles =
-            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        let handles = std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
         let me = thread::current().id();
         for handle in handles {
             if handle.thread().id() != me {
@@ -274,17 +257,11 @@ impl std::fmt::Debug for ThreadPool {
 }
 
 impl Pool for ThreadPool {
-    fn map<T: Task>(
-        &self,
-        items: impl IntoIterator<Item = T>,
-    ) -> Vec<Result<T::Output, TaskError>> {
+    fn map<T: Task>(&self, items: impl IntoIterator<Item = T>) -> Vec<Result<T::Output, TaskError>> {
         ThreadPool::map(self, T::run, items)
     }
 
-    fn imap<T: Task>(
-        &self,
-        items: impl IntoIterator<Item = T>,
-    ) -> impl Iterator<Item = Result<T::Output, TaskError>> {
+    fn imap<T: Task>(&self, items: impl IntoIterator<Item = T>) -> impl Iterator<Item = Result<T::Output, TaskError>> {
         ThreadPool::imap(self, T::run, items)
     }
 
@@ -347,15 +324,9 @@ impl ThreadPoolBuilder {
             // Made before the spawn so that a thread that never starts
             // still gives its count back when the closure is dropped.
             let alive = Alive::new(&live);
-            let spawned = thread::Builder::new()
-                .name(format!("{}-{i}", self.name))
-                .spawn(move || work(&jobs, alive));
+            let spawned = thread::Builder::new().name(format!("{}-{i}", self.name)).spawn(move || work(&jobs, alive));
             match spawned {
-                Ok(handle) => pool
-                    .workers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(handle),
+                Ok(handle) => pool.workers.lock().unwrap_or_else(PoisonError::into_inner).push(handle),
                 // Dropping `pool` closes and joins the workers started so far.
                 Err(e) => return Err(PoolError::Spawn(e)),
             }
@@ -391,8 +362,7 @@ impl Drop for Alive {
 
 /// Runs `f`, turning a panic into [`TaskError::Panicked`].
 pub(crate) fn run_caught<R>(f: impl FnOnce() -> R) -> Result<R, TaskError> {
-    catch_unwind(AssertUnwindSafe(f))
-        .map_err(|payload| TaskError::Panicked(panic_message(&*payload)))
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| TaskError::Panicked(panic_message(&*payload)))
 }
 
 /// Results of [`ThreadPool::imap_unordered`]: `(input index, result)` in
@@ -443,9 +413,7 @@ impl<R> std::iter::FusedIterator for ImapUnordered<R> {}
 
 impl<R> std::fmt::Debug for ImapUnordered<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImapUnordered")
-            .field("left", &self.left)
-            .finish()
+        f.debug_struct("ImapUnordered").field("left", &self.left).finish()
     }
 }
 
@@ -483,11 +451,7 @@ mod tests {
 
     /// A job that reports it started, then blocks until released (or the
     /// test's time limit), so tests can hold a worker busy.
-    fn gate() -> (
-        impl FnOnce() -> &'static str + Send + 'static,
-        Receiver<()>,
-        Sender<()>,
-    ) {
+    fn gate() -> (impl FnOnce() -> &'static str + Send + 'static, Receiver<()>, Sender<()>) {
         let (started_tx, started_rx) = crossbeam_channel::bounded(1);
         let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
         let job = move || {
@@ -545,10 +509,7 @@ mod tests {
     fn empty_input() {
         let (m, u) = within(|| {
             let pool = pool(2);
-            (
-                pool.map(|i: u8| i, []),
-                pool.imap_unordered(|i: u8| i, []).count(),
-            )
+            (pool.map(|i: u8| i, []), pool.imap_unordered(|i: u8| i, []).count())
         });
         assert!(m.is_empty());
         assert_eq!(u, 0);
@@ -597,12 +558,7 @@ mod tests {
 
     #[test]
     fn an_erroring_task_returns_its_error_as_output() {
-        let got = within(|| {
-            pool(2).map(
-                |s: &'static str| s.parse::<u8>().map_err(|e| e.to_string()),
-                ["1", "x", "3"],
-            )
-        });
+        let got = within(|| pool(2).map(|s: &'static str| s.parse::<u8>().map_err(|e| e.to_string()), ["1", "x", "3"]));
         assert_eq!(got[0], Ok(Ok(1)));
         assert_eq!(got[1], Ok(Err("invalid digit found in string".to_owned())));
         assert_eq!(got[2], Ok(Ok(3)));
@@ -637,10 +593,7 @@ mod tests {
             pool.terminate();
             let _ = release.send(());
             pool.join();
-            (
-                first.wait(),
-                rest.into_iter().map(AsyncResult::wait).collect::<Vec<_>>(),
-            )
+            (first.wait(), rest.into_iter().map(AsyncResult::wait).collect::<Vec<_>>())
         });
         // The running job finishes; the queued ones never start.
         assert_eq!(first, Ok("gate"));
@@ -695,10 +648,7 @@ mod tests {
             let after = live.load(Ordering::SeqCst);
             let results: Vec<_> = handles
                 .into_iter()
-                .map(|h| {
-                    h.wait_timeout(Duration::ZERO)
-                        .expect("resolved before drop returned")
-                })
+                .map(|h| h.wait_timeout(Duration::ZERO).expect("resolved before drop returned"))
                 .collect();
             (before, after, results)
         });
@@ -721,13 +671,8 @@ mod tests {
     #[test]
     fn workers_are_named() {
         let name = within(|| {
-            let pool = ThreadPool::builder()
-                .size(1)
-                .name("fetch")
-                .build()
-                .expect("pool starts");
-            pool.submit(|| thread::current().name().map(str::to_owned))
-                .wait()
+            let pool = ThreadPool::builder().size(1).name("fetch").build().expect("pool starts");
+            pool.submit(|| thread::current().name().map(str::to_owned)).wait()
         });
         assert_eq!(name, Ok(Some("fetch-0".to_owned())));
     }
@@ -813,11 +758,7 @@ mod tests {
             const NAME: &'static str = "halve";
             fn run(self) -> Self::Output {
                 assert!(self.0 != 13, "unlucky");
-                if self.0.is_multiple_of(2) {
-                    Ok(self.0 / 2)
-                } else {
-                    Err(format!("{} is odd", self.0))
-                }
+                if self.0.is_multiple_of(2) { Ok(self.0 / 2) } else { Err(format!("{} is odd", self.0)) }
             }
         }
 
@@ -838,11 +779,7 @@ mod tests {
             });
             assert_eq!(
                 mapped,
-                vec![
-                    Ok(Ok(2)),
-                    Ok(Err("5 is odd".to_owned())),
-                    Err(TaskError::Panicked("unlucky".to_owned()))
-                ]
+                vec![Ok(Ok(2)), Ok(Err("5 is odd".to_owned())), Err(TaskError::Panicked("unlucky".to_owned()))]
             );
             assert_eq!(ordered, (0..10).map(|i| Ok(Ok(i))).collect::<Vec<_>>());
             let indices: HashSet<usize> = unordered.iter().map(|(i, _)| *i).collect();

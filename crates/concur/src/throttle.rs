@@ -47,9 +47,7 @@ pub struct SystemClock {
 impl SystemClock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
-        SystemClock {
-            origin: tokio::time::Instant::now(),
-        }
+        SystemClock { origin: tokio::time::Instant::now() }
     }
 }
 
@@ -274,10 +272,7 @@ impl<C: Clock> Throttle<C> {
             rate,
             capacity: f64::from(burst),
             clock,
-            bucket: Mutex::new(Bucket {
-                tokens: f64::from(burst),
-                last: Some(now),
-            }),
+            bucket: Mutex::new(Bucket { tokens: f64::from(burst), last: Some(now) }),
         })
     }
 
@@ -290,15 +285,7 @@ impl<C: Clock> Throttle<C> {
         if !(rate.is_finite() && rate >= 1.0) {
             return Err(ThrottleError::ChapterRate(rate));
         }
-        Ok(Throttle {
-            rate,
-            capacity: rate,
-            clock,
-            bucket: Mutex::new(Bucket {
-                tokens: 0.0,
-                last: None,
-            }),
-        })
+        Ok(Throttle { rate, capacity: rate, clock, bucket: Mutex::new(Bucket { tokens: 0.0, last: None }) })
     }
 
     /// Tokens per second.
@@ -349,10 +336,7 @@ impl<C: Clock> Throttle<C> {
             Ok(())
         } else {
             let wait = secs((1.0 - bucket.tokens) / self.rate);
-            Err(NotUntil {
-                wait,
-                at: now.saturating_add(wait),
-            })
+            Err(NotUntil { wait, at: now.saturating_add(wait) })
         }
     }
 
@@ -376,11 +360,7 @@ impl<C: Clock> Throttle<C> {
         let mut bucket = self.lock();
         let now = self.refill(&mut bucket);
         bucket.tokens -= 1.0;
-        let due = if bucket.tokens >= 0.0 {
-            now
-        } else {
-            now.saturating_add(secs(-bucket.tokens / self.rate))
-        };
+        let due = if bucket.tokens >= 0.0 { now } else { now.saturating_add(secs(-bucket.tokens / self.rate)) };
         (now, due)
     }
 
@@ -405,10 +385,7 @@ impl<C: Clock> Throttle<C> {
 
 impl<C> fmt::Debug for Throttle<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Throttle")
-            .field("rate", &self.rate)
-            .field("capacity", &self.capacity)
-            .finish_non_exhaustive()
+        f.debug_struct("Throttle").field("rate", &self.rate).field("capacity", &self.capacity).finish_non_exhaustive()
     }
 }
 
@@ -430,11 +407,7 @@ mod tests {
                 let w = grants[j].saturating_sub(grants[i]).as_secs_f64();
                 let count = (j - i + 1) as f64;
                 let bound = capacity + rate * w;
-                assert!(
-                    count <= bound + 1e-6,
-                    "{count} grants in {w} s from {:?}; bound {bound}",
-                    grants[i]
-                );
+                assert!(count <= bound + 1e-6, "{count} grants in {w} s from {:?}; bound {bound}", grants[i]);
             }
         }
     }
@@ -445,18 +418,12 @@ mod tests {
             let err = Throttle::new(rate, 1).expect_err("bad rate");
             assert!(matches!(err, ThrottleError::Rate(r) if r.to_bits() == rate.to_bits()));
         }
-        assert_eq!(
-            Throttle::new(1.0, 0).expect_err("bad burst"),
-            ThrottleError::Burst(0)
-        );
+        assert_eq!(Throttle::new(1.0, 0).expect_err("bad burst"), ThrottleError::Burst(0));
         assert_eq!(
             Throttle::new(-2.5, 1).expect_err("bad rate").to_string(),
             "throttle rate must be a finite number of tokens per second above 0, got -2.5"
         );
-        assert_eq!(
-            Throttle::chapter(0.5).expect_err("bad rate"),
-            ThrottleError::ChapterRate(0.5)
-        );
+        assert_eq!(Throttle::chapter(0.5).expect_err("bad rate"), ThrottleError::ChapterRate(0.5));
         assert!(Throttle::chapter(f64::NAN).is_err());
     }
 
@@ -531,11 +498,7 @@ mod tests {
         let clock = FakeClock::new();
         let t = Throttle::chapter_with_clock(4.0, clock.clone()).expect("valid");
         t.acquire();
-        assert_eq!(
-            clock.now(),
-            ms(250),
-            "the first token is due 1/rate after the first request"
-        );
+        assert_eq!(clock.now(), ms(250), "the first token is due 1/rate after the first request");
     }
 
     #[test]
@@ -559,10 +522,7 @@ mod tests {
             }
             let want = f64::from(n - burst) / rate;
             let got = clock.now().as_secs_f64();
-            assert!(
-                (got - want).abs() <= 1e-6 * want.max(1.0),
-                "rate {rate}: {got} s, want {want} s"
-            );
+            assert!((got - want).abs() <= 1e-6 * want.max(1.0), "rate {rate}: {got} s, want {want} s");
         }
     }
 
@@ -605,10 +565,7 @@ mod tests {
         grants.sort();
         for pair in grants.windows(2) {
             let gap = (pair[1] - pair[0]).as_secs_f64();
-            assert!(
-                gap >= 1.0 / rate - 1e-8,
-                "grants {pair:?} closer than 1/rate"
-            );
+            assert!(gap >= 1.0 / rate - 1e-8, "grants {pair:?} closer than 1/rate");
         }
         assert_windows(&grants, rate, 1.0);
     }
@@ -621,11 +578,7 @@ mod tests {
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            Just(Op::Acquire),
-            Just(Op::Try),
-            (0u32..4).prop_map(Op::Consume)
-        ]
+        prop_oneof![Just(Op::Acquire), Just(Op::Try), (0u32..4).prop_map(Op::Consume)]
     }
 
     /// Runs `ops`, each after advancing the clock, and gives the grant

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 /// Parses a duration such as `50ms`, `1.5s`, `2m`, `250us` or `0`.
 pub fn duration(s: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("invalid duration '{s}': expected a number with a unit, e.g. 50ms, 1.5s, 2m");
+    let bad = || format!("invalid duration '{s}': expected a number with a unit, e.g. 50ms, 1.5s, 2m");
     let t = s.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
@@ -34,22 +33,29 @@ pub fn fraction(s: &str) -> Result<f64, String> {
         Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
         None => s.trim().parse::<f64>().map_err(|_| bad())?,
     };
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(bad())
-    }
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(bad()) }
 }
 
 /// Parses a positive rate, e.g. requests per second: `20`, `0.5`, `2/s`.
 pub fn rate(s: &str) -> Result<f64, String> {
-    let bad =
-        || format!("invalid rate '{s}': expected a positive number per second, e.g. 20 or 2/s");
+    let bad = || format!("invalid rate '{s}': expected a positive number per second, e.g. 20 or 2/s");
     let t = s.trim();
     let t = t.strip_suffix("/s").unwrap_or(t);
     match t.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(bad()),
+    }
+}
+
+/// Parses a worker count: a positive number, or `0`/`unlimited` for as
+/// many as there are items.
+pub fn workers(s: &str) -> Result<rates::Workers, String> {
+    match s.trim() {
+        "0" | "unlimited" => Ok(rates::Workers::Unlimited),
+        t => match t.parse::<usize>() {
+            Ok(n) if n <= 100_000 => Ok(rates::Workers::Bounded(n)),
+            _ => Err(format!("invalid worker count '{s}': expected a number from 1 to 100000, or 0/unlimited")),
+        },
     }
 }
 
@@ -68,6 +74,14 @@ mod tests {
             let e = duration(bad).expect_err(bad);
             assert!(e.contains(&format!("'{bad}'")), "{e}");
         }
+    }
+
+    #[test]
+    fn worker_counts() {
+        assert_eq!(workers("8"), Ok(rates::Workers::Bounded(8)));
+        assert_eq!(workers("unlimited"), Ok(rates::Workers::Unlimited));
+        assert_eq!(workers("0"), Ok(rates::Workers::Unlimited));
+        assert!(workers("-1").is_err_and(|e| e.contains("'-1'")));
     }
 
     #[test]

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use concur::Throttle;
-use rates::{
-    BlockingClient, ClientConfig, Currency, Fetcher, Model, RateRequest, RetryPolicy, present,
-};
+use rates::{ClientConfig, Currency, Fetcher, Model, RateRequest, RetryPolicy, Workers, present};
 use rates_server::{RateLimit, ServerOptions};
 
 use crate::{Usage, cli, dataset};
@@ -32,12 +30,12 @@ pub enum Format {
 /// Options of `rates fetch`.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// The concurrency model: sync, thread-per-item, thread-pool, two-way-queues.
+    /// The concurrency model: sync, thread-per-item, thread-pool, two-way-queues, async, async-executor.
     #[arg(long, default_value = "sync")]
     pub model: Model,
-    /// Worker threads for the pooled models.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub workers: u32,
+    /// Requests in flight at once for the pooled and async models (0 or "unlimited": all).
+    #[arg(long, default_value = "4", value_parser = cli::workers)]
+    pub workers: Workers,
     /// Base currencies, comma-separated.
     #[arg(long, default_value = rates::CHAPTER_CURRENCIES)]
     pub bases: String,
@@ -81,12 +79,7 @@ pub struct FetchArgs {
     #[arg(long, value_parser = cli::rate, value_name = "R", conflicts_with = "api")]
     pub sim_rate_limit: Option<f64>,
     /// Embedded server: burst of --sim-rate-limit.
-    #[arg(
-        long,
-        default_value_t = 1,
-        requires = "sim_rate_limit",
-        value_name = "B"
-    )]
+    #[arg(long, default_value_t = 1, requires = "sim_rate_limit", value_name = "B")]
     pub sim_burst: u32,
 }
 
@@ -106,20 +99,8 @@ fn plan(args: &FetchArgs, ds: &rates::Dataset) -> Result<Plan, Usage> {
     };
     let bases = list("bases", &args.bases)?;
     let symbols = list("symbols", &args.symbols)?;
-    let date = args
-        .date
-        .as_deref()
-        .map(rates::parse_date)
-        .transpose()
-        .map_err(|e| Usage(format!("--date: {e}")))?;
-    let requests = bases
-        .into_iter()
-        .map(|base| RateRequest {
-            base,
-            symbols: symbols.clone(),
-            date,
-        })
-        .collect();
+    let date = args.date.as_deref().map(rates::parse_date).transpose().map_err(|e| Usage(format!("--date: {e}")))?;
+    let requests = bases.into_iter().map(|base| RateRequest { base, symbols: symbols.clone(), date }).collect();
     Ok(Plan { requests, symbols })
 }
 
@@ -135,16 +116,10 @@ pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         latency: args.sim_latency,
         jitter: args.sim_jitter,
         fail_rate: args.sim_fail_rate,
-        rate_limit: args.sim_rate_limit.map(|rate| RateLimit {
-            rate,
-            burst: args.sim_burst,
-        }),
+        rate_limit: args.sim_rate_limit.map(|rate| RateLimit { rate, burst: args.sim_burst }),
     };
     sim.validate().map_err(|e| Usage(e.to_string()))?;
-    let config = ClientConfig {
-        timeout: args.timeout,
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig { timeout: args.timeout, ..ClientConfig::default() };
     // Check the URL before starting anything.
     if let Some(api) = &args.api {
         rates::parse_api_url(api).map_err(|e| Usage(e.to_string()))?;
@@ -154,21 +129,26 @@ pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         Some(_) => None,
         None => Some(rates_server::spawn(ds, sim).context("cannot start the embedded server")?),
     };
-    let api = args
-        .api
-        .as_deref()
-        .or(server.as_ref().map(|s| s.url()))
-        .unwrap_or_default();
-    let client = BlockingClient::new(api, config).map_err(|e| Usage(e.to_string()))?;
-    let retry = RetryPolicy {
-        retries: args.retries,
-        ..RetryPolicy::default()
-    };
-    let fetcher = Arc::new(Fetcher::new(client, retry, throttle));
+    let api = args.api.as_deref().or(server.as_ref().map(|s| s.url())).unwrap_or_default();
+    let retry = RetryPolicy { retries: args.retries, ..RetryPolicy::default() };
+    let fetcher = Arc::new(
+        Fetcher::new(api, config).map_err(|e| Usage(e.to_string()))?.with_retry(retry).with_throttle(throttle),
+    );
 
+    // One runtime runs the async models and listens for Ctrl-C, which
+    // cancels the run: no new request starts, and what arrived is printed.
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let cancel = fetcher.cancel().clone();
+    rt.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
     let started = Instant::now();
-    let outcomes = rates::models::run(args.model, &fetcher, &plan.requests, args.workers as usize);
+    let outcomes = rt.block_on(rates::models::run_async(args.model, &fetcher, &plan.requests, args.workers));
     let elapsed = started.elapsed();
+    let interrupted = fetcher.cancel().is_cancelled();
+    rt.shutdown_background();
     drop(server);
 
     let answers: Vec<&rates::Rates> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
@@ -185,18 +165,25 @@ pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
 
-    let failed: Vec<_> = plan
-        .requests
-        .iter()
-        .zip(&outcomes)
-        .filter_map(|(req, o)| o.as_ref().err().map(|f| (req, f)))
-        .collect();
+    let failed: Vec<_> =
+        plan.requests.iter().zip(&outcomes).filter_map(|(req, o)| o.as_ref().err().map(|f| (req, f))).collect();
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
+    let mut n_cancelled = 0;
     for (req, failure) in &failed {
-        eprintln!("rates: {req}: {failure}");
+        if failure.error == rates::FetchError::Cancelled {
+            n_cancelled += 1;
+        } else {
+            eprintln!("rates: {req}: {failure}");
+        }
     }
-    eprintln!("rates: {} ok, {} failed", answers.len(), failed.len());
+    let n_failed = failed.len() - n_cancelled;
+    if interrupted {
+        eprintln!("rates: interrupted: {} ok, {n_failed} failed, {n_cancelled} cancelled", answers.len());
+        // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+        return Ok(ExitCode::from(130));
+    }
+    eprintln!("rates: {} ok, {n_failed} failed", answers.len());
     Ok(ExitCode::FAILURE)
 }

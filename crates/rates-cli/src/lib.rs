@@ -74,10 +74,7 @@ impl FaultArgs {
             latency: self.latency,
             jitter: self.jitter,
             fail_rate: self.fail_rate,
-            rate_limit: self.rate_limit.map(|rate| RateLimit {
-                rate,
-                burst: self.burst,
-            }),
+            rate_limit: self.rate_limit.map(|rate| RateLimit { rate, burst: self.burst }),
         }
     }
 }
@@ -91,9 +88,9 @@ pub struct Usage(pub String);
 fn dataset(path: Option<&PathBuf>) -> anyhow::Result<Arc<Dataset>> {
     match path {
         None => Ok(Dataset::embedded()),
-        Some(p) => Dataset::load(p)
-            .map(Arc::new)
-            .map_err(|e| Usage(format!("bad dataset {}: {e}", p.display())).into()),
+        Some(p) => {
+            Dataset::load(p).map(Arc::new).map_err(|e| Usage(format!("bad dataset {}: {e}", p.display())).into())
+        }
     }
 }
 
@@ -109,9 +106,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.data.as_ref())?;
     let opts = args.faults.options();
     opts.validate().map_err(|e| Usage(e.to_string()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(rates_server::serve(&args.addr, ds, opts))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -123,11 +118,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("rates: {e:#}");
-            if e.downcast_ref::<Usage>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            if e.downcast_ref::<Usage>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
 }

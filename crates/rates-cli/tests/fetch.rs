@@ -16,18 +16,13 @@ const CHAPTER_LINES: &str = "\
 
 fn rates() -> Command {
     let mut c = Command::cargo_bin("rates").unwrap();
-    c.env_remove("RATES_API")
-        .timeout(std::time::Duration::from_secs(60));
+    c.env_remove("RATES_API").timeout(std::time::Duration::from_secs(60));
     c
 }
 
 fn stdout(args: &[&str]) -> (i32, String, String) {
     let out = rates().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 
 /// Splits table output into the lines and the elapsed-time line.
@@ -42,10 +37,7 @@ fn default_output_is_the_chapters() {
     assert_eq!(code, 0, "{err}");
     let (lines, tail) = table_parts(&out);
     assert_eq!(format!("{lines}\n"), CHAPTER_LINES);
-    let secs = tail
-        .strip_prefix("time elapsed: ")
-        .and_then(|t| t.strip_suffix("s\n"))
-        .unwrap();
+    let secs = tail.strip_prefix("time elapsed: ").and_then(|t| t.strip_suffix("s\n")).unwrap();
     assert!(secs.len() >= 4 && secs.parse::<f64>().is_ok(), "{tail:?}");
     assert_eq!(err, "");
 }
@@ -55,25 +47,13 @@ fn every_threaded_model_prints_the_same_lines() {
     for model in ["sync", "thread-per-item", "thread-pool", "two-way-queues"] {
         let (code, out, err) = stdout(&["fetch", "--model", model, "--sim-latency", "5ms"]);
         assert_eq!(code, 0, "{model}: {err}");
-        assert_eq!(
-            format!("{}\n", table_parts(&out).0),
-            CHAPTER_LINES,
-            "{model}"
-        );
+        assert_eq!(format!("{}\n", table_parts(&out).0), CHAPTER_LINES, "{model}");
     }
 }
 
 #[test]
 fn json_format_parses() {
-    let (code, out, _) = stdout(&[
-        "fetch",
-        "--format",
-        "json",
-        "--date",
-        "2018-10-12",
-        "--sim-latency",
-        "0",
-    ]);
+    let (code, out, _) = stdout(&["fetch", "--format", "json", "--date", "2018-10-12", "--sim-latency", "0"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let arr = v.as_array().unwrap();
@@ -86,17 +66,8 @@ fn json_format_parses() {
 
 #[test]
 fn csv_format_parses() {
-    let (code, out, _) = stdout(&[
-        "fetch",
-        "--format",
-        "csv",
-        "--bases",
-        "USD,PLN",
-        "--date",
-        "2018-10-12",
-        "--sim-latency",
-        "0",
-    ]);
+    let (code, out, _) =
+        stdout(&["fetch", "--format", "csv", "--bases", "USD,PLN", "--date", "2018-10-12", "--sim-latency", "0"]);
     assert_eq!(code, 0);
     let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split(',').collect()).collect();
     assert_eq!(rows[0], ["date", "base", "USD", "EUR", "PLN", "NOK", "CZK"]);
@@ -125,10 +96,7 @@ fn bad_input_exits_2_with_one_line_naming_the_value() {
         assert_eq!(out, "", "{args:?}");
         assert!(err.contains(named), "{args:?}: {err}");
         let first = err.lines().next().unwrap_or("");
-        assert!(
-            first.contains(named),
-            "{args:?}: the first line names the value: {err}"
-        );
+        assert!(first.contains(named), "{args:?}: the first line names the value: {err}");
     }
 }
 
@@ -144,27 +112,12 @@ fn bad_url_exits_2_before_any_request() {
 fn partial_failure_prints_the_rest_and_exits_1() {
     // CYP is a known code with no rate in 2020: that base fails with a 400
     // (never retried), USD succeeds.
-    let (code, out, err) = stdout(&[
-        "fetch",
-        "--bases",
-        "USD,CYP",
-        "--symbols",
-        "USD,EUR",
-        "--date",
-        "2020-01-02",
-        "--sim-latency",
-        "0",
-    ]);
+    let (code, out, err) =
+        stdout(&["fetch", "--bases", "USD,CYP", "--symbols", "USD,EUR", "--date", "2020-01-02", "--sim-latency", "0"]);
     assert_eq!(code, 1, "{err}");
-    assert!(
-        out.starts_with("1 USD =     1.0 USD,   0.893 EUR\n"),
-        "{out}"
-    );
+    assert!(out.starts_with("1 USD =     1.0 USD,   0.893 EUR\n"), "{out}");
     assert!(!out.contains("CYP"));
-    assert!(
-        err.contains("CYP") && err.contains("HTTP 400") && err.contains("1 attempt"),
-        "{err}"
-    );
+    assert!(err.contains("CYP") && err.contains("HTTP 400") && err.contains("1 attempt"), "{err}");
     assert!(err.contains("1 ok, 1 failed"), "{err}");
 }
 
@@ -172,38 +125,18 @@ fn partial_failure_prints_the_rest_and_exits_1() {
 fn external_api_via_env() {
     let server = spawn(rates::Dataset::embedded(), ServerOptions::default()).unwrap();
     let out = rates()
-        .args([
-            "fetch",
-            "--bases",
-            "USD",
-            "--symbols",
-            "PLN",
-            "--date",
-            "2018-10-12",
-        ])
+        .args(["fetch", "--bases", "USD", "--symbols", "PLN", "--date", "2018-10-12"])
         .env("RATES_API", server.url())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .starts_with("1 USD =    3.71 PLN\n")
-    );
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("1 USD =    3.71 PLN\n"));
     assert_eq!(server.metrics().snapshot().count(200), 1);
 }
 
 #[test]
 fn all_failing_with_retries_off_exits_1() {
-    let (code, out, err) = stdout(&[
-        "fetch",
-        "--sim-fail-rate",
-        "1",
-        "--retries",
-        "0",
-        "--sim-latency",
-        "0",
-    ]);
+    let (code, out, err) = stdout(&["fetch", "--sim-fail-rate", "1", "--retries", "0", "--sim-latency", "0"]);
     assert_eq!(code, 1);
     assert!(out.starts_with("\ntime elapsed: "), "{out}");
     assert_eq!(err.matches("Injected failure").count(), 5, "{err}");

@@ -12,8 +12,7 @@ use rates_server::{ServerOptions, spawn};
 const BATCH: u64 = 500;
 
 fn throughput(c: &mut Criterion) {
-    let server =
-        spawn(rates::Dataset::embedded(), ServerOptions::default()).expect("server starts");
+    let server = spawn(rates::Dataset::embedded(), ServerOptions::default()).expect("server starts");
     let url = format!("{}/rates?base=USD", server.url());
     let mut group = c.benchmark_group("server");
     group.measurement_time(Duration::from_secs(10));
@@ -21,9 +20,7 @@ fn throughput(c: &mut Criterion) {
         group.throughput(Throughput::Elements(BATCH * clients));
         group.bench_function(format!("rates_usd/{clients}_clients"), |b| {
             // One keep-alive agent per client thread, reused across batches.
-            let agents: Vec<ureq::Agent> = (0..clients)
-                .map(|_| ureq::Agent::new_with_defaults())
-                .collect();
+            let agents: Vec<ureq::Agent> = (0..clients).map(|_| ureq::Agent::new_with_defaults()).collect();
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 std::thread::scope(|s| {

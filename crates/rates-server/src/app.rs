@@ -22,14 +22,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/rates", get(rates))
         .route("/currencies", get(currencies))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&shared),
-            faults::inject,
-        ));
-    Router::new()
-        .route("/metrics", get(metrics))
-        .merge(api)
-        .with_state(shared)
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), faults::inject));
+    Router::new().route("/metrics", get(metrics)).merge(api).with_state(shared)
 }
 
 /// An error answer: `{"detail": ...}` with its status.
@@ -76,25 +70,13 @@ async fn currencies(State(shared): State<Arc<Shared>>) -> Response {
         .dataset
         .currency_names()
         .into_iter()
-        .map(|(code, name)| {
-            (
-                code.to_string(),
-                serde_json::json!({ "name": name, "symbol": code }),
-            )
-        })
+        .map(|(code, name)| (code.to_string(), serde_json::json!({ "name": name, "symbol": code })))
         .collect();
     Json(table).into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        shared.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], shared.metrics.render()).into_response()
 }
 
 async fn not_found() -> Response {

@@ -36,11 +36,7 @@ impl RateLimit {
             });
         }
         if self.burst == 0 {
-            return Err(OptionError {
-                name: "burst",
-                value: "0".into(),
-                expected: "at least 1",
-            });
+            return Err(OptionError { name: "burst", value: "0".into(), expected: "at least 1" });
         }
         Ok(())
     }
@@ -55,10 +51,7 @@ pub(crate) struct Limiter {
 
 impl Limiter {
     pub(crate) fn new(limit: Option<RateLimit>) -> Self {
-        Limiter {
-            limit,
-            buckets: Mutex::new(HashMap::new()),
-        }
+        Limiter { limit, buckets: Mutex::new(HashMap::new()) }
     }
 
     /// `Ok` to serve the request, or how long the client should wait.
@@ -79,24 +72,15 @@ impl Limiter {
                 }
             }
         };
-        bucket
-            .try_acquire()
-            .map_err(|not_until| not_until.wait_time())
+        bucket.try_acquire().map_err(|not_until| not_until.wait_time())
     }
 }
 
 /// The middleware: count the request, refuse it over the rate limit, delay
 /// it, and fail it at the configured rate.
-pub(crate) async fn inject(
-    State(shared): State<Arc<Shared>>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn inject(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let _in_flight = shared.metrics.start();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let response = async {
         if let Some(ip) = peer
             && let Err(wait) = shared.limiter.check(ip)
@@ -105,22 +89,14 @@ pub(crate) async fn inject(
             let mut r = detail(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
             // Whole seconds, rounded up, as the header requires.
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
             return r;
         }
         let opts = &shared.options;
         let (delay, fail) = {
             let mut rng = rand::rng();
-            let jitter = if opts.jitter.is_zero() {
-                Duration::ZERO
-            } else {
-                opts.jitter.mul_f64(rng.random())
-            };
-            (
-                opts.latency + jitter,
-                opts.fail_rate > 0.0 && rng.random::<f64>() < opts.fail_rate,
-            )
+            let jitter = if opts.jitter.is_zero() { Duration::ZERO } else { opts.jitter.mul_f64(rng.random()) };
+            (opts.latency + jitter, opts.fail_rate > 0.0 && rng.random::<f64>() < opts.fail_rate)
         };
         if !delay.is_zero() {
             // A timer, not a blocked thread: other requests go on meanwhile.

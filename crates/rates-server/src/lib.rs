@@ -85,12 +85,7 @@ impl Shared {
     pub fn new(dataset: Arc<Dataset>, options: ServerOptions) -> Result<Arc<Shared>, OptionError> {
         options.validate()?;
         let limiter = faults::Limiter::new(options.rate_limit);
-        Ok(Arc::new(Shared {
-            dataset,
-            options,
-            metrics: Metrics::default(),
-            limiter,
-        }))
+        Ok(Arc::new(Shared { dataset, options, metrics: Metrics::default(), limiter }))
     }
 
     /// The server's counters.
@@ -172,10 +167,7 @@ const GRACE: Duration = Duration::from_secs(5);
 /// own (two worker threads: the machine's cores are shared with the client).
 pub fn spawn(dataset: Arc<Dataset>, options: ServerOptions) -> Result<RunningServer, ServeError> {
     let shared = Shared::new(dataset, options)?;
-    let io_err = |source| ServeError::Io {
-        addr: "127.0.0.1:0".into(),
-        source,
-    };
+    let io_err = |source| ServeError::Io { addr: "127.0.0.1:0".into(), source };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err)?;
     listener.set_nonblocking(true).map_err(io_err)?;
     let addr = listener.local_addr().map_err(io_err)?;
@@ -203,13 +195,7 @@ pub fn spawn(dataset: Arc<Dataset>, options: ServerOptions) -> Result<RunningSer
             runtime.shutdown_timeout(Duration::from_millis(100));
         })
         .map_err(io_err)?;
-    Ok(RunningServer {
-        url: format!("http://{addr}"),
-        addr,
-        shared,
-        stop: Some(stop_tx),
-        thread: Some(thread),
-    })
+    Ok(RunningServer { url: format!("http://{addr}"), addr, shared, stop: Some(stop_tx), thread: Some(thread) })
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets in-flight
@@ -236,22 +222,13 @@ pub async fn run(
 }
 
 /// Serves at `addr` (the `rates serve` command) until Ctrl-C or SIGTERM.
-pub async fn serve(
-    addr: &str,
-    dataset: Arc<Dataset>,
-    options: ServerOptions,
-) -> Result<(), ServeError> {
+pub async fn serve(addr: &str, dataset: Arc<Dataset>, options: ServerOptions) -> Result<(), ServeError> {
     let shared = Shared::new(dataset, options)?;
-    let io_err = |source| ServeError::Io {
-        addr: addr.to_string(),
-        source,
-    };
+    let io_err = |source| ServeError::Io { addr: addr.to_string(), source };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(io_err)?;
     let local = listener.local_addr().map_err(io_err)?;
     eprintln!("rates server listening on http://{local} (Ctrl-C to stop)");
-    run(listener, shared, shutdown_signal())
-        .await
-        .map_err(io_err)
+    run(listener, shared, shutdown_signal()).await.map_err(io_err)
 }
 
 /// Resolves on Ctrl-C or, on Unix, SIGTERM.

@@ -38,19 +38,14 @@ impl Snapshot {
 
     /// Requests answered with `status`.
     pub fn count(&self, status: u16) -> u64 {
-        self.by_status
-            .iter()
-            .find(|(s, _)| *s == status)
-            .map_or(0, |(_, n)| *n)
+        self.by_status.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n)
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            by_status: (FIRST_STATUS..=LAST_STATUS)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            by_status: (FIRST_STATUS..=LAST_STATUS).map(|_| AtomicU64::new(0)).collect(),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
@@ -76,10 +71,7 @@ impl Metrics {
     }
 
     pub(crate) fn finish(&self, status: u16) {
-        if let Some(c) = status
-            .checked_sub(FIRST_STATUS)
-            .and_then(|i| self.by_status.get(i as usize))
-        {
+        if let Some(c) = status.checked_sub(FIRST_STATUS).and_then(|i| self.by_status.get(i as usize)) {
             c.fetch_add(1, Relaxed);
         }
     }
@@ -95,8 +87,7 @@ impl Metrics {
             c.store(0, Relaxed);
         }
         self.rate_limited.store(0, Relaxed);
-        self.max_in_flight
-            .store(self.in_flight.load(Relaxed), Relaxed);
+        self.max_in_flight.store(self.in_flight.load(Relaxed), Relaxed);
     }
 
     /// The counters now.
@@ -124,29 +115,11 @@ impl Metrics {
             let _ = writeln!(out, "rates_requests_total{{status=\"{status}\"}} {n}");
         }
         let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
-        one(
-            "rates_requests_in_flight",
-            "gauge",
-            "Requests being handled now.",
-            s.in_flight,
-        );
-        one(
-            "rates_requests_in_flight_max",
-            "gauge",
-            "Most requests handled at once.",
-            s.max_in_flight,
-        );
-        one(
-            "rates_rate_limited_total",
-            "counter",
-            "Requests refused with 429.",
-            s.rate_limited,
-        );
+        one("rates_requests_in_flight", "gauge", "Requests being handled now.", s.in_flight);
+        one("rates_requests_in_flight_max", "gauge", "Most requests handled at once.", s.max_in_flight);
+        one("rates_rate_limited_total", "counter", "Requests refused with 429.", s.rate_limited);
         out
     }
 }

@@ -13,11 +13,7 @@ use rates_server::{RateLimit, ServerOptions};
 use support::server;
 
 fn usd() -> RateRequest {
-    RateRequest {
-        base: "USD".parse().unwrap(),
-        symbols: vec![],
-        date: None,
-    }
+    RateRequest { base: "USD".parse().unwrap(), symbols: vec![], date: None }
 }
 
 fn client(url: &str) -> BlockingClient {
@@ -49,29 +45,16 @@ fn success() {
 
 #[test]
 fn status_500_carries_the_detail() {
-    let s = server(ServerOptions {
-        fail_rate: 1.0,
-        ..Default::default()
-    });
+    let s = server(ServerOptions { fail_rate: 1.0, ..Default::default() });
     let e = client(s.url()).fetch(&usd()).unwrap_err();
-    assert_eq!(
-        e,
-        FetchError::Status {
-            status: 500,
-            detail: "Injected failure.".into(),
-            retry_after: None
-        }
-    );
+    assert_eq!(e, FetchError::Status { status: 500, detail: "Injected failure.".into(), retry_after: None });
     assert!(e.is_retryable());
 }
 
 #[test]
 fn status_404_is_final() {
     let s = server(ServerOptions::default());
-    let req = RateRequest {
-        date: rates::parse_date("1998-01-01").ok(),
-        ..usd()
-    };
+    let req = RateRequest { date: rates::parse_date("1998-01-01").ok(), ..usd() };
     let e = client(s.url()).fetch(&req).unwrap_err();
     assert_eq!(
         e,
@@ -86,24 +69,11 @@ fn status_404_is_final() {
 
 #[test]
 fn status_429_carries_retry_after() {
-    let s = server(ServerOptions {
-        rate_limit: Some(RateLimit {
-            rate: 0.01,
-            burst: 1,
-        }),
-        ..Default::default()
-    });
+    let s = server(ServerOptions { rate_limit: Some(RateLimit { rate: 0.01, burst: 1 }), ..Default::default() });
     let c = client(s.url());
     assert!(c.fetch(&usd()).is_ok());
     let e = c.fetch(&usd()).unwrap_err();
-    let FetchError::Status {
-        status: 429,
-        retry_after: Some(after),
-        ..
-    } = e
-    else {
-        panic!("{e:?}")
-    };
+    let FetchError::Status { status: 429, retry_after: Some(after), .. } = e else { panic!("{e:?}") };
     assert!(after >= Duration::from_secs(1));
 }
 
@@ -120,15 +90,9 @@ fn malformed_json() {
 #[test]
 fn missing_field() {
     let body = r#"{"date": "2020-01-02", "base": "USD"}"#;
-    let resp = format!(
-        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
     let (url, t) = raw_server(Box::leak(resp.into_boxed_str()));
-    assert_eq!(
-        client(&url).fetch(&usd()).unwrap_err(),
-        FetchError::MissingField("rates".into())
-    );
+    assert_eq!(client(&url).fetch(&usd()).unwrap_err(), FetchError::MissingField("rates".into()));
     t.join().unwrap();
 }
 
@@ -145,18 +109,10 @@ fn connection_refused() {
 
 #[test]
 fn timeout_when_the_server_is_slower_than_the_client() {
-    let s = server(ServerOptions {
-        latency: Duration::from_secs(3),
-        ..Default::default()
-    });
-    let c = BlockingClient::new(
-        s.url(),
-        ClientConfig {
-            timeout: Duration::from_millis(200),
-            ..ClientConfig::default()
-        },
-    )
-    .unwrap();
+    let s = server(ServerOptions { latency: Duration::from_secs(3), ..Default::default() });
+    let c =
+        BlockingClient::new(s.url(), ClientConfig { timeout: Duration::from_millis(200), ..ClientConfig::default() })
+            .unwrap();
     let e = c.fetch(&usd()).unwrap_err();
     assert!(matches!(e, FetchError::Timeout(_)), "{e:?}");
 }

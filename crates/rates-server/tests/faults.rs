@@ -12,10 +12,7 @@ use support::{agent, get, get_json, server};
 
 #[test]
 fn max_in_flight_counts_concurrent_requests_and_latency_does_not_block() {
-    let s = server(ServerOptions {
-        latency: Duration::from_secs(1),
-        ..Default::default()
-    });
+    let s = server(ServerOptions { latency: Duration::from_secs(1), ..Default::default() });
     let a = agent();
     // Ten requests held by the server at once; they all finish, so the
     // server kept serving while each one waited.
@@ -38,10 +35,7 @@ fn max_in_flight_counts_concurrent_requests_and_latency_does_not_block() {
 
 #[test]
 fn max_in_flight_is_exact_for_a_bounded_client() {
-    let s = server(ServerOptions {
-        latency: Duration::from_millis(50),
-        ..Default::default()
-    });
+    let s = server(ServerOptions { latency: Duration::from_millis(50), ..Default::default() });
     let a = agent();
     std::thread::scope(|scope| {
         for _ in 0..3 {
@@ -54,18 +48,12 @@ fn max_in_flight_is_exact_for_a_bounded_client() {
     });
     let m = s.metrics().snapshot();
     assert_eq!(m.count(200), 15);
-    assert!(
-        m.max_in_flight <= 3,
-        "never more than the client's 3 threads: {m:?}"
-    );
+    assert!(m.max_in_flight <= 3, "never more than the client's 3 threads: {m:?}");
 }
 
 #[test]
 fn fail_rate_holds_within_statistical_bounds() {
-    let s = server(ServerOptions {
-        fail_rate: 0.3,
-        ..Default::default()
-    });
+    let s = server(ServerOptions { fail_rate: 0.3, ..Default::default() });
     let a = agent();
     let n = 400;
     let mut failures = 0;
@@ -86,13 +74,7 @@ fn fail_rate_holds_within_statistical_bounds() {
 #[test]
 fn rate_limit_answers_429_with_retry_after() {
     // 0.01/s: no token comes back during the test, however slow the machine.
-    let s = server(ServerOptions {
-        rate_limit: Some(RateLimit {
-            rate: 0.01,
-            burst: 3,
-        }),
-        ..Default::default()
-    });
+    let s = server(ServerOptions { rate_limit: Some(RateLimit { rate: 0.01, burst: 3 }), ..Default::default() });
     let a = agent();
     let statuses: Vec<(u16, Option<String>)> = (0..5)
         .map(|_| {
@@ -125,31 +107,16 @@ fn jitter_and_latency_apply_and_the_server_stops() {
     assert_eq!(get(&a, &s, "/rates").0, 200);
     let url = s.url().to_string();
     s.stop();
-    assert!(
-        a.get(format!("{url}/rates")).call().is_err(),
-        "stopped server still answers"
-    );
+    assert!(a.get(format!("{url}/rates")).call().is_err(), "stopped server still answers");
 }
 
 #[test]
 fn bad_options_are_refused() {
-    let bad = rates_server::spawn(
-        rates::Dataset::embedded(),
-        ServerOptions {
-            fail_rate: 1.5,
-            ..Default::default()
-        },
-    );
+    let bad = rates_server::spawn(rates::Dataset::embedded(), ServerOptions { fail_rate: 1.5, ..Default::default() });
     assert!(bad.is_err_and(|e| e.to_string().contains("'1.5'")));
     let bad = rates_server::spawn(
         rates::Dataset::embedded(),
-        ServerOptions {
-            rate_limit: Some(RateLimit {
-                rate: 1.0,
-                burst: 0,
-            }),
-            ..Default::default()
-        },
+        ServerOptions { rate_limit: Some(RateLimit { rate: 1.0, burst: 0 }), ..Default::default() },
     );
     assert!(bad.is_err());
 }

@@ -20,33 +20,15 @@ pub fn agent() -> ureq::Agent {
 }
 
 /// `GET path` → (status, Retry-After header, body as JSON or text).
-pub fn get(
-    agent: &ureq::Agent,
-    server: &RunningServer,
-    path: &str,
-) -> (u16, Option<String>, String) {
-    let mut r = agent
-        .get(format!("{}{path}", server.url()))
-        .call()
-        .expect("request completes");
+pub fn get(agent: &ureq::Agent, server: &RunningServer, path: &str) -> (u16, Option<String>, String) {
+    let mut r = agent.get(format!("{}{path}", server.url())).call().expect("request completes");
     let status = r.status().as_u16();
-    let retry = r
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
     (status, retry, r.body_mut().read_to_string().expect("body"))
 }
 
 /// `GET path` → (status, JSON body).
-pub fn get_json(
-    agent: &ureq::Agent,
-    server: &RunningServer,
-    path: &str,
-) -> (u16, serde_json::Value) {
+pub fn get_json(agent: &ureq::Agent, server: &RunningServer, path: &str) -> (u16, serde_json::Value) {
     let (status, _, body) = get(agent, server, path);
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}")),
-    )
+    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}")))
 }

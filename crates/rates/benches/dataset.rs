@@ -7,14 +7,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rates::{Currency, Dataset};
 
 fn dataset(c: &mut Criterion) {
-    c.bench_function("parse_embedded", |b| {
-        b.iter(|| Dataset::parse_embedded().expect("parses"))
-    });
+    c.bench_function("parse_embedded", |b| b.iter(|| Dataset::parse_embedded().expect("parses")));
     let ds = Dataset::embedded();
     let usd: Currency = "USD".parse().expect("code");
-    c.bench_function("rates_usd_all_symbols", |b| {
-        b.iter(|| ds.rates(usd, &[], None).expect("rates"))
-    });
+    c.bench_function("rates_usd_all_symbols", |b| b.iter(|| ds.rates(usd, &[], None).expect("rates")));
 }
 
 criterion_group!(benches, dataset);

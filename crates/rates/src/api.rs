@@ -25,11 +25,7 @@ impl Rates {
     /// The rate of `symbol`, with the base's own rate always 1.0 (the
     /// chapter's program sets it explicitly, whatever the server sent).
     pub fn get(&self, symbol: Currency) -> Option<f64> {
-        if symbol == self.base {
-            Some(1.0)
-        } else {
-            self.rates.get(&symbol).copied()
-        }
+        if symbol == self.base { Some(1.0) } else { self.rates.get(&symbol).copied() }
     }
 }
 
@@ -90,15 +86,12 @@ pub fn parse_date(s: &str) -> Result<NaiveDate, DateError> {
     let shape_ok = b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     if !shape_ok {
         return Err(DateError::Format(s.to_string()));
     }
     let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(0);
-    NaiveDate::from_ymd_opt(num(0..4) as i32, num(5..7), num(8..10))
-        .ok_or_else(|| DateError::Invalid(s.to_string()))
+    NaiveDate::from_ymd_opt(num(0..4) as i32, num(5..7), num(8..10)).ok_or_else(|| DateError::Invalid(s.to_string()))
 }
 
 #[cfg(test)]
@@ -107,34 +100,12 @@ mod tests {
 
     #[test]
     fn strict_dates() {
-        assert_eq!(
-            parse_date("2018-10-12"),
-            Ok(NaiveDate::from_ymd_opt(2018, 10, 12).expect("date"))
-        );
-        for bad in [
-            "2024",
-            "2024-01",
-            "abc",
-            "2024-1-01",
-            "2024-01-011",
-            " 2024-01-01",
-            "2024/01/01",
-            "+024-01-01",
-        ] {
+        assert_eq!(parse_date("2018-10-12"), Ok(NaiveDate::from_ymd_opt(2018, 10, 12).expect("date")));
+        for bad in ["2024", "2024-01", "abc", "2024-1-01", "2024-01-011", " 2024-01-01", "2024/01/01", "+024-01-01"] {
             assert_eq!(parse_date(bad), Err(DateError::Format(bad.into())), "{bad}");
         }
-        for bad in [
-            "2024-02-30",
-            "2023-02-29",
-            "2024-13-01",
-            "2024-00-10",
-            "2024-01-00",
-        ] {
-            assert_eq!(
-                parse_date(bad),
-                Err(DateError::Invalid(bad.into())),
-                "{bad}"
-            );
+        for bad in ["2024-02-30", "2023-02-29", "2024-13-01", "2024-00-10", "2024-01-00"] {
+            assert_eq!(parse_date(bad), Err(DateError::Invalid(bad.into())), "{bad}");
         }
         assert!(parse_date("2024-02-29").is_ok());
     }
@@ -154,8 +125,7 @@ mod tests {
         let json = r#"{"date": "2018-10-12", "base": "USD", "rates": {"EUR": 0.864006, "PLN": 3.709694, "USD": 1.0}}"#;
         let r: Rates = serde_json::from_str(json).expect("valid");
         assert_eq!(r.get("PLN".parse().expect("code")), Some(3.709694));
-        let back: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&r).expect("ser")).expect("json");
+        let back: serde_json::Value = serde_json::from_str(&serde_json::to_string(&r).expect("ser")).expect("json");
         assert_eq!(back["date"], "2018-10-12");
         assert_eq!(back["rates"]["EUR"], 0.864006);
     }

@@ -52,11 +52,9 @@ impl FromStr for Currency {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.as_bytes() {
-            [a, b, c] if s.bytes().all(|b| b.is_ascii_alphabetic()) => Ok(Currency([
-                a.to_ascii_uppercase(),
-                b.to_ascii_uppercase(),
-                c.to_ascii_uppercase(),
-            ])),
+            [a, b, c] if s.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                Ok(Currency([a.to_ascii_uppercase(), b.to_ascii_uppercase(), c.to_ascii_uppercase()]))
+            }
             _ => Err(InvalidCurrency(s.to_string())),
         }
     }
@@ -93,31 +91,21 @@ mod tests {
 
     #[test]
     fn parses_and_uppercases() {
-        assert_eq!(
-            "usd".parse::<Currency>().map(|c| c.to_string()),
-            Ok("USD".into())
-        );
+        assert_eq!("usd".parse::<Currency>().map(|c| c.to_string()), Ok("USD".into()));
         assert_eq!(Currency::EUR.as_str(), "EUR");
     }
 
     #[test]
     fn refuses_bad_codes() {
         for bad in ["", "US", "USDX", "U$D", "12A", "ÜSD"] {
-            assert_eq!(
-                bad.parse::<Currency>(),
-                Err(InvalidCurrency(bad.into())),
-                "{bad}"
-            );
+            assert_eq!(bad.parse::<Currency>(), Err(InvalidCurrency(bad.into())), "{bad}");
         }
     }
 
     #[test]
     fn parses_lists() {
         let l = Currency::parse_list("USD, eur,PLN").expect("valid list");
-        assert_eq!(
-            l.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-            ["USD", "EUR", "PLN"]
-        );
+        assert_eq!(l.iter().map(|c| c.as_str()).collect::<Vec<_>>(), ["USD", "EUR", "PLN"]);
         assert!(Currency::parse_list("USD,,EUR").is_err());
         assert!(Currency::parse_list("USD,usd").is_err());
     }

@@ -94,18 +94,13 @@ impl Dataset {
 
     /// Loads a `eurofxref-hist.csv` or `.zip` (recognised by content).
     pub fn load(path: &Path) -> Result<Dataset, DatasetError> {
-        let bytes = std::fs::read(path).map_err(|source| DatasetError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let bytes =
+            std::fs::read(path).map_err(|source| DatasetError::Io { path: path.display().to_string(), source })?;
         if bytes.starts_with(b"PK\x03\x04") {
             Dataset::from_zip(&bytes)
         } else {
             let text = std::str::from_utf8(&bytes).map_err(|e| DatasetError::Malformed {
-                line: 1 + bytes[..e.valid_up_to()]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count(),
+                line: 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count(),
                 field: "-".into(),
                 problem: "not UTF-8 text".into(),
             })?;
@@ -124,31 +119,20 @@ impl Dataset {
             .ok_or_else(|| DatasetError::Zip("no .csv member".into()))?;
         let mut member = archive.by_name(&name).map_err(zip_err)?;
         let mut text = String::with_capacity(member.size() as usize);
-        member
-            .read_to_string(&mut text)
-            .map_err(|e| DatasetError::Zip(format!("{name}: {e}")))?;
+        member.read_to_string(&mut text).map_err(|e| DatasetError::Zip(format!("{name}: {e}")))?;
         Dataset::parse_csv(&text)
     }
 
     /// Parses the ECB's CSV: a header `Date,USD,JPY,...,` (trailing comma
     /// allowed), then one line per day, `N/A` where there is no rate.
     pub fn parse_csv(text: &str) -> Result<Dataset, DatasetError> {
-        let mut lines = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
-        let (_, header) = lines
-            .next()
-            .ok_or_else(|| malformed(1, "Date", "empty file"))?;
+        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+        let (_, header) = lines.next().ok_or_else(|| malformed(1, "Date", "empty file"))?;
         let mut cols = header.split(',');
         match cols.next() {
             Some("Date") => {}
             other => {
-                return Err(malformed(
-                    1,
-                    "1",
-                    format!("expected 'Date', found '{}'", other.unwrap_or("")),
-                ));
+                return Err(malformed(1, "1", format!("expected 'Date', found '{}'", other.unwrap_or(""))));
             }
         }
         let mut currencies = Vec::new();
@@ -157,13 +141,8 @@ impl Dataset {
             if name.is_empty() {
                 continue; // the ECB's trailing comma
             }
-            let c: Currency = name.parse().map_err(|_| {
-                malformed(
-                    1,
-                    &(i + 2).to_string(),
-                    format!("invalid currency '{name}'"),
-                )
-            })?;
+            let c: Currency =
+                name.parse().map_err(|_| malformed(1, &(i + 2).to_string(), format!("invalid currency '{name}'")))?;
             if c == Currency::EUR || currencies.contains(&c) {
                 return Err(malformed(1, name, format!("unexpected column '{name}'")));
             }
@@ -181,14 +160,11 @@ impl Dataset {
             }
             let mut fields = line.split(',');
             let date_field = fields.next().unwrap_or("");
-            let day = parse_date(date_field)
-                .map_err(|_| malformed(n, "Date", format!("invalid date '{date_field}'")))?;
+            let day =
+                parse_date(date_field).map_err(|_| malformed(n, "Date", format!("invalid date '{date_field}'")))?;
             rows.push((day, values.len()));
             for c in &currencies {
-                let f = fields
-                    .next()
-                    .ok_or_else(|| malformed(n, c.as_str(), "missing field"))?
-                    .trim();
+                let f = fields.next().ok_or_else(|| malformed(n, c.as_str(), "missing field"))?.trim();
                 let v = if f == "N/A" || f.is_empty() {
                     f64::NAN
                 } else {
@@ -217,11 +193,7 @@ impl Dataset {
         for &(_, off) in &rows {
             sorted.extend_from_slice(&values[off..off + width]);
         }
-        Ok(Dataset {
-            days: rows.into_iter().map(|(d, _)| d).collect(),
-            currencies,
-            values: sorted,
-        })
+        Ok(Dataset { days: rows.into_iter().map(|(d, _)| d).collect(), currencies, values: sorted })
     }
 
     /// The first business day in the data.
@@ -277,12 +249,7 @@ impl Dataset {
 
     /// The API's answer for `base`, `symbols` (all published that day when
     /// empty) and `date` (the latest day when `None`).
-    pub fn rates(
-        &self,
-        base: Currency,
-        symbols: &[Currency],
-        date: Option<NaiveDate>,
-    ) -> Result<Rates, RatesError> {
+    pub fn rates(&self, base: Currency, symbols: &[Currency], date: Option<NaiveDate>) -> Result<Rates, RatesError> {
         if !self.knows(base) {
             return Err(RatesError::UnknownBase(base.to_string()));
         }
@@ -291,17 +258,11 @@ impl Dataset {
         }
         let row = self.row_of(date).ok_or(RatesError::NoData)?;
         let day = self.days[row];
-        let base_rate = self
-            .per_eur(row, base)
-            .ok_or(RatesError::NotPublished(base, day))?;
+        let base_rate = self.per_eur(row, base).ok_or(RatesError::NotPublished(base, day))?;
 
         let mut rates = BTreeMap::new();
         let mut put = |c: Currency, per_eur: f64| {
-            let v = if c == base {
-                1.0
-            } else {
-                round6(per_eur / base_rate)
-            };
+            let v = if c == base { 1.0 } else { round6(per_eur / base_rate) };
             rates.insert(c, v);
         };
         if symbols.is_empty() {
@@ -314,18 +275,10 @@ impl Dataset {
             }
         } else {
             for &c in symbols {
-                put(
-                    c,
-                    self.per_eur(row, c)
-                        .ok_or(RatesError::NotPublished(c, day))?,
-                );
+                put(c, self.per_eur(row, c).ok_or(RatesError::NotPublished(c, day))?);
             }
         }
-        Ok(Rates {
-            date: day,
-            base,
-            rates,
-        })
+        Ok(Rates { date: day, base, rates })
     }
 
     /// The `/currencies` table: code → English name (the code itself when
@@ -333,22 +286,13 @@ impl Dataset {
     pub fn currency_names(&self) -> BTreeMap<Currency, String> {
         self.currencies()
             .into_iter()
-            .map(|c| {
-                (
-                    c,
-                    names::name(c).map_or_else(|| c.to_string(), str::to_owned),
-                )
-            })
+            .map(|c| (c, names::name(c).map_or_else(|| c.to_string(), str::to_owned)))
             .collect()
     }
 }
 
 fn malformed(line: usize, field: &str, problem: impl Into<String>) -> DatasetError {
-    DatasetError::Malformed {
-        line,
-        field: field.to_string(),
-        problem: problem.into(),
-    }
+    DatasetError::Malformed { line, field: field.to_string(), problem: problem.into() }
 }
 
 /// Rounds to 6 decimal places exactly as Python's `round(x, 6)` does
@@ -383,13 +327,8 @@ mod tests {
 
     #[test]
     fn cross_rates_match_the_published_example() {
-        let r = Dataset::embedded()
-            .rates(
-                c("USD"),
-                &[c("EUR"), c("PLN"), c("USD")],
-                Some(d("2018-10-12")),
-            )
-            .expect("rates");
+        let r =
+            Dataset::embedded().rates(c("USD"), &[c("EUR"), c("PLN"), c("USD")], Some(d("2018-10-12"))).expect("rates");
         assert_eq!(r.rates[&c("EUR")], 0.864006);
         assert_eq!(r.rates[&c("PLN")], 3.709694);
         assert_eq!(r.rates[&c("USD")], 1.0);
@@ -401,18 +340,13 @@ mod tests {
         assert_eq!(ds.business_day(d("2018-10-13")), Some(d("2018-10-12")));
         assert_eq!(ds.business_day(d("2030-01-01")), Some(ds.last_day()));
         assert_eq!(ds.business_day(d("1999-01-03")), None);
-        assert_eq!(
-            ds.rates(Currency::EUR, &[], Some(d("1998-12-31"))),
-            Err(RatesError::NoData)
-        );
+        assert_eq!(ds.rates(Currency::EUR, &[], Some(d("1998-12-31"))), Err(RatesError::NoData));
     }
 
     #[test]
     fn unpublished_currencies_are_absent_or_refused() {
         let ds = Dataset::embedded();
-        let all = ds
-            .rates(Currency::EUR, &[], Some(d("2020-01-02")))
-            .expect("rates");
+        let all = ds.rates(Currency::EUR, &[], Some(d("2020-01-02"))).expect("rates");
         assert!(!all.rates.contains_key(&c("CYP")));
         assert_eq!(all.rates[&Currency::EUR], 1.0);
         assert_eq!(
@@ -428,27 +362,13 @@ mod tests {
     #[test]
     fn malformed_csv_names_line_and_field() {
         let head = "Date,USD,JPY,\n";
-        let err = |body: &str| {
-            Dataset::parse_csv(&format!("{head}{body}"))
-                .expect_err("malformed")
-                .to_string()
-        };
-        assert_eq!(
-            err("2020-01-02,1.1,abc,\n"),
-            "line 2, field JPY: invalid rate 'abc'"
-        );
-        assert_eq!(
-            err("2020-01-02,1.1,120,\n2020-13-01,1,1,\n"),
-            "line 3, field Date: invalid date '2020-13-01'"
-        );
+        let err = |body: &str| Dataset::parse_csv(&format!("{head}{body}")).expect_err("malformed").to_string();
+        assert_eq!(err("2020-01-02,1.1,abc,\n"), "line 2, field JPY: invalid rate 'abc'");
+        assert_eq!(err("2020-01-02,1.1,120,\n2020-13-01,1,1,\n"), "line 3, field Date: invalid date '2020-13-01'");
         assert_eq!(err("2020-01-02,1.1\n"), "line 2, field JPY: missing field");
-        assert_eq!(
-            err("2020-01-02,-1,1,\n"),
-            "line 2, field USD: invalid rate '-1'"
-        );
+        assert_eq!(err("2020-01-02,-1,1,\n"), "line 2, field USD: invalid rate '-1'");
         assert!(Dataset::parse_csv("Day,USD\n").is_err());
-        let ok = Dataset::parse_csv(&format!("{head}2020-01-03,1.2,N/A,\n2020-01-02,1.1,120,\n"))
-            .expect("valid");
+        let ok = Dataset::parse_csv(&format!("{head}2020-01-03,1.2,N/A,\n2020-01-02,1.1,120,\n")).expect("valid");
         assert_eq!(ok.first_day(), d("2020-01-02"));
         assert_eq!(
             ok.rates(c("JPY"), &[], Some(d("2020-01-03"))),

@@ -14,6 +14,7 @@
 //! ```
 
 mod api;
+mod cancel;
 mod client;
 mod currency;
 mod dataset;
@@ -23,10 +24,13 @@ pub mod present;
 mod retry;
 
 pub use api::{DateError, RateRequest, Rates, parse_date};
-pub use client::{BadUrl, BlockingClient, ClientConfig, FetchError, PUBLIC_API, parse_api_url};
+pub use cancel::Cancel;
+pub use client::{
+    AsyncClient, AsyncClientError, BadUrl, BlockingClient, ClientConfig, FetchError, PUBLIC_API, parse_api_url,
+};
 pub use currency::{Currency, InvalidCurrency};
 pub use dataset::{Dataset, DatasetError, RatesError, round6};
-pub use models::{Fetcher, Model, Outcome};
+pub use models::{Fetcher, Model, Outcome, Workers};
 pub use retry::{Failure, RetryPolicy};
 
 /// The chapter's five currencies, used as bases and as symbols by default.

@@ -50,10 +50,7 @@ const NAMES: &[(&str, &str)] = &[
 /// The English name of `c`; `None` for a code the table lacks (a newer
 /// dataset may add currencies).
 pub fn name(c: Currency) -> Option<&'static str> {
-    NAMES
-        .binary_search_by(|(code, _)| (*code).cmp(c.as_str()))
-        .ok()
-        .map(|i| NAMES[i].1)
+    NAMES.binary_search_by(|(code, _)| (*code).cmp(c.as_str())).ok().map(|i| NAMES[i].1)
 }
 
 #[cfg(test)]

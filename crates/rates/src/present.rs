@@ -38,17 +38,9 @@ fn py_general(x: f64, p: usize) -> String {
     if (-4..p as i32 - 1).contains(&exp) {
         let fixed = format!("{:.*}", (p as i32 - 1 - exp) as usize, x);
         let trimmed = fixed.trim_end_matches('0');
-        if trimmed.ends_with('.') {
-            format!("{trimmed}0")
-        } else {
-            trimmed.to_string()
-        }
+        if trimmed.ends_with('.') { format!("{trimmed}0") } else { trimmed.to_string() }
     } else {
-        let m = if mantissa.contains('.') {
-            mantissa.trim_end_matches('0').trim_end_matches('.')
-        } else {
-            mantissa
-        };
+        let m = if mantissa.contains('.') { mantissa.trim_end_matches('0').trim_end_matches('.') } else { mantissa };
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{m}e{sign}{:02}", exp.unsigned_abs())
     }
@@ -79,10 +71,8 @@ pub fn json(answers: &[&Rates], symbols: &[Currency]) -> String {
     let objects: Vec<serde_json::Value> = answers
         .iter()
         .map(|r| {
-            let rates: serde_json::Map<String, serde_json::Value> = symbols
-                .iter()
-                .filter_map(|&s| r.get(s).map(|v| (s.to_string(), v.into())))
-                .collect();
+            let rates: serde_json::Map<String, serde_json::Value> =
+                symbols.iter().filter_map(|&s| r.get(s).map(|v| (s.to_string(), v.into()))).collect();
             serde_json::json!({"date": r.date.to_string(), "base": r.base, "rates": rates})
         })
         .collect();
@@ -177,18 +167,10 @@ mod tests {
                 format!("0.{}{ds}", "0".repeat((-e - 1) as usize))
             };
             let t = s.trim_end_matches('0');
-            if t.ends_with('.') {
-                format!("{t}0")
-            } else {
-                t.to_string()
-            }
+            if t.ends_with('.') { format!("{t}0") } else { t.to_string() }
         } else {
             let t = ds.trim_end_matches('0');
-            let m = if t.len() > 1 {
-                format!("{}.{}", &t[..1], &t[1..])
-            } else {
-                t.to_string()
-            };
+            let m = if t.len() > 1 { format!("{}.{}", &t[..1], &t[1..]) } else { t.to_string() };
             format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
         }
     }
@@ -213,18 +195,9 @@ mod tests {
         )
         .expect("valid");
         let syms = Currency::parse_list("USD,EUR,PLN,NOK,CZK").expect("codes");
-        assert_eq!(
-            chapter_line(&r, &syms),
-            "1 USD =     1.0 USD,   0.895 EUR,    3.94 PLN,    9.23 NOK,    21.8 CZK"
-        );
-        assert_eq!(
-            elapsed_line(std::time::Duration::from_millis(534)),
-            "time elapsed: 0.53s"
-        );
+        assert_eq!(chapter_line(&r, &syms), "1 USD =     1.0 USD,   0.895 EUR,    3.94 PLN,    9.23 NOK,    21.8 CZK");
+        assert_eq!(elapsed_line(std::time::Duration::from_millis(534)), "time elapsed: 0.53s");
         let c = csv(&[&r], &syms);
-        assert_eq!(
-            c,
-            "date,base,USD,EUR,PLN,NOK,CZK\n2026-10-30,USD,1,0.895095,3.941791,9.230219,21.798246\n"
-        );
+        assert_eq!(c, "date,base,USD,EUR,PLN,NOK,CZK\n2026-10-30,USD,1,0.895095,3.941791,9.230219,21.798246\n");
     }
 }

@@ -24,11 +24,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            retries: 3,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(5),
-        }
+        RetryPolicy { retries: 3, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(5) }
     }
 }
 
@@ -46,10 +42,7 @@ pub struct Failure {
 impl RetryPolicy {
     /// No retries: the first error is final.
     pub fn none() -> Self {
-        RetryPolicy {
-            retries: 0,
-            ..RetryPolicy::default()
-        }
+        RetryPolicy { retries: 0, ..RetryPolicy::default() }
     }
 
     /// The wait before retry number `retry` (1 for the first retry) after
@@ -58,10 +51,7 @@ impl RetryPolicy {
     /// clients failing together do not retry together), but never less than
     /// the server's `Retry-After`.
     pub fn backoff(&self, retry: u32, error: &FetchError, rng: &mut impl Rng) -> Duration {
-        let ceiling = self
-            .base_delay
-            .saturating_mul(1u32 << (retry.saturating_sub(1)).min(20))
-            .min(self.max_delay);
+        let ceiling = self.base_delay.saturating_mul(1u32 << (retry.saturating_sub(1)).min(20)).min(self.max_delay);
         let jittered = ceiling.mul_f64(rng.random::<f64>());
         match error.retry_after() {
             Some(after) => after.max(jittered),
@@ -82,8 +72,35 @@ impl RetryPolicy {
             attempts += 1;
             match attempt() {
                 Ok(v) => return Ok(v),
+                // A cancelled run makes no further attempt; this one never happened.
+                Err(FetchError::Cancelled) => {
+                    return Err(Failure { error: FetchError::Cancelled, attempts: attempts - 1 });
+                }
                 Err(error) if error.is_retryable() && attempts <= self.retries => {
                     sleep(self.backoff(attempts, &error, &mut rng));
+                }
+                Err(error) => return Err(Failure { error, attempts }),
+            }
+        }
+    }
+
+    /// [`RetryPolicy::run`] for async code: `attempt` makes one request and
+    /// backoffs sleep on tokio's timer (so paused-clock tests are exact).
+    pub async fn run_async<T, Fut>(&self, mut attempt: impl FnMut() -> Fut) -> Result<T, Failure>
+    where
+        Fut: std::future::Future<Output = Result<T, FetchError>>,
+    {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(FetchError::Cancelled) => {
+                    return Err(Failure { error: FetchError::Cancelled, attempts: attempts - 1 });
+                }
+                Err(error) if error.is_retryable() && attempts <= self.retries => {
+                    let wait = self.backoff(attempts, &error, &mut rand::rng());
+                    tokio::time::sleep(wait).await;
                 }
                 Err(error) => return Err(Failure { error, attempts }),
             }
@@ -96,19 +113,12 @@ mod tests {
     use super::*;
 
     fn status(s: u16, retry_after: Option<Duration>) -> FetchError {
-        FetchError::Status {
-            status: s,
-            detail: String::new(),
-            retry_after,
-        }
+        FetchError::Status { status: s, detail: String::new(), retry_after }
     }
 
     #[test]
     fn retries_retryable_errors_up_to_the_limit() {
-        let policy = RetryPolicy {
-            retries: 3,
-            ..RetryPolicy::default()
-        };
+        let policy = RetryPolicy { retries: 3, ..RetryPolicy::default() };
         let mut calls = 0;
         let mut sleeps = Vec::new();
         let r: Result<(), _> = policy.run(
@@ -119,13 +129,7 @@ mod tests {
             |d| sleeps.push(d),
         );
         assert_eq!(calls, 4);
-        assert_eq!(
-            r,
-            Err(Failure {
-                error: status(503, None),
-                attempts: 4
-            })
-        );
+        assert_eq!(r, Err(Failure { error: status(503, None), attempts: 4 }));
         assert_eq!(sleeps.len(), 3);
         for (i, d) in sleeps.iter().enumerate() {
             assert!(*d <= policy.base_delay * (1 << i), "retry {i} waited {d:?}");
@@ -151,11 +155,7 @@ mod tests {
         let r = RetryPolicy::default().run(
             || {
                 calls += 1;
-                if calls < 3 {
-                    Err(FetchError::Timeout("t".into()))
-                } else {
-                    Ok(calls)
-                }
+                if calls < 3 { Err(FetchError::Timeout("t".into())) } else { Ok(calls) }
             },
             |_| {},
         );

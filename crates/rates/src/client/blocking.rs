@@ -66,48 +66,28 @@ impl BlockingClient {
     fn get(&self, url: &str) -> Result<(u16, Option<String>, Vec<u8>), FetchError> {
         let mut resp = self.agent.get(url).call().map_err(|e| self.map_error(e))?;
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(16 << 20)
-            .read_to_vec()
-            .map_err(|e| self.map_error(e))?;
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = resp.body_mut().with_config().limit(16 << 20).read_to_vec().map_err(|e| self.map_error(e))?;
         Ok((status, retry_after, body))
     }
 
     fn map_error(&self, e: ureq::Error) -> FetchError {
         use std::io::ErrorKind;
-        let timeout =
-            |what: &str, limit: Duration| FetchError::Timeout(format!("{what} after {limit:?}"));
+        let timeout = |what: &str, limit: Duration| FetchError::Timeout(format!("{what} after {limit:?}"));
         match e {
-            ureq::Error::Timeout(ureq::Timeout::Connect) => {
-                timeout("connect", self.config.connect_timeout)
-            }
+            ureq::Error::Timeout(ureq::Timeout::Connect) => timeout("connect", self.config.connect_timeout),
             ureq::Error::Timeout(_) => timeout("request", self.config.timeout),
-            ureq::Error::Io(io) if io.kind() == ErrorKind::TimedOut => {
-                timeout("request", self.config.timeout)
-            }
+            ureq::Error::Io(io) if io.kind() == ErrorKind::TimedOut => timeout("request", self.config.timeout),
             ureq::Error::Io(io)
                 if matches!(
                     io.kind(),
-                    ErrorKind::ConnectionRefused
-                        | ErrorKind::HostUnreachable
-                        | ErrorKind::NetworkUnreachable
+                    ErrorKind::ConnectionRefused | ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable
                 ) =>
             {
                 FetchError::Connect(format!("{}: {io}", self.api))
             }
-            ureq::Error::HostNotFound => {
-                FetchError::Connect(format!("{}: host not found", self.api))
-            }
-            ureq::Error::ConnectionFailed => {
-                FetchError::Connect(format!("{}: connection failed", self.api))
-            }
+            ureq::Error::HostNotFound => FetchError::Connect(format!("{}: host not found", self.api)),
+            ureq::Error::ConnectionFailed => FetchError::Connect(format!("{}: connection failed", self.api)),
             other => FetchError::Transport(other.to_string()),
         }
     }

@@ -1,15 +1,18 @@
 //! Clients of the rates API (`API.md`): [`BlockingClient`] on ureq, the
-//! chapter's `requests`. Both clients share the URL check, the decoding of
+//! chapter's `requests`, and [`AsyncClient`] on reqwest, its `aiohttp`. Both
+//! clients share the URL check, the decoding of
 //! answers and the typed [`FetchError`], so every model reports failures the
 //! same way.
 
 mod blocking;
+mod nonblocking;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use blocking::BlockingClient;
+pub use nonblocking::{AsyncClient, AsyncClientError};
 
 use crate::Rates;
 
@@ -28,10 +31,7 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig {
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(10),
-        }
+        ClientConfig { connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(10) }
     }
 }
 
@@ -102,10 +102,7 @@ pub struct BadUrl(pub String);
 pub fn parse_api_url(url: &str) -> Result<String, BadUrl> {
     let bad = || BadUrl(url.to_string());
     let trimmed = url.trim_end_matches('/');
-    let rest = trimmed
-        .strip_prefix("http://")
-        .or_else(|| trimmed.strip_prefix("https://"))
-        .ok_or_else(bad)?;
+    let rest = trimmed.strip_prefix("http://").or_else(|| trimmed.strip_prefix("https://")).ok_or_else(bad)?;
     let uri: ureq::http::Uri = trimmed.parse().map_err(|_| bad())?;
     let host_ok = uri.host().is_some_and(|h| !h.is_empty());
     if !host_ok || rest.contains(['?', '#', ' ']) {
@@ -115,11 +112,7 @@ pub fn parse_api_url(url: &str) -> Result<String, BadUrl> {
 }
 
 /// Turns an HTTP answer into rates or a typed error.
-pub(crate) fn decode_rates(
-    status: u16,
-    retry_after: Option<&str>,
-    body: &[u8],
-) -> Result<Rates, FetchError> {
+pub(crate) fn decode_rates(status: u16, retry_after: Option<&str>, body: &[u8]) -> Result<Rates, FetchError> {
     if !(200..300).contains(&status) {
         return Err(FetchError::Status {
             status,
@@ -127,11 +120,8 @@ pub(crate) fn decode_rates(
             retry_after: retry_after.and_then(parse_retry_after),
         });
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| FetchError::Malformed(e.to_string()))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| FetchError::Malformed("expected a JSON object".into()))?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| FetchError::Malformed(e.to_string()))?;
+    let obj = value.as_object().ok_or_else(|| FetchError::Malformed("expected a JSON object".into()))?;
     for field in ["date", "base", "rates"] {
         if !obj.contains_key(field) {
             return Err(FetchError::MissingField(field.into()));
@@ -147,9 +137,7 @@ fn error_detail(body: &[u8]) -> String {
         detail: serde_json::Value,
     }
     match serde_json::from_slice::<Detail>(body) {
-        Ok(Detail {
-            detail: serde_json::Value::String(s),
-        }) => s,
+        Ok(Detail { detail: serde_json::Value::String(s) }) => s,
         Ok(Detail { detail }) => detail.to_string(),
         Err(_) => {
             let text = String::from_utf8_lossy(body);
@@ -166,11 +154,7 @@ fn error_detail(body: &[u8]) -> String {
 /// `Retry-After` in seconds (the HTTP-date form is not used by rate limiters
 /// we know of, and is ignored).
 fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| Duration::from_secs_f64(s.min(3600.0)))
 }
 
 #[cfg(test)]
@@ -179,30 +163,16 @@ mod tests {
 
     #[test]
     fn api_urls() {
-        assert_eq!(
-            parse_api_url("http://127.0.0.1:8080/"),
-            Ok("http://127.0.0.1:8080".into())
-        );
+        assert_eq!(parse_api_url("http://127.0.0.1:8080/"), Ok("http://127.0.0.1:8080".into()));
         assert_eq!(parse_api_url(PUBLIC_API), Ok(PUBLIC_API.into()));
-        for bad in [
-            "ftp://x",
-            "localhost:80",
-            "http://",
-            "https:///x",
-            "http://a b",
-            "",
-        ] {
+        for bad in ["ftp://x", "localhost:80", "http://", "https:///x", "http://a b", ""] {
             assert_eq!(parse_api_url(bad), Err(BadUrl(bad.into())), "{bad}");
         }
     }
 
     #[test]
     fn decoding() {
-        let ok = decode_rates(
-            200,
-            None,
-            br#"{"date":"2018-10-12","base":"USD","rates":{"PLN":3.709694}}"#,
-        );
+        let ok = decode_rates(200, None, br#"{"date":"2018-10-12","base":"USD","rates":{"PLN":3.709694}}"#);
         assert_eq!(ok.map(|r| r.rates.len()), Ok(1));
         assert_eq!(
             decode_rates(429, Some("2"), br#"{"detail": "Rate limit exceeded."}"#),
@@ -212,29 +182,17 @@ mod tests {
                 retry_after: Some(Duration::from_secs(2))
             })
         );
-        assert!(matches!(
-            decode_rates(200, None, b"not json"),
-            Err(FetchError::Malformed(_))
-        ));
-        assert!(matches!(
-            decode_rates(200, None, b"[1]"),
-            Err(FetchError::Malformed(_))
-        ));
+        assert!(matches!(decode_rates(200, None, b"not json"), Err(FetchError::Malformed(_))));
+        assert!(matches!(decode_rates(200, None, b"[1]"), Err(FetchError::Malformed(_))));
         assert_eq!(
             decode_rates(200, None, br#"{"date":"2018-10-12","base":"USD"}"#),
             Err(FetchError::MissingField("rates".into()))
         );
         assert!(matches!(
-            decode_rates(
-                200,
-                None,
-                br#"{"date":"2018-10-12","base":"USD","rates":{"PLN":"x"}}"#
-            ),
+            decode_rates(200, None, br#"{"date":"2018-10-12","base":"USD","rates":{"PLN":"x"}}"#),
             Err(FetchError::Malformed(_))
         ));
-        let Err(FetchError::Status { detail, .. }) =
-            decode_rates(502, None, b"<html>bad gateway</html>")
-        else {
+        let Err(FetchError::Status { detail, .. }) = decode_rates(502, None, b"<html>bad gateway</html>") else {
             panic!("a status error")
         };
         assert_eq!(detail, "<html>bad gateway</html>");
@@ -242,14 +200,8 @@ mod tests {
 
     #[test]
     fn retryable_errors() {
-        let status = |s| FetchError::Status {
-            status: s,
-            detail: String::new(),
-            retry_after: None,
-        };
-        assert!(
-            status(500).is_retryable() && status(503).is_retryable() && status(429).is_retryable()
-        );
+        let status = |s| FetchError::Status { status: s, detail: String::new(), retry_after: None };
+        assert!(status(500).is_retryable() && status(503).is_retryable() && status(429).is_retryable());
         assert!(!status(400).is_retryable() && !status(404).is_retryable());
         assert!(FetchError::Timeout("x".into()).is_retryable());
         assert!(!FetchError::Malformed("x".into()).is_retryable());

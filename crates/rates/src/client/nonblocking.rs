@@ -1,0 +1,77 @@
+//! [`AsyncClient`]: the rates API over reqwest, the chapter's `aiohttp`
+//! session — one client, one connection pool, shared by every task.
+
+use super::{BadUrl, ClientConfig, FetchError, decode_rates, parse_api_url};
+use crate::{RateRequest, Rates};
+
+/// An async client of the rates API; clone it freely (clones share the pool).
+#[derive(Debug, Clone)]
+pub struct AsyncClient {
+    http: reqwest::Client,
+    api: String,
+    config: ClientConfig,
+}
+
+impl AsyncClient {
+    /// A client of the API at `api`. Fails on a bad URL, or if the TLS
+    /// backend cannot start (reported as a transport error).
+    pub fn new(api: &str, config: ClientConfig) -> Result<Self, AsyncClientError> {
+        let api = parse_api_url(api)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            .user_agent(concat!("rates/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| AsyncClientError::Init(e.to_string()))?;
+        Ok(AsyncClient { http, api, config })
+    }
+
+    /// The API's base URL.
+    pub fn api(&self) -> &str {
+        &self.api
+    }
+
+    /// One attempt at `GET /rates` for `req`.
+    pub async fn fetch(&self, req: &RateRequest) -> Result<Rates, FetchError> {
+        let url = format!("{}/rates?{}", self.api, req.query());
+        let resp = self.http.get(&url).send().await.map_err(|e| self.map_error(e))?;
+        let status = resp.status().as_u16();
+        let retry_after =
+            resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = resp.bytes().await.map_err(|e| self.map_error(e))?;
+        decode_rates(status, retry_after.as_deref(), &body)
+    }
+
+    fn map_error(&self, e: reqwest::Error) -> FetchError {
+        if e.is_timeout() {
+            FetchError::Timeout(format!("request after {:?}", self.config.timeout))
+        } else if e.is_connect() {
+            FetchError::Connect(format!("{}: {}", self.api, root_cause(&e)))
+        } else {
+            FetchError::Transport(root_cause(&e))
+        }
+    }
+}
+
+/// The innermost cause of an error: reqwest's own message is generic
+/// ("error sending request"), the cause says what happened.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Why an [`AsyncClient`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AsyncClientError {
+    /// The URL is not an API URL.
+    #[error(transparent)]
+    BadUrl(#[from] BadUrl),
+    /// The HTTP stack could not start.
+    #[error("cannot start the HTTP client: {0}")]
+    Init(String),
+}

@@ -1,0 +1,285 @@
+//! The fetch models: one function per program of the chapter, all taking the
+//! same requests and returning the same ordered outcomes, so they can be
+//! swapped with `--model` and compared with `rates bench`.
+//!
+//! | model | chapter listing | where |
+//! |---|---|---|
+//! | `sync` | synchronous: one request after another | here |
+//! | `thread-per-item` | one thread per item, unbounded | [`threads`] |
+//! | `thread-pool` | a fixed pool of workers (`concur::ThreadPool`) | [`threads`] |
+//! | `two-way-queues` | a work queue in, a results queue out | [`threads`] |
+//! | `async` | asyncio + aiohttp: a tokio task per request | [`asyncio`] |
+//! | `async-executor` | `run_in_executor`: the blocking client on `concur::Bridge` | [`asyncio`] |
+//!
+//! Errors travel back as values (the chapter's error-handling listing): every
+//! item ends as exactly one `Ok` or one [`Failure`], whatever a worker does.
+//! A [`Cancel`] stops a run: no new attempt starts, and the items not done
+//! come back as [`FetchError::Cancelled`].
+
+mod asyncio;
+mod threads;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use concur::Throttle;
+
+use crate::client::AsyncClientError;
+use crate::{
+    AsyncClient, BadUrl, BlockingClient, Cancel, ClientConfig, FetchError, RateRequest, Rates, RetryPolicy,
+    retry::Failure,
+};
+
+/// The result of fetching one item: its rates, or why it failed for good.
+pub type Outcome = Result<Rates, Failure>;
+
+/// Everything one fetch needs, shared by all workers of a run: the clients
+/// (one connection pool each), the retry policy, the optional throttle and
+/// the cancellation flag.
+#[derive(Debug)]
+pub struct Fetcher {
+    config: ClientConfig,
+    client: BlockingClient,
+    retry: RetryPolicy,
+    throttle: Option<Arc<Throttle>>,
+    cancel: Cancel,
+}
+
+impl Fetcher {
+    /// A fetcher of the API at `api`, with the default retry policy, no
+    /// throttle and a fresh cancellation flag.
+    pub fn new(api: &str, config: ClientConfig) -> Result<Self, BadUrl> {
+        Ok(Fetcher {
+            config,
+            client: BlockingClient::new(api, config)?,
+            retry: RetryPolicy::default(),
+            throttle: None,
+            cancel: Cancel::new(),
+        })
+    }
+
+    /// Retries failed attempts with `retry`.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Takes a token from `throttle` before every attempt (retries included:
+    /// each is a request).
+    pub fn with_throttle(mut self, throttle: Option<Arc<Throttle>>) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
+    /// The API's base URL.
+    pub fn api(&self) -> &str {
+        self.client.api()
+    }
+
+    /// The flag that cancels this fetcher's runs.
+    pub fn cancel(&self) -> &Cancel {
+        &self.cancel
+    }
+
+    /// The blocking client.
+    pub fn client(&self) -> &BlockingClient {
+        &self.client
+    }
+
+    /// A new async client of the same API. Each async run makes its own:
+    /// a client's pooled connections belong to the runtime that opened them.
+    pub fn async_client(&self) -> Result<AsyncClient, AsyncClientError> {
+        AsyncClient::new(self.client.api(), self.config)
+    }
+
+    /// Fetches one item on the calling thread, with throttling and retries;
+    /// gives up early (as `Cancelled`) once the run is cancelled.
+    pub fn fetch(&self, req: &RateRequest) -> Outcome {
+        self.retry.run(
+            || {
+                if let Some(t) = &self.throttle {
+                    t.acquire();
+                }
+                if self.cancel.is_cancelled() {
+                    return Err(FetchError::Cancelled);
+                }
+                self.client.fetch(req)
+            },
+            |d| {
+                self.cancel.sleep(d);
+            },
+        )
+    }
+
+    /// Fetches one item with `client`, with throttling and retries.
+    /// Cancellation drops this future (see [`run_async`]).
+    pub async fn fetch_async(&self, client: &AsyncClient, req: &RateRequest) -> Outcome {
+        self.retry
+            .run_async(|| async {
+                if let Some(t) = &self.throttle {
+                    t.acquire_async().await;
+                }
+                client.fetch(req).await
+            })
+            .await
+    }
+}
+
+/// A concurrency model of the chapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Model {
+    /// One request after another.
+    Sync,
+    /// A thread per item.
+    ThreadPerItem,
+    /// A fixed pool of worker threads.
+    ThreadPool,
+    /// Explicit work and results queues between the main thread and workers.
+    TwoWayQueues,
+    /// A tokio task per request, at most `workers` in flight (or all).
+    Async,
+    /// Async tasks awaiting the blocking client on a bounded executor.
+    AsyncExecutor,
+}
+
+impl Model {
+    /// Every model, in the chapter's order.
+    pub const ALL: &[Model] = &[
+        Model::Sync,
+        Model::ThreadPerItem,
+        Model::ThreadPool,
+        Model::TwoWayQueues,
+        Model::Async,
+        Model::AsyncExecutor,
+    ];
+
+    /// The model's `--model` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Sync => "sync",
+            Model::ThreadPerItem => "thread-per-item",
+            Model::ThreadPool => "thread-pool",
+            Model::TwoWayQueues => "two-way-queues",
+            Model::Async => "async",
+            Model::AsyncExecutor => "async-executor",
+        }
+    }
+
+    /// Whether `--workers` bounds this model's concurrency.
+    pub fn uses_workers(self) -> bool {
+        !matches!(self, Model::Sync | Model::ThreadPerItem)
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A `--model` value that names no model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown model '{0}': expected one of {list}", list = Model::ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "))]
+pub struct UnknownModel(pub String);
+
+impl FromStr for Model {
+    type Err = UnknownModel;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Model::ALL.iter().copied().find(|m| m.name() == s).ok_or_else(|| UnknownModel(s.to_string()))
+    }
+}
+
+/// How many requests a model may have in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// At most this many (at least 1).
+    Bounded(usize),
+    /// As many as there are items (the chapter's `gather`).
+    Unlimited,
+}
+
+impl Workers {
+    /// The bound for `items` items.
+    pub fn for_items(self, items: usize) -> usize {
+        match self {
+            Workers::Bounded(n) => n.clamp(1, items.max(1)),
+            Workers::Unlimited => items.max(1),
+        }
+    }
+}
+
+/// Fetches every request with `model` and returns the outcomes in input
+/// order. The async models run on a runtime made for the call.
+pub fn run(model: Model, fetcher: &Arc<Fetcher>, requests: &[RateRequest], workers: Workers) -> Vec<Outcome> {
+    let n = workers.for_items(requests.len());
+    match model {
+        Model::Sync => requests.iter().map(|r| fetcher.fetch(r)).collect(),
+        Model::ThreadPerItem => threads::thread_per_item(fetcher, requests),
+        Model::ThreadPool => threads::thread_pool(fetcher, requests, n),
+        Model::TwoWayQueues => threads::two_way_queues(fetcher, requests, n),
+        Model::Async | Model::AsyncExecutor => match asyncio::runtime() {
+            Ok(rt) => rt.block_on(run_async(model, fetcher, requests, workers)),
+            Err(e) => requests.iter().map(|_| Err(worker_failure(format!("cannot start a runtime: {e}")))).collect(),
+        },
+    }
+}
+
+/// The async models on the caller's runtime: `async` or `async-executor`
+/// (any other model runs on a blocking thread of the runtime). When the
+/// fetcher's [`Cancel`] is set, requests in flight are dropped and every
+/// unfinished item comes back as `Cancelled`.
+pub async fn run_async(
+    model: Model,
+    fetcher: &Arc<Fetcher>,
+    requests: &[RateRequest],
+    workers: Workers,
+) -> Vec<Outcome> {
+    let n = workers.for_items(requests.len());
+    match model {
+        Model::Async => asyncio::tasks(fetcher, requests, workers).await,
+        Model::AsyncExecutor => asyncio::executor(fetcher, requests, n).await,
+        other => {
+            let (f, reqs) = (Arc::clone(fetcher), requests.to_vec());
+            tokio::task::spawn_blocking(move || run(other, &f, &reqs, workers))
+                .await
+                .unwrap_or_else(|e| reqs_failed(requests, e.to_string()))
+        }
+    }
+}
+
+fn reqs_failed(requests: &[RateRequest], why: String) -> Vec<Outcome> {
+    requests.iter().map(|_| Err(worker_failure(why.clone()))).collect()
+}
+
+fn worker_failure(why: impl Into<String>) -> Failure {
+    Failure { error: FetchError::Worker(why.into()), attempts: 1 }
+}
+
+fn cancelled() -> Failure {
+    Failure { error: FetchError::Cancelled, attempts: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_round_trip() {
+        for &m in Model::ALL {
+            assert_eq!(m.name().parse::<Model>(), Ok(m));
+        }
+        assert!("threads".parse::<Model>().is_err_and(|e| e.to_string().contains("thread-pool")));
+    }
+
+    #[test]
+    fn worker_bounds() {
+        assert_eq!(Workers::Bounded(4).for_items(40), 4);
+        assert_eq!(Workers::Bounded(8).for_items(3), 3);
+        assert_eq!(Workers::Bounded(0).for_items(3), 1);
+        assert_eq!(Workers::Unlimited.for_items(100), 100);
+        assert_eq!(Workers::Unlimited.for_items(0), 1);
+    }
+}
