@@ -30,7 +30,7 @@ pub use client::{
 };
 pub use currency::{Currency, InvalidCurrency};
 pub use dataset::{Dataset, DatasetError, RatesError, round6};
-pub use models::{Fetcher, Model, Outcome, Workers};
+pub use models::{Fetcher, Model, Outcome, Progress, Workers};
 pub use retry::{Failure, RetryPolicy};
 
 /// The chapter's five currencies, used as bases and as symbols by default.

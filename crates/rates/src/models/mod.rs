@@ -37,13 +37,28 @@ pub type Outcome = Result<Rates, Failure>;
 /// Everything one fetch needs, shared by all workers of a run: the clients
 /// (one connection pool each), the retry policy, the optional throttle and
 /// the cancellation flag.
-#[derive(Debug)]
 pub struct Fetcher {
     config: ClientConfig,
     client: BlockingClient,
     retry: RetryPolicy,
     throttle: Option<Arc<Throttle>>,
     cancel: Cancel,
+    progress: Option<Progress>,
+}
+
+/// Called once per item when it is done (ok or failed), from the thread or
+/// task that fetched it: drives progress bars.
+pub type Progress = Arc<dyn Fn(&Outcome) + Send + Sync>;
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("api", &self.api())
+            .field("retry", &self.retry)
+            .field("throttle", &self.throttle)
+            .field("cancelled", &self.cancel.is_cancelled())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Fetcher {
@@ -56,6 +71,7 @@ impl Fetcher {
             retry: RetryPolicy::default(),
             throttle: None,
             cancel: Cancel::new(),
+            progress: None,
         })
     }
 
@@ -69,6 +85,12 @@ impl Fetcher {
     /// each is a request).
     pub fn with_throttle(mut self, throttle: Option<Arc<Throttle>>) -> Self {
         self.throttle = throttle;
+        self
+    }
+
+    /// Calls `progress` with each item's outcome as it completes.
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
         self
     }
 
@@ -96,7 +118,7 @@ impl Fetcher {
     /// Fetches one item on the calling thread, with throttling and retries;
     /// gives up early (as `Cancelled`) once the run is cancelled.
     pub fn fetch(&self, req: &RateRequest) -> Outcome {
-        self.retry.run(
+        let outcome = self.retry.run(
             || {
                 if let Some(t) = &self.throttle {
                     t.acquire();
@@ -109,20 +131,30 @@ impl Fetcher {
             |d| {
                 self.cancel.sleep(d);
             },
-        )
+        );
+        self.done(outcome)
+    }
+
+    fn done(&self, outcome: Outcome) -> Outcome {
+        if let Some(p) = &self.progress {
+            p(&outcome);
+        }
+        outcome
     }
 
     /// Fetches one item with `client`, with throttling and retries.
     /// Cancellation drops this future (see [`run_async`]).
     pub async fn fetch_async(&self, client: &AsyncClient, req: &RateRequest) -> Outcome {
-        self.retry
+        let outcome = self
+            .retry
             .run_async(|| async {
                 if let Some(t) = &self.throttle {
                     t.acquire_async().await;
                 }
                 client.fetch(req).await
             })
-            .await
+            .await;
+        self.done(outcome)
     }
 }
 
