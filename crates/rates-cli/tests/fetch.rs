@@ -142,3 +142,59 @@ fn all_failing_with_retries_off_exits_1() {
     assert_eq!(err.matches("Injected failure").count(), 5, "{err}");
     assert!(err.contains("0 ok, 5 failed"));
 }
+
+/// Starts `rates fetch` with `args`, sends it SIGINT after `after`, and
+/// returns (exit code, stdout, stderr); fails if it does not end within 10 s
+/// of the signal.
+fn interrupted(args: &[&str], after: std::time::Duration) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("rates"))
+        .args(args)
+        .env_remove("RATES_API")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("rates fetch did not stop within 10 s of SIGINT");
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status.code(), out, err)
+}
+
+#[test]
+fn ctrl_c_prints_what_arrived_reports_the_rest_cancelled_and_exits_130() {
+    for model in ["async", "thread-pool"] {
+        // One request at a time, each held 400 ms by the server: about two
+        // have arrived when the signal comes, and one is in flight.
+        let (code, out, err) = interrupted(
+            &["fetch", "--model", model, "--workers", "1", "--sim-latency", "400ms"],
+            std::time::Duration::from_millis(1000),
+        );
+        assert_eq!(code, Some(130), "{model}: {err}");
+        let (lines, tail) = out.rsplit_once("\n\n").unwrap_or(("", &out));
+        let lines: Vec<&str> = lines.lines().filter(|l| !l.is_empty()).collect();
+        let expected: Vec<&str> = CHAPTER_LINES.lines().collect();
+        assert!(lines.len() < 5, "{model}: the run was cut short: {out}");
+        assert_eq!(lines, expected[..lines.len()], "{model}: what arrived is printed, in order");
+        assert!(tail.starts_with("time elapsed: "), "{model}: {out}");
+        let summary = format!("interrupted: {} ok, 0 failed, {} cancelled", lines.len(), 5 - lines.len());
+        assert!(err.contains(&summary), "{model}: {err}");
+    }
+}
