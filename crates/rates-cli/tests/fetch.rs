@@ -43,8 +43,8 @@ fn default_output_is_the_chapters() {
 }
 
 #[test]
-fn every_threaded_model_prints_the_same_lines() {
-    for model in ["sync", "thread-per-item", "thread-pool", "two-way-queues"] {
+fn every_model_prints_the_same_lines() {
+    for model in ["sync", "thread-per-item", "thread-pool", "two-way-queues", "async", "async-executor"] {
         let (code, out, err) = stdout(&["fetch", "--model", model, "--sim-latency", "5ms"]);
         assert_eq!(code, 0, "{model}: {err}");
         assert_eq!(format!("{}\n", table_parts(&out).0), CHAPTER_LINES, "{model}");
@@ -197,4 +197,40 @@ fn ctrl_c_prints_what_arrived_reports_the_rest_cancelled_and_exits_130() {
         let summary = format!("interrupted: {} ok, 0 failed, {} cancelled", lines.len(), 5 - lines.len());
         assert!(err.contains(&summary), "{model}: {err}");
     }
+}
+
+#[test]
+fn data_option_loads_a_newer_csv() {
+    let dir = std::env::temp_dir().join(format!("rates-data-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("eurofxref-hist.csv");
+    std::fs::write(&csv, "Date,USD,PLN,\n2030-01-03,2.0,5.0,\n2030-01-02,1.0,4.0,\n").unwrap();
+    let (code, out, err) = stdout(&[
+        "fetch",
+        "--data",
+        csv.to_str().unwrap(),
+        "--bases",
+        "USD",
+        "--symbols",
+        "PLN",
+        "--sim-latency",
+        "0",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "date,base,PLN\n2030-01-03,USD,2.5\n");
+
+    // A currency the newer file lacks is refused before any request.
+    let (code, _, err) = stdout(&["fetch", "--data", csv.to_str().unwrap(), "--bases", "NOK"]);
+    assert_eq!(code, 2, "{err}");
+
+    std::fs::write(&csv, "Date,USD,PLN,\n2030-01-03,2.0,five,\n").unwrap();
+    let (code, out, err) = stdout(&["fetch", "--data", csv.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert!(err.contains("line 2, field PLN: invalid rate 'five'"), "{err}");
+    let (code, _, err) = stdout(&["fetch", "--data", dir.join("missing.zip").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("missing.zip"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
