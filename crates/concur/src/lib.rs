@@ -1,6 +1,6 @@
 //! The concurrency models of the "Concurrency" chapter of *Expert Python
 //! Programming*, with Python-familiar semantics and Rust guarantees: a thread
-//! pool, one pool interface for threads and processes, a throttle, and a
+//! pool, a process pool, one pool interface for both, a throttle, and a
 //! bridge from blocking code to async code. Nothing here knows about HTTP.
 //!
 //! # A pool of threads
@@ -81,6 +81,49 @@
 //! # Ok::<(), concur::PoolError>(())
 //! ```
 //!
+//! # A pool of processes
+//!
+//! A [`ProcessPool`] runs the same [`Task`]s in worker processes, for work
+//! that must not share memory with the caller or may crash. Workers are
+//! this same program started again; the program says which tasks it can
+//! run, and enters worker mode when it is one, with one call at the top of
+//! `main`. Switching the example above to processes is then the one line
+//! that builds the pool:
+//!
+//! ```no_run
+//! use concur::{Pool, ProcessPool, Registry, Task, TaskError};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Serialize, Deserialize)]
+//! # struct Parse(String);
+//! # impl Task for Parse {
+//! #     type Output = Result<i64, String>;
+//! #     const NAME: &'static str = "parse";
+//! #     fn run(self) -> Self::Output {
+//! #         self.0.trim().parse().map_err(|_| format!("not a number: {:?}", self.0))
+//! #     }
+//! # }
+//! # fn parse_all(pool: &impl Pool, inputs: &[&str]) -> Vec<Result<Result<i64, String>, TaskError>> {
+//! #     pool.map(inputs.iter().map(|s| Parse(s.to_string())))
+//! # }
+//!
+//! fn main() -> Result<(), concur::PoolError> {
+//!     // In a worker process this serves tasks and exits; here it returns.
+//!     concur::worker_main(Registry::new().register::<Parse>());
+//!
+//!     let pool = ProcessPool::builder().size(2).chunksize(10).build()?;
+//!     let parsed = parse_all(&pool, &["1", " 22 ", "x"]);
+//!     assert_eq!(parsed[1], Ok(Ok(22)));
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Values cross to a worker only by being serialised, which costs some
+//! microseconds per task: raise `chunksize` for many small tasks. What
+//! Python's pool lacks: a worker that dies (abort, a signal, `kill -9`)
+//! fails only the task it was running, with [`TaskError::WorkerDied`]
+//! saying how it died; it is replaced and every other task completes. No
+//! worker process outlives the pool or its parent.
+//!
 //! # Throttling
 //!
 //! A [`Throttle`] is a token bucket shared by all workers, to keep a program
@@ -132,6 +175,7 @@
 
 mod bridge;
 mod pool;
+mod process_pool;
 mod thread_pool;
 mod throttle;
 
@@ -140,5 +184,6 @@ mod test_support;
 
 pub use crate::bridge::{BlockingJob, Bridge};
 pub use crate::pool::{AsyncResult, Pool, PoolError, Task, TaskError, panic_message};
+pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, worker_main};
 pub use crate::thread_pool::{Imap, ImapUnordered, ThreadPool, ThreadPoolBuilder};
 pub use crate::throttle::{Clock, FakeClock, NotUntil, SystemClock, Throttle, ThrottleError};

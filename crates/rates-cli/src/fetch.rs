@@ -30,7 +30,8 @@ pub enum Format {
 /// Options of `rates fetch`.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// The concurrency model: sync, thread-per-item, thread-pool, two-way-queues, async, async-executor.
+    /// The concurrency model: sync, thread-per-item, thread-pool, two-way-queues, process-pool, dummy-pool,
+    /// async, async-executor.
     #[arg(long, default_value = "sync")]
     pub model: Model,
     /// Requests in flight at once for the pooled and async models (0 or "unlimited": all).

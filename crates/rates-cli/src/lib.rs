@@ -4,6 +4,7 @@
 
 pub mod cli;
 mod fetch;
+pub mod listings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +93,11 @@ fn dataset(path: Option<&PathBuf>) -> anyhow::Result<Arc<Dataset>> {
             Dataset::load(p).map(Arc::new).map_err(|e| Usage(format!("bad dataset {}: {e}", p.display())).into())
         }
     }
+}
+
+/// Every task a `rates` worker process can run.
+pub fn worker_registry() -> concur::Registry {
+    rates::models::registry()
 }
 
 /// Runs a parsed command line and returns its exit code.

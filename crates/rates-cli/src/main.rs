@@ -6,5 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A `process-pool` worker is this program started again: serve tasks
+    // and exit. Otherwise this returns at once.
+    concur::worker_main(rates_cli::worker_registry());
     rates_cli::main_with(rates_cli::Cli::parse())
 }

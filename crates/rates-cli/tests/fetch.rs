@@ -44,7 +44,16 @@ fn default_output_is_the_chapters() {
 
 #[test]
 fn every_model_prints_the_same_lines() {
-    for model in ["sync", "thread-per-item", "thread-pool", "two-way-queues", "async", "async-executor"] {
+    for model in [
+        "sync",
+        "thread-per-item",
+        "thread-pool",
+        "two-way-queues",
+        "process-pool",
+        "dummy-pool",
+        "async",
+        "async-executor",
+    ] {
         let (code, out, err) = stdout(&["fetch", "--model", model, "--sim-latency", "5ms"]);
         assert_eq!(code, 0, "{model}: {err}");
         assert_eq!(format!("{}\n", table_parts(&out).0), CHAPTER_LINES, "{model}");
@@ -192,7 +201,13 @@ fn ctrl_c_prints_what_arrived_reports_the_rest_cancelled_and_exits_130() {
         let lines: Vec<&str> = lines.lines().filter(|l| !l.is_empty()).collect();
         let expected: Vec<&str> = CHAPTER_LINES.lines().collect();
         assert!(lines.len() < 5, "{model}: the run was cut short: {out}");
-        assert_eq!(lines, expected[..lines.len()], "{model}: what arrived is printed, in order");
+        // Which items arrived depends on scheduling; those that did are
+        // printed as the chapter prints them, in input order.
+        let positions: Vec<usize> = lines
+            .iter()
+            .map(|l| expected.iter().position(|e| e == l).unwrap_or_else(|| panic!("{model}: unexpected line {l}")))
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{model}: out of order: {out}");
         assert!(tail.starts_with("time elapsed: "), "{model}: {out}");
         let summary = format!("interrupted: {} ok, 0 failed, {} cancelled", lines.len(), 5 - lines.len());
         assert!(err.contains(&summary), "{model}: {err}");

@@ -20,7 +20,11 @@ fn requests(n: usize) -> Vec<RateRequest> {
 }
 
 fn fetcher(s: &RunningServer, retry: RetryPolicy, throttle: Option<concur::Throttle>) -> Arc<Fetcher> {
-    let f = Fetcher::new(s.url(), ClientConfig::default()).unwrap();
+    // Worker processes are the `rates` binary, which enters worker mode; this
+    // test binary does not.
+    let f = Fetcher::new(s.url(), ClientConfig::default())
+        .unwrap()
+        .with_worker_program(assert_cmd::cargo::cargo_bin("rates"));
     Arc::new(f.with_retry(retry).with_throttle(throttle.map(Arc::new)))
 }
 
@@ -34,7 +38,14 @@ fn latency(ms: u64) -> ServerOptions {
 
 #[test]
 fn pooled_models_hold_exactly_workers_requests_in_flight() {
-    for model in [Model::ThreadPool, Model::TwoWayQueues, Model::Async, Model::AsyncExecutor] {
+    for model in [
+        Model::ThreadPool,
+        Model::TwoWayQueues,
+        Model::ProcessPool,
+        Model::DummyPool,
+        Model::Async,
+        Model::AsyncExecutor,
+    ] {
         let s = server(latency(50));
         let out = run(model, &fetcher(&s, RetryPolicy::none(), None), &requests(40), 4);
         assert!(out.iter().all(Result::is_ok), "{model}");

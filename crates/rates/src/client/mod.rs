@@ -21,7 +21,7 @@ use crate::Rates;
 pub const PUBLIC_API: &str = "https://api.vatcomply.com";
 
 /// Timeouts shared by the blocking and async clients.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClientConfig {
     /// Time to establish a connection.
     pub connect_timeout: Duration,

@@ -8,6 +8,8 @@
 //! | `thread-per-item` | one thread per item, unbounded | [`threads`] |
 //! | `thread-pool` | a fixed pool of workers (`concur::ThreadPool`) | [`threads`] |
 //! | `two-way-queues` | a work queue in, a results queue out | [`threads`] |
+//! | `process-pool` | a pool of worker processes (`concur::ProcessPool`) | [`processes`] |
+//! | `dummy-pool` | `multiprocessing.dummy`: the same code over threads | [`processes`] |
 //! | `async` | asyncio + aiohttp: a tokio task per request | [`asyncio`] |
 //! | `async-executor` | `run_in_executor`: the blocking client on `concur::Bridge` | [`asyncio`] |
 //!
@@ -17,7 +19,10 @@
 //! come back as [`FetchError::Cancelled`].
 
 mod asyncio;
+mod processes;
 mod threads;
+
+pub use processes::{FetchOnce, registry};
 
 use std::fmt;
 use std::str::FromStr;
@@ -44,6 +49,7 @@ pub struct Fetcher {
     throttle: Option<Arc<Throttle>>,
     cancel: Cancel,
     progress: Option<Progress>,
+    worker_program: Option<std::path::PathBuf>,
 }
 
 /// Called once per item when it is done (ok or failed), from the thread or
@@ -72,6 +78,7 @@ impl Fetcher {
             throttle: None,
             cancel: Cancel::new(),
             progress: None,
+            worker_program: None,
         })
     }
 
@@ -92,6 +99,23 @@ impl Fetcher {
     pub fn with_progress(mut self, progress: Progress) -> Self {
         self.progress = Some(progress);
         self
+    }
+
+    /// Starts `process-pool` workers from `program` instead of this
+    /// executable (which must then call `concur::worker_main` with
+    /// [`registry`] at the top of `main`, as the `rates` binary does).
+    pub fn with_worker_program(mut self, program: impl Into<std::path::PathBuf>) -> Self {
+        self.worker_program = Some(program.into());
+        self
+    }
+
+    fn worker_program(&self) -> Option<&std::path::Path> {
+        self.worker_program.as_deref()
+    }
+
+    /// The client's timeouts.
+    pub fn config(&self) -> ClientConfig {
+        self.config
     }
 
     /// The API's base URL.
@@ -118,6 +142,13 @@ impl Fetcher {
     /// Fetches one item on the calling thread, with throttling and retries;
     /// gives up early (as `Cancelled`) once the run is cancelled.
     pub fn fetch(&self, req: &RateRequest) -> Outcome {
+        self.fetch_with(|| self.client.fetch(req))
+    }
+
+    /// [`Fetcher::fetch`] with each attempt made by `attempt` (e.g. on a pool
+    /// worker): the throttle, the retries, cancellation and progress stay
+    /// with the caller.
+    pub fn fetch_with(&self, attempt: impl Fn() -> Result<Rates, FetchError>) -> Outcome {
         let outcome = self.retry.run(
             || {
                 if let Some(t) = &self.throttle {
@@ -126,7 +157,7 @@ impl Fetcher {
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
                 }
-                self.client.fetch(req)
+                attempt()
             },
             |d| {
                 self.cancel.sleep(d);
@@ -174,6 +205,10 @@ pub enum Model {
     Async,
     /// Async tasks awaiting the blocking client on a bounded executor.
     AsyncExecutor,
+    /// A pool of worker processes.
+    ProcessPool,
+    /// The process pool's code over a thread pool.
+    DummyPool,
 }
 
 impl Model {
@@ -183,6 +218,8 @@ impl Model {
         Model::ThreadPerItem,
         Model::ThreadPool,
         Model::TwoWayQueues,
+        Model::ProcessPool,
+        Model::DummyPool,
         Model::Async,
         Model::AsyncExecutor,
     ];
@@ -196,6 +233,8 @@ impl Model {
             Model::TwoWayQueues => "two-way-queues",
             Model::Async => "async",
             Model::AsyncExecutor => "async-executor",
+            Model::ProcessPool => "process-pool",
+            Model::DummyPool => "dummy-pool",
         }
     }
 
@@ -251,7 +290,9 @@ pub fn run(model: Model, fetcher: &Arc<Fetcher>, requests: &[RateRequest], worke
         Model::Sync => requests.iter().map(|r| fetcher.fetch(r)).collect(),
         Model::ThreadPerItem => threads::thread_per_item(fetcher, requests),
         Model::ThreadPool => threads::thread_pool(fetcher, requests, n),
-        Model::TwoWayQueues => threads::two_way_queues(fetcher, requests, n),
+        Model::TwoWayQueues => threads::two_way_queues(requests, n, |r| fetcher.fetch(r)),
+        Model::ProcessPool => processes::process_pool(fetcher, requests, n),
+        Model::DummyPool => processes::dummy_pool(fetcher, requests, n),
         Model::Async | Model::AsyncExecutor => match asyncio::runtime() {
             Ok(rt) => rt.block_on(run_async(model, fetcher, requests, workers)),
             Err(e) => requests.iter().map(|_| Err(worker_failure(format!("cannot start a runtime: {e}")))).collect(),

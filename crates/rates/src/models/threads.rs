@@ -50,7 +50,11 @@ pub(super) fn thread_pool(fetcher: &Arc<Fetcher>, requests: &[RateRequest], work
 /// `(index, outcome)` on a results queue; the main thread collects until every
 /// worker has hung up. An item whose worker panicked never comes back and is
 /// reported as failed, never lost.
-pub(super) fn two_way_queues(fetcher: &Fetcher, requests: &[RateRequest], workers: usize) -> Vec<Outcome> {
+pub(super) fn two_way_queues(
+    requests: &[RateRequest],
+    workers: usize,
+    fetch: impl Fn(&RateRequest) -> Outcome + Sync,
+) -> Vec<Outcome> {
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<(usize, &RateRequest)>();
     let (result_tx, result_rx) = crossbeam_channel::unbounded::<(usize, Outcome)>();
     for item in requests.iter().enumerate() {
@@ -62,10 +66,10 @@ pub(super) fn two_way_queues(fetcher: &Fetcher, requests: &[RateRequest], worker
     let mut slots: Vec<Option<Outcome>> = (0..requests.len()).map(|_| None).collect();
     std::thread::scope(|s| {
         for n in 0..workers {
-            let (work_rx, result_tx) = (work_rx.clone(), result_tx.clone());
+            let (work_rx, result_tx, fetch) = (work_rx.clone(), result_tx.clone(), &fetch);
             let spawned = std::thread::Builder::new().name(format!("worker-{n}")).spawn_scoped(s, move || {
                 for (i, req) in work_rx {
-                    if result_tx.send((i, fetcher.fetch(req))).is_err() {
+                    if result_tx.send((i, fetch(req))).is_err() {
                         break;
                     }
                 }

@@ -1,0 +1,115 @@
+//! What crossing a process boundary costs, for the chapter's "process
+//! pools" and "multiprocessing.dummy" listings (15, 16).
+//!
+//! - `round_trip`: 1,000 trivial tasks through a `ProcessPool` of 2 workers
+//!   with `chunksize` 1 and 100, and through a `ThreadPool` for comparison.
+//!   Criterion's time is per batch; divide by 1,000 (or read the
+//!   throughput) for the time per task. Target: under 20 µs per task with
+//!   chunksize 1.
+//! - `cpu_bound`: 100 tasks of about 10 ms of pure computation on 1 and 2
+//!   workers, threads and processes. Target: 2 workers at least 1.8× as
+//!   fast as 1 (on a machine with 2 free cores).
+//!
+//! The pool's workers run this bench binary again, so `main` is written by
+//! hand: it enters worker mode before criterion looks at the arguments.
+//!
+//! `cargo bench -p concur --bench process_pool`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use concur::{Pool, ProcessPool, Registry, Task, ThreadPool};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use serde::{Deserialize, Serialize};
+
+/// Tasks per measured batch in `round_trip`.
+const BATCH: u64 = 1_000;
+/// Tasks per measured batch in `cpu_bound`.
+const CPU_TASKS: u64 = 100;
+
+/// As little work as a task can do.
+#[derive(Serialize, Deserialize)]
+struct Trivial(u64);
+
+impl Task for Trivial {
+    type Output = u64;
+    const NAME: &'static str = "trivial";
+    fn run(self) -> u64 {
+        self.0 + 1
+    }
+}
+
+/// Pure computation: `self.0` rounds of a mixing function.
+#[derive(Serialize, Deserialize)]
+struct Spin(u64);
+
+impl Task for Spin {
+    type Output = u64;
+    const NAME: &'static str = "spin";
+    fn run(self) -> u64 {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..black_box(self.0) {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i);
+            x ^= x >> 29;
+        }
+        x
+    }
+}
+
+/// Rounds of [`Spin`] that take about `target` here.
+fn calibrate(target: Duration) -> u64 {
+    let probe = 2_000_000;
+    let start = Instant::now();
+    black_box(Spin(probe).run());
+    let per_round = start.elapsed().as_secs_f64() / probe as f64;
+    (target.as_secs_f64() / per_round) as u64
+}
+
+fn process_pool(workers: usize, chunksize: usize) -> ProcessPool {
+    ProcessPool::builder().size(workers).chunksize(chunksize).build().expect("process pool starts")
+}
+
+fn round_trip(c: &mut Criterion) {
+    let mut group = c.benchmark_group("round_trip");
+    group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Elements(BATCH));
+    for chunksize in [1, 100] {
+        let pool = process_pool(2, chunksize);
+        group.bench_function(BenchmarkId::new("process_pool_2_workers/chunksize", chunksize), |b| {
+            b.iter(|| pool.map((0..BATCH).map(Trivial)));
+        });
+    }
+    let pool = ThreadPool::new(2).expect("thread pool starts");
+    group.bench_function("thread_pool_2_workers", |b| {
+        b.iter(|| Pool::map(&pool, (0..BATCH).map(Trivial)));
+    });
+    group.finish();
+}
+
+fn cpu_bound(c: &mut Criterion) {
+    let rounds = calibrate(Duration::from_millis(10));
+    let mut group = c.benchmark_group("cpu_bound_100x10ms");
+    // One batch takes a second or more: one batch per sample, ten samples.
+    group.sampling_mode(SamplingMode::Flat).sample_size(10).warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(CPU_TASKS));
+    for workers in [1, 2] {
+        let pool = ThreadPool::new(workers).expect("thread pool starts");
+        group.bench_function(BenchmarkId::new("thread_pool", workers), |b| {
+            b.iter(|| Pool::map(&pool, (0..CPU_TASKS).map(|_| Spin(rounds))));
+        });
+        let pool = process_pool(workers, 1);
+        group.bench_function(BenchmarkId::new("process_pool", workers), |b| {
+            b.iter(|| pool.map((0..CPU_TASKS).map(|_| Spin(rounds))));
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    concur::worker_main(Registry::new().register::<Trivial>().register::<Spin>());
+    let mut c = Criterion::default().configure_from_args();
+    round_trip(&mut c);
+    cpu_bound(&mut c);
+    c.final_summary();
+}
