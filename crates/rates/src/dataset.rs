@@ -298,6 +298,14 @@ fn malformed(line: usize, field: &str, problem: impl Into<String>) -> DatasetErr
 /// Rounds to 6 decimal places exactly as Python's `round(x, 6)` does
 /// (correctly rounded from the binary value), which is what the API serves.
 pub fn round6(x: f64) -> f64 {
+    // Fast path: `x·10⁶` carries a relative error of one ulp, far below the
+    // distance to a tie unless the fraction is close to one half, and an
+    // exact integer divided by 10⁶ is the double nearest that decimal.
+    let scaled = x * 1e6;
+    if scaled.is_finite() && scaled.abs() < 1e12 && (scaled.fract().abs() - 0.5).abs() > 1e-3 {
+        return scaled.round() / 1e6;
+    }
+    // Near a tie: decide on the exact decimal expansion.
     let mut buf = String::with_capacity(24);
     use std::fmt::Write;
     let _ = write!(buf, "{x:.6}");
@@ -374,6 +382,14 @@ mod tests {
             ok.rates(c("JPY"), &[], Some(d("2020-01-03"))),
             Err(RatesError::NotPublished(c("JPY"), d("2020-01-03")))
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn round6_fast_path_agrees_with_exact_rounding(x in 1e-6f64..1e6) {
+            let exact: f64 = format!("{x:.6}").parse().expect("a number");
+            proptest::prop_assert_eq!(round6(x), exact);
+        }
     }
 
     #[test]
