@@ -1,5 +1,6 @@
-//! The blocking client's error mapping against real answers: every failure
-//! comes back as its typed `FetchError`, never a panic.
+//! The clients' error mapping against real answers: every failure comes
+//! back as its typed `FetchError`, never a panic, and the blocking (ureq) and
+//! async (reqwest) clients agree on every case.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -8,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use rates::{BlockingClient, ClientConfig, FetchError, RateRequest};
+use rates::{AsyncClient, BlockingClient, ClientConfig, FetchError, RateRequest, Rates};
 use rates_server::{RateLimit, ServerOptions};
 use support::server;
 
@@ -20,16 +21,38 @@ fn client(url: &str) -> BlockingClient {
     BlockingClient::new(url, ClientConfig::default()).unwrap()
 }
 
+/// One fetch with each client, the blocking one first.
+fn both(url: &str, config: ClientConfig, req: &RateRequest) -> [Result<Rates, FetchError>; 2] {
+    let blocking = BlockingClient::new(url, config).unwrap().fetch(req);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let nonblocking = rt.block_on(async { AsyncClient::new(url, config).unwrap().fetch(req).await });
+    [blocking, nonblocking]
+}
+
+/// Both clients' error for `req`, checked to be the same.
+fn same_error(url: &str, config: ClientConfig, req: &RateRequest) -> FetchError {
+    let [a, b] = both(url, config, req);
+    let (a, b) = (a.unwrap_err(), b.unwrap_err());
+    assert_eq!(std::mem::discriminant(&a), std::mem::discriminant(&b), "blocking {a:?} vs async {b:?}");
+    if matches!(a, FetchError::Status { .. } | FetchError::MissingField(_)) {
+        assert_eq!(a, b);
+    }
+    a
+}
+
 /// A one-shot HTTP server on loopback that answers `response` verbatim.
 fn raw_server(response: &'static str) -> (String, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    // Two connections: one for each client.
     let t = std::thread::spawn(move || {
-        if let Ok((mut conn, _)) = listener.accept() {
-            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let _ = conn.write_all(response.as_bytes());
+        for _ in 0..2 {
+            if let Ok((mut conn, _)) = listener.accept() {
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(response.as_bytes());
+            }
         }
     });
     (url, t)
@@ -38,15 +61,17 @@ fn raw_server(response: &'static str) -> (String, std::thread::JoinHandle<()>) {
 #[test]
 fn success() {
     let s = server(ServerOptions::default());
-    let r = client(s.url()).fetch(&usd()).unwrap();
+    let [a, b] = both(s.url(), ClientConfig::default(), &usd());
+    let r = a.unwrap();
     assert_eq!(r.base.as_str(), "USD");
     assert_eq!(r.date.to_string(), "2026-10-30");
+    assert_eq!(b.unwrap(), r);
 }
 
 #[test]
 fn status_500_carries_the_detail() {
     let s = server(ServerOptions { fail_rate: 1.0, ..Default::default() });
-    let e = client(s.url()).fetch(&usd()).unwrap_err();
+    let e = same_error(s.url(), ClientConfig::default(), &usd());
     assert_eq!(e, FetchError::Status { status: 500, detail: "Injected failure.".into(), retry_after: None });
     assert!(e.is_retryable());
 }
@@ -55,7 +80,7 @@ fn status_500_carries_the_detail() {
 fn status_404_is_final() {
     let s = server(ServerOptions::default());
     let req = RateRequest { date: rates::parse_date("1998-01-01").ok(), ..usd() };
-    let e = client(s.url()).fetch(&req).unwrap_err();
+    let e = same_error(s.url(), ClientConfig::default(), &req);
     assert_eq!(
         e,
         FetchError::Status {
@@ -70,9 +95,9 @@ fn status_404_is_final() {
 #[test]
 fn status_429_carries_retry_after() {
     let s = server(ServerOptions { rate_limit: Some(RateLimit { rate: 0.01, burst: 1 }), ..Default::default() });
-    let c = client(s.url());
-    assert!(c.fetch(&usd()).is_ok());
-    let e = c.fetch(&usd()).unwrap_err();
+    assert!(client(s.url()).fetch(&usd()).is_ok());
+    // The bucket is empty now: both clients are refused.
+    let e = same_error(s.url(), ClientConfig::default(), &usd());
     let FetchError::Status { status: 429, retry_after: Some(after), .. } = e else { panic!("{e:?}") };
     assert!(after >= Duration::from_secs(1));
 }
@@ -82,7 +107,7 @@ fn malformed_json() {
     let (url, t) = raw_server(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\nconnection: close\r\n\r\n{\"date\": ",
     );
-    let e = client(&url).fetch(&usd()).unwrap_err();
+    let e = same_error(&url, ClientConfig::default(), &usd());
     assert!(matches!(e, FetchError::Malformed(_)), "{e:?}");
     t.join().unwrap();
 }
@@ -92,7 +117,7 @@ fn missing_field() {
     let body = r#"{"date": "2020-01-02", "base": "USD"}"#;
     let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
     let (url, t) = raw_server(Box::leak(resp.into_boxed_str()));
-    assert_eq!(client(&url).fetch(&usd()).unwrap_err(), FetchError::MissingField("rates".into()));
+    assert_eq!(same_error(&url, ClientConfig::default(), &usd()), FetchError::MissingField("rates".into()));
     t.join().unwrap();
 }
 
@@ -102,7 +127,7 @@ fn connection_refused() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     }; // the listener is closed here: nothing listens on the port
-    let e = client(&url).fetch(&usd()).unwrap_err();
+    let e = same_error(&url, ClientConfig::default(), &usd());
     assert!(matches!(e, FetchError::Connect(_)), "{e:?}");
     assert!(e.is_retryable());
 }
