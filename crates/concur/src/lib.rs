@@ -183,7 +183,7 @@ mod throttle;
 mod test_support;
 
 pub use crate::bridge::{BlockingJob, Bridge};
-pub use crate::pool::{AsyncResult, Pool, PoolError, Task, TaskError, panic_message};
+pub use crate::pool::{AsyncResult, ImapUnordered, Pool, PoolError, Task, TaskError, panic_message};
 pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, worker_main};
-pub use crate::thread_pool::{Imap, ImapUnordered, ThreadPool, ThreadPoolBuilder};
+pub use crate::thread_pool::{Imap, ThreadPool, ThreadPoolBuilder};
 pub use crate::throttle::{Clock, FakeClock, NotUntil, SystemClock, Throttle, ThrottleError};

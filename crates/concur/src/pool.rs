@@ -266,6 +266,66 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+/// Results of `imap_unordered` (both pools): `(input index, result)` in
+/// completion order, each index exactly once; the indices whose senders
+/// vanished without an answer come last, as `Cancelled`.
+pub struct ImapUnordered<R> {
+    results: Receiver<(usize, Result<R, TaskError>)>,
+    seen: Vec<bool>,
+    left: usize,
+    /// Once every job has reported or been dropped, the indices not seen
+    /// were cancelled; this is where the search for them resumes.
+    cancelled_from: Option<usize>,
+}
+
+impl<R> ImapUnordered<R> {
+    /// Results of `n` tasks, each answering `(index, result)` on `results`.
+    pub(crate) fn new(results: Receiver<(usize, Result<R, TaskError>)>, n: usize) -> Self {
+        ImapUnordered { results, seen: vec![false; n], left: n, cancelled_from: None }
+    }
+}
+
+impl<R> Iterator for ImapUnordered<R> {
+    type Item = (usize, Result<R, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        if self.cancelled_from.is_none() {
+            // Blocks until a job reports, or until every job's sender is
+            // gone (all ran or were cancelled): never hangs.
+            while let Ok((i, result)) = self.results.recv() {
+                if let Some(seen @ false) = self.seen.get_mut(i) {
+                    *seen = true;
+                    self.left -= 1;
+                    return Some((i, result));
+                }
+            }
+            self.cancelled_from = Some(0);
+        }
+        let from = self.cancelled_from.unwrap_or(0);
+        let i = from + self.seen[from..].iter().position(|seen| !seen)?;
+        self.seen[i] = true;
+        self.left -= 1;
+        self.cancelled_from = Some(i + 1);
+        Some((i, Err(TaskError::Cancelled)))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<R> ExactSizeIterator for ImapUnordered<R> {}
+impl<R> std::iter::FusedIterator for ImapUnordered<R> {}
+
+impl<R> std::fmt::Debug for ImapUnordered<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapUnordered").field("left", &self.left).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,7 +76,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::pool::{AsyncResult, Pool, PoolError, Task, TaskError, panic_message};
+use crate::pool::{AsyncResult, ImapUnordered, Pool, PoolError, Task, TaskError, panic_message};
 
 /// Set in a worker's environment to the pool process's pid: how a
 /// re-executed program knows it is a worker, and who its parent must be.
@@ -829,7 +829,7 @@ impl Pool for ProcessPool {
                 chunk.refuse(&TaskError::Closed);
             }
         }
-        Results { results: rx, seen: vec![false; n], left: n, cancelled_from: None }
+        ImapUnordered::new(rx, n)
     }
 
     fn apply_async<T: Task>(&self, task: T) -> AsyncResult<T::Output> {
@@ -1424,49 +1424,6 @@ fn signal_name(signal: libc::c_int) -> Option<&'static str> {
     })
 }
 
-/// Results of [`ProcessPool`]'s `imap_unordered`: `(input index, result)`
-/// in completion order, each index exactly once.
-struct Results<R> {
-    results: Receiver<(usize, Result<R, TaskError>)>,
-    seen: Vec<bool>,
-    left: usize,
-    /// Once every chunk has been answered or dropped, the indices not seen
-    /// were cancelled; this is where the search for them resumes.
-    cancelled_from: Option<usize>,
-}
-
-impl<R> Iterator for Results<R> {
-    type Item = (usize, Result<R, TaskError>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        if self.cancelled_from.is_none() {
-            // Blocks until an answer comes or every chunk is gone (answered
-            // or cancelled): never hangs.
-            while let Ok((i, result)) = self.results.recv() {
-                if let Some(seen @ false) = self.seen.get_mut(i) {
-                    *seen = true;
-                    self.left -= 1;
-                    return Some((i, result));
-                }
-            }
-            self.cancelled_from = Some(0);
-        }
-        let from = self.cancelled_from.unwrap_or(0);
-        let i = from + self.seen[from..].iter().position(|seen| !seen)?;
-        self.seen[i] = true;
-        self.left -= 1;
-        self.cancelled_from = Some(i + 1);
-        Some((i, Err(TaskError::Cancelled)))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! The protocol and the bookkeeping, in-process. Pools of real worker
@@ -1602,7 +1559,7 @@ mod tests {
         let (tx, rx) = crossbeam_channel::unbounded();
         tx.send((2, Ok(20))).expect("receiver alive");
         drop(tx);
-        let results = Results { results: rx, seen: vec![false; 3], left: 3, cancelled_from: None };
+        let results = ImapUnordered::new(rx, 3);
         let got: Vec<_> = results.collect();
         assert_eq!(got, [(2, Ok(20)), (0, Err(TaskError::Cancelled)), (1, Err(TaskError::Cancelled))]);
     }

@@ -18,7 +18,7 @@ use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::pool::{AsyncResult, InOrder, Pool, PoolError, Task, TaskError, panic_message};
+use crate::pool::{AsyncResult, ImapUnordered, InOrder, Pool, PoolError, Task, TaskError, panic_message};
 
 /// A job on the work queue. Dropping it unrun drops the result sender it
 /// holds, which is how its caller learns it was cancelled.
@@ -173,7 +173,7 @@ impl ThreadPool {
                 let _ = tx.send((i, Err(TaskError::Closed)));
             }
         }
-        ImapUnordered { results: rx, seen: vec![false; n], left: n, cancelled_from: None }
+        ImapUnordered::new(rx, n)
     }
 
     /// Stops accepting work. Queued jobs still run. Idempotent.
@@ -363,58 +363,6 @@ impl Drop for Alive {
 /// Runs `f`, turning a panic into [`TaskError::Panicked`].
 pub(crate) fn run_caught<R>(f: impl FnOnce() -> R) -> Result<R, TaskError> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| TaskError::Panicked(panic_message(&*payload)))
-}
-
-/// Results of [`ThreadPool::imap_unordered`]: `(input index, result)` in
-/// completion order, each index exactly once.
-pub struct ImapUnordered<R> {
-    results: Receiver<(usize, Result<R, TaskError>)>,
-    seen: Vec<bool>,
-    left: usize,
-    /// Once every job has reported or been dropped, the indices not seen
-    /// were cancelled; this is where the search for them resumes.
-    cancelled_from: Option<usize>,
-}
-
-impl<R> Iterator for ImapUnordered<R> {
-    type Item = (usize, Result<R, TaskError>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        if self.cancelled_from.is_none() {
-            // Blocks until a job reports, or until every job's sender is
-            // gone (all ran or were cancelled): never hangs.
-            while let Ok((i, result)) = self.results.recv() {
-                if let Some(seen @ false) = self.seen.get_mut(i) {
-                    *seen = true;
-                    self.left -= 1;
-                    return Some((i, result));
-                }
-            }
-            self.cancelled_from = Some(0);
-        }
-        let from = self.cancelled_from.unwrap_or(0);
-        let i = from + self.seen[from..].iter().position(|seen| !seen)?;
-        self.seen[i] = true;
-        self.left -= 1;
-        self.cancelled_from = Some(i + 1);
-        Some((i, Err(TaskError::Cancelled)))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
-    }
-}
-
-impl<R> ExactSizeIterator for ImapUnordered<R> {}
-impl<R> std::iter::FusedIterator for ImapUnordered<R> {}
-
-impl<R> std::fmt::Debug for ImapUnordered<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImapUnordered").field("left", &self.left).finish()
-    }
 }
 
 /// Results of [`ThreadPool::imap`], in input order.
