@@ -2,9 +2,12 @@
 //! `rates`, `rates-server` and `concur` crates. `main` calls [`main_with`];
 //! tests call [`Cli::parse_from`] and [`run`] in-process.
 
+mod bench;
 pub mod cli;
 mod fetch;
+mod history;
 pub mod listings;
+mod plot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +36,13 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Serve the rates API over the ECB dataset, with fault injection.
     Serve(ServeArgs),
+    /// A base's rates for every business day of a range, one request per weekday.
+    History(history::HistoryArgs),
+    /// Compare the models on one workload: time, CPU, memory, errors.
+    Bench(bench::BenchArgs),
+    /// One model once, measured (what `bench` runs in a child process).
+    #[command(hide = true)]
+    BenchRun(bench::RunArgs),
 }
 
 /// Options of `rates serve`.
@@ -97,7 +107,7 @@ fn dataset(path: Option<&PathBuf>) -> anyhow::Result<Arc<Dataset>> {
 
 /// Every task a `rates` worker process can run.
 pub fn worker_registry() -> concur::Registry {
-    rates::models::registry()
+    rates::models::registry().register::<bench::CpuWork>()
 }
 
 /// Runs a parsed command line and returns its exit code.
@@ -105,6 +115,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Fetch(args) => fetch::run(args),
         Command::Serve(args) => serve(args),
+        Command::History(args) => history::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchRun(args) => bench::run_one(args),
     }
 }
 

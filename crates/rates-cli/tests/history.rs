@@ -1,0 +1,243 @@
+//! `rates history` end to end: exactly the dataset's business days over
+//! weekends and holidays, values equal to the dataset's, a failing day
+//! reported while the others are written, bad input refused before any
+//! request, JSON output to a file and the chart.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use chrono::{Datelike, NaiveDate, Weekday};
+use rates::{Currency, Dataset};
+
+fn rates() -> Command {
+    let mut c = Command::cargo_bin("rates").unwrap();
+    c.env_remove("RATES_API").timeout(Duration::from_secs(60));
+    c
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = rates().args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+fn day(s: &str) -> NaiveDate {
+    rates::parse_date(s).unwrap()
+}
+
+/// The dataset's business days from `from` to `to`.
+fn business_days(from: &str, to: &str) -> Vec<NaiveDate> {
+    Dataset::embedded().days().iter().copied().filter(|d| (day(from)..=day(to)).contains(d)).collect()
+}
+
+fn weekdays(from: &str, to: &str) -> usize {
+    day(from)
+        .iter_days()
+        .take_while(|d| *d <= day(to))
+        .filter(|d| !matches!(d.weekday(), Weekday::Sat | Weekday::Sun))
+        .count()
+}
+
+/// Parses `date,SYM..` CSV, checking every value against the dataset.
+fn check_csv(csv: &str, base: &str, symbols: &[&str]) -> Vec<NaiveDate> {
+    let ds = Dataset::embedded();
+    let base: Currency = base.parse().unwrap();
+    let syms: Vec<Currency> = symbols.iter().map(|s| s.parse().unwrap()).collect();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(format!("date,{}", symbols.join(",")).as_str()));
+    lines
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            assert_eq!(cells.len(), 1 + syms.len(), "{line}");
+            let date = day(cells[0]);
+            let want = ds.rates(base, &syms, Some(date)).unwrap();
+            assert_eq!(want.date, date);
+            for (cell, s) in cells[1..].iter().zip(&syms) {
+                assert_eq!(cell.parse::<f64>().unwrap(), want.get(*s).unwrap(), "{s} on {date}");
+            }
+            date
+        })
+        .collect()
+}
+
+#[test]
+fn weekends_and_holidays_give_exactly_the_business_days() {
+    // Christmas and New Year: TARGET holidays on weekdays; the second range
+    // starts on one (2019-01-01, whose answer is 2018-12-31, outside it).
+    for (from, to, model) in [
+        ("2018-12-20", "2019-01-08", "async"),
+        ("2019-01-01", "2019-01-04", "thread-pool"),
+        ("2018-12-29", "2018-12-30", "sync"),
+    ] {
+        let want = business_days(from, to);
+        assert!(weekdays(from, to) > want.len() || want.is_empty(), "{from}..{to} has no holiday");
+        let (code, out, err) = run(&[
+            "history",
+            "--base",
+            "USD",
+            "--symbols",
+            "EUR,PLN,JPY",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--model",
+            model,
+            "--sim-latency",
+            "0",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(check_csv(&out, "USD", &["EUR", "PLN", "JPY"]), want, "{from}..{to}");
+    }
+}
+
+/// A server over the embedded data that fails every request for `failing`
+/// with 500, counting the requests it saw in all and for that day.
+struct Server {
+    url: String,
+    requests: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn server_failing_on(failing: &'static str) -> Server {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let shared = rates_server::Shared::new(Dataset::embedded(), rates_server::ServerOptions::default()).unwrap();
+    let (requests, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (seen, fails) = (Arc::clone(&requests), Arc::clone(&failed));
+    let app = rates_server::router(shared).layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+        let (seen, fails) = (Arc::clone(&seen), Arc::clone(&fails));
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            if req.uri().query().is_some_and(|q| q.contains(&format!("date={failing}"))) {
+                fails.fetch_add(1, Ordering::SeqCst);
+                let body = axum::Json(serde_json::json!({"detail": "Injected failure."}));
+                return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, body).into_response();
+            }
+            next.run(req).await
+        }
+    }));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+    });
+    Server { url, requests, failed, _rt: rt }
+}
+
+#[test]
+fn a_day_that_fails_is_reported_and_the_others_are_written() {
+    let s = server_failing_on("2018-10-10");
+    let (code, out, err) = run(&[
+        "history",
+        "--api",
+        &s.url,
+        "--base",
+        "EUR",
+        "--symbols",
+        "USD,GBP",
+        "--from",
+        "2018-10-08",
+        "--to",
+        "2018-10-12",
+        "--retries",
+        "2",
+        "--model",
+        "two-way-queues",
+        "--workers",
+        "2",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let days = check_csv(&out, "EUR", &["USD", "GBP"]);
+    assert_eq!(days, ["2018-10-08", "2018-10-09", "2018-10-11", "2018-10-12"].map(day));
+    // Named once, after its first attempt and two retries.
+    assert_eq!(s.failed.load(Ordering::SeqCst), 3);
+    assert_eq!(s.requests.load(Ordering::SeqCst), 4 + 3);
+    assert!(err.contains("rates: 2018-10-10: HTTP 500: Injected failure. (after 3 attempts)"), "{err}");
+    assert_eq!(err.matches("2018-10-10").count(), 1, "{err}");
+    assert!(err.contains("4 days written, 1 failed"), "{err}");
+}
+
+#[test]
+fn bad_input_is_refused_before_any_request() {
+    let s = server_failing_on("never");
+    let ok = ["--base", "USD", "--symbols", "EUR", "--from", "2018-10-01", "--to", "2018-10-05"];
+    for (change, value, named) in [
+        ("--from", "2018-02-30", "'2018-02-30'"),
+        ("--to", "2018-10", "'2018-10'"),
+        ("--to", "2018-09-30", "--from 2018-10-01 is after --to 2018-09-30"),
+        ("--base", "ABC", "'ABC'"),
+        ("--symbols", "EUR,XYZ", "'XYZ'"),
+        ("--symbols", "EURO", "EURO"),
+    ] {
+        let mut args = vec!["history", "--api", &s.url];
+        for pair in ok.chunks(2) {
+            args.extend_from_slice(&[pair[0], if pair[0] == change { value } else { pair[1] }]);
+        }
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 2, "{change} {value}: {err}");
+        assert!(err.contains(named) && err.lines().count() == 1, "{change} {value}: {err}");
+        assert_eq!(out, "");
+    }
+    let (code, _, err) = run(&[&["history", "--api", &s.url, "--plot", "x.png"][..], &ok[..]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(s.requests.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn json_to_a_file_and_a_chart() {
+    let dir = std::env::temp_dir();
+    let (json, svg) = (
+        dir.join(format!("rates-history-{}.json", std::process::id())),
+        dir.join(format!("rates-history-{}.svg", std::process::id())),
+    );
+    let (code, out, err) = run(&[
+        "history",
+        "--base",
+        "GBP",
+        "--symbols",
+        "USD,JPY",
+        "--from",
+        "2020-03-01",
+        "--to",
+        "2020-04-30",
+        "--format",
+        "json",
+        "--out",
+        json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+        "--sim-latency",
+        "1ms",
+        "--model",
+        "async-executor",
+    ]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let want = business_days("2020-03-01", "2020-04-30");
+    let arr = v.as_array().unwrap();
+    let dates: Vec<NaiveDate> = arr.iter().map(|r| day(r["date"].as_str().unwrap())).collect();
+    assert_eq!(dates, want);
+    let ds = Dataset::embedded();
+    let (gbp, usd): (Currency, Currency) = ("GBP".parse().unwrap(), "USD".parse().unwrap());
+    for r in arr {
+        let d = day(r["date"].as_str().unwrap());
+        assert_eq!(r["base"], "GBP");
+        assert_eq!(r["rates"]["USD"].as_f64(), ds.rates(gbp, &[usd], Some(d)).unwrap().get(usd));
+    }
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<&str> =
+        doc.descendants().filter(|n| n.has_tag_name("text")).filter_map(|n| n.text()).map(str::trim).collect();
+    assert!(texts.contains(&"USD") && texts.contains(&"JPY"), "{texts:?}");
+    let _ = (std::fs::remove_file(&json), std::fs::remove_file(&svg));
+}
