@@ -16,16 +16,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{Datelike, NaiveDate, Weekday};
 use clap::{Args, ValueEnum};
-use concur::Throttle;
 use indicatif::{ProgressBar, ProgressStyle};
-use rates::{ClientConfig, Currency, Fetcher, Model, RateRequest, Rates, RetryPolicy, Workers, present};
-use rates_server::{RateLimit, ServerOptions};
+use rates::{Currency, Model, RateRequest, Rates, Workers, present};
 
+use crate::session::{self, ClientArgs, Session, SimArgs};
 use crate::{Usage, cli, dataset, plot};
 
 /// How the series is written.
@@ -59,24 +57,6 @@ pub struct HistoryArgs {
     /// Requests in flight at once for the pooled and async models (0 or "unlimited": all).
     #[arg(long, default_value = "8", value_parser = cli::workers)]
     pub workers: Workers,
-    /// At most this many requests per second, across all workers.
-    #[arg(long, value_parser = cli::rate, value_name = "R")]
-    pub rate: Option<f64>,
-    /// With --rate: requests allowed at once after a quiet spell.
-    #[arg(long, default_value_t = 1, requires = "rate", value_name = "B")]
-    pub burst: u32,
-    /// Retries per request on 5xx, 429, timeouts and connection errors.
-    #[arg(long, default_value_t = 3)]
-    pub retries: u32,
-    /// Time limit of one request.
-    #[arg(long, value_parser = cli::duration, default_value = "10s")]
-    pub timeout: Duration,
-    /// The API's base URL; without it an embedded server over the ECB data is started.
-    #[arg(long, env = "RATES_API")]
-    pub api: Option<String>,
-    /// A newer eurofxref-hist.csv or .zip for the embedded server and for checking codes.
-    #[arg(long, value_name = "PATH")]
-    pub data: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "csv")]
     pub format: HistoryFormat,
@@ -86,21 +66,10 @@ pub struct HistoryArgs {
     /// Also draw the series as a line chart in this SVG file.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
-    /// Embedded server: latency of every answer.
-    #[arg(long, value_parser = cli::duration, default_value = "100ms", conflicts_with = "api")]
-    pub sim_latency: Duration,
-    /// Embedded server: random extra latency up to this much.
-    #[arg(long, value_parser = cli::duration, default_value = "0", conflicts_with = "api")]
-    pub sim_jitter: Duration,
-    /// Embedded server: fraction of requests that fail with 500.
-    #[arg(long, value_parser = cli::fraction, default_value = "0", conflicts_with = "api")]
-    pub sim_fail_rate: f64,
-    /// Embedded server: requests per second allowed per client; over it, 429.
-    #[arg(long, value_parser = cli::rate, value_name = "R", conflicts_with = "api")]
-    pub sim_rate_limit: Option<f64>,
-    /// Embedded server: burst of --sim-rate-limit.
-    #[arg(long, default_value_t = 1, requires = "sim_rate_limit", value_name = "B")]
-    pub sim_burst: u32,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub sim: SimArgs,
 }
 
 /// Every Monday to Friday from `from` to `to`, both included.
@@ -159,32 +128,11 @@ fn csv(rows: &[&Rates], symbols: &[Currency]) -> String {
 }
 
 pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let ds = dataset(args.data.as_ref())?;
+    let ds = dataset(args.client.data.as_ref())?;
     let plan = plan(&args, &ds)?;
-    let throttle = args
-        .rate
-        .map(|r| Throttle::new(r, args.burst).map(Arc::new))
-        .transpose()
-        .map_err(|e| Usage(format!("--rate/--burst: {e}")))?;
-    let sim = ServerOptions {
-        latency: args.sim_latency,
-        jitter: args.sim_jitter,
-        fail_rate: args.sim_fail_rate,
-        rate_limit: args.sim_rate_limit.map(|rate| RateLimit { rate, burst: args.sim_burst }),
-    };
-    sim.validate().map_err(|e| Usage(e.to_string()))?;
-    if let Some(api) = &args.api {
-        rates::parse_api_url(api).map_err(|e| Usage(e.to_string()))?;
-    }
     if let Some(p) = &args.plot {
         plot::check_svg_path("--plot", p)?;
     }
-
-    let server = match &args.api {
-        Some(_) => None,
-        None => Some(rates_server::spawn(Arc::clone(&ds), sim).context("cannot start the embedded server")?),
-    };
-    let api = args.api.as_deref().or(server.as_ref().map(|s| s.url())).unwrap_or_default();
     let requests: Vec<RateRequest> = plan
         .days
         .iter()
@@ -198,41 +146,19 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
             .progress_chars("=> "),
     );
     let tick = bar.clone();
-    let config = ClientConfig { timeout: args.timeout, ..ClientConfig::default() };
-    let retry = RetryPolicy { retries: args.retries, ..RetryPolicy::default() };
-    let fetcher = Arc::new(
-        Fetcher::new(api, config)
-            .map_err(|e| Usage(e.to_string()))?
-            .with_retry(retry)
-            .with_throttle(throttle)
-            .with_progress(Arc::new(move |_| tick.inc(1))),
-    );
-
-    // As in `fetch`: Ctrl-C cancels the run, and what arrived is written.
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let cancel = fetcher.cancel().clone();
-    rt.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            cancel.cancel();
-        }
-    });
-    let outcomes = rt.block_on(rates::models::run_async(args.model, &fetcher, &requests, args.workers));
-    let interrupted = fetcher.cancel().is_cancelled();
-    rt.shutdown_background();
+    let session = Session::start(ds, &args.client, &args.sim, Some(Arc::new(move |_| tick.inc(1))))?;
+    let ran = session.run(args.model, &requests, args.workers)?;
     bar.finish_and_clear();
-    drop(server);
 
     // A holiday answers an earlier business day: keep only the answers for
     // the day asked, so each business day appears once, in date order.
     let mut rows = Vec::new();
-    let mut failed = Vec::new();
-    let mut n_cancelled = 0;
-    for (day, outcome) in plan.days.iter().zip(&outcomes) {
+    let mut failures = Vec::new();
+    for (day, outcome) in plan.days.iter().zip(&ran.outcomes) {
         match outcome {
             Ok(r) if r.date == *day => rows.push(r),
             Ok(_) => {}
-            Err(f) if f.error == rates::FetchError::Cancelled => n_cancelled += 1,
-            Err(f) => failed.push((day, f)),
+            Err(f) => failures.push((day.to_string(), f)),
         }
     }
 
@@ -266,19 +192,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         plot::lines(path, &title, &series)?;
     }
 
-    for (day, failure) in &failed {
-        eprintln!("rates: {day}: {failure}");
-    }
-    if interrupted {
-        eprintln!("rates: interrupted: {} days written, {} failed, {n_cancelled} cancelled", rows.len(), failed.len());
-        // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
-        return Ok(ExitCode::from(130));
-    }
-    if failed.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    eprintln!("rates: {} days written, {} failed", rows.len(), failed.len());
-    Ok(ExitCode::FAILURE)
+    Ok(session::report(rows.len(), failures, ran.interrupted))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod fetch;
 mod history;
 pub mod listings;
 mod plot;
+mod session;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -163,7 +163,7 @@ fn a_day_that_fails_is_reported_and_the_others_are_written() {
     assert_eq!(s.requests.load(Ordering::SeqCst), 4 + 3);
     assert!(err.contains("rates: 2018-10-10: HTTP 500: Injected failure. (after 3 attempts)"), "{err}");
     assert_eq!(err.matches("2018-10-10").count(), 1, "{err}");
-    assert!(err.contains("4 days written, 1 failed"), "{err}");
+    assert!(err.contains("rates: 4 ok, 1 failed"), "{err}");
 }
 
 #[test]
