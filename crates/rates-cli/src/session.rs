@@ -134,10 +134,10 @@ impl Session {
         // One runtime runs the async models and listens for Ctrl-C.
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         let cancel = self.fetcher.cancel().clone();
+        let ctrl_c = interrupted(&rt)?;
         rt.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
-            }
+            ctrl_c.await;
+            cancel.cancel();
         });
         let started = Instant::now();
         let outcomes = rt.block_on(models::run_async(model, &self.fetcher, requests, workers));
@@ -147,6 +147,24 @@ impl Session {
         drop(self.server);
         Ok(Ran { outcomes, elapsed, interrupted })
     }
+}
+
+/// A future that resolves on Ctrl-C, its handler installed now: a SIGINT
+/// that arrives before the first request still cancels the run instead of
+/// killing the process.
+fn interrupted(rt: &tokio::runtime::Runtime) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    let _in_runtime = rt.enter();
+    #[cfg(unix)]
+    {
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        Ok(async move {
+            sigint.recv().await;
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// Names each failure once on stderr (`label: reason (after N attempts)`),

@@ -166,8 +166,8 @@ fn interrupted(args: &[&str], after: std::time::Duration) -> (Option<i32>, Strin
         .spawn()
         .unwrap();
     std::thread::sleep(after);
-    let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(sent.success());
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let mut status = None;
     for _ in 0..200 {
         if let Some(s) = child.try_wait().unwrap() {

@@ -6,7 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn serve_then(signal: &str) {
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn serve_then(signal: Signal) {
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("rates"))
         .args(["serve", "--addr", "127.0.0.1:0"])
         .stderr(Stdio::piped())
@@ -25,27 +28,27 @@ fn serve_then(signal: &str) {
     };
     assert_eq!(client.fetch(&req).unwrap().rates.values().next(), Some(&3.709694));
 
-    assert!(Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap().success());
+    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
     for _ in 0..200 {
         if let Some(status) = child.try_wait().unwrap() {
-            assert_eq!(status.code(), Some(0), "{signal}");
+            assert_eq!(status.code(), Some(0), "{signal:?}");
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("rates serve did not stop within 10 s of {signal}");
+    panic!("rates serve did not stop within 10 s of {signal:?}");
 }
 
 #[test]
 fn serves_and_stops_on_sigterm() {
-    serve_then("-TERM");
+    serve_then(Signal::SIGTERM);
 }
 
 #[test]
 fn serves_and_stops_on_ctrl_c() {
-    serve_then("-INT");
+    serve_then(Signal::SIGINT);
 }
 
 #[test]

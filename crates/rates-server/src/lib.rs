@@ -227,28 +227,38 @@ pub async fn serve(addr: &str, dataset: Arc<Dataset>, options: ServerOptions) ->
     let io_err = |source| ServeError::Io { addr: addr.to_string(), source };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(io_err)?;
     let local = listener.local_addr().map_err(io_err)?;
+    // Listen for signals before telling anyone where to connect.
+    let stop = shutdown_signal();
     eprintln!("rates server listening on http://{local} (Ctrl-C to stop)");
-    run(listener, shared, shutdown_signal()).await.map_err(io_err)
+    run(listener, shared, stop).await.map_err(io_err)
 }
 
-/// Resolves on Ctrl-C or, on Unix, SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or, on Unix, SIGTERM. The handlers are installed
+/// when this is called, not when the future is first polled, so a signal
+/// that arrives in between is not lost (nor kills the process). Call it
+/// inside a tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            // A handler that could not be installed never fires.
+            let recv = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = recv(interrupt) => {},
+                _ = recv(terminate) => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
