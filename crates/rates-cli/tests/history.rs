@@ -1,7 +1,8 @@
 //! `rates history` end to end: exactly the dataset's business days over
 //! weekends and holidays, values equal to the dataset's, a failing day
 //! reported while the others are written, bad input refused before any
-//! request, JSON output to a file and the chart.
+//! request, JSON output to a file and the chart, and a throttled run that
+//! stays within the server's rate limit.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -240,4 +241,24 @@ fn json_to_a_file_and_a_chart() {
         doc.descendants().filter(|n| n.has_tag_name("text")).filter_map(|n| n.text()).map(str::trim).collect();
     assert!(texts.contains(&"USD") && texts.contains(&"JPY"), "{texts:?}");
     let _ = (std::fs::remove_file(&json), std::fs::remove_file(&svg));
+}
+
+#[test]
+fn a_throttled_history_stays_within_the_servers_rate_limit() {
+    // The public service's limit scaled up tenfold to keep the test short:
+    // the server allows 20/s with a burst of 5 (one request of slack for
+    // loopback jitter), the client paces itself at 20/s with a burst of 4.
+    // No retries, so a single 429 would fail a day and the exit code.
+    let limited = ["--sim-latency", "0", "--sim-rate-limit", "20", "--sim-burst", "5", "--retries", "0"];
+    let range = ["--base", "USD", "--symbols", "EUR", "--from", "2018-10-01", "--to", "2018-10-19"];
+    let model = ["--model", "thread-pool", "--workers", "8"];
+    let (code, out, err) = run(&[&["history", "--rate", "20", "--burst", "4"][..], &limited, &range, &model].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(check_csv(&out, "USD", &["EUR"]), business_days("2018-10-01", "2018-10-19"));
+
+    // The control: unthrottled, the same limit refuses some days.
+    let (code, out, err) = run(&[&["history"][..], &limited, &range, &model].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("HTTP 429"), "{err}");
+    assert!(check_csv(&out, "USD", &["EUR"]).len() < 15, "{out}");
 }
