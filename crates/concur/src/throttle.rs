@@ -354,6 +354,16 @@ impl<C: Clock> Throttle<C> {
         }
     }
 
+    /// Whether the bucket is full now: no reservation outstanding and no
+    /// request within the last `capacity / rate` seconds. A full bucket of
+    /// [`Throttle::new`] behaves exactly as a new one, so a holder of many
+    /// throttles (one per client, say) may drop it and start afresh.
+    pub fn is_full(&self) -> bool {
+        let mut bucket = self.lock();
+        self.refill(&mut bucket);
+        bucket.tokens >= self.capacity
+    }
+
     /// Takes a token, in debt if need be. Gives the clock's time of the
     /// reservation and when the token is due.
     fn reserve(&self) -> (Duration, Duration) {
@@ -462,6 +472,20 @@ mod tests {
         }
         clock.advance(ms(1000));
         assert_eq!(t.try_acquire(), Ok(()));
+    }
+
+    #[test]
+    fn full_again_once_every_token_has_accrued() {
+        let clock = FakeClock::new();
+        let t = Throttle::with_clock(10.0, 2, clock.clone()).expect("valid");
+        assert!(t.is_full());
+        assert_eq!(t.try_acquire(), Ok(()));
+        assert!(!t.is_full());
+        assert_eq!(t.try_acquire(), Ok(()));
+        clock.advance(ms(150));
+        assert!(!t.is_full());
+        clock.advance(ms(50));
+        assert!(t.is_full());
     }
 
     #[test]

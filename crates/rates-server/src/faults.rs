@@ -43,15 +43,34 @@ impl RateLimit {
 }
 
 /// One `concur::Throttle` per client IP, created on its first request.
+/// Buckets that have filled up again are forgotten once there are many, so
+/// a stream of distinct clients cannot grow the map without bound.
 #[derive(Debug)]
 pub(crate) struct Limiter {
     limit: Option<RateLimit>,
-    buckets: Mutex<HashMap<IpAddr, Arc<Throttle>>>,
+    buckets: Mutex<Buckets>,
 }
+
+#[derive(Debug)]
+struct Buckets {
+    by_ip: HashMap<IpAddr, Arc<Throttle>>,
+    /// Prune when the map reaches this size: twice the survivors of the
+    /// last pruning, so pruning costs O(1) per new client, amortised.
+    prune_at: usize,
+}
+
+/// The fewest buckets worth pruning.
+const PRUNE_MIN: usize = 1024;
 
 impl Limiter {
     pub(crate) fn new(limit: Option<RateLimit>) -> Self {
-        Limiter { limit, buckets: Mutex::new(HashMap::new()) }
+        Limiter { limit, buckets: Mutex::new(Buckets { by_ip: HashMap::new(), prune_at: PRUNE_MIN }) }
+    }
+
+    /// Buckets held now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).by_ip.len()
     }
 
     /// `Ok` to serve the request, or how long the client should wait.
@@ -60,15 +79,20 @@ impl Limiter {
             return Ok(());
         };
         let bucket = {
-            let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-            match map.get(&ip) {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            match buckets.by_ip.get(&ip) {
                 Some(b) => Arc::clone(b),
                 None => {
                     // Validated when the server was built.
                     let Ok(t) = Throttle::new(limit.rate, limit.burst) else {
                         return Ok(());
                     };
-                    Arc::clone(map.entry(ip).or_insert(Arc::new(t)))
+                    if buckets.by_ip.len() >= buckets.prune_at {
+                        // A full bucket is the same as a new one.
+                        buckets.by_ip.retain(|_, b| !b.is_full());
+                        buckets.prune_at = (2 * buckets.by_ip.len()).max(PRUNE_MIN);
+                    }
+                    Arc::clone(buckets.by_ip.entry(ip).or_insert(Arc::new(t)))
                 }
             }
         };
@@ -110,4 +134,36 @@ pub(crate) async fn inject(State(shared): State<Arc<Shared>>, req: Request, next
     .await;
     shared.metrics.finish(response.status().as_u16());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::from(n.to_be_bytes())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buckets_of_gone_clients_are_forgotten() {
+        let limiter = Limiter::new(Some(RateLimit { rate: 10.0, burst: 1 }));
+        for n in 0..3000 {
+            assert_eq!(limiter.check(ip(n)), Ok(()));
+        }
+        // Still draining: none may be forgotten, or a client could reset
+        // its limit by waiting for others to arrive.
+        assert_eq!(limiter.len(), 3000);
+        assert!(limiter.check(ip(0)).is_err());
+        // A tenth of a second later every bucket is full again: the new
+        // client that brings the map to 4096 (twice 2048, the size at the
+        // last pruning) prunes them all.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        for n in 3000..4200 {
+            assert_eq!(limiter.check(ip(n)), Ok(()));
+        }
+        // Only the clients since the advance are left.
+        assert_eq!(limiter.len(), 1200);
+        // An active client keeps its state across a pruning.
+        assert!(limiter.check(ip(3000)).is_err());
+    }
 }
