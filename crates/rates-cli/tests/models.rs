@@ -123,9 +123,10 @@ fn without_retries_failures_are_reported_once_each() {
 
 #[test]
 fn a_client_throttled_at_the_servers_rate_gets_no_429() {
-    // The server allows 20/s with a burst of 2 (one request of slack for
-    // loopback jitter); the client paces itself at exactly 20/s.
-    let s = server(ServerOptions { rate_limit: Some(RateLimit { rate: 20.0, burst: 2 }), ..Default::default() });
+    // The server allows 20/s with a burst of 4; the client paces itself at
+    // exactly 20/s. The three requests of slack absorb up to 150 ms between a
+    // grant and its request reaching the server, on a busy machine.
+    let s = server(ServerOptions { rate_limit: Some(RateLimit { rate: 20.0, burst: 4 }), ..Default::default() });
     let throttle = concur::Throttle::new(20.0, 1).unwrap();
     let f = fetcher(&s, RetryPolicy::none(), Some(throttle));
     let out = run(Model::ThreadPool, &f, &requests(30), 4);
@@ -137,7 +138,7 @@ fn a_client_throttled_at_the_servers_rate_gets_no_429() {
 #[test]
 fn an_unthrottled_client_is_refused_by_the_same_limit() {
     // The control for the test above: the limit does bite without a throttle.
-    let s = server(ServerOptions { rate_limit: Some(RateLimit { rate: 20.0, burst: 2 }), ..Default::default() });
+    let s = server(ServerOptions { rate_limit: Some(RateLimit { rate: 20.0, burst: 4 }), ..Default::default() });
     let out = run(Model::ThreadPool, &fetcher(&s, RetryPolicy::none(), None), &requests(30), 4);
     assert!(out.iter().any(Result::is_err));
     assert!(s.metrics().snapshot().rate_limited > 0);
