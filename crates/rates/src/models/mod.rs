@@ -2,16 +2,16 @@
 //! same requests and returning the same ordered outcomes, so they can be
 //! swapped with `--model` and compared with `rates bench`.
 //!
-//! | model | chapter listing | where |
+//! | model | chapter listing | source |
 //! |---|---|---|
 //! | `sync` | synchronous: one request after another | here |
-//! | `thread-per-item` | one thread per item, unbounded | [`threads`] |
-//! | `thread-pool` | a fixed pool of workers (`concur::ThreadPool`) | [`threads`] |
-//! | `two-way-queues` | a work queue in, a results queue out | [`threads`] |
-//! | `process-pool` | a pool of worker processes (`concur::ProcessPool`) | [`processes`] |
-//! | `dummy-pool` | `multiprocessing.dummy`: the same code over threads | [`processes`] |
-//! | `async` | asyncio + aiohttp: a tokio task per request | [`asyncio`] |
-//! | `async-executor` | `run_in_executor`: the blocking client on `concur::Bridge` | [`asyncio`] |
+//! | `thread-per-item` | one thread per item, unbounded | `threads.rs` |
+//! | `thread-pool` | a fixed pool of workers (`concur::ThreadPool`) | `threads.rs` |
+//! | `two-way-queues` | a work queue in, a results queue out | `threads.rs` |
+//! | `process-pool` | a pool of worker processes (`concur::ProcessPool`) | `processes.rs` |
+//! | `dummy-pool` | `multiprocessing.dummy`: the same code over threads | `processes.rs` |
+//! | `async` | asyncio + aiohttp: a tokio task per request | `asyncio.rs` |
+//! | `async-executor` | `run_in_executor`: the blocking client on `concur::Bridge` | `asyncio.rs` |
 //!
 //! Errors travel back as values (the chapter's error-handling listing): every
 //! item ends as exactly one `Ok` or one [`Failure`], whatever a worker does.
