@@ -17,14 +17,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use chrono::{Datelike, NaiveDate, Weekday};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rates::{Currency, Model, RateRequest, Rates, Workers, present};
 
 use crate::session::{self, ClientArgs, Session, SimArgs};
-use crate::{Usage, cli, dataset, plot};
+use crate::{Usage, check_out_path, cli, dataset, plot, write_atomically};
 
 /// How the series is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,6 +129,9 @@ fn csv(rows: &[&Rates], symbols: &[Currency]) -> String {
 pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.client.data.as_ref())?;
     let plan = plan(&args, &ds)?;
+    if let Some(p) = &args.out {
+        check_out_path("--out", p)?;
+    }
     if let Some(p) = &args.plot {
         plot::check_svg_path("--plot", p)?;
     }
@@ -167,7 +169,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         HistoryFormat::Json => present::json(&rows, &plan.symbols) + "\n",
     };
     match &args.out {
-        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?,
+        Some(path) => write_atomically(path, text.as_bytes())?,
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes())?;

@@ -7,18 +7,18 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use chrono::NaiveDate;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::Usage;
+use crate::{Usage, check_out_path, write_atomically};
 
-/// Checks, before any work, that `path` names an SVG file.
+/// Checks, before any work, that `path` names an SVG file in a directory
+/// that exists.
 pub(crate) fn check_svg_path(flag: &str, path: &Path) -> Result<(), Usage> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some(ext) if ext.eq_ignore_ascii_case("svg") => Ok(()),
+        Some(ext) if ext.eq_ignore_ascii_case("svg") => check_out_path(flag, path),
         _ => Err(Usage(format!("{flag}: '{}' is not an .svg file (only SVG charts are drawn)", path.display()))),
     }
 }
@@ -41,8 +41,14 @@ const BEST: RGBColor = RGBColor(0x55, 0xa8, 0x68);
 /// in green. `x_desc` names the axis (what the values are, and which way is
 /// better).
 pub(crate) fn bars(path: &Path, title: &str, x_desc: &str, bars: &[Bar]) -> anyhow::Result<()> {
+    let mut svg = String::new();
+    draw_bars(&mut svg, title, x_desc, bars)?;
+    write_atomically(path, svg.as_bytes())
+}
+
+fn draw_bars(svg: &mut String, title: &str, x_desc: &str, bars: &[Bar]) -> anyhow::Result<()> {
     let height = 120 + 42 * bars.len() as u32;
-    let root = SVGBackend::new(path, (960, height)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (960, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let n = bars.len().max(1);
     let max = bars.iter().filter_map(|b| b.value).fold(0.0_f64, f64::max);
@@ -88,7 +94,7 @@ pub(crate) fn bars(path: &Path, title: &str, x_desc: &str, bars: &[Bar]) -> anyh
         let at = (end + x_max * 0.01, SegmentValue::CenterOf(y));
         chart.draw_series(std::iter::once(Text::new(bar.note.clone(), at, note_style.clone())))?;
     }
-    root.present().with_context(|| format!("cannot write {}", path.display()))?;
+    root.present()?;
     Ok(())
 }
 
@@ -98,8 +104,14 @@ pub(crate) type Series = (String, Vec<(NaiveDate, f64)>);
 /// Line charts over time, one panel per series stacked vertically (each
 /// with its own scale: currencies differ by orders of magnitude).
 pub(crate) fn lines(path: &Path, title: &str, series: &[Series]) -> anyhow::Result<()> {
+    let mut svg = String::new();
+    draw_lines(&mut svg, title, series)?;
+    write_atomically(path, svg.as_bytes())
+}
+
+fn draw_lines(svg: &mut String, title: &str, series: &[Series]) -> anyhow::Result<()> {
     let panels = series.len().max(1);
-    let root = SVGBackend::new(path, (960, 60 + 260 * panels as u32)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (960, 60 + 260 * panels as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 20))?;
     let areas = root.split_evenly((panels, 1));
@@ -121,6 +133,6 @@ pub(crate) fn lines(path: &Path, title: &str, series: &[Series]) -> anyhow::Resu
         chart.configure_mesh().x_labels(8).y_labels(6).max_light_lines(2).label_style(("sans-serif", 13)).draw()?;
         chart.draw_series(LineSeries::new(points.iter().copied(), BAR.stroke_width(2)))?;
     }
-    root.present().with_context(|| format!("cannot write {}", path.display()))?;
+    root.present()?;
     Ok(())
 }

@@ -188,8 +188,20 @@ fn bad_input_is_refused_before_any_request() {
         assert!(err.contains(named) && err.lines().count() == 1, "{change} {value}: {err}");
         assert_eq!(out, "");
     }
-    let (code, _, err) = run(&[&["history", "--api", &s.url, "--plot", "x.png"][..], &ok[..]].concat());
-    assert_eq!(code, 2, "{err}");
+    // Files that could not be written are refused before the work, too.
+    let missing = std::env::temp_dir().join(format!("rates-no-such-dir-{}", std::process::id()));
+    let (in_missing, svg_in_missing) = (missing.join("out.csv"), missing.join("chart.svg"));
+    for (flag, value, named) in [
+        ("--plot", "x.png", "'x.png'".to_string()),
+        ("--out", in_missing.to_str().unwrap(), format!("'{}'", missing.display())),
+        ("--plot", svg_in_missing.to_str().unwrap(), format!("'{}'", missing.display())),
+        ("--out", ".", "'.' is a directory".to_string()),
+    ] {
+        let (code, out, err) = run(&[&["history", "--api", &s.url, flag, value][..], &ok[..]].concat());
+        assert_eq!(code, 2, "{flag} {value}: {err}");
+        assert!(err.contains(&named) && err.lines().count() == 1, "{flag} {value}: {err}");
+        assert_eq!(out, "");
+    }
     assert_eq!(s.requests.load(Ordering::SeqCst), 0);
 }
 
