@@ -107,6 +107,10 @@ pub struct BenchArgs {
     /// Time limit of one request.
     #[arg(long, value_parser = cli::duration, default_value = "10s")]
     pub timeout: Duration,
+    /// Time limit of one run of one model: past it the run is stopped and
+    /// the model reported as failed.
+    #[arg(long, value_parser = cli::duration, default_value = "10m")]
+    pub run_limit: Duration,
     /// Benchmark this API instead of the embedded server (mind its rate limit).
     #[arg(long, conflicts_with_all = ["latency", "jitter", "fail_rate"])]
     pub api: Option<String>,
@@ -570,18 +574,36 @@ fn summarise(runs: Vec<Run>, items: usize, ideal_s: Option<f64>) -> Option<Summa
     })
 }
 
-/// Runs `spec` in a child process of this program.
-fn run_child(spec: &Spec) -> Result<Measured, String> {
+/// Runs `spec` in a child process of this program, killing it if it runs
+/// longer than `limit` (its pool workers, if any, die with it).
+fn run_child(spec: &Spec, limit: Duration) -> Result<Measured, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
-    let out = Command::new(exe)
+    let child = Command::new(exe)
         .arg("bench-run")
         .arg(json)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .map_err(|e| format!("cannot start a run: {e}"))?;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).map_err(|e| e.to_string())?);
+    // The watchdog sleeps until the limit or until the run ends, whichever
+    // comes first: dropping `done` wakes it.
+    let (done, ended) = crossbeam_channel::bounded::<()>(0);
+    let watchdog = std::thread::spawn(move || {
+        let overran = ended.recv_timeout(limit) == Err(crossbeam_channel::RecvTimeoutError::Timeout);
+        if overran {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        overran
+    });
+    let out = child.wait_with_output();
+    drop(done);
+    if watchdog.join().unwrap_or(false) {
+        return Err(format!("the run took longer than --run-limit {limit:?} and was stopped"));
+    }
+    let out = out.map_err(|e| format!("cannot read the run's output: {e}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(format!("the run failed ({}): {}", out.status, err.trim().lines().last().unwrap_or("")));
@@ -595,6 +617,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let models = parse_models(&args.models)?;
     if args.requests == 0 {
         return Err(Usage("--requests: expected at least 1".into()).into());
+    }
+    if args.run_limit.is_zero() {
+        return Err(Usage("--run-limit: expected more than 0".into()).into());
     }
     if args.repeat == 0 {
         return Err(Usage("--repeat: expected at least 1".into()).into());
@@ -673,7 +698,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             if let Some(s) = &server {
                 s.metrics().reset();
             }
-            match run_child(&spec) {
+            match run_child(&spec, args.run_limit) {
                 Ok(measured) => {
                     let seen = server.as_ref().map(|s| s.metrics().snapshot());
                     runs.push(Run {

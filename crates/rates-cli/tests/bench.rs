@@ -227,3 +227,16 @@ fn bad_options_are_refused_before_any_run() {
         assert_eq!(out, "");
     }
 }
+
+#[test]
+fn a_run_over_its_limit_is_stopped_and_reported() {
+    // Two requests of 5 s each cannot finish within 200 ms.
+    let args = ["bench", "--json", "--models", "sync", "--requests", "2", "--latency", "5s", "--repeat", "1"];
+    let (code, out, err) = run(&[&args[..], &["--run-limit", "200ms"]].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("sync: the run took longer than --run-limit 200ms"), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let m = &v["models"][0];
+    assert!(m["skipped"].as_str().unwrap().contains("--run-limit"), "{m}");
+    assert!(m.get("wall_s").is_none(), "{m}");
+}
