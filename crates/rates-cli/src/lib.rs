@@ -158,11 +158,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// Runs `cli`, prints any error as one line on stderr, and maps it to an
 /// exit code: 2 for bad usage or input, 1 for anything else.
 pub fn main_with(cli: Cli) -> ExitCode {
+    raise_open_files_limit();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("rates: {e:#}");
             if e.downcast_ref::<Usage>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one. With unlimited
+/// concurrency every request holds a connection, and with the embedded
+/// server both of its ends are in this process: the common soft limit of
+/// 1024 would refuse a few hundred requests in flight that the machine
+/// allows. Left as it is if that cannot be done.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
