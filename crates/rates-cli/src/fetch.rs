@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use rates::{Currency, Model, RateRequest, Workers, present};
 
-use crate::session::{self, ClientArgs, Session, SimArgs};
+use crate::session::{self, ClientArgs, Session, SimArgs, known_currencies};
 use crate::{Usage, cli, dataset};
 
 /// How results are printed.
@@ -57,15 +57,8 @@ struct Plan {
 }
 
 fn plan(args: &FetchArgs, ds: &rates::Dataset) -> Result<Plan, Usage> {
-    let list = |what: &str, s: &str| -> Result<Vec<Currency>, Usage> {
-        let codes = Currency::parse_list(s).map_err(|e| Usage(format!("--{what}: {e}")))?;
-        match codes.iter().find(|c| !ds.knows(**c)) {
-            Some(c) => Err(Usage(format!("--{what}: unknown currency '{c}'"))),
-            None => Ok(codes),
-        }
-    };
-    let bases = list("bases", &args.bases)?;
-    let symbols = list("symbols", &args.symbols)?;
+    let bases = known_currencies(ds, "bases", &args.bases)?;
+    let symbols = known_currencies(ds, "symbols", &args.symbols)?;
     let date = args.date.as_deref().map(rates::parse_date).transpose().map_err(|e| Usage(format!("--date: {e}")))?;
     let requests = bases.into_iter().map(|base| RateRequest { base, symbols: symbols.clone(), date }).collect();
     Ok(Plan { requests, symbols })

@@ -22,7 +22,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rates::{Currency, Model, RateRequest, Rates, Workers, present};
 
-use crate::session::{self, ClientArgs, Session, SimArgs};
+use crate::session::{self, ClientArgs, Session, SimArgs, known_currencies};
 use crate::{Usage, check_out_path, cli, dataset, plot, write_atomically};
 
 /// How the series is written.
@@ -84,18 +84,12 @@ struct Plan {
 }
 
 fn plan(args: &HistoryArgs, ds: &rates::Dataset) -> Result<Plan, Usage> {
-    let known = |what: &str, c: Currency| {
-        if ds.knows(c) { Ok(c) } else { Err(Usage(format!("--{what}: unknown currency '{c}'"))) }
+    let base = match known_currencies(ds, "base", &args.base)?[..] {
+        [base] => base,
+        _ => return Err(Usage(format!("--base: expected one currency, got '{}'", args.base))),
     };
-    let base = args.base.trim().parse::<Currency>().map_err(|e| Usage(format!("--base: {e}")))?;
-    let base = known("base", base)?;
-    let symbols = Currency::parse_list(&args.symbols).map_err(|e| Usage(format!("--symbols: {e}")))?;
-    for &s in &symbols {
-        known("symbols", s)?;
-    }
-    if symbols.is_empty() {
-        return Err(Usage("--symbols: expected at least one currency".into()));
-    }
+    // Never empty: an empty list is refused as an invalid code.
+    let symbols = known_currencies(ds, "symbols", &args.symbols)?;
     let from = rates::parse_date(&args.from).map_err(|e| Usage(format!("--from: {e}")))?;
     let to = rates::parse_date(&args.to).map_err(|e| Usage(format!("--to: {e}")))?;
     if from > to {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use concur::Throttle;
-use rates::{ClientConfig, Dataset, Failure, FetchError, Fetcher, Model, Outcome, Progress, RateRequest, RetryPolicy};
-use rates::{Workers, models};
+use rates::{ClientConfig, Currency, Dataset, Failure, FetchError, Fetcher, Model, Outcome, Progress, RateRequest};
+use rates::{RetryPolicy, Workers, models};
 use rates_server::{RateLimit, RunningServer, ServerOptions};
 
 use crate::{Usage, cli};
@@ -73,6 +73,16 @@ impl SimArgs {
             fail_rate: self.sim_fail_rate,
             rate_limit: self.sim_rate_limit.map(|rate| RateLimit { rate, burst: self.sim_burst }),
         }
+    }
+}
+
+/// The currencies of a comma-separated `--flag` value, each one the
+/// dataset knows: a bad or unknown code is refused before any request.
+pub(crate) fn known_currencies(ds: &Dataset, flag: &str, list: &str) -> Result<Vec<Currency>, Usage> {
+    let codes = Currency::parse_list(list).map_err(|e| Usage(format!("--{flag}: {e}")))?;
+    match codes.iter().find(|c| !ds.knows(**c)) {
+        Some(c) => Err(Usage(format!("--{flag}: unknown currency '{c}'"))),
+        None => Ok(codes),
     }
 }
 

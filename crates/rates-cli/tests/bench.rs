@@ -5,22 +5,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use assert_cmd::Command;
+use common::{MODELS, run};
 use serde_json::Value;
 
-/// Every model of the issue, in the chapter's order.
-const MODELS: [&str; 8] = [
-    "sync",
-    "thread-per-item",
-    "thread-pool",
-    "two-way-queues",
-    "process-pool",
-    "dummy-pool",
-    "async",
-    "async-executor",
-];
+mod common;
 
 /// The fields of a measured model.
 const FIELDS: [&str; 21] = [
@@ -46,17 +35,6 @@ const FIELDS: [&str; 21] = [
     "runs",
     "skipped",
 ];
-
-fn rates() -> Command {
-    let mut c = Command::cargo_bin("rates").unwrap();
-    c.env_remove("RATES_API").timeout(Duration::from_secs(120));
-    c
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = rates().args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
-}
 
 fn bench_json(args: &[&str]) -> Value {
     let mut all = vec!["bench", "--json"];

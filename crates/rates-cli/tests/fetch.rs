@@ -2,8 +2,10 @@
 //! started here), checking output, formats and exit codes.
 #![allow(clippy::unwrap_used)]
 
-use assert_cmd::Command;
+use common::{MODELS, rates, run};
 use rates_server::{ServerOptions, spawn};
+
+mod common;
 
 /// The chapter's five lines for 2026-10-30, the last day of the embedded data.
 const CHAPTER_LINES: &str = "\
@@ -14,17 +16,6 @@ const CHAPTER_LINES: &str = "\
 1 CZK =  0.0459 USD,  0.0411 EUR,   0.181 PLN,   0.423 NOK,     1.0 CZK
 ";
 
-fn rates() -> Command {
-    let mut c = Command::cargo_bin("rates").unwrap();
-    c.env_remove("RATES_API").timeout(std::time::Duration::from_secs(60));
-    c
-}
-
-fn stdout(args: &[&str]) -> (i32, String, String) {
-    let out = rates().args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
-}
-
 /// Splits table output into the lines and the elapsed-time line.
 fn table_parts(out: &str) -> (&str, &str) {
     let (lines, tail) = out.rsplit_once("\n\n").unwrap();
@@ -33,7 +24,7 @@ fn table_parts(out: &str) -> (&str, &str) {
 
 #[test]
 fn default_output_is_the_chapters() {
-    let (code, out, err) = stdout(&["fetch", "--sim-latency", "0"]);
+    let (code, out, err) = run(&["fetch", "--sim-latency", "0"]);
     assert_eq!(code, 0, "{err}");
     let (lines, tail) = table_parts(&out);
     assert_eq!(format!("{lines}\n"), CHAPTER_LINES);
@@ -44,17 +35,8 @@ fn default_output_is_the_chapters() {
 
 #[test]
 fn every_model_prints_the_same_lines() {
-    for model in [
-        "sync",
-        "thread-per-item",
-        "thread-pool",
-        "two-way-queues",
-        "process-pool",
-        "dummy-pool",
-        "async",
-        "async-executor",
-    ] {
-        let (code, out, err) = stdout(&["fetch", "--model", model, "--sim-latency", "5ms"]);
+    for model in MODELS {
+        let (code, out, err) = run(&["fetch", "--model", model, "--sim-latency", "5ms"]);
         assert_eq!(code, 0, "{model}: {err}");
         assert_eq!(format!("{}\n", table_parts(&out).0), CHAPTER_LINES, "{model}");
     }
@@ -62,7 +44,7 @@ fn every_model_prints_the_same_lines() {
 
 #[test]
 fn json_format_parses() {
-    let (code, out, _) = stdout(&["fetch", "--format", "json", "--date", "2018-10-12", "--sim-latency", "0"]);
+    let (code, out, _) = run(&["fetch", "--format", "json", "--date", "2018-10-12", "--sim-latency", "0"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let arr = v.as_array().unwrap();
@@ -76,7 +58,7 @@ fn json_format_parses() {
 #[test]
 fn csv_format_parses() {
     let (code, out, _) =
-        stdout(&["fetch", "--format", "csv", "--bases", "USD,PLN", "--date", "2018-10-12", "--sim-latency", "0"]);
+        run(&["fetch", "--format", "csv", "--bases", "USD,PLN", "--date", "2018-10-12", "--sim-latency", "0"]);
     assert_eq!(code, 0);
     let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split(',').collect()).collect();
     assert_eq!(rows[0], ["date", "base", "USD", "EUR", "PLN", "NOK", "CZK"]);
@@ -100,7 +82,7 @@ fn bad_input_exits_2_with_one_line_naming_the_value() {
         (&["fetch", "--rate", "-1"], "'-1'"),
     ];
     for (args, named) in cases {
-        let (code, out, err) = stdout(args);
+        let (code, out, err) = run(args);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert_eq!(out, "", "{args:?}");
         assert!(err.contains(named), "{args:?}: {err}");
@@ -113,7 +95,7 @@ fn bad_input_exits_2_with_one_line_naming_the_value() {
 fn bad_url_exits_2_before_any_request() {
     // An --api that is refused never reaches the network: nothing listens
     // here and the command still answers 2, not a connection error.
-    let (code, _, err) = stdout(&["fetch", "--api", "http://"]);
+    let (code, _, err) = run(&["fetch", "--api", "http://"]);
     assert_eq!(code, 2, "{err}");
 }
 
@@ -122,7 +104,7 @@ fn partial_failure_prints_the_rest_and_exits_1() {
     // CYP is a known code with no rate in 2020: that base fails with a 400
     // (never retried), USD succeeds.
     let (code, out, err) =
-        stdout(&["fetch", "--bases", "USD,CYP", "--symbols", "USD,EUR", "--date", "2020-01-02", "--sim-latency", "0"]);
+        run(&["fetch", "--bases", "USD,CYP", "--symbols", "USD,EUR", "--date", "2020-01-02", "--sim-latency", "0"]);
     assert_eq!(code, 1, "{err}");
     assert!(out.starts_with("1 USD =     1.0 USD,   0.893 EUR\n"), "{out}");
     assert!(!out.contains("CYP"));
@@ -145,7 +127,7 @@ fn external_api_via_env() {
 
 #[test]
 fn all_failing_with_retries_off_exits_1() {
-    let (code, out, err) = stdout(&["fetch", "--sim-fail-rate", "1", "--retries", "0", "--sim-latency", "0"]);
+    let (code, out, err) = run(&["fetch", "--sim-fail-rate", "1", "--retries", "0", "--sim-latency", "0"]);
     assert_eq!(code, 1);
     assert!(out.starts_with("\ntime elapsed: "), "{out}");
     assert_eq!(err.matches("Injected failure").count(), 5, "{err}");
@@ -220,7 +202,7 @@ fn data_option_loads_a_newer_csv() {
     std::fs::create_dir_all(&dir).unwrap();
     let csv = dir.join("eurofxref-hist.csv");
     std::fs::write(&csv, "Date,USD,PLN,\n2030-01-03,2.0,5.0,\n2030-01-02,1.0,4.0,\n").unwrap();
-    let (code, out, err) = stdout(&[
+    let (code, out, err) = run(&[
         "fetch",
         "--data",
         csv.to_str().unwrap(),
@@ -237,14 +219,14 @@ fn data_option_loads_a_newer_csv() {
     assert_eq!(out, "date,base,PLN\n2030-01-03,USD,2.5\n");
 
     // A currency the newer file lacks is refused before any request.
-    let (code, _, err) = stdout(&["fetch", "--data", csv.to_str().unwrap(), "--bases", "NOK"]);
+    let (code, _, err) = run(&["fetch", "--data", csv.to_str().unwrap(), "--bases", "NOK"]);
     assert_eq!(code, 2, "{err}");
 
     std::fs::write(&csv, "Date,USD,PLN,\n2030-01-03,2.0,five,\n").unwrap();
-    let (code, out, err) = stdout(&["fetch", "--data", csv.to_str().unwrap()]);
+    let (code, out, err) = run(&["fetch", "--data", csv.to_str().unwrap()]);
     assert_eq!((code, out.as_str()), (2, ""));
     assert!(err.contains("line 2, field PLN: invalid rate 'five'"), "{err}");
-    let (code, _, err) = stdout(&["fetch", "--data", dir.join("missing.zip").to_str().unwrap()]);
+    let (code, _, err) = run(&["fetch", "--data", dir.join("missing.zip").to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("missing.zip"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -8,25 +8,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use assert_cmd::Command;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use chrono::{Datelike, NaiveDate, Weekday};
+use common::run;
 use rates::{Currency, Dataset};
 
-fn rates() -> Command {
-    let mut c = Command::cargo_bin("rates").unwrap();
-    c.env_remove("RATES_API").timeout(Duration::from_secs(60));
-    c
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = rates().args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
-}
+mod common;
 
 fn day(s: &str) -> NaiveDate {
     rates::parse_date(s).unwrap()
@@ -176,6 +166,7 @@ fn bad_input_is_refused_before_any_request() {
         ("--to", "2018-10", "'2018-10'"),
         ("--to", "2018-09-30", "--from 2018-10-01 is after --to 2018-09-30"),
         ("--base", "ABC", "'ABC'"),
+        ("--base", "USD,EUR", "expected one currency, got 'USD,EUR'"),
         ("--symbols", "EUR,XYZ", "'XYZ'"),
         ("--symbols", "EURO", "EURO"),
     ] {
