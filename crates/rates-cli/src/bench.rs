@@ -105,7 +105,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
     /// Time limit of one request.
-    #[arg(long, value_parser = cli::duration, default_value = "10s")]
+    #[arg(long, value_parser = cli::timeout, default_value = "10s")]
     pub timeout: Duration,
     /// Time limit of one run of one model: past it the run is stopped and
     /// the model reported as failed.
@@ -615,9 +615,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             Usage(format!("--cpu-ms: expected a positive number of milliseconds, got '{}'", args.cpu_ms)).into()
         );
     }
-    if let Some(p) = &args.plot {
-        plot::check_svg_path("--plot", p)?;
-    }
+    let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
     if let Some(api) = &args.api {
         rates::parse_api_url(api).map_err(|e| Usage(e.to_string()))?;
     }
@@ -733,8 +731,8 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         write!(out, "{}", table(&report))?;
     }
     out.flush()?;
-    if let Some(path) = &args.plot {
-        draw(path, &report)?;
+    if let Some(file) = plot_file {
+        draw(file, &report)?;
     }
     Ok(if any_failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
@@ -866,7 +864,7 @@ fn table(report: &Report) -> String {
     out
 }
 
-fn draw(path: &std::path::Path, report: &Report) -> anyhow::Result<()> {
+fn draw(file: crate::output::OutFile, report: &Report) -> anyhow::Result<()> {
     let bars: Vec<plot::Bar> = report
         .models
         .iter()
@@ -889,7 +887,7 @@ fn draw(path: &std::path::Path, report: &Report) -> anyhow::Result<()> {
         })
         .collect();
     let title = format!("rates bench — {}", describe(&report.workload));
-    plot::bars(path, &title, "wall time, seconds (shorter is faster; green: fastest)", &bars)
+    plot::bars(file, &title, "wall time, seconds (shorter is faster; green: fastest)", &bars)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-/// Parses a duration such as `50ms`, `1.5s`, `2m`, `250us` or `0`.
+/// Parses a duration such as `50ms`, `1.5s`, `2m`, `1h`, `250us` or `0`.
 pub fn duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration '{s}': expected a number with a unit, e.g. 50ms, 1.5s, 2m");
     let t = s.trim();
@@ -18,6 +18,7 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1e3,
         "s" => n,
         "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
         _ => return Err(bad()),
     };
     if !(0.0..=1e9).contains(&secs) {
@@ -36,15 +37,35 @@ pub fn fraction(s: &str) -> Result<f64, String> {
     if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(bad()) }
 }
 
-/// Parses a positive rate, e.g. requests per second: `20`, `0.5`, `2/s`.
+/// The lowest rate accepted: one request a day. Below it the next token
+/// would not be due within a day, which no user waits for.
+pub const MIN_RATE: f64 = 1.0 / 86_400.0;
+
+/// Parses a rate, e.g. requests per second: `20`, `0.5`, `2/s`; at least
+/// one a day ([`MIN_RATE`]).
 pub fn rate(s: &str) -> Result<f64, String> {
     let bad = || format!("invalid rate '{s}': expected a positive number per second, e.g. 20 or 2/s");
     let t = s.trim();
     let t = t.strip_suffix("/s").unwrap_or(t);
     match t.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) if v.is_finite() && v >= MIN_RATE => Ok(v),
+        Ok(v) if v.is_finite() && v > 0.0 => {
+            Err(format!("invalid rate '{s}': below one request a day ({MIN_RATE:.7}/s), the next would never come"))
+        }
         _ => Err(bad()),
     }
+}
+
+/// The longest time limit of one request accepted.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Parses a request's time limit: a duration above 0 and at most an hour.
+pub fn timeout(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d.is_zero() || d > MAX_TIMEOUT {
+        return Err(format!("invalid timeout '{s}': expected more than 0 and at most 1h, e.g. 10s"));
+    }
+    Ok(d)
 }
 
 /// Parses a worker count: a positive number, or `0`/`unlimited` for as
@@ -92,5 +113,20 @@ mod tests {
         assert_eq!(rate("2/s"), Ok(2.0));
         assert_eq!(rate("0.5"), Ok(0.5));
         assert!(rate("0").is_err() && rate("-1").is_err() && rate("inf").is_err());
+        // A day per request is the slowest; slower would wait beyond a day.
+        assert!(rate("0.0000116").is_ok());
+        for slow in ["1e-300", "0.00001"] {
+            assert!(rate(slow).is_err_and(|e| e.contains(&format!("'{slow}'")) && e.contains("a day")), "{slow}");
+        }
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(timeout("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(timeout("1h"), Ok(MAX_TIMEOUT));
+        assert_eq!(timeout("60m"), Ok(MAX_TIMEOUT));
+        for bad in ["0", "0s", "61m", "1e9s"] {
+            assert!(timeout(bad).is_err_and(|e| e.contains(&format!("'{bad}'"))), "{bad}");
+        }
     }
 }

@@ -84,7 +84,17 @@ pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
 
+    let cancelled: Vec<String> = plan
+        .requests
+        .iter()
+        .zip(&ran.outcomes)
+        .filter(|(_, o)| matches!(o, Err(f) if f.error == rates::FetchError::Cancelled))
+        .map(|(req, _)| req.base.to_string())
+        .collect();
+    if !cancelled.is_empty() {
+        eprintln!("rates: not fetched: {}", cancelled.join(", "));
+    }
     let failures =
         plan.requests.iter().zip(&ran.outcomes).filter_map(|(req, o)| o.as_ref().err().map(|f| (req.to_string(), f)));
-    Ok(session::report(answers.len(), failures, ran.interrupted))
+    Ok(session::report(answers.len(), failures, ran.stopped))
 }

@@ -23,7 +23,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rates::{Currency, Model, RateRequest, Rates, Workers, present};
 
 use crate::session::{self, ClientArgs, Session, SimArgs, known_currencies};
-use crate::{Usage, check_out_path, cli, dataset, plot, write_atomically};
+use crate::output::OutFile;
+use crate::{Usage, cli, dataset, plot};
 
 /// How the series is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,10 +81,21 @@ pub(crate) fn weekdays(from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
 struct Plan {
     base: Currency,
     symbols: Vec<Currency>,
+    /// The range asked for, clipped to the days that can have data.
+    from: NaiveDate,
+    to: NaiveDate,
     days: Vec<NaiveDate>,
+    /// What the clipping changed, to say on stderr.
+    notes: Vec<String>,
 }
 
-fn plan(args: &HistoryArgs, ds: &rates::Dataset) -> Result<Plan, Usage> {
+/// Checks the arguments and clips the range to the days that can have data:
+/// from the dataset's first day to its last (with the embedded server) or
+/// to today (with `--api`, whose data may be newer). A range with no such
+/// day is refused; one that reaches beyond them is clipped and a note says
+/// so, so that `--from 0001-01-01` means "from the start" and cannot ask
+/// for millions of days.
+fn plan(args: &HistoryArgs, ds: &rates::Dataset, today: NaiveDate) -> Result<Plan, Usage> {
     let base = match known_currencies(ds, "base", &args.base)?[..] {
         [base] => base,
         _ => return Err(Usage(format!("--base: expected one currency, got '{}'", args.base))),
@@ -95,7 +107,49 @@ fn plan(args: &HistoryArgs, ds: &rates::Dataset) -> Result<Plan, Usage> {
     if from > to {
         return Err(Usage(format!("--from {from} is after --to {to}")));
     }
-    Ok(Plan { base, symbols, days: weekdays(from, to) })
+    let first = ds.first_day();
+    let last = if args.client.api.is_some() { today.max(ds.last_day()) } else { ds.last_day() };
+    if to < first || from > last {
+        return Err(Usage(format!("--from {from} --to {to}: no data in this range (data runs from {first} to {last})")));
+    }
+    let mut notes = Vec::new();
+    if from < first {
+        notes.push(format!("--from {from} is before the first day of data: starting at {first}"));
+    }
+    if to > last {
+        notes.push(format!("--to {to} is after the last day of data: ending at {last}"));
+    }
+    let (from, to) = (from.max(first), to.min(last));
+    Ok(Plan { base, symbols, from, to, days: weekdays(from, to), notes })
+}
+
+/// `days` (in order) as ranges of consecutive entries, e.g.
+/// `2020-03-02..2020-05-29 (65 days), 2020-07-01`: at most `max` ranges,
+/// then how many more.
+fn ranges(days: &[NaiveDate], all: &[NaiveDate], max: usize) -> String {
+    let mut runs: Vec<(NaiveDate, NaiveDate, usize)> = Vec::new();
+    let mut at = 0;
+    for &d in days {
+        // Consecutive in `all`: no asked day lies between this and the last.
+        let next = all[at..].iter().position(|x| *x == d).map_or(at, |i| at + i);
+        match runs.last_mut() {
+            Some((_, end, n)) if next > 0 && all[next - 1] == *end => {
+                *end = d;
+                *n += 1;
+            }
+            _ => runs.push((d, d, 1)),
+        }
+        at = next;
+    }
+    let mut parts: Vec<String> = runs
+        .iter()
+        .take(max)
+        .map(|&(a, b, n)| if n == 1 { a.to_string() } else { format!("{a}..{b} ({n} days)") })
+        .collect();
+    if runs.len() > max {
+        parts.push(format!("and {} more ranges", runs.len() - max));
+    }
+    parts.join(", ")
 }
 
 /// The series as CSV: `date,SYM1,SYM2`, one row per day, an empty cell
@@ -122,12 +176,12 @@ fn csv(rows: &[&Rates], symbols: &[Currency]) -> String {
 
 pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.client.data.as_ref())?;
-    let plan = plan(&args, &ds)?;
-    if let Some(p) = &args.out {
-        check_out_path("--out", p)?;
-    }
-    if let Some(p) = &args.plot {
-        plot::check_svg_path("--plot", p)?;
+    let plan = plan(&args, &ds, chrono::Utc::now().date_naive())?;
+    // Proven writable before any request: results are not fetched to be lost.
+    let out_file = args.out.as_deref().map(|p| OutFile::create("--out", p)).transpose()?;
+    let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
+    for note in &plan.notes {
+        eprintln!("rates: {note}");
     }
     let requests: Vec<RateRequest> = plan
         .days
@@ -150,11 +204,15 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     // the day asked, so each business day appears once, in date order.
     let mut rows = Vec::new();
     let mut failures = Vec::new();
+    let mut missing = Vec::new();
     for (day, outcome) in plan.days.iter().zip(&ran.outcomes) {
         match outcome {
             Ok(r) if r.date == *day => rows.push(r),
             Ok(_) => {}
-            Err(f) => failures.push((day.to_string(), f)),
+            Err(f) => {
+                failures.push((day.to_string(), f));
+                missing.push(*day);
+            }
         }
     }
 
@@ -162,33 +220,37 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         HistoryFormat::Csv => csv(&rows, &plan.symbols),
         HistoryFormat::Json => present::json(&rows, &plan.symbols) + "\n",
     };
-    match &args.out {
-        Some(path) => write_atomically(path, text.as_bytes())?,
+    match out_file {
+        Some(file) => file.commit(text.as_bytes())?,
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes())?;
             out.flush()?;
         }
     }
-    if let Some(path) = &args.plot {
+    if let Some(file) = plot_file {
         let series: Vec<plot::Series> = plan
             .symbols
             .iter()
             .map(|&s| (s.to_string(), rows.iter().filter_map(|r| r.get(s).map(|v| (r.date, v))).collect()))
             .collect();
         let names: Vec<&str> = plan.symbols.iter().map(Currency::as_str).collect();
+        let gaps = if missing.is_empty() { String::new() } else { format!(", {} days missing", missing.len()) };
         let title = format!(
-            "{} per 1 {}, {} to {} ({} business days)",
+            "{} per 1 {}, {} to {} ({} business days{gaps})",
             names.join(", "),
             plan.base,
-            args.from,
-            args.to,
+            plan.from,
+            plan.to,
             rows.len()
         );
-        plot::lines(path, &title, &series)?;
+        plot::lines(file, &title, &series)?;
+    }
+    if !missing.is_empty() {
+        eprintln!("rates: missing {} of {} days: {}", missing.len(), plan.days.len(), ranges(&missing, &plan.days, 20));
     }
 
-    Ok(session::report(rows.len(), failures, ran.interrupted))
+    Ok(session::report(rows.len(), failures, ran.stopped))
 }
 
 #[cfg(test)]
@@ -202,5 +264,45 @@ mod tests {
         assert_eq!(weekdays(d("2018-10-12"), d("2018-10-15")), [d("2018-10-12"), d("2018-10-15")]);
         assert!(weekdays(d("2018-10-13"), d("2018-10-14")).is_empty());
         assert_eq!(weekdays(d("2018-10-01"), d("2018-12-31")).len(), 66);
+    }
+
+    #[test]
+    fn missing_days_are_named_as_ranges_of_the_days_asked() {
+        let d = |s| rates::parse_date(s).unwrap_or_default();
+        let all = weekdays(d("2020-03-02"), d("2020-03-31"));
+        // Friday 6th and Monday 9th are consecutive days asked.
+        let missing = [d("2020-03-05"), d("2020-03-06"), d("2020-03-09"), d("2020-03-11"), d("2020-03-31")];
+        assert_eq!(ranges(&missing, &all, 20), "2020-03-05..2020-03-09 (3 days), 2020-03-11, 2020-03-31");
+        assert_eq!(ranges(&missing, &all, 1), "2020-03-05..2020-03-09 (3 days), and 2 more ranges");
+        assert_eq!(ranges(&[], &all, 20), "");
+    }
+
+    fn args(from: &str, to: &str, api: Option<&str>) -> HistoryArgs {
+        use clap::Parser;
+        let mut argv = vec!["rates", "history", "--base", "USD", "--symbols", "EUR", "--from", from, "--to", to];
+        if let Some(api) = api {
+            argv.extend(["--api", api]);
+        }
+        match crate::Cli::try_parse_from(argv).expect("valid arguments").command {
+            crate::Command::History(a) => a,
+            other => panic!("not history: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ranges_beyond_the_data_are_clipped_and_said_so() {
+        let ds = rates::Dataset::embedded();
+        let today = ds.last_day() + chrono::Days::new(30);
+        let p = plan(&args("0001-01-01", "9999-12-31", None), &ds, today).expect("clipped");
+        assert_eq!((p.from, p.to), (ds.first_day(), ds.last_day()));
+        assert_eq!(p.notes.len(), 2, "{:?}", p.notes);
+        assert!(p.notes[0].contains("0001-01-01") && p.notes[1].contains("9999-12-31"));
+        // With --api the data may be newer than ours: up to today.
+        let p = plan(&args("2026-01-01", "9999-12-31", Some("http://127.0.0.1:1")), &ds, today).expect("clipped");
+        assert_eq!(p.to, today);
+        let inside = plan(&args("2020-01-01", "2020-12-31", None), &ds, today).expect("valid");
+        assert!(inside.notes.is_empty());
+        let e = plan(&args("1990-01-01", "1998-12-31", None), &ds, today).err().expect("no data");
+        assert!(e.0.contains("no data in this range"), "{e}");
     }
 }

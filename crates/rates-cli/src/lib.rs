@@ -7,15 +7,15 @@ pub mod cli;
 mod fetch;
 mod history;
 pub mod listings;
+mod output;
 mod plot;
 mod session;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rates::Dataset;
 use rates_server::{RateLimit, ServerOptions};
@@ -105,29 +105,6 @@ fn dataset(path: Option<&PathBuf>) -> anyhow::Result<Arc<Dataset>> {
             Dataset::load(p).map(Arc::new).map_err(|e| Usage(format!("bad dataset {}: {e}", p.display())).into())
         }
     }
-}
-
-/// Checks, before any work, that a file can be written at `path`: its
-/// directory exists. Results are not fetched only to be lost.
-fn check_out_path(flag: &str, path: &Path) -> Result<(), Usage> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if path.is_dir() {
-        return Err(Usage(format!("{flag}: '{}' is a directory", path.display())));
-    }
-    if dir.is_dir() { Ok(()) } else { Err(Usage(format!("{flag}: no directory '{}'", dir.display()))) }
-}
-
-/// Writes `bytes` to a new file beside `path`, then renames it over `path`:
-/// a reader never sees half a file, and a failed write leaves an older file
-/// as it was.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Every task a `rates` worker process can run.

@@ -12,13 +12,14 @@ use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::{Usage, check_out_path, write_atomically};
+use crate::Usage;
+use crate::output::OutFile;
 
-/// Checks, before any work, that `path` names an SVG file in a directory
-/// that exists.
-pub(crate) fn check_svg_path(flag: &str, path: &Path) -> Result<(), Usage> {
+/// Checks, before any work, that `path` names an SVG file that can be
+/// written, and makes ready to write it.
+pub(crate) fn svg_file(flag: &str, path: &Path) -> Result<OutFile, Usage> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some(ext) if ext.eq_ignore_ascii_case("svg") => check_out_path(flag, path),
+        Some(ext) if ext.eq_ignore_ascii_case("svg") => OutFile::create(flag, path),
         _ => Err(Usage(format!("{flag}: '{}' is not an .svg file (only SVG charts are drawn)", path.display()))),
     }
 }
@@ -40,10 +41,10 @@ const BEST: RGBColor = RGBColor(0x55, 0xa8, 0x68);
 /// A horizontal bar chart, first bar at the top; the shortest bar is drawn
 /// in green. `x_desc` names the axis (what the values are, and which way is
 /// better).
-pub(crate) fn bars(path: &Path, title: &str, x_desc: &str, bars: &[Bar]) -> anyhow::Result<()> {
+pub(crate) fn bars(out: OutFile, title: &str, x_desc: &str, bars: &[Bar]) -> anyhow::Result<()> {
     let mut svg = String::new();
     draw_bars(&mut svg, title, x_desc, bars)?;
-    write_atomically(path, svg.as_bytes())
+    out.commit(svg.as_bytes())
 }
 
 fn draw_bars(svg: &mut String, title: &str, x_desc: &str, bars: &[Bar]) -> anyhow::Result<()> {
@@ -103,10 +104,10 @@ pub(crate) type Series = (String, Vec<(NaiveDate, f64)>);
 
 /// Line charts over time, one panel per series stacked vertically (each
 /// with its own scale: currencies differ by orders of magnitude).
-pub(crate) fn lines(path: &Path, title: &str, series: &[Series]) -> anyhow::Result<()> {
+pub(crate) fn lines(out: OutFile, title: &str, series: &[Series]) -> anyhow::Result<()> {
     let mut svg = String::new();
     draw_lines(&mut svg, title, series)?;
-    write_atomically(path, svg.as_bytes())
+    out.commit(svg.as_bytes())
 }
 
 fn draw_lines(svg: &mut String, title: &str, series: &[Series]) -> anyhow::Result<()> {

@@ -1,11 +1,11 @@
 //! What `rates fetch` and `rates history` share: the client's options
 //! (API, throttle, retries, timeout), the embedded server's simulated
-//! faults, and one run of a model that Ctrl-C cancels cleanly.
+//! faults, and one run of a model that Ctrl-C or SIGTERM cancels cleanly.
 //!
 //! Both commands check every option before anything starts, then run their
 //! requests through [`Session::run`], then report failures with
 //! [`report`]: each failure once on stderr, a summary, and the exit code
-//! (0 all good, 1 some failed, 130 interrupted).
+//! (0 all good, 1 some failed, 130 interrupted by Ctrl-C, 143 by SIGTERM).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,7 +40,7 @@ pub struct ClientArgs {
     #[arg(long, default_value_t = 3)]
     pub retries: u32,
     /// Time limit of one request.
-    #[arg(long, value_parser = cli::duration, default_value = "10s")]
+    #[arg(long, value_parser = cli::timeout, default_value = "10s")]
     pub timeout: Duration,
 }
 
@@ -98,8 +98,9 @@ pub(crate) struct Ran {
     /// One outcome per request, in the requests' order.
     pub outcomes: Vec<Outcome>,
     pub elapsed: Duration,
-    /// Ctrl-C arrived: the requests it stopped are `FetchError::Cancelled`.
-    pub interrupted: bool,
+    /// A signal stopped the run: the requests it stopped are
+    /// `FetchError::Cancelled`.
+    pub stopped: Option<Stop>,
 }
 
 impl Session {
@@ -137,54 +138,116 @@ impl Session {
         Ok(Session { fetcher: Arc::new(fetcher), server })
     }
 
-    /// Runs `requests` with `model`. Ctrl-C cancels the run: no new request
-    /// starts, those in flight are dropped (async models) or finish (blocking
-    /// ones), and the outcomes that arrived are returned.
+    /// Runs `requests` with `model`. Ctrl-C or SIGTERM cancels the run: no
+    /// new request starts, no throttle wait or backoff goes on, those in
+    /// flight are dropped (async models) or finish (blocking ones), and the
+    /// outcomes that arrived are returned. A second signal ends the process
+    /// at once.
     pub fn run(self, model: Model, requests: &[RateRequest], workers: Workers) -> anyhow::Result<Ran> {
-        // One runtime runs the async models and listens for Ctrl-C.
+        // One runtime runs the async models and listens for the signals.
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         let cancel = self.fetcher.cancel().clone();
-        let ctrl_c = interrupted(&rt)?;
-        rt.spawn(async move {
-            ctrl_c.await;
-            cancel.cancel();
+        let mut signals = Signals::install(&rt)?;
+        let stop = Arc::new(std::sync::OnceLock::new());
+        rt.spawn({
+            let stop = Arc::clone(&stop);
+            async move {
+                let first = signals.next().await;
+                let _ = stop.set(first);
+                cancel.cancel();
+                let second = signals.next().await;
+                eprintln!("rates: {}: stopping at once", second.name());
+                crate::output::remove_pending();
+                std::process::exit(second.exit_code().into());
+            }
         });
         let started = Instant::now();
         let outcomes = rt.block_on(models::run_async(model, &self.fetcher, requests, workers));
         let elapsed = started.elapsed();
-        let interrupted = self.fetcher.cancel().is_cancelled();
+        let stopped = stop.get().copied();
         rt.shutdown_background();
         drop(self.server);
-        Ok(Ran { outcomes, elapsed, interrupted })
+        Ok(Ran { outcomes, elapsed, stopped })
     }
 }
 
-/// A future that resolves on Ctrl-C, its handler installed now: a SIGINT
-/// that arrives before the first request still cancels the run instead of
-/// killing the process.
-fn interrupted(rt: &tokio::runtime::Runtime) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
-    let _in_runtime = rt.enter();
-    #[cfg(unix)]
-    {
-        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        Ok(async move {
-            sigint.recv().await;
-        })
+/// A signal that stops a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Ctrl-C.
+    Interrupt,
+    /// What service managers and `timeout` send.
+    Terminate,
+}
+
+impl Stop {
+    fn name(self) -> &'static str {
+        match self {
+            Stop::Interrupt => "interrupted",
+            Stop::Terminate => "terminated",
+        }
     }
-    #[cfg(not(unix))]
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+
+    /// 128 + the signal's number, as a shell reports a command it stopped.
+    fn exit_code(self) -> u8 {
+        match self {
+            Stop::Interrupt => 130,
+            Stop::Terminate => 143,
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, their handlers installed at once: a signal that
+/// arrives before the first request still stops the run cleanly instead of
+/// killing the process.
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install(rt: &tokio::runtime::Runtime) -> std::io::Result<Self> {
+        let _in_runtime = rt.enter();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal.
+    async fn next(&mut self) -> Stop {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                Some(()) = self.int.recv() => Stop::Interrupt,
+                Some(()) = self.term.recv() => Stop::Terminate,
+                else => std::future::pending().await,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => Stop::Interrupt,
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
 }
 
 /// Names each failure once on stderr (`label: reason (after N attempts)`),
-/// then a summary, and gives the exit code: 0 when nothing failed, 130
-/// when Ctrl-C interrupted the run, 1 otherwise. `ok` counts what was
-/// written; cancelled items are counted, not named.
+/// then a summary, and gives the exit code: 0 when nothing failed, 130 or
+/// 143 when Ctrl-C or SIGTERM stopped the run, 1 otherwise. `ok` counts
+/// what was written; cancelled items are counted here, and named by the
+/// caller (as bases, or as ranges of days).
 pub(crate) fn report<'a>(
     ok: usize,
     failures: impl IntoIterator<Item = (String, &'a Failure)>,
-    interrupted: bool,
+    stopped: Option<Stop>,
 ) -> ExitCode {
     let (mut failed, mut cancelled) = (0, 0);
     for (label, failure) in failures {
@@ -195,10 +258,9 @@ pub(crate) fn report<'a>(
             eprintln!("rates: {label}: {failure}");
         }
     }
-    if interrupted {
-        eprintln!("rates: interrupted: {ok} ok, {failed} failed, {cancelled} cancelled");
-        // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
-        return ExitCode::from(130);
+    if let Some(stop) = stopped {
+        eprintln!("rates: {}: {ok} ok, {failed} failed, {cancelled} cancelled", stop.name());
+        return ExitCode::from(stop.exit_code());
     }
     if failed + cancelled == 0 {
         return ExitCode::SUCCESS;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ureq::Agent;
 
-use super::{BadUrl, ClientConfig, FetchError, decode_rates, parse_api_url};
+use super::{BadUrl, ClientConfig, FetchError, check_answer, decode_rates, parse_api_url};
 use crate::{RateRequest, Rates};
 
 /// A blocking client of the rates API, cheap to share between threads
@@ -43,7 +43,7 @@ impl BlockingClient {
     pub fn fetch(&self, req: &RateRequest) -> Result<Rates, FetchError> {
         let url = format!("{}/rates?{}", self.api, req.query());
         let (status, retry_after, body) = self.get(&url)?;
-        decode_rates(status, retry_after.as_deref(), &body)
+        check_answer(req, decode_rates(status, retry_after.as_deref(), &body)?)
     }
 
     /// `GET /currencies`: code → name.

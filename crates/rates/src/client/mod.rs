@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use blocking::BlockingClient;
 pub use nonblocking::{AsyncClient, AsyncClientError};
 
-use crate::Rates;
+use crate::{RateRequest, Rates};
 
 /// What the project's clients do when no `--api` is given and what the public
 /// service is called, for messages and docs.
@@ -71,6 +71,10 @@ pub enum FetchError {
     /// The worker running the request failed (panicked or died).
     #[error("worker failed: {0}")]
     Worker(String),
+    /// The answer is well-formed but not for the question asked: another
+    /// base, or a day later than the one asked for.
+    #[error("wrong answer: {0}")]
+    WrongAnswer(String),
 }
 
 impl FetchError {
@@ -93,9 +97,10 @@ impl FetchError {
     }
 }
 
-/// An `--api` value that is not an `http://` or `https://` URL with a host.
+/// An `--api` value that is not an `http://` or `https://` URL with a host
+/// and, if it has one, a port from 1 to 65535.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid API URL '{0}': expected http://HOST[:PORT] or https://HOST[:PORT]")]
+#[error("invalid API URL '{0}': expected http://HOST[:PORT] or https://HOST[:PORT], PORT from 1 to 65535")]
 pub struct BadUrl(pub String);
 
 /// Checks an API base URL and returns it without a trailing slash.
@@ -105,10 +110,26 @@ pub fn parse_api_url(url: &str) -> Result<String, BadUrl> {
     let rest = trimmed.strip_prefix("http://").or_else(|| trimmed.strip_prefix("https://")).ok_or_else(bad)?;
     let uri: ureq::http::Uri = trimmed.parse().map_err(|_| bad())?;
     let host_ok = uri.host().is_some_and(|h| !h.is_empty());
-    if !host_ok || rest.contains(['?', '#', ' ']) {
+    // The URI grammar takes any digits as a port; a socket takes 1..=65535.
+    let port_ok = uri.port().is_none_or(|p| p.as_u16() != 0 && p.as_str().parse::<u16>().is_ok());
+    if !host_ok || !port_ok || rest.contains(['?', '#', ' ']) {
         return Err(bad());
     }
     Ok(trimmed.to_string())
+}
+
+/// Checks that an answer is for the question: the base asked, and a day no
+/// later than the one asked (a holiday answers the business day before it).
+pub(crate) fn check_answer(req: &RateRequest, rates: Rates) -> Result<Rates, FetchError> {
+    if rates.base != req.base {
+        return Err(FetchError::WrongAnswer(format!("asked for base {}, got {}", req.base, rates.base)));
+    }
+    if let Some(day) = req.date
+        && rates.date > day
+    {
+        return Err(FetchError::WrongAnswer(format!("asked for {day}, got the later day {}", rates.date)));
+    }
+    Ok(rates)
 }
 
 /// Turns an HTTP answer into rates or a typed error.
@@ -196,6 +217,30 @@ mod tests {
             panic!("a status error")
         };
         assert_eq!(detail, "<html>bad gateway</html>");
+    }
+
+    #[test]
+    fn ports_out_of_range_are_bad_urls() {
+        for bad in ["http://127.0.0.1:99999", "http://127.0.0.1:0", "http://h:65536/"] {
+            assert_eq!(parse_api_url(bad), Err(BadUrl(bad.into())), "{bad}");
+        }
+        assert_eq!(parse_api_url("http://h:65535"), Ok("http://h:65535".into()));
+    }
+
+    #[test]
+    fn answers_must_match_the_question() {
+        let day = |s| crate::parse_date(s).expect("a date");
+        let usd = || "USD".parse::<crate::Currency>().expect("a code");
+        let jpy = || "JPY".parse::<crate::Currency>().expect("a code");
+        let req = RateRequest { base: usd(), symbols: vec![], date: Some(day("2018-10-13")) };
+        let answer = |base, date| Rates { date: day(date), base, rates: Default::default() };
+        // A Saturday answers the Friday before it.
+        assert!(check_answer(&req, answer(usd(), "2018-10-12")).is_ok());
+        let wrong_base = check_answer(&req, answer(jpy(), "2018-10-12"));
+        assert!(matches!(&wrong_base, Err(FetchError::WrongAnswer(m)) if m.contains("USD") && m.contains("JPY")));
+        let later = check_answer(&req, answer(usd(), "2018-10-15"));
+        assert!(matches!(&later, Err(FetchError::WrongAnswer(m)) if m.contains("2018-10-15")));
+        assert!(!FetchError::WrongAnswer(String::new()).is_retryable());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! [`AsyncClient`]: the rates API over reqwest, the chapter's `aiohttp`
 //! session — one client, one connection pool, shared by every task.
 
-use super::{BadUrl, ClientConfig, FetchError, decode_rates, parse_api_url};
+use super::{BadUrl, ClientConfig, FetchError, check_answer, decode_rates, parse_api_url};
 use crate::{RateRequest, Rates};
 
 /// An async client of the rates API; clone it freely (clones share the pool).
@@ -41,7 +41,7 @@ impl AsyncClient {
         let retry_after =
             resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = resp.bytes().await.map_err(|e| self.map_error(e))?;
-        decode_rates(status, retry_after.as_deref(), &body)
+        check_answer(req, decode_rates(status, retry_after.as_deref(), &body)?)
     }
 
     fn map_error(&self, e: reqwest::Error) -> FetchError {

@@ -151,6 +151,10 @@ impl Fetcher {
     pub fn fetch_with(&self, attempt: impl Fn() -> Result<Rates, FetchError>) -> Outcome {
         let outcome = self.retry.run(
             || {
+                // Checked first: a cancelled run takes no throttle slot.
+                if self.cancel.is_cancelled() {
+                    return Err(FetchError::Cancelled);
+                }
                 if let Some(t) = &self.throttle {
                     t.acquire();
                 }
