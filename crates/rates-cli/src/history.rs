@@ -204,14 +204,16 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     // the day asked, so each business day appears once, in date order.
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    let mut missing = Vec::new();
+    let mut not_fetched = Vec::new();
     for (day, outcome) in plan.days.iter().zip(&ran.outcomes) {
         match outcome {
             Ok(r) if r.date == *day => rows.push(r),
             Ok(_) => {}
             Err(f) => {
+                if f.error == rates::FetchError::Cancelled {
+                    not_fetched.push(*day);
+                }
                 failures.push((day.to_string(), f));
-                missing.push(*day);
             }
         }
     }
@@ -235,7 +237,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
             .map(|&s| (s.to_string(), rows.iter().filter_map(|r| r.get(s).map(|v| (r.date, v))).collect()))
             .collect();
         let names: Vec<&str> = plan.symbols.iter().map(Currency::as_str).collect();
-        let gaps = if missing.is_empty() { String::new() } else { format!(", {} days missing", missing.len()) };
+        let gaps = if failures.is_empty() { String::new() } else { format!(", {} days missing", failures.len()) };
         let title = format!(
             "{} per 1 {}, {} to {} ({} business days{gaps})",
             names.join(", "),
@@ -246,8 +248,10 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         );
         plot::lines(file, &title, &series)?;
     }
-    if !missing.is_empty() {
-        eprintln!("rates: missing {} of {} days: {}", missing.len(), plan.days.len(), ranges(&missing, &plan.days, 20));
+    // Failed days are named one by one below; days a signal stopped are
+    // too many for that, and name the ranges a new run should ask for.
+    if !not_fetched.is_empty() {
+        eprintln!("rates: not fetched: {}", ranges(&not_fetched, &plan.days, 20));
     }
 
     Ok(session::report(rows.len(), failures, ran.stopped))

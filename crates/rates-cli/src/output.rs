@@ -35,13 +35,15 @@ impl OutFile {
     pub fn create(flag: &str, path: &Path) -> Result<Self, Usage> {
         let refuse = |why: &dyn std::fmt::Display| Usage(format!("{flag}: cannot write '{}': {why}", path.display()));
         if path.is_dir() {
-            return Err(refuse(&"it is a directory"));
+            return Err(Usage(format!("{flag}: '{}' is a directory", path.display())));
+        }
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(refuse(&format_args!("no directory '{}'", dir.display())));
         }
         let name = path.file_name().ok_or_else(|| refuse(&"not a file name"))?.to_string_lossy().into_owned();
-        // Shortened, so that a target name near the system's limit still
-        // leaves room for the temporary one's dot, process id and suffix.
-        let short: String = name.chars().take(64).collect();
-        let tmp = path.with_file_name(format!(".{short}.{}.tmp", std::process::id()));
+        // The full name, so that a name the system refuses is refused here.
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
         let file = File::options().write(true).create_new(true).open(&tmp).map_err(|e| refuse(&e))?;
         PENDING.lock().unwrap_or_else(PoisonError::into_inner).push(tmp.clone());
         Ok(OutFile { path: path.to_path_buf(), tmp, file })
@@ -128,10 +130,16 @@ mod tests {
     fn unwritable_targets_are_refused_by_name() {
         let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         let dir = tmp_dir("refuse");
-        let e = OutFile::create("--out", &dir.join("no/such/dir/x.csv")).expect_err("no directory");
-        assert!(e.0.starts_with("--out: cannot write '") && e.0.contains("x.csv"), "{e}");
+        let e = OutFile::create("--out", &dir.join("no/such/x.csv")).expect_err("no directory");
+        assert!(e.0.starts_with("--out: cannot write '") && e.0.contains("no directory '"), "{e}");
+        // A path the system refuses although its directory exists.
+        let e = OutFile::create("--out", Path::new("/dev/null/x.csv")).expect_err("not a directory");
+        assert!(e.0.starts_with("--out: cannot write '/dev/null/x.csv'"), "{e}");
+        let long = dir.join("x".repeat(300));
+        let e = OutFile::create("--out", &long).expect_err("too long a name");
+        assert!(e.0.starts_with("--out: cannot write '"), "{e}");
         let e = OutFile::create("--plot", &dir).expect_err("a directory");
-        assert!(e.0.contains("it is a directory"), "{e}");
+        assert!(e.0.contains("is a directory"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

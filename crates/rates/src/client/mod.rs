@@ -111,7 +111,9 @@ pub fn parse_api_url(url: &str) -> Result<String, BadUrl> {
     let uri: ureq::http::Uri = trimmed.parse().map_err(|_| bad())?;
     let host_ok = uri.host().is_some_and(|h| !h.is_empty());
     // The URI grammar takes any digits as a port; a socket takes 1..=65535.
-    let port_ok = uri.port().is_none_or(|p| p.as_u16() != 0 && p.as_str().parse::<u16>().is_ok());
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let after_host = authority.rsplit_once(']').map_or(authority, |(_, rest)| rest);
+    let port_ok = after_host.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_ok_and(|p| p != 0));
     if !host_ok || !port_ok || rest.contains(['?', '#', ' ']) {
         return Err(bad());
     }
@@ -225,6 +227,8 @@ mod tests {
             assert_eq!(parse_api_url(bad), Err(BadUrl(bad.into())), "{bad}");
         }
         assert_eq!(parse_api_url("http://h:65535"), Ok("http://h:65535".into()));
+        assert_eq!(parse_api_url("http://[::1]:8080"), Ok("http://[::1]:8080".into()));
+        assert_eq!(parse_api_url("http://[::1]"), Ok("http://[::1]".into()));
     }
 
     #[test]
