@@ -32,3 +32,54 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
     let out = rates().args(args).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
+
+/// Starts `rates args`, sends each signal of `signals` after its delay (in
+/// turn, each delay counted from the previous signal), and returns (exit
+/// code, stdout, stderr); fails if it does not end within `bound` of the
+/// last signal. `None` as the code: killed by a signal.
+pub fn signalled(
+    args: &[&str],
+    signals: &[(Duration, nix::sys::signal::Signal)],
+    bound: Duration,
+) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("rates"))
+        .args(args)
+        .env_remove("RATES_API")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drained on threads, so a full pipe cannot stall the child.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    for &(after, signal) in signals {
+        std::thread::sleep(after);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+    let deadline = std::time::Instant::now() + bound;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rates {args:?} did not stop within {bound:?} of its last signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code(), out.join().unwrap(), err.join().unwrap())
+}
