@@ -52,6 +52,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use concur::{Pool, Task};
 use indicatif::{ProgressBar, ProgressStyle};
+use rates::models::Job;
 use rates::{ClientConfig, Currency, Fetcher, Model, RateRequest, RetryPolicy, Workers};
 use rates_server::ServerOptions;
 use serde::{Deserialize, Serialize};
@@ -190,115 +191,42 @@ fn seconds_per_round() -> f64 {
     }
 }
 
-/// The CPU workload on `model`: one result per item, in order.
-fn run_cpu(model: Model, items: usize, workers: usize, rounds: u64) -> Vec<Result<u64, String>> {
-    let work = move |i: usize| cpu_work(rounds, i as u64);
-    let failed = |why: String| (0..items).map(|_| Err(why.clone())).collect();
-    let tasks = || (0..items).map(|i| CpuWork { rounds, seed: i as u64 });
-    match model {
-        Model::Sync => (0..items).map(|i| Ok(work(i))).collect(),
-        Model::ThreadPerItem => std::thread::scope(|s| {
-            let handles: Vec<_> = (0..items).map(|i| s.spawn(move || work(i))).collect();
-            handles.into_iter().map(|h| h.join().map_err(|p| concur::panic_message(&*p))).collect()
-        }),
-        Model::ThreadPool => match concur::ThreadPool::new(workers) {
-            Ok(pool) => pool.map(work, 0..items).into_iter().map(|r| r.map_err(|e| e.to_string())).collect(),
-            Err(e) => failed(e.to_string()),
-        },
-        Model::TwoWayQueues => two_way_queues(items, workers, work),
-        Model::ProcessPool => match concur::ProcessPool::new(workers) {
-            Ok(pool) => Pool::map(&pool, tasks()).into_iter().map(|r| r.map_err(|e| e.to_string())).collect(),
-            Err(e) => failed(format!("cannot start worker processes: {e}")),
-        },
-        Model::DummyPool => match concur::ThreadPool::new(workers) {
-            Ok(pool) => Pool::map(&pool, tasks()).into_iter().map(|r| r.map_err(|e| e.to_string())).collect(),
-            Err(e) => failed(e.to_string()),
-        },
-        Model::Async | Model::AsyncExecutor => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().build() {
-                Ok(rt) => rt,
-                Err(e) => return failed(format!("cannot start a runtime: {e}")),
-            };
-            if model == Model::Async {
-                rt.block_on(async_tasks(items, workers, work))
-            } else {
-                rt.block_on(async_executor(items, workers, work))
-            }
-        }
-        // `Model` is non-exhaustive: a model added later needs its CPU version here.
-        other => failed(format!("{other} has no CPU version")),
-    }
+/// The CPU workload as a [`Job`]: every model runs it through the same
+/// dispatcher as the fetches, an item being its seed.
+struct CpuJob {
+    rounds: u64,
 }
 
-/// Work queue in, results queue out, `workers` threads in between.
-fn two_way_queues(items: usize, workers: usize, work: impl Fn(usize) -> u64 + Sync) -> Vec<Result<u64, String>> {
-    let (work_tx, work_rx) = crossbeam_channel::unbounded::<usize>();
-    let (result_tx, result_rx) = crossbeam_channel::unbounded::<(usize, u64)>();
-    for i in 0..items {
-        // Cannot fail: the receiver is alive.
-        let _ = work_tx.send(i);
-    }
-    drop(work_tx);
-    let mut slots = vec![None; items];
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            let (work_rx, result_tx, work) = (work_rx.clone(), result_tx.clone(), &work);
-            s.spawn(move || {
-                for i in work_rx {
-                    if result_tx.send((i, work(i))).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(result_tx);
-        for (i, v) in result_rx {
-            slots[i] = Some(v);
-        }
-    });
-    slots.into_iter().map(|s| s.ok_or_else(|| "the worker handling this item panicked".to_string())).collect()
-}
+impl Job for CpuJob {
+    type Item = u64;
+    type Output = Result<u64, String>;
+    type Shared = ();
 
-/// A task per item computing inline, at most `workers` at once: the work
-/// occupies the runtime's threads (one per core) while it runs.
-async fn async_tasks(
-    items: usize,
-    workers: usize,
-    work: impl Fn(usize) -> u64 + Copy + Send + 'static,
-) -> Vec<Result<u64, String>> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(workers.max(1)));
-    let handles: Vec<_> = (0..items)
-        .map(|i| {
-            let limit = Arc::clone(&limit);
-            tokio::spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                work(i)
-            })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(items);
-    for h in handles {
-        out.push(h.await.map_err(|e| e.to_string()));
+    fn run(&self, &seed: &u64) -> Self::Output {
+        Ok(cpu_work(self.rounds, seed))
     }
-    out
-}
 
-/// A task per item awaiting the work run on a bridge of `workers` threads.
-async fn async_executor(
-    items: usize,
-    workers: usize,
-    work: impl Fn(usize) -> u64 + Copy + Send + 'static,
-) -> Vec<Result<u64, String>> {
-    let bridge = match concur::Bridge::new(workers) {
-        Ok(b) => b,
-        Err(e) => return (0..items).map(|_| Err(e.to_string())).collect(),
-    };
-    let jobs: Vec<_> = (0..items).map(|i| bridge.run(move || work(i))).collect();
-    let mut out = Vec::with_capacity(items);
-    for job in jobs {
-        out.push(job.await.map_err(|e| e.to_string()));
+    fn run_on(&self, pool: &(impl Pool + Sync), &seed: &u64) -> Self::Output {
+        pool.apply_async(CpuWork { rounds: self.rounds, seed }).wait().map_err(|e| e.to_string())
     }
-    out
+
+    fn shared(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Computed inline: the work occupies the runtime's threads (one per
+    /// core) while it runs, as CPU work on an event loop does.
+    async fn run_async(&self, (): &(), &seed: &u64) -> Self::Output {
+        Ok(cpu_work(self.rounds, seed))
+    }
+
+    fn failed(&self, why: String) -> Self::Output {
+        Err(why)
+    }
+
+    fn cancelled(&self) -> Self::Output {
+        Err("cancelled".into())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -399,7 +327,13 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
             .zip(requests)
             .map(|(o, req)| o.map(drop).map_err(|f| format!("{req}: {f}")))
             .collect(),
-        None => run_cpu(model, spec.items, pool_size, spec.rounds).into_iter().map(|r| r.map(drop)).collect(),
+        None => {
+            let seeds: Vec<u64> = (0..spec.items as u64).collect();
+            rates::models::run(model, &Arc::new(CpuJob { rounds: spec.rounds }), &seeds, workers)
+                .into_iter()
+                .map(|r| r.map(drop))
+                .collect()
+        }
     };
     let wall = started.elapsed();
     let after = rusage()?;
@@ -921,7 +855,9 @@ mod tests {
                 // Needs the `rates` binary as its worker: tests/bench.rs.
                 continue;
             }
-            assert_eq!(run_cpu(model, 7, 3, 1000), want, "{model}");
+            let seeds: Vec<u64> = (0..7).collect();
+            let got = rates::models::run(model, &Arc::new(CpuJob { rounds: 1000 }), &seeds, Workers::Bounded(3));
+            assert_eq!(got, want, "{model}");
         }
     }
 }

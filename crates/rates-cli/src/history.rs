@@ -22,8 +22,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rates::{Currency, Model, RateRequest, Rates, Workers, present};
 
-use crate::session::{self, ClientArgs, Session, SimArgs, known_currencies};
 use crate::output::OutFile;
+use crate::session::{self, ClientArgs, Session, SimArgs, known_currencies};
 use crate::{Usage, cli, dataset, plot};
 
 /// How the series is written.
@@ -110,7 +110,9 @@ fn plan(args: &HistoryArgs, ds: &rates::Dataset, today: NaiveDate) -> Result<Pla
     let first = ds.first_day();
     let last = if args.client.api.is_some() { today.max(ds.last_day()) } else { ds.last_day() };
     if to < first || from > last {
-        return Err(Usage(format!("--from {from} --to {to}: no data in this range (data runs from {first} to {last})")));
+        return Err(Usage(format!(
+            "--from {from} --to {to}: no data in this range (data runs from {first} to {last})"
+        )));
     }
     let mut notes = Vec::new();
     if from < first {

@@ -144,8 +144,9 @@ impl Session {
     /// outcomes that arrived are returned. A second signal ends the process
     /// at once.
     pub fn run(self, model: Model, requests: &[RateRequest], workers: Workers) -> anyhow::Result<Ran> {
-        // One runtime runs the async models and listens for the signals.
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        // A small runtime listens for the signals; the models run on this
+        // thread (the async ones on a runtime of their own).
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let cancel = self.fetcher.cancel().clone();
         let mut signals = Signals::install(&rt)?;
         let stop = Arc::new(std::sync::OnceLock::new());
@@ -162,7 +163,7 @@ impl Session {
             }
         });
         let started = Instant::now();
-        let outcomes = rt.block_on(models::run_async(model, &self.fetcher, requests, workers));
+        let outcomes = models::run(model, &self.fetcher, requests, workers);
         let elapsed = started.elapsed();
         let stopped = stop.get().copied();
         rt.shutdown_background();

@@ -189,20 +189,16 @@ fn a_cancelled_run_starts_nothing_and_reports_every_item_cancelled() {
 fn cancelling_async_mid_run_drops_requests_in_flight() {
     let s = server(latency(10_000));
     let f = fetcher(&s, RetryPolicy::none(), None);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let out = rt.block_on(async {
-        let cancel = f.cancel().clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            cancel.cancel();
-        });
-        // Ends long before the server's 10 s latency: the requests were dropped.
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            rates::models::run_async(Model::Async, &f, &requests(10), Workers::Unlimited),
-        )
-        .await
-        .expect("the run ends soon after cancel")
-    });
+    let cancel = f.cancel().clone();
+    let run = std::thread::spawn(move || rates::models::run(Model::Async, &f, &requests(10), Workers::Unlimited));
+    std::thread::sleep(Duration::from_millis(200));
+    cancel.cancel();
+    // Ends long before the server's 10 s latency: the requests were dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !run.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "the run ends soon after cancel");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = run.join().unwrap();
     assert!(out.iter().all(|o| o.as_ref().is_err_and(|f| f.error == rates::FetchError::Cancelled)));
 }

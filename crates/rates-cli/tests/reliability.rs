@@ -95,7 +95,8 @@ fn history_stopped_by_sigterm_writes_its_rows_and_names_the_days_not_fetched() {
     assert!(!rows.is_empty() && rows.len() < 100, "{text}");
     assert!(rows[0].starts_with("2019-01-02,"), "{text}");
     // The days not fetched run from the first missing one to the end.
-    let not_fetched = err.lines().find_map(|l| l.strip_prefix("rates: not fetched: ")).unwrap_or_else(|| panic!("{err}"));
+    let not_fetched =
+        err.lines().find_map(|l| l.strip_prefix("rates: not fetched: ")).unwrap_or_else(|| panic!("{err}"));
     assert!(not_fetched.contains("..2019-12-31 ("), "{err}");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file is left");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -217,7 +218,17 @@ fn answers_to_another_question_are_failures_naming_the_mismatch() {
     let api = misbehaving_api(r#"{"date": "2018-10-12", "base": "JPY", "rates": {"EUR": 0.0077}}"#);
     for model in ["sync", "async"] {
         let (code, out, err) = run(&[
-            "fetch", "--api", &api, "--model", model, "--bases", "USD", "--symbols", "EUR", "--date", "2018-10-12",
+            "fetch",
+            "--api",
+            &api,
+            "--model",
+            model,
+            "--bases",
+            "USD",
+            "--symbols",
+            "EUR",
+            "--date",
+            "2018-10-12",
         ]);
         assert_eq!(code, 1, "{model}: {err}");
         assert!(!out.contains("JPY"), "{model}: {out}");
@@ -225,8 +236,7 @@ fn answers_to_another_question_are_failures_naming_the_mismatch() {
     }
 
     let api = misbehaving_api(r#"{"date": "2018-10-15", "base": "USD", "rates": {"EUR": 0.86}}"#);
-    let (code, _, err) =
-        run(&["fetch", "--api", &api, "--bases", "USD", "--symbols", "EUR", "--date", "2018-10-12"]);
+    let (code, _, err) = run(&["fetch", "--api", &api, "--bases", "USD", "--symbols", "EUR", "--date", "2018-10-12"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("wrong answer: asked for 2018-10-12, got the later day 2018-10-15"), "{err}");
 }

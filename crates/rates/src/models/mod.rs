@@ -1,195 +1,89 @@
-//! The fetch models: one function per program of the chapter, all taking the
-//! same requests and returning the same ordered outcomes, so they can be
-//! swapped with `--model` and compared with `rates bench`.
+//! The chapter's concurrency models: one function per program of the
+//! chapter, generic over the [`Job`] one item does (a request, or a unit of
+//! CPU work), all returning the same ordered outputs, so they can be swapped
+//! with `--model` and compared with `rates bench`. [`run`] is the one
+//! dispatcher: `fetch`, `history` and both bench workloads call it.
 //!
 //! | model | chapter listing | source |
 //! |---|---|---|
-//! | `sync` | synchronous: one request after another | here |
+//! | `sync` | synchronous: one item after another | here |
 //! | `thread-per-item` | one thread per item, unbounded | `threads.rs` |
 //! | `thread-pool` | a fixed pool of workers (`concur::ThreadPool`) | `threads.rs` |
 //! | `two-way-queues` | a work queue in, a results queue out | `threads.rs` |
 //! | `process-pool` | a pool of worker processes (`concur::ProcessPool`) | `processes.rs` |
 //! | `dummy-pool` | `multiprocessing.dummy`: the same code over threads | `processes.rs` |
-//! | `async` | asyncio + aiohttp: a tokio task per request | `asyncio.rs` |
-//! | `async-executor` | `run_in_executor`: the blocking client on `concur::Bridge` | `asyncio.rs` |
+//! | `async` | asyncio + aiohttp: a tokio task per item | `asyncio.rs` |
+//! | `async-executor` | `run_in_executor`: blocking work on `concur::Bridge` | `asyncio.rs` |
 //!
 //! Errors travel back as values (the chapter's error-handling listing): every
-//! item ends as exactly one `Ok` or one [`Failure`], whatever a worker does.
-//! A [`Cancel`] stops a run: no new attempt starts, and the items not done
-//! come back as [`FetchError::Cancelled`].
+//! item ends as exactly one output, whatever a worker does. A job's
+//! [`Cancel`] stops a run: no new item starts, and the items not done come
+//! back as the job's cancelled output. The fetch job is [`Fetcher`]
+//! (`fetcher.rs`): throttle, retries and progress around each request.
 
 mod asyncio;
+mod fetcher;
 mod processes;
 mod threads;
 
-pub use processes::{FetchOnce, registry};
+pub use fetcher::{FetchOnce, Fetcher, Outcome, Progress, registry};
 
 use std::fmt;
+use std::future::Future;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use concur::Throttle;
+use concur::Pool;
 
-use crate::client::AsyncClientError;
-use crate::{
-    AsyncClient, BadUrl, BlockingClient, Cancel, ClientConfig, FetchError, RateRequest, Rates, RetryPolicy,
-    retry::Failure,
-};
+use crate::Cancel;
 
-/// The result of fetching one item: its rates, or why it failed for good.
-pub type Outcome = Result<Rates, Failure>;
+/// The work one item does, whatever model runs it. The models own the
+/// concurrency (threads, processes, a runtime); a job only says how one item
+/// is done in each setting, and what an item that was not done becomes.
+pub trait Job: Send + Sync + 'static {
+    /// One unit of work: a request, or a CPU item's seed.
+    type Item: Clone + Send + Sync + 'static;
+    /// What an item ends as: its result, or why it failed.
+    type Output: Send + 'static;
+    /// What the async model's tasks share during one run (e.g. a client
+    /// whose connections belong to that run's runtime).
+    type Shared: Send + Sync + 'static;
 
-/// Everything one fetch needs, shared by all workers of a run: the clients
-/// (one connection pool each), the retry policy, the optional throttle and
-/// the cancellation flag.
-pub struct Fetcher {
-    config: ClientConfig,
-    client: BlockingClient,
-    retry: RetryPolicy,
-    throttle: Option<Arc<Throttle>>,
-    cancel: Cancel,
-    progress: Option<Progress>,
-    worker_program: Option<std::path::PathBuf>,
-}
+    /// Does `item` on the calling thread (`sync`, the thread models and the
+    /// async executor).
+    fn run(&self, item: &Self::Item) -> Self::Output;
 
-/// Called once per item when it is done (ok or failed), from the thread or
-/// task that fetched it: drives progress bars.
-pub type Progress = Arc<dyn Fn(&Outcome) + Send + Sync>;
+    /// Does `item` with `pool`'s workers (`process-pool`, `dummy-pool`):
+    /// the work crosses to a worker as a `concur::Task`.
+    fn run_on(&self, pool: &(impl Pool + Sync), item: &Self::Item) -> Self::Output;
 
-impl std::fmt::Debug for Fetcher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fetcher")
-            .field("api", &self.api())
-            .field("retry", &self.retry)
-            .field("throttle", &self.throttle)
-            .field("cancelled", &self.cancel.is_cancelled())
-            .finish_non_exhaustive()
-    }
-}
+    /// Makes what the async model's tasks share, inside the run's runtime.
+    ///
+    /// # Errors
+    ///
+    /// Why the async model cannot run (every item then fails with it).
+    fn shared(&self) -> Result<Self::Shared, String>;
 
-impl Fetcher {
-    /// A fetcher of the API at `api`, with the default retry policy, no
-    /// throttle and a fresh cancellation flag.
-    pub fn new(api: &str, config: ClientConfig) -> Result<Self, BadUrl> {
-        Ok(Fetcher {
-            config,
-            client: BlockingClient::new(api, config)?,
-            retry: RetryPolicy::default(),
-            throttle: None,
-            cancel: Cancel::new(),
-            progress: None,
-            worker_program: None,
-        })
+    /// Does `item` as an async task (`async`).
+    fn run_async(&self, shared: &Self::Shared, item: &Self::Item) -> impl Future<Output = Self::Output> + Send;
+
+    /// What an item becomes when its worker failed before giving an output
+    /// (a panic, a dead process, a pool that would not start).
+    fn failed(&self, why: String) -> Self::Output;
+
+    /// What an item becomes when a cancelled run never did it.
+    fn cancelled(&self) -> Self::Output;
+
+    /// The flag that cancels this job's runs, if it can be cancelled.
+    fn cancel(&self) -> Option<&Cancel> {
+        None
     }
 
-    /// Retries failed attempts with `retry`.
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// Takes a token from `throttle` before every attempt (retries included:
-    /// each is a request).
-    pub fn with_throttle(mut self, throttle: Option<Arc<Throttle>>) -> Self {
-        self.throttle = throttle;
-        self
-    }
-
-    /// Calls `progress` with each item's outcome as it completes.
-    pub fn with_progress(mut self, progress: Progress) -> Self {
-        self.progress = Some(progress);
-        self
-    }
-
-    /// Starts `process-pool` workers from `program` instead of this
-    /// executable (which must then call `concur::worker_main` with
-    /// [`registry`] at the top of `main`, as the `rates` binary does).
-    pub fn with_worker_program(mut self, program: impl Into<std::path::PathBuf>) -> Self {
-        self.worker_program = Some(program.into());
-        self
-    }
-
-    fn worker_program(&self) -> Option<&std::path::Path> {
-        self.worker_program.as_deref()
-    }
-
-    /// The client's timeouts.
-    pub fn config(&self) -> ClientConfig {
-        self.config
-    }
-
-    /// The API's base URL.
-    pub fn api(&self) -> &str {
-        self.client.api()
-    }
-
-    /// The flag that cancels this fetcher's runs.
-    pub fn cancel(&self) -> &Cancel {
-        &self.cancel
-    }
-
-    /// The blocking client.
-    pub fn client(&self) -> &BlockingClient {
-        &self.client
-    }
-
-    /// A new async client of the same API. Each async run makes its own:
-    /// a client's pooled connections belong to the runtime that opened them.
-    pub fn async_client(&self) -> Result<AsyncClient, AsyncClientError> {
-        AsyncClient::new(self.client.api(), self.config)
-    }
-
-    /// Fetches one item on the calling thread, with throttling and retries;
-    /// gives up early (as `Cancelled`) once the run is cancelled.
-    pub fn fetch(&self, req: &RateRequest) -> Outcome {
-        self.fetch_with(|| self.client.fetch(req))
-    }
-
-    /// [`Fetcher::fetch`] with each attempt made by `attempt` (e.g. on a pool
-    /// worker): the throttle, the retries, cancellation and progress stay
-    /// with the caller.
-    pub fn fetch_with(&self, attempt: impl Fn() -> Result<Rates, FetchError>) -> Outcome {
-        let outcome = self.retry.run(
-            || {
-                // Checked first: a cancelled run takes no throttle slot.
-                if self.cancel.is_cancelled() {
-                    return Err(FetchError::Cancelled);
-                }
-                if let Some(t) = &self.throttle {
-                    t.acquire();
-                }
-                if self.cancel.is_cancelled() {
-                    return Err(FetchError::Cancelled);
-                }
-                attempt()
-            },
-            |d| {
-                self.cancel.sleep(d);
-            },
-        );
-        self.done(outcome)
-    }
-
-    fn done(&self, outcome: Outcome) -> Outcome {
-        if let Some(p) = &self.progress {
-            p(&outcome);
-        }
-        outcome
-    }
-
-    /// Fetches one item with `client`, with throttling and retries.
-    /// Cancellation drops this future (see [`run_async`]).
-    pub async fn fetch_async(&self, client: &AsyncClient, req: &RateRequest) -> Outcome {
-        let outcome = self
-            .retry
-            .run_async(|| async {
-                if let Some(t) = &self.throttle {
-                    t.acquire_async().await;
-                }
-                client.fetch(req).await
-            })
-            .await;
-        self.done(outcome)
+    /// The program `process-pool` starts as its workers; this executable
+    /// when `None`.
+    fn worker_program(&self) -> Option<&Path> {
+        None
     }
 }
 
@@ -286,57 +180,26 @@ impl Workers {
     }
 }
 
-/// Fetches every request with `model` and returns the outcomes in input
-/// order. The async models run on a runtime made for the call.
-pub fn run(model: Model, fetcher: &Arc<Fetcher>, requests: &[RateRequest], workers: Workers) -> Vec<Outcome> {
-    let n = workers.for_items(requests.len());
+/// Does every item with `model` and returns the outputs in input order.
+/// The async models run on a runtime of their own, made for the call.
+pub fn run<J: Job>(model: Model, job: &Arc<J>, items: &[J::Item], workers: Workers) -> Vec<J::Output> {
+    let n = workers.for_items(items.len());
     match model {
-        Model::Sync => requests.iter().map(|r| fetcher.fetch(r)).collect(),
-        Model::ThreadPerItem => threads::thread_per_item(fetcher, requests),
-        Model::ThreadPool => threads::thread_pool(fetcher, requests, n),
-        Model::TwoWayQueues => threads::two_way_queues(requests, n, |r| fetcher.fetch(r)),
-        Model::ProcessPool => processes::process_pool(fetcher, requests, n),
-        Model::DummyPool => processes::dummy_pool(fetcher, requests, n),
-        Model::Async | Model::AsyncExecutor => match asyncio::runtime() {
-            Ok(rt) => rt.block_on(run_async(model, fetcher, requests, workers)),
-            Err(e) => requests.iter().map(|_| Err(worker_failure(format!("cannot start a runtime: {e}")))).collect(),
-        },
+        Model::Sync => items.iter().map(|item| job.run(item)).collect(),
+        Model::ThreadPerItem => threads::thread_per_item(job, items),
+        Model::ThreadPool => threads::thread_pool(job, items, n),
+        Model::TwoWayQueues => threads::two_way_queues(&**job, items, n, |item| job.run(item)),
+        Model::ProcessPool => processes::process_pool(job, items, n),
+        Model::DummyPool => processes::dummy_pool(job, items, n),
+        Model::Async => asyncio::tasks(job, items, workers),
+        Model::AsyncExecutor => asyncio::executor(job, items, n),
     }
 }
 
-/// The async models on the caller's runtime: `async` or `async-executor`
-/// (any other model runs on a blocking thread of the runtime). When the
-/// fetcher's [`Cancel`] is set, requests in flight are dropped and every
-/// unfinished item comes back as `Cancelled`.
-pub async fn run_async(
-    model: Model,
-    fetcher: &Arc<Fetcher>,
-    requests: &[RateRequest],
-    workers: Workers,
-) -> Vec<Outcome> {
-    let n = workers.for_items(requests.len());
-    match model {
-        Model::Async => asyncio::tasks(fetcher, requests, workers).await,
-        Model::AsyncExecutor => asyncio::executor(fetcher, requests, n).await,
-        other => {
-            let (f, reqs) = (Arc::clone(fetcher), requests.to_vec());
-            tokio::task::spawn_blocking(move || run(other, &f, &reqs, workers))
-                .await
-                .unwrap_or_else(|e| reqs_failed(requests, e.to_string()))
-        }
-    }
-}
-
-fn reqs_failed(requests: &[RateRequest], why: String) -> Vec<Outcome> {
-    requests.iter().map(|_| Err(worker_failure(why.clone()))).collect()
-}
-
-fn worker_failure(why: impl Into<String>) -> Failure {
-    Failure { error: FetchError::Worker(why.into()), attempts: 1 }
-}
-
-fn cancelled() -> Failure {
-    Failure { error: FetchError::Cancelled, attempts: 0 }
+/// Every item failed with `why`.
+fn all_failed<J: Job>(job: &J, n: usize, why: impl fmt::Display) -> Vec<J::Output> {
+    let why = why.to_string();
+    (0..n).map(|_| job.failed(why.clone())).collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,278 @@
+//! The fetch job: [`Fetcher`] holds what every request of a run shares
+//! (client, retry policy, throttle, cancellation flag, progress hook) and
+//! does one request in each model's setting, as a [`Job`]. [`FetchOnce`] is
+//! one attempt as a pool task, for the multiprocessing models.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use concur::{Pool, Task, Throttle};
+use serde::{Deserialize, Serialize};
+
+use super::Job;
+use crate::client::AsyncClientError;
+use crate::{
+    AsyncClient, BadUrl, BlockingClient, Cancel, ClientConfig, FetchError, RateRequest, Rates, RetryPolicy,
+    retry::Failure,
+};
+
+/// The result of fetching one item: its rates, or why it failed for good.
+pub type Outcome = Result<Rates, Failure>;
+
+/// Everything one fetch needs, shared by all workers of a run: the clients
+/// (one connection pool each), the retry policy, the optional throttle and
+/// the cancellation flag.
+pub struct Fetcher {
+    config: ClientConfig,
+    client: BlockingClient,
+    retry: RetryPolicy,
+    throttle: Option<Arc<Throttle>>,
+    cancel: Cancel,
+    progress: Option<Progress>,
+    worker_program: Option<std::path::PathBuf>,
+}
+
+/// Called once per item when it is done (ok or failed), from the thread or
+/// task that fetched it: drives progress bars.
+pub type Progress = Arc<dyn Fn(&Outcome) + Send + Sync>;
+
+impl fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("api", &self.api())
+            .field("retry", &self.retry)
+            .field("throttle", &self.throttle)
+            .field("cancelled", &self.cancel.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fetcher {
+    /// A fetcher of the API at `api`, with the default retry policy, no
+    /// throttle and a fresh cancellation flag.
+    pub fn new(api: &str, config: ClientConfig) -> Result<Self, BadUrl> {
+        Ok(Fetcher {
+            config,
+            client: BlockingClient::new(api, config)?,
+            retry: RetryPolicy::default(),
+            throttle: None,
+            cancel: Cancel::new(),
+            progress: None,
+            worker_program: None,
+        })
+    }
+
+    /// Retries failed attempts with `retry`.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Takes a token from `throttle` before every attempt (retries included:
+    /// each is a request).
+    pub fn with_throttle(mut self, throttle: Option<Arc<Throttle>>) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
+    /// Calls `progress` with each item's outcome as it completes.
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Starts `process-pool` workers from `program` instead of this
+    /// executable (which must then call `concur::worker_main` with
+    /// [`registry`] at the top of `main`, as the `rates` binary does).
+    pub fn with_worker_program(mut self, program: impl Into<std::path::PathBuf>) -> Self {
+        self.worker_program = Some(program.into());
+        self
+    }
+
+    /// The client's timeouts.
+    pub fn config(&self) -> ClientConfig {
+        self.config
+    }
+
+    /// The API's base URL.
+    pub fn api(&self) -> &str {
+        self.client.api()
+    }
+
+    /// The flag that cancels this fetcher's runs.
+    pub fn cancel(&self) -> &Cancel {
+        &self.cancel
+    }
+
+    /// The blocking client.
+    pub fn client(&self) -> &BlockingClient {
+        &self.client
+    }
+
+    /// A new async client of the same API. Each async run makes its own:
+    /// a client's pooled connections belong to the runtime that opened them.
+    pub fn async_client(&self) -> Result<AsyncClient, AsyncClientError> {
+        AsyncClient::new(self.client.api(), self.config)
+    }
+
+    /// Fetches one item on the calling thread, with throttling and retries;
+    /// gives up early (as `Cancelled`) once the run is cancelled.
+    pub fn fetch(&self, req: &RateRequest) -> Outcome {
+        self.fetch_with(|| self.client.fetch(req))
+    }
+
+    /// [`Fetcher::fetch`] with each attempt made by `attempt` (e.g. on a pool
+    /// worker): the throttle, the retries, cancellation and progress stay
+    /// with the caller.
+    pub fn fetch_with(&self, attempt: impl Fn() -> Result<Rates, FetchError>) -> Outcome {
+        let outcome = self.retry.run(
+            || {
+                // Checked first: a cancelled run takes no throttle slot.
+                if self.cancel.is_cancelled() {
+                    return Err(FetchError::Cancelled);
+                }
+                if let Some(t) = &self.throttle {
+                    t.acquire();
+                }
+                if self.cancel.is_cancelled() {
+                    return Err(FetchError::Cancelled);
+                }
+                attempt()
+            },
+            |d| {
+                self.cancel.sleep(d);
+            },
+        );
+        self.done(outcome)
+    }
+
+    fn done(&self, outcome: Outcome) -> Outcome {
+        if let Some(p) = &self.progress {
+            p(&outcome);
+        }
+        outcome
+    }
+
+    /// Fetches one item with `client`, with throttling and retries.
+    /// Cancellation drops this future (the `async` model does).
+    pub async fn fetch_async(&self, client: &AsyncClient, req: &RateRequest) -> Outcome {
+        let outcome = self
+            .retry
+            .run_async(|| async {
+                if let Some(t) = &self.throttle {
+                    t.acquire_async().await;
+                }
+                client.fetch(req).await
+            })
+            .await;
+        self.done(outcome)
+    }
+}
+
+impl Job for Fetcher {
+    type Item = RateRequest;
+    type Output = Outcome;
+    type Shared = AsyncClient;
+
+    fn run(&self, req: &RateRequest) -> Outcome {
+        self.fetch(req)
+    }
+
+    /// Each attempt is a [`FetchOnce`] task on the pool, while the throttle
+    /// and the retry policy stay in this process, so `--rate` holds across
+    /// all worker processes and retries are throttled like first attempts.
+    fn run_on(&self, pool: &(impl Pool + Sync), req: &RateRequest) -> Outcome {
+        self.fetch_with(|| {
+            let task = FetchOnce { api: self.api().to_string(), config: self.config, request: req.clone() };
+            pool.apply_async(task).wait().unwrap_or_else(|e| Err(FetchError::Worker(e.to_string())))
+        })
+    }
+
+    /// A new async client of the same API for each run: a client's pooled
+    /// connections belong to the runtime that opened them.
+    fn shared(&self) -> Result<AsyncClient, String> {
+        self.async_client().map_err(|e| e.to_string())
+    }
+
+    async fn run_async(&self, client: &AsyncClient, req: &RateRequest) -> Outcome {
+        self.fetch_async(client, req).await
+    }
+
+    fn failed(&self, why: String) -> Outcome {
+        Err(Failure { error: FetchError::Worker(why), attempts: 1 })
+    }
+
+    fn cancelled(&self) -> Outcome {
+        Err(Failure { error: FetchError::Cancelled, attempts: 0 })
+    }
+
+    fn cancel(&self) -> Option<&Cancel> {
+        Some(&self.cancel)
+    }
+
+    fn worker_program(&self) -> Option<&std::path::Path> {
+        self.worker_program.as_deref()
+    }
+}
+
+/// One attempt at `GET /rates`, as a task a pool worker runs: what crosses
+/// to a worker process (serialised) and back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchOnce {
+    /// The API's base URL.
+    pub api: String,
+    /// The client's timeouts.
+    pub config: ClientConfig,
+    /// What to fetch.
+    pub request: RateRequest,
+}
+
+impl Task for FetchOnce {
+    type Output = Result<Rates, FetchError>;
+    const NAME: &'static str = "rates::FetchOnce";
+
+    fn run(self) -> Self::Output {
+        client(&self.api, self.config)?.fetch(&self.request)
+    }
+}
+
+/// One blocking client per API and configuration in each process, so a
+/// worker reuses its connections from task to task.
+fn client(api: &str, config: ClientConfig) -> Result<BlockingClient, FetchError> {
+    static CLIENTS: OnceLock<Mutex<HashMap<String, BlockingClient>>> = OnceLock::new();
+    let key = format!("{api} {config:?}");
+    let mut clients = CLIENTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = clients.get(&key) {
+        return Ok(c.clone());
+    }
+    let c = BlockingClient::new(api, config).map_err(|e| FetchError::Transport(e.to_string()))?;
+    clients.insert(key, c.clone());
+    Ok(c)
+}
+
+/// The tasks a `rates` worker process can run; pass to `concur::worker_main`
+/// at the top of `main` (add your own tasks with `.register`).
+pub fn registry() -> concur::Registry {
+    concur::Registry::new().register::<FetchOnce>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_api_is_an_error_not_a_panic() {
+        let task = FetchOnce {
+            api: "nonsense".into(),
+            config: ClientConfig::default(),
+            request: RateRequest { base: crate::Currency::EUR, symbols: vec![], date: None },
+        };
+        assert!(matches!(task.run(), Err(FetchError::Transport(_))));
+    }
+
+    #[test]
+    fn the_registry_knows_the_fetch_task() {
+        assert!(registry().names().any(|n| n == FetchOnce::NAME));
+    }
+}
