@@ -57,6 +57,8 @@ use rates::{ClientConfig, Currency, Fetcher, Model, RateRequest, RetryPolicy, Wo
 use rates_server::ServerOptions;
 use serde::{Deserialize, Serialize};
 
+use crate::config::{Defaults, RunConfig, Target};
+use crate::flags::{ClientFlags, SimFlags};
 use crate::{Usage, cli, plot};
 
 /// What each item of a benchmark is.
@@ -87,34 +89,10 @@ pub struct BenchArgs {
     /// Items in flight at once for the pooled and async models (0 or "unlimited": all).
     #[arg(long, default_value = "8", value_parser = cli::workers)]
     pub workers: Workers,
-    /// Embedded server: latency of every answer.
-    #[arg(long, value_parser = cli::duration, default_value = "20ms")]
-    pub latency: Duration,
-    /// Embedded server: random extra latency up to this much.
-    #[arg(long, value_parser = cli::duration, default_value = "0")]
-    pub jitter: Duration,
-    /// Embedded server: fraction of requests that fail with 500.
-    #[arg(long, value_parser = cli::fraction, default_value = "0")]
-    pub fail_rate: f64,
-    /// Client throttle: at most this many requests per second.
-    #[arg(long, value_parser = cli::rate, value_name = "R")]
-    pub rate: Option<f64>,
-    /// With --rate: requests allowed at once after a quiet spell.
-    #[arg(long, default_value_t = 1, requires = "rate", value_name = "B")]
-    pub burst: u32,
-    /// Retries per request on 5xx, 429, timeouts and connection errors.
-    #[arg(long, default_value_t = 0)]
-    pub retries: u32,
-    /// Time limit of one request.
-    #[arg(long, value_parser = cli::timeout, default_value = "10s")]
-    pub timeout: Duration,
     /// Time limit of one run of one model: past it the run is stopped and
     /// the model reported as failed.
     #[arg(long, value_parser = cli::duration, default_value = "10m")]
     pub run_limit: Duration,
-    /// Benchmark this API instead of the embedded server (mind its rate limit).
-    #[arg(long, conflicts_with_all = ["latency", "jitter", "fail_rate"])]
-    pub api: Option<String>,
     /// CPU workload: computation per item, in milliseconds on this machine.
     #[arg(long, default_value_t = 10.0, value_name = "MS")]
     pub cpu_ms: f64,
@@ -127,6 +105,10 @@ pub struct BenchArgs {
     /// Also draw the wall times as a bar chart in this SVG file.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientFlags,
+    #[command(flatten)]
+    pub sim: SimFlags,
 }
 
 /// Options of the hidden `rates bench-run`: one model, once.
@@ -550,25 +532,22 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
-    if let Some(api) = &args.api {
-        rates::parse_api_url(api).map_err(|e| Usage(e.to_string()))?;
-    }
-    if let Some(r) = args.rate {
-        concur::Throttle::new(r, args.burst).map_err(|e| Usage(format!("--rate/--burst: {e}")))?;
-    }
-    let sim = ServerOptions { latency: args.latency, jitter: args.jitter, fail_rate: args.fail_rate, rate_limit: None };
-    sim.validate().map_err(|e| Usage(e.to_string()))?;
+    let config = RunConfig::new(&args.client, &args.sim, Defaults::BENCH)?;
+    let ds = crate::dataset(args.client.data.as_ref())?;
 
     let io = args.workload == Workload::Io;
     let n = args.requests;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let embedded = io && args.api.is_none();
-    let server = if embedded {
-        Some(rates_server::spawn(rates::Dataset::embedded(), sim).context("cannot start the embedded server")?)
-    } else {
-        None
+    // The simulated network of the embedded server, when the I/O workload uses it.
+    let sim = config.embedded().filter(|_| io);
+    let server = match sim {
+        Some(sim) => Some(rates_server::spawn(ds, sim.clone()).context("cannot start the embedded server")?),
+        None => None,
     };
-    let api = args.api.clone().or_else(|| server.as_ref().map(|s| s.url().to_string()));
+    let api = match (&config.target, &server) {
+        (Target::Remote(api), _) => Some(api.clone()),
+        (Target::Embedded(_), s) => s.as_ref().map(|s| s.url().to_string()),
+    };
     let per_round = if io { 0.0 } else { seconds_per_round() };
     let rounds = match args.work {
         _ if io => 0,
@@ -600,10 +579,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             items: n,
             workers,
             api: api.clone().filter(|_| io),
-            rate: args.rate,
-            burst: args.burst,
-            retries: args.retries,
-            timeout_s: args.timeout.as_secs_f64(),
+            rate: config.throttle.map(|q| q.rate()),
+            burst: config.throttle.map_or(1, |q| q.burst()),
+            retries: config.retry.retries,
+            timeout_s: config.client.timeout.as_secs_f64(),
             rounds,
         };
         let mut runs = Vec::new();
@@ -631,7 +610,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             progress.inc(1);
         }
         if report.skipped.is_none() {
-            let ideal = if io { io_bound(&args, embedded, n, c) } else { cpu_bound(n, c.min(cores), item_s) };
+            let ideal = if io { io_bound(&config, sim, n, c) } else { cpu_bound(n, c.min(cores), item_s) };
             report.summary = summarise(runs, n, ideal);
         }
         reports.push(report);
@@ -646,13 +625,13 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             repeat: args.repeat,
             workers,
             cores,
-            api: args.api.clone(),
-            latency_s: embedded.then_some(args.latency.as_secs_f64()),
-            jitter_s: embedded.then_some(args.jitter.as_secs_f64()),
-            fail_rate: embedded.then_some(args.fail_rate),
-            rate: args.rate.filter(|_| io),
-            burst: args.burst,
-            retries: args.retries,
+            api: args.client.api.clone(),
+            latency_s: sim.map(|o| o.latency.as_secs_f64()),
+            jitter_s: sim.map(|o| o.jitter.as_secs_f64()),
+            fail_rate: sim.map(|o| o.fail_rate),
+            rate: config.throttle.map(|q| q.rate()).filter(|_| io),
+            burst: config.throttle.map_or(1, |q| q.burst()),
+            retries: config.retry.retries,
             rounds: (!io).then_some(rounds),
             item_ms: (!io).then_some(item_s * 1e3),
         },
@@ -673,10 +652,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 /// The I/O bound: ⌈N/c⌉·latency on the embedded server (latency unknown
 /// with `--api`), and (N − burst)/rate + latency when throttled.
-fn io_bound(args: &BenchArgs, embedded: bool, n: usize, c: usize) -> Option<f64> {
-    let latency = if embedded { args.latency.as_secs_f64() } else { 0.0 };
+fn io_bound(config: &RunConfig, sim: Option<&ServerOptions>, n: usize, c: usize) -> Option<f64> {
+    let latency = sim.map_or(0.0, |o| o.latency.as_secs_f64());
     let waves = n.div_ceil(c.max(1)) as f64 * latency;
-    let throttled = args.rate.map(|r| n.saturating_sub(args.burst as usize) as f64 / r + latency);
+    let throttled = config.throttle.map(|q| n.saturating_sub(q.burst() as usize) as f64 / q.rate() + latency);
     let bound = waves.max(throttled.unwrap_or(0.0));
     (bound > 0.0).then_some(bound)
 }

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use rates::{Currency, Model, RateRequest, Workers, present};
 
-use crate::session::{self, ClientArgs, Session, SimArgs, known_currencies};
+use crate::config::{Defaults, RunConfig};
+use crate::flags::{ClientFlags, SimFlags};
+use crate::session::{self, Session, known_currencies};
 use crate::{Usage, cli, dataset};
 
 /// How results are printed.
@@ -45,9 +47,9 @@ pub struct FetchArgs {
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub client: ClientFlags,
     #[command(flatten)]
-    pub sim: SimArgs,
+    pub sim: SimFlags,
 }
 
 /// The validated requests of a `fetch`: refused before any work if bad.
@@ -67,7 +69,8 @@ fn plan(args: &FetchArgs, ds: &rates::Dataset) -> Result<Plan, Usage> {
 pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.client.data.as_ref())?;
     let plan = plan(&args, &ds)?;
-    let session = Session::start(ds, &args.client, &args.sim, None)?;
+    let config = RunConfig::new(&args.client, &args.sim, Defaults::FETCH)?;
+    let session = Session::start(ds, &config, None)?;
     let ran = session.run(args.model, &plan.requests, args.workers)?;
 
     let answers: Vec<&rates::Rates> = ran.outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();

@@ -22,8 +22,10 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rates::{Currency, Model, RateRequest, Rates, Workers, present};
 
+use crate::config::{Defaults, RunConfig};
+use crate::flags::{ClientFlags, SimFlags};
 use crate::output::OutFile;
-use crate::session::{self, ClientArgs, Session, SimArgs, known_currencies};
+use crate::session::{self, Session, known_currencies};
 use crate::{Usage, cli, dataset, plot};
 
 /// How the series is written.
@@ -67,9 +69,9 @@ pub struct HistoryArgs {
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub client: ClientFlags,
     #[command(flatten)]
-    pub sim: SimArgs,
+    pub sim: SimFlags,
 }
 
 /// Every Monday to Friday from `from` to `to`, both included.
@@ -179,6 +181,7 @@ fn csv(rows: &[&Rates], symbols: &[Currency]) -> String {
 pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.client.data.as_ref())?;
     let plan = plan(&args, &ds, chrono::Utc::now().date_naive())?;
+    let config = RunConfig::new(&args.client, &args.sim, Defaults::FETCH)?;
     // Proven writable before any request: results are not fetched to be lost.
     let out_file = args.out.as_deref().map(|p| OutFile::create("--out", p)).transpose()?;
     let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
@@ -198,7 +201,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
             .progress_chars("=> "),
     );
     let tick = bar.clone();
-    let session = Session::start(ds, &args.client, &args.sim, Some(Arc::new(move |_| tick.inc(1))))?;
+    let session = Session::start(ds, &config, Some(Arc::new(move |_| tick.inc(1))))?;
     let ran = session.run(args.model, &requests, args.workers)?;
     bar.finish_and_clear();
 

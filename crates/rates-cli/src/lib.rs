@@ -4,7 +4,9 @@
 
 mod bench;
 pub mod cli;
+mod config;
 mod fetch;
+pub mod flags;
 mod history;
 pub mod listings;
 mod output;
@@ -14,11 +16,9 @@ mod session;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use rates::Dataset;
-use rates_server::{RateLimit, ServerOptions};
 
 pub use fetch::FetchArgs;
 
@@ -57,39 +57,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
     #[command(flatten)]
-    pub faults: FaultArgs,
-}
-
-/// Fault injection of the server, shared by `serve` and (as `--sim-*`) by
-/// the commands that start the embedded server.
-#[derive(Debug, Args, Clone)]
-pub struct FaultArgs {
-    /// Every answer waits this long (e.g. 50ms).
-    #[arg(long, value_parser = cli::duration, default_value = "0")]
-    pub latency: Duration,
-    /// Plus a random extra delay up to this much.
-    #[arg(long, value_parser = cli::duration, default_value = "0")]
-    pub jitter: Duration,
-    /// This fraction of requests answers 500 (e.g. 0.2 or 20%).
-    #[arg(long, value_parser = cli::fraction, default_value = "0")]
-    pub fail_rate: f64,
-    /// Per client IP, at most this many requests per second; over it, 429.
-    #[arg(long, value_parser = cli::rate, value_name = "R")]
-    pub rate_limit: Option<f64>,
-    /// With --rate-limit: requests allowed at once.
-    #[arg(long, default_value_t = 1, requires = "rate_limit", value_name = "B")]
-    pub burst: u32,
-}
-
-impl FaultArgs {
-    fn options(&self) -> ServerOptions {
-        ServerOptions {
-            latency: self.latency,
-            jitter: self.jitter,
-            fail_rate: self.fail_rate,
-            rate_limit: self.rate_limit.map(|rate| RateLimit { rate, burst: self.burst }),
-        }
-    }
+    pub faults: flags::FaultFlags,
 }
 
 /// Bad usage or input: reported as one line, exit code 2.
@@ -125,8 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.data.as_ref())?;
-    let opts = args.faults.options();
-    opts.validate().map_err(|e| Usage(e.to_string()))?;
+    let opts = config::serve_options(&args.faults)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(rates_server::serve(&args.addr, ds, opts))?;
     Ok(ExitCode::SUCCESS)

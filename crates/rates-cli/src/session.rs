@@ -1,80 +1,23 @@
-//! What `rates fetch` and `rates history` share: the client's options
-//! (API, throttle, retries, timeout), the embedded server's simulated
-//! faults, and one run of a model that Ctrl-C or SIGTERM cancels cleanly.
+//! What `rates fetch` and `rates history` share: the embedded server or the
+//! API of a [`RunConfig`], the fetcher, and one run of a model that Ctrl-C
+//! or SIGTERM cancels cleanly.
 //!
-//! Both commands check every option before anything starts, then run their
-//! requests through [`Session::run`], then report failures with
-//! [`report`]: each failure once on stderr, a summary, and the exit code
+//! Both commands check every option before anything starts (into a
+//! [`RunConfig`]), then run their requests through [`Session::run`], then
+//! report failures with [`report`]: each failure once on stderr, a
+//! summary, and the exit code
 //! (0 all good, 1 some failed, 130 interrupted by Ctrl-C, 143 by SIGTERM).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Args;
-use concur::Throttle;
-use rates::{ClientConfig, Currency, Dataset, Failure, FetchError, Fetcher, Model, Outcome, Progress, RateRequest};
-use rates::{RetryPolicy, Workers, models};
-use rates_server::{RateLimit, RunningServer, ServerOptions};
+use rates::{Currency, Dataset, Failure, FetchError, Fetcher, Model, Outcome, Progress, RateRequest, Workers, models};
+use rates_server::RunningServer;
 
-use crate::{Usage, cli};
-
-/// Where the requests go and how each is made.
-#[derive(Debug, Args)]
-pub struct ClientArgs {
-    /// The API's base URL; without it an embedded server over the ECB data is started.
-    #[arg(long, env = "RATES_API")]
-    pub api: Option<String>,
-    /// A newer eurofxref-hist.csv or .zip for the embedded server and for checking codes.
-    #[arg(long, value_name = "PATH")]
-    pub data: Option<PathBuf>,
-    /// At most this many requests per second, across all workers.
-    #[arg(long, value_parser = cli::rate, value_name = "R")]
-    pub rate: Option<f64>,
-    /// With --rate: requests allowed at once after a quiet spell.
-    #[arg(long, default_value_t = 1, requires = "rate", value_name = "B")]
-    pub burst: u32,
-    /// Retries per request on 5xx, 429, timeouts and connection errors.
-    #[arg(long, default_value_t = 3)]
-    pub retries: u32,
-    /// Time limit of one request.
-    #[arg(long, value_parser = cli::timeout, default_value = "10s")]
-    pub timeout: Duration,
-}
-
-/// The embedded server's fault injection, to watch retries and throttling
-/// work without a flaky network.
-#[derive(Debug, Args)]
-pub struct SimArgs {
-    /// Embedded server: latency of every answer.
-    #[arg(long, value_parser = cli::duration, default_value = "100ms", conflicts_with = "api")]
-    pub sim_latency: Duration,
-    /// Embedded server: random extra latency up to this much.
-    #[arg(long, value_parser = cli::duration, default_value = "0", conflicts_with = "api")]
-    pub sim_jitter: Duration,
-    /// Embedded server: fraction of requests that fail with 500.
-    #[arg(long, value_parser = cli::fraction, default_value = "0", conflicts_with = "api")]
-    pub sim_fail_rate: f64,
-    /// Embedded server: requests per second allowed per client; over it, 429.
-    #[arg(long, value_parser = cli::rate, value_name = "R", conflicts_with = "api")]
-    pub sim_rate_limit: Option<f64>,
-    /// Embedded server: burst of --sim-rate-limit.
-    #[arg(long, default_value_t = 1, requires = "sim_rate_limit", value_name = "B")]
-    pub sim_burst: u32,
-}
-
-impl SimArgs {
-    fn options(&self) -> ServerOptions {
-        ServerOptions {
-            latency: self.sim_latency,
-            jitter: self.sim_jitter,
-            fail_rate: self.sim_fail_rate,
-            rate_limit: self.sim_rate_limit.map(|rate| RateLimit { rate, burst: self.sim_burst }),
-        }
-    }
-}
+use crate::Usage;
+use crate::config::{RunConfig, Target};
 
 /// The currencies of a comma-separated `--flag` value, each one the
 /// dataset knows: a bad or unknown code is refused before any request.
@@ -104,34 +47,19 @@ pub(crate) struct Ran {
 }
 
 impl Session {
-    /// Checks every option (a bad one is a [`Usage`] error), then starts
-    /// the embedded server over `ds` unless `--api` is given.
-    pub fn start(
-        ds: Arc<Dataset>,
-        client: &ClientArgs,
-        sim: &SimArgs,
-        progress: Option<Progress>,
-    ) -> anyhow::Result<Self> {
-        let throttle = client
-            .rate
-            .map(|r| Throttle::new(r, client.burst).map(Arc::new))
-            .transpose()
-            .map_err(|e| Usage(format!("--rate/--burst: {e}")))?;
-        let sim = sim.options();
-        sim.validate().map_err(|e| Usage(e.to_string()))?;
-        if let Some(api) = &client.api {
-            rates::parse_api_url(api).map_err(|e| Usage(e.to_string()))?;
-        }
-
-        let server = match &client.api {
-            Some(_) => None,
-            None => Some(rates_server::spawn(ds, sim).context("cannot start the embedded server")?),
+    /// Starts the embedded server over `ds` unless the configuration names
+    /// an API, and makes the fetcher every worker of the run shares.
+    pub fn start(ds: Arc<Dataset>, config: &RunConfig, progress: Option<Progress>) -> anyhow::Result<Self> {
+        let (server, api) = match &config.target {
+            Target::Remote(api) => (None, api.clone()),
+            Target::Embedded(sim) => {
+                let s = rates_server::spawn(ds, sim.clone()).context("cannot start the embedded server")?;
+                let url = s.url().to_string();
+                (Some(s), url)
+            }
         };
-        let api = client.api.as_deref().or(server.as_ref().map(|s| s.url())).unwrap_or_default();
-        let config = ClientConfig { timeout: client.timeout, ..ClientConfig::default() };
-        let retry = RetryPolicy { retries: client.retries, ..RetryPolicy::default() };
-        let mut fetcher =
-            Fetcher::new(api, config).map_err(|e| Usage(e.to_string()))?.with_retry(retry).with_throttle(throttle);
+        let throttle = config.throttle.map(|q| q.throttle()).transpose()?;
+        let mut fetcher = Fetcher::new(&api, config.client)?.with_retry(config.retry).with_throttle(throttle);
         if let Some(p) = progress {
             fetcher = fetcher.with_progress(p);
         }

@@ -218,3 +218,22 @@ fn a_run_over_its_limit_is_stopped_and_reported() {
     assert!(m["skipped"].as_str().unwrap().contains("--run-limit"), "{m}");
     assert!(m.get("wall_s").is_none(), "{m}");
 }
+
+#[test]
+fn bench_honours_rates_api_and_spells_the_simulation_as_fetch_does() {
+    let server = rates_server::spawn(rates::Dataset::embedded(), rates_server::ServerOptions::default()).unwrap();
+    let out = common::rates()
+        .args(["bench", "--json", "--models", "sync", "--requests", "4", "--repeat", "1"])
+        .env("RATES_API", server.url())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["workload"]["api"], server.url());
+    assert_eq!(server.metrics().snapshot().count(200), 4, "the requests went to RATES_API");
+
+    let v = bench_json(&["--models", "sync", "--requests", "2", "--repeat", "1", "--sim-latency", "7ms"]);
+    assert_eq!(v["workload"]["latency_s"], 0.007);
+    let (code, _, err) = run(&["bench", "--api", server.url(), "--sim-latency", "7ms"]);
+    assert_eq!(code, 2, "the simulation needs the embedded server: {err}");
+}

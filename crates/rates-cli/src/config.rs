@@ -1,0 +1,186 @@
+//! The validated configuration of a run, built once from the raw
+//! [`crate::flags`] before any work: every value a run uses has been checked
+//! here, with a one-line [`Usage`] error naming the flag and the bad value.
+//! The subcommands take a [`RunConfig`] and never look at a flag again.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concur::Throttle;
+use rates::{ClientConfig, RetryPolicy};
+use rates_server::{RateLimit, ServerOptions};
+
+use crate::Usage;
+use crate::flags::{ClientFlags, FaultFlags, SimFlags};
+
+/// A rate and a burst that a throttle or a rate limit can work with:
+/// checked when made, so it cannot hold a bad value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Quota {
+    rate: f64,
+    burst: NonZeroU32,
+}
+
+impl Quota {
+    /// `rate` per second in bursts of `burst`; `flag` names the option in
+    /// the error.
+    pub fn new(flag: &str, rate: f64, burst: NonZeroU32) -> Result<Self, Usage> {
+        if rate.is_finite() && rate >= crate::cli::MIN_RATE {
+            Ok(Quota { rate, burst })
+        } else {
+            Err(Usage(format!("{flag}: invalid rate '{rate}': expected at least one a day")))
+        }
+    }
+
+    /// Requests per second.
+    pub fn rate(self) -> f64 {
+        self.rate
+    }
+
+    /// Requests allowed at once.
+    pub fn burst(self) -> u32 {
+        self.burst.get()
+    }
+
+    /// A throttle of this quota, shared by every worker of a run.
+    pub fn throttle(self) -> anyhow::Result<Arc<Throttle>> {
+        Ok(Arc::new(Throttle::new(self.rate, self.burst())?))
+    }
+
+    /// A server's per-client rate limit of this quota.
+    pub fn rate_limit(self) -> RateLimit {
+        RateLimit { rate: self.rate, burst: self.burst() }
+    }
+}
+
+/// Where a run's requests go.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// An API at this (checked) base URL.
+    Remote(String),
+    /// The embedded server, with these simulated faults.
+    Embedded(ServerOptions),
+}
+
+/// What differs between the subcommands that share the client flags.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Defaults {
+    /// Retries when `--retries` is not given.
+    pub retries: u32,
+    /// The embedded server's latency when `--sim-latency` is not given.
+    pub sim_latency: Duration,
+}
+
+impl Defaults {
+    /// `fetch` and `history`: a realistic network, and retries.
+    pub const FETCH: Defaults = Defaults { retries: 3, sim_latency: Duration::from_millis(100) };
+    /// `bench`: every attempt counted, a short latency.
+    pub const BENCH: Defaults = Defaults { retries: 0, sim_latency: Duration::from_millis(20) };
+}
+
+/// Everything a run of requests is made with, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct RunConfig {
+    pub target: Target,
+    pub client: ClientConfig,
+    pub retry: RetryPolicy,
+    pub throttle: Option<Quota>,
+}
+
+impl RunConfig {
+    /// Checks the client and simulation flags together.
+    pub fn new(client: &ClientFlags, sim: &SimFlags, defaults: Defaults) -> Result<Self, Usage> {
+        let target = match &client.api {
+            Some(api) => Target::Remote(rates::parse_api_url(api).map_err(|e| Usage(e.to_string()))?),
+            None => Target::Embedded(sim_options(sim, defaults)?),
+        };
+        let throttle = client.rate.map(|r| Quota::new("--rate", r, client.burst)).transpose()?;
+        Ok(RunConfig {
+            target,
+            client: ClientConfig { timeout: client.timeout, ..ClientConfig::default() },
+            retry: RetryPolicy { retries: client.retries.unwrap_or(defaults.retries), ..RetryPolicy::default() },
+            throttle,
+        })
+    }
+
+    /// The embedded server's options, if the run uses it.
+    pub fn embedded(&self) -> Option<&ServerOptions> {
+        match &self.target {
+            Target::Embedded(o) => Some(o),
+            Target::Remote(_) => None,
+        }
+    }
+}
+
+/// The embedded server's options from the `--sim-*` flags.
+fn sim_options(sim: &SimFlags, defaults: Defaults) -> Result<ServerOptions, Usage> {
+    let rate_limit = sim.sim_rate_limit.map(|r| Quota::new("--sim-rate-limit", r, sim.sim_burst)).transpose()?;
+    checked(ServerOptions {
+        latency: sim.sim_latency.unwrap_or(defaults.sim_latency),
+        jitter: sim.sim_jitter,
+        fail_rate: sim.sim_fail_rate,
+        rate_limit: rate_limit.map(Quota::rate_limit),
+    })
+}
+
+/// `rates serve`'s options from its fault flags.
+pub(crate) fn serve_options(faults: &FaultFlags) -> Result<ServerOptions, Usage> {
+    let rate_limit = faults.rate_limit.map(|r| Quota::new("--rate-limit", r, faults.burst)).transpose()?;
+    checked(ServerOptions {
+        latency: faults.latency,
+        jitter: faults.jitter,
+        fail_rate: faults.fail_rate,
+        rate_limit: rate_limit.map(Quota::rate_limit),
+    })
+}
+
+fn checked(options: ServerOptions) -> Result<ServerOptions, Usage> {
+    options.validate().map_err(|e| Usage(e.to_string()))?;
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The run configuration of `rates fetch ARGS`.
+    fn fetch(args: &[&str]) -> Result<RunConfig, Usage> {
+        let cli = crate::Cli::try_parse_from([&["rates", "fetch"], args].concat()).expect("valid syntax");
+        match cli.command {
+            crate::Command::Fetch(f) => RunConfig::new(&f.client, &f.sim, Defaults::FETCH),
+            other => panic!("not fetch: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_differ_by_command_only_where_said() {
+        let c = fetch(&[]).expect("valid");
+        assert_eq!(c.retry.retries, 3);
+        assert_eq!(c.embedded().map(|o| o.latency), Some(Duration::from_millis(100)));
+        assert!(c.throttle.is_none());
+        let c = fetch(&["--retries", "0", "--sim-latency", "5ms", "--rate", "2", "--burst", "4"]).expect("valid");
+        assert_eq!(c.retry.retries, 0);
+        assert_eq!(c.embedded().map(|o| o.latency), Some(Duration::from_millis(5)));
+        assert_eq!(c.throttle.map(|q| (q.rate(), q.burst())), Some((2.0, 4)));
+    }
+
+    #[test]
+    fn a_remote_api_is_checked_and_has_no_embedded_server() {
+        let c = fetch(&["--api", "http://127.0.0.1:8080/"]).expect("valid");
+        assert!(matches!(&c.target, Target::Remote(u) if u == "http://127.0.0.1:8080"));
+        let e = fetch(&["--api", "http://127.0.0.1:99999"]).expect_err("bad port");
+        assert!(e.0.contains("'http://127.0.0.1:99999'"), "{e}");
+    }
+
+    #[test]
+    fn quotas_cannot_hold_a_bad_rate() {
+        let one = NonZeroU32::MIN;
+        assert!(Quota::new("--rate", 2.0, one).is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-300] {
+            let e = Quota::new("--rate", bad, one).expect_err("bad rate");
+            assert!(e.0.starts_with("--rate: invalid rate"), "{e}");
+        }
+    }
+}

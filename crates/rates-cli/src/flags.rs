@@ -1,0 +1,77 @@
+//! The raw flags the user typed, one clap group per concern, declared once
+//! and flattened into every subcommand that takes them, so an option is
+//! spelled the same everywhere. Nothing here is checked beyond its syntax:
+//! [`crate::config`] turns these into the validated configuration a run
+//! uses, once, before any work.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::cli;
+
+/// Where the requests go and how each is made (`fetch`, `history`, `bench`).
+#[derive(Debug, Clone, Args)]
+pub struct ClientFlags {
+    /// The API's base URL; without it an embedded server over the ECB data is started.
+    #[arg(long, env = "RATES_API")]
+    pub api: Option<String>,
+    /// A newer eurofxref-hist.csv or .zip for the embedded server and for checking codes.
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+    /// At most this many requests per second, across all workers.
+    #[arg(long, value_parser = cli::rate, value_name = "R")]
+    pub rate: Option<f64>,
+    /// With --rate: requests allowed at once after a quiet spell.
+    #[arg(long, default_value = "1", requires = "rate", value_name = "B")]
+    pub burst: NonZeroU32,
+    /// Retries per request on 5xx, 429, timeouts and connection errors [default: 3; bench: 0].
+    #[arg(long, value_name = "K")]
+    pub retries: Option<u32>,
+    /// Time limit of one request.
+    #[arg(long, value_parser = cli::timeout, default_value = "10s")]
+    pub timeout: Duration,
+}
+
+/// The embedded server's simulated network and faults (`fetch`, `history`,
+/// `bench`), to watch retries and throttling work without a flaky network.
+#[derive(Debug, Clone, Args)]
+pub struct SimFlags {
+    /// Embedded server: latency of every answer [default: 100ms; bench: 20ms].
+    #[arg(long, alias = "latency", value_parser = cli::duration, value_name = "T", conflicts_with = "api")]
+    pub sim_latency: Option<Duration>,
+    /// Embedded server: random extra latency up to this much.
+    #[arg(long, alias = "jitter", value_parser = cli::duration, default_value = "0", conflicts_with = "api")]
+    pub sim_jitter: Duration,
+    /// Embedded server: fraction of requests that fail with 500.
+    #[arg(long, alias = "fail-rate", value_parser = cli::fraction, default_value = "0", conflicts_with = "api")]
+    pub sim_fail_rate: f64,
+    /// Embedded server: requests per second allowed per client; over it, 429.
+    #[arg(long, value_parser = cli::rate, value_name = "R", conflicts_with = "api")]
+    pub sim_rate_limit: Option<f64>,
+    /// Embedded server: burst of --sim-rate-limit.
+    #[arg(long, default_value = "1", requires = "sim_rate_limit", value_name = "B")]
+    pub sim_burst: NonZeroU32,
+}
+
+/// The faults `rates serve` injects into its own answers.
+#[derive(Debug, Clone, Args)]
+pub struct FaultFlags {
+    /// Every answer waits this long (e.g. 50ms).
+    #[arg(long, value_parser = cli::duration, default_value = "0")]
+    pub latency: Duration,
+    /// Plus a random extra delay up to this much.
+    #[arg(long, value_parser = cli::duration, default_value = "0")]
+    pub jitter: Duration,
+    /// This fraction of requests answers 500 (e.g. 0.2 or 20%).
+    #[arg(long, value_parser = cli::fraction, default_value = "0")]
+    pub fail_rate: f64,
+    /// Per client IP, at most this many requests per second; over it, 429.
+    #[arg(long, value_parser = cli::rate, value_name = "R")]
+    pub rate_limit: Option<f64>,
+    /// With --rate-limit: requests allowed at once.
+    #[arg(long, default_value = "1", requires = "rate_limit", value_name = "B")]
+    pub burst: NonZeroU32,
+}
