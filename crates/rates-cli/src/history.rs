@@ -20,7 +20,7 @@ use std::sync::Arc;
 use chrono::{Datelike, NaiveDate, Weekday};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use rates::{Currency, Model, RateRequest, Rates, Workers, present};
+use rates::{Currency, Model, RateRequest, Workers, present};
 
 use crate::config::{Defaults, RunConfig};
 use crate::flags::{ClientFlags, SimFlags};
@@ -156,28 +156,6 @@ fn ranges(days: &[NaiveDate], all: &[NaiveDate], max: usize) -> String {
     parts.join(", ")
 }
 
-/// The series as CSV: `date,SYM1,SYM2`, one row per day, an empty cell
-/// where the answer has no rate.
-fn csv(rows: &[&Rates], symbols: &[Currency]) -> String {
-    let mut out = String::from("date");
-    for s in symbols {
-        out.push(',');
-        out.push_str(s.as_str());
-    }
-    out.push('\n');
-    for r in rows {
-        out.push_str(&r.date.to_string());
-        for &s in symbols {
-            out.push(',');
-            if let Some(v) = r.get(s) {
-                out.push_str(&v.to_string());
-            }
-        }
-        out.push('\n');
-    }
-    out
-}
-
 pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.client.data.as_ref())?;
     let plan = plan(&args, &ds, chrono::Utc::now().date_naive())?;
@@ -224,7 +202,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     }
 
     let text = match args.format {
-        HistoryFormat::Csv => csv(&rows, &plan.symbols),
+        HistoryFormat::Csv => present::series_csv(&rows, &plan.symbols),
         HistoryFormat::Json => present::json(&rows, &plan.symbols) + "\n",
     };
     match out_file {

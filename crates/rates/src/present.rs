@@ -82,13 +82,26 @@ pub fn json(answers: &[&Rates], symbols: &[Currency]) -> String {
 /// The successful answers as CSV: `date,base,SYM1,SYM2,...`, one row per
 /// answer, empty cells where the answer has no rate.
 pub fn csv(answers: &[&Rates], symbols: &[Currency]) -> String {
-    let mut out = String::from("date,base");
+    write_csv(answers, symbols, true)
+}
+
+/// One base's series as CSV: `date,SYM1,SYM2,...`, one row per day, empty
+/// cells where the answer has no rate.
+pub fn series_csv(rows: &[&Rates], symbols: &[Currency]) -> String {
+    write_csv(rows, symbols, false)
+}
+
+fn write_csv(rows: &[&Rates], symbols: &[Currency], with_base: bool) -> String {
+    let mut out = String::from(if with_base { "date,base" } else { "date" });
     for s in symbols {
         let _ = write!(out, ",{s}");
     }
     out.push('\n');
-    for r in answers {
-        let _ = write!(out, "{},{}", r.date, r.base);
+    for r in rows {
+        let _ = write!(out, "{}", r.date);
+        if with_base {
+            let _ = write!(out, ",{}", r.base);
+        }
         for &s in symbols {
             out.push(',');
             if let Some(v) = r.get(s) {

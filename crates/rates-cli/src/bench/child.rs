@@ -1,0 +1,172 @@
+//! One run of one model, in a child process: the parent's [`run_child`]
+//! starts this program again with the hidden `bench-run` subcommand and a
+//! [`Spec`]; the child's [`run_one`] runs the model once, measures itself
+//! with `getrusage` around the run only, and prints a [`Measured`].
+
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rates::{ClientConfig, Currency, Fetcher, Model, RateRequest, RetryPolicy, Workers};
+use serde::{Deserialize, Serialize};
+
+use super::cpu::CpuJob;
+use super::{RunArgs, Workload};
+use crate::Usage;
+
+/// What the parent asks a `bench-run` child to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Spec {
+    pub(super) model: String,
+    pub(super) workload: Workload,
+    pub(super) items: usize,
+    /// `None`: as many as there are items.
+    pub(super) workers: Option<usize>,
+    pub(super) api: Option<String>,
+    pub(super) rate: Option<f64>,
+    pub(super) burst: u32,
+    pub(super) retries: u32,
+    pub(super) timeout_s: f64,
+    pub(super) rounds: u64,
+}
+
+/// What a child measured of its one run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measured {
+    /// Seconds from the start of the run to its end.
+    pub wall_s: f64,
+    /// CPU seconds in user mode, the process pool's workers included.
+    pub cpu_user_s: f64,
+    /// CPU seconds in the kernel, the process pool's workers included.
+    pub cpu_sys_s: f64,
+    /// Peak resident memory, the process pool's workers included.
+    pub peak_rss_bytes: u64,
+    /// Items that succeeded.
+    pub ok: usize,
+    /// Items that failed for good (after retries).
+    pub errors: usize,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+}
+
+/// CPU time and peak memory of this process and its reaped children.
+pub(super) struct Rusage {
+    pub(super) user: f64,
+    pub(super) sys: f64,
+    pub(super) self_max_rss: u64,
+    pub(super) children_max_rss: u64,
+}
+
+pub(super) fn rusage() -> anyhow::Result<Rusage> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let me = getrusage(UsageWho::RUSAGE_SELF)?;
+    let kids = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    // Linux counts ru_maxrss in KiB, macOS in bytes.
+    let unit = if cfg!(target_os = "macos") { 1 } else { 1024 };
+    let bytes = |kib: std::ffi::c_long| u64::try_from(kib).unwrap_or(0) * unit;
+    Ok(Rusage {
+        user: secs(me.user_time()) + secs(kids.user_time()),
+        sys: secs(me.system_time()) + secs(kids.system_time()),
+        self_max_rss: bytes(me.max_rss()),
+        children_max_rss: bytes(kids.max_rss()),
+    })
+}
+
+/// The requests of the I/O workload: the chapter's bases in turn, with the
+/// chapter's symbols, for the latest day.
+pub(super) fn io_requests(items: usize) -> Vec<RateRequest> {
+    let bases = Currency::parse_list(rates::CHAPTER_CURRENCIES).unwrap_or_default();
+    (0..items).map(|i| RateRequest { base: bases[i % bases.len()], symbols: bases.clone(), date: None }).collect()
+}
+
+/// `rates bench-run SPEC`: runs one model once and prints what it measured.
+pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let spec: Spec = serde_json::from_str(&args.spec).map_err(|e| Usage(format!("bad bench-run spec: {e}")))?;
+    let model: Model = spec.model.parse().map_err(|e: rates::models::UnknownModel| Usage(e.to_string()))?;
+    let workers = spec.workers.map_or(Workers::Unlimited, Workers::Bounded);
+    let pool_size = workers.for_items(spec.items);
+
+    // Set up outside the measurement: the fetcher, its clients, the requests.
+    let prepared = match spec.workload {
+        Workload::Io => {
+            let api = spec.api.as_deref().context("bench-run: no API for the I/O workload")?;
+            let throttle = spec.rate.map(|r| concur::Throttle::new(r, spec.burst)).transpose()?.map(Arc::new);
+            let config = ClientConfig { timeout: Duration::from_secs_f64(spec.timeout_s), ..ClientConfig::default() };
+            let retry = RetryPolicy { retries: spec.retries, ..RetryPolicy::default() };
+            let fetcher = Fetcher::new(api, config)?.with_retry(retry).with_throttle(throttle);
+            Some((Arc::new(fetcher), io_requests(spec.items)))
+        }
+        Workload::Cpu => None,
+    };
+
+    let before = rusage()?;
+    let started = Instant::now();
+    let results: Vec<Result<(), String>> = match &prepared {
+        Some((fetcher, requests)) => rates::models::run(model, fetcher, requests, workers)
+            .into_iter()
+            .zip(requests)
+            .map(|(o, req)| o.map(drop).map_err(|f| format!("{req}: {f}")))
+            .collect(),
+        None => {
+            let seeds: Vec<u64> = (0..spec.items as u64).collect();
+            rates::models::run(model, &Arc::new(CpuJob { rounds: spec.rounds }), &seeds, workers)
+                .into_iter()
+                .map(|r| r.map(drop))
+                .collect()
+        }
+    };
+    let wall = started.elapsed();
+    let after = rusage()?;
+
+    let workers_alive = if model == Model::ProcessPool { pool_size as u64 } else { 0 };
+    let measured = Measured {
+        wall_s: wall.as_secs_f64(),
+        cpu_user_s: (after.user - before.user).max(0.0),
+        cpu_sys_s: (after.sys - before.sys).max(0.0),
+        peak_rss_bytes: after.self_max_rss + workers_alive * after.children_max_rss,
+        ok: results.iter().filter(|r| r.is_ok()).count(),
+        errors: results.iter().filter(|r| r.is_err()).count(),
+        first_error: results.iter().find_map(|r| r.as_ref().err().cloned()),
+    };
+    println!("{}", serde_json::to_string(&measured)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `spec` in a child process of this program, killing it if it runs
+/// longer than `limit` (its pool workers, if any, die with it).
+pub(super) fn run_child(spec: &Spec, limit: Duration) -> Result<Measured, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .arg("bench-run")
+        .arg(json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start a run: {e}"))?;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).map_err(|e| e.to_string())?);
+    // The watchdog sleeps until the limit or until the run ends, whichever
+    // comes first: dropping `done` wakes it.
+    let (done, ended) = crossbeam_channel::bounded::<()>(0);
+    let watchdog = std::thread::spawn(move || {
+        let overran = ended.recv_timeout(limit) == Err(crossbeam_channel::RecvTimeoutError::Timeout);
+        if overran {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        overran
+    });
+    let out = child.wait_with_output();
+    drop(done);
+    if watchdog.join().unwrap_or(false) {
+        return Err(format!("the run took longer than --run-limit {limit:?} and was stopped"));
+    }
+    let out = out.map_err(|e| format!("cannot read the run's output: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("the run failed ({}): {}", out.status, err.trim().lines().last().unwrap_or("")));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("the run printed no measurement: {e}"))
+}

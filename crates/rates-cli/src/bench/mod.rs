@@ -1,0 +1,330 @@
+/*!
+`rates bench`: which concurrency model wins on a workload, measured.
+
+This file holds the options and the benchmark's loop; `cpu.rs` the CPU
+workload, `child.rs` one measured run in a child process, `stats.rs` the
+report's numbers, `render.rs` the table and the chart.
+
+The chapter's last lesson is "measure it". This runs each selected model on
+the same workload, one model at a time, `--repeat` times each, and reports
+the median and the spread of: wall time, CPU time (user + system, from the
+OS), peak memory, throughput, errors, the requests the server saw, and the
+ratio to the model's ideal bound.
+
+# One process per run
+
+CPU time and peak memory are only clean per model if nothing else runs in
+the process being measured, so every run is this program started again with
+the hidden `bench-run` subcommand: it runs one model once and prints a
+`Measured` as JSON (`child.rs`). The parent keeps the embedded server (whose work is
+then not charged to the model), resets its counters before each run and
+reads them after, so "requests" is what the server saw, retries included.
+
+The child measures itself around the run only (not its start-up):
+`getrusage(RUSAGE_SELF)` plus `RUSAGE_CHILDREN`, which covers the process
+pool's workers once the pool has reaped them. Peak memory is the child's
+peak resident set, plus, for the process pool, each worker's (the pool
+size times the largest worker's peak: they all live for the whole run).
+
+# The ideal bound
+
+A model's concurrency `c` is 1 for `sync`, N for `thread-per-item` and
+`--workers` otherwise. With I/O, N requests that each take at least
+`latency` cannot finish in less than ⌈N/c⌉·latency, nor, throttled to
+`rate` with `burst`, in less than (N − burst)/rate + latency. With CPU work,
+N items of `t` each on `p = min(c, cores)` cores take at least ⌈N/p⌉·t.
+The ratio wall ÷ bound is the model's overhead: 1.0 is perfect.
+
+# The CPU workload
+
+Each item is `cpu_work` (`cpu.rs`): a fixed number of rounds of a hash, no network.
+It runs through each model's own mechanism (a loop, a thread per item, the
+thread pool, two-way queues, the process pool, the dummy pool, tasks on
+the multi-thread runtime, tasks awaiting the bridge). The process pool can
+only run tasks its workers have registered, so [`CpuWork`] is registered
+in `crate::worker_registry()`.
+*/
+
+mod child;
+mod cpu;
+mod render;
+mod stats;
+
+pub(crate) use child::run_one;
+pub use cpu::CpuWork;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use rates::{Model, Workers};
+use rates_server::ServerOptions;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Defaults, RunConfig, Target};
+use crate::flags::{ClientFlags, SimFlags};
+use crate::{Usage, cli, plot};
+use child::{Spec, run_child};
+use cpu::seconds_per_round;
+use render::{draw, table};
+use stats::{ModelReport, Report, Run, WorkloadInfo, summarise};
+
+/// What each item of a benchmark is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// A `GET /rates` request: waiting on the network (I/O-bound).
+    Io,
+    /// A fixed amount of pure computation, no network (CPU-bound).
+    Cpu,
+}
+
+/// Options of `rates bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Models to compare, comma-separated, or "all".
+    #[arg(long, default_value = "all")]
+    pub models: String,
+    /// What each item is: a request (io) or a fixed amount of computation (cpu).
+    #[arg(long, value_enum, default_value = "io")]
+    pub workload: Workload,
+    /// Items per run: requests, or CPU items with --workload cpu.
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
+    /// Runs of each model; the median is reported, with the spread.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Items in flight at once for the pooled and async models (0 or "unlimited": all).
+    #[arg(long, default_value = "8", value_parser = cli::workers)]
+    pub workers: Workers,
+    /// Time limit of one run of one model: past it the run is stopped and
+    /// the model reported as failed.
+    #[arg(long, value_parser = cli::duration, default_value = "10m")]
+    pub run_limit: Duration,
+    /// CPU workload: computation per item, in milliseconds on this machine.
+    #[arg(long, default_value_t = 10.0, value_name = "MS")]
+    pub cpu_ms: f64,
+    /// CPU workload: rounds of the hash per item instead of --cpu-ms (the same work on every machine).
+    #[arg(long, conflicts_with = "cpu_ms", value_name = "N")]
+    pub work: Option<u64>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also draw the wall times as a bar chart in this SVG file.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientFlags,
+    #[command(flatten)]
+    pub sim: SimFlags,
+}
+
+/// Options of the hidden `rates bench-run`: one model, once.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The run, as the JSON of a `Spec`.
+    pub spec: String,
+}
+
+fn parse_models(s: &str) -> Result<Vec<Model>, Usage> {
+    if s.trim() == "all" {
+        return Ok(Model::ALL.to_vec());
+    }
+    let mut models = Vec::new();
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let m: Model = name.parse().map_err(|e: rates::models::UnknownModel| Usage(format!("--models: {e}")))?;
+        if !models.contains(&m) {
+            models.push(m);
+        }
+    }
+    if models.is_empty() {
+        return Err(Usage(format!("--models: no model in '{s}'")));
+    }
+    Ok(models)
+}
+
+fn concurrency(model: Model, items: usize, workers: Workers) -> usize {
+    match model {
+        Model::Sync => 1,
+        Model::ThreadPerItem => items.max(1),
+        _ => workers.for_items(items),
+    }
+}
+
+/// `rates bench`.
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    // Everything is checked before anything runs.
+    let models = parse_models(&args.models)?;
+    if args.requests == 0 {
+        return Err(Usage("--requests: expected at least 1".into()).into());
+    }
+    if args.run_limit.is_zero() {
+        return Err(Usage("--run-limit: expected more than 0".into()).into());
+    }
+    if args.repeat == 0 {
+        return Err(Usage("--repeat: expected at least 1".into()).into());
+    }
+    if !(args.cpu_ms.is_finite() && args.cpu_ms > 0.0) {
+        return Err(
+            Usage(format!("--cpu-ms: expected a positive number of milliseconds, got '{}'", args.cpu_ms)).into()
+        );
+    }
+    let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
+    let config = RunConfig::new(&args.client, &args.sim, Defaults::BENCH)?;
+    let ds = crate::dataset(args.client.data.as_ref())?;
+
+    let io = args.workload == Workload::Io;
+    let n = args.requests;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    // The simulated network of the embedded server, when the I/O workload uses it.
+    let sim = config.embedded().filter(|_| io);
+    let server = match sim {
+        Some(sim) => Some(rates_server::spawn(ds, sim.clone()).context("cannot start the embedded server")?),
+        None => None,
+    };
+    let api = match (&config.target, &server) {
+        (Target::Remote(api), _) => Some(api.clone()),
+        (Target::Embedded(_), s) => s.as_ref().map(|s| s.url().to_string()),
+    };
+    let per_round = if io { 0.0 } else { seconds_per_round() };
+    let rounds = match args.work {
+        _ if io => 0,
+        Some(w) => w.max(1),
+        None => (args.cpu_ms / 1e3 / per_round).round().max(1.0) as u64,
+    };
+    let item_s = per_round * rounds as f64;
+
+    let workers = match args.workers {
+        Workers::Bounded(w) => Some(w.max(1)),
+        Workers::Unlimited => None,
+    };
+    let progress = ProgressBar::new((models.len() * args.repeat) as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} runs, {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+
+    let mut reports = Vec::new();
+    let mut any_failed = false;
+    for &model in &models {
+        let c = concurrency(model, n, args.workers);
+        let mut report = ModelReport { model: model.to_string(), concurrency: c, skipped: None, summary: None };
+        progress.set_message(model.to_string());
+        let spec = Spec {
+            model: model.to_string(),
+            workload: args.workload,
+            items: n,
+            workers,
+            api: api.clone().filter(|_| io),
+            rate: config.throttle.map(|q| q.rate()),
+            burst: config.throttle.map_or(1, |q| q.burst()),
+            retries: config.retry.retries,
+            timeout_s: config.client.timeout.as_secs_f64(),
+            rounds,
+        };
+        let mut runs = Vec::new();
+        for _ in 0..args.repeat {
+            if let Some(s) = &server {
+                s.metrics().reset();
+            }
+            match run_child(&spec, args.run_limit) {
+                Ok(measured) => {
+                    let seen = server.as_ref().map(|s| s.metrics().snapshot());
+                    runs.push(Run {
+                        measured,
+                        requests: seen.as_ref().map(|m| m.total()),
+                        failed_requests: seen.as_ref().map(|m| m.total() - m.count(200)),
+                        max_in_flight: seen.as_ref().map(|m| m.max_in_flight),
+                    });
+                }
+                Err(e) => {
+                    progress.suspend(|| eprintln!("rates: bench: {model}: {e}"));
+                    report.skipped = Some(e);
+                    any_failed = true;
+                    break;
+                }
+            }
+            progress.inc(1);
+        }
+        if report.skipped.is_none() {
+            let ideal = if io { io_bound(&config, sim, n, c) } else { cpu_bound(n, c.min(cores), item_s) };
+            report.summary = summarise(runs, n, ideal);
+        }
+        reports.push(report);
+    }
+    progress.finish_and_clear();
+    drop(server);
+
+    let report = Report {
+        workload: WorkloadInfo {
+            kind: args.workload,
+            items: n,
+            repeat: args.repeat,
+            workers,
+            cores,
+            api: args.client.api.clone(),
+            latency_s: sim.map(|o| o.latency.as_secs_f64()),
+            jitter_s: sim.map(|o| o.jitter.as_secs_f64()),
+            fail_rate: sim.map(|o| o.fail_rate),
+            rate: config.throttle.map(|q| q.rate()).filter(|_| io),
+            burst: config.throttle.map_or(1, |q| q.burst()),
+            retries: config.retry.retries,
+            rounds: (!io).then_some(rounds),
+            item_ms: (!io).then_some(item_s * 1e3),
+        },
+        models: reports,
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{}", table(&report))?;
+    }
+    out.flush()?;
+    if let Some(file) = plot_file {
+        draw(file, &report)?;
+    }
+    Ok(if any_failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The I/O bound: ⌈N/c⌉·latency on the embedded server (latency unknown
+/// with `--api`), and (N − burst)/rate + latency when throttled.
+fn io_bound(config: &RunConfig, sim: Option<&ServerOptions>, n: usize, c: usize) -> Option<f64> {
+    let latency = sim.map_or(0.0, |o| o.latency.as_secs_f64());
+    let waves = n.div_ceil(c.max(1)) as f64 * latency;
+    let throttled = config.throttle.map(|q| n.saturating_sub(q.burst() as usize) as f64 / q.rate() + latency);
+    let bound = waves.max(throttled.unwrap_or(0.0));
+    (bound > 0.0).then_some(bound)
+}
+
+/// The CPU bound: ⌈N/p⌉ items of `item_s` each on `p` cores.
+fn cpu_bound(n: usize, p: usize, item_s: f64) -> Option<f64> {
+    let bound = n.div_ceil(p.max(1)) as f64 * item_s;
+    (bound > 0.0).then_some(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_parse_all_or_a_list() {
+        assert_eq!(parse_models("all").ok(), Some(Model::ALL.to_vec()));
+        assert_eq!(parse_models("sync, async,sync").ok(), Some(vec![Model::Sync, Model::Async]));
+        assert!(parse_models("sync,threads").is_err_and(|e| e.0.contains("'threads'")));
+        assert!(parse_models(",").is_err());
+    }
+
+    #[test]
+    fn bounds() {
+        assert_eq!(cpu_bound(10, 4, 0.5), Some(1.5));
+        assert_eq!(concurrency(Model::Sync, 10, Workers::Bounded(4)), 1);
+        assert_eq!(concurrency(Model::ThreadPerItem, 10, Workers::Bounded(4)), 10);
+        assert_eq!(concurrency(Model::ThreadPool, 3, Workers::Bounded(4)), 3);
+    }
+}

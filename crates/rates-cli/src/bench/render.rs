@@ -1,0 +1,140 @@
+//! The report of `rates bench` as a table and as an SVG bar chart.
+
+use std::fmt::Write as _;
+
+use super::Workload;
+use super::stats::{Report, WorkloadInfo};
+use crate::plot;
+
+/// A duration in seconds, to three significant digits or so.
+pub(super) fn secs(s: f64) -> String {
+    if s < 1.0 { format!("{:.0}ms", s * 1e3) } else { format!("{s:.2}s") }
+}
+
+pub(super) fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// One line describing the workload, the title of the table and the chart.
+pub(super) fn describe(w: &WorkloadInfo) -> String {
+    let workers = w.workers.map_or("unlimited".to_string(), |n| n.to_string());
+    let mut s = match w.kind {
+        Workload::Io => format!("I/O-bound: {} requests, {workers} workers", w.items),
+        Workload::Cpu => {
+            format!(
+                "CPU-bound: {} items of {:.1} ms, {workers} workers, {} cores",
+                w.items,
+                w.item_ms.unwrap_or(0.0),
+                w.cores
+            )
+        }
+    };
+    if let Some(l) = w.latency_s {
+        let _ = write!(s, ", latency {}", secs(l));
+    }
+    if let Some(j) = w.jitter_s.filter(|j| *j > 0.0) {
+        let _ = write!(s, " + jitter {}", secs(j));
+    }
+    if let Some(f) = w.fail_rate.filter(|f| *f > 0.0) {
+        let _ = write!(s, ", fail rate {f}");
+    }
+    if let Some(r) = w.rate {
+        let _ = write!(s, ", throttled to {r}/s (burst {})", w.burst);
+    }
+    if let Some(api) = &w.api {
+        let _ = write!(s, ", against {api}");
+    }
+    let _ = write!(s, "; median of {} run{}", w.repeat, if w.repeat == 1 { "" } else { "s" });
+    s
+}
+
+/// The aligned table of `rates bench`.
+pub(super) fn table(report: &Report) -> String {
+    let io = report.workload.kind == Workload::Io;
+    let header = [
+        "model",
+        "wall",
+        "spread",
+        "cpu",
+        "peak mem",
+        if io { "req/s" } else { "items/s" },
+        "errors",
+        "requests",
+        "in flight",
+        "ideal",
+        "ratio",
+    ];
+    let dash = || "-".to_string();
+    // A row of cells, or a model that was not run: its name and why.
+    let mut rows: Vec<Result<Vec<String>, (String, String)>> = vec![Ok(header.iter().map(|h| h.to_string()).collect())];
+    for m in &report.models {
+        let Some(s) = &m.summary else {
+            rows.push(Err((m.model.clone(), m.skipped.clone().unwrap_or_else(|| "not run".into()))));
+            continue;
+        };
+        let spread = if s.wall_s > 0.0 { (s.wall_max_s - s.wall_min_s) / s.wall_s * 100.0 } else { 0.0 };
+        rows.push(Ok(vec![
+            m.model.clone(),
+            secs(s.wall_s),
+            format!("{spread:.1}%"),
+            secs(s.cpu_s),
+            mib(s.peak_rss_bytes),
+            format!("{:.1}", s.items_per_s),
+            s.errors.to_string(),
+            s.requests.map_or_else(dash, |r| r.to_string()),
+            s.max_in_flight.map_or_else(dash, |r| r.to_string()),
+            s.ideal_s.map_or_else(dash, secs),
+            s.ratio.map_or_else(dash, |r| format!("{r:.2}")),
+        ]));
+    }
+    let width = |c: usize| {
+        let cells = rows.iter().filter_map(|r| r.as_ref().ok()).map(|r| r[c].chars().count());
+        let names = rows.iter().filter_map(|r| r.as_ref().err()).map(|(m, _)| if c == 0 { m.len() } else { 0 });
+        cells.chain(names).max().unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..header.len()).map(width).collect();
+    let mut out = format!("{}\n", describe(&report.workload));
+    for row in &rows {
+        let line = match row {
+            Ok(cells) => {
+                let cells: Vec<String> = cells
+                    .iter()
+                    .zip(&widths)
+                    .enumerate()
+                    .map(|(c, (cell, &w))| if c == 0 { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
+                    .collect();
+                cells.join("  ")
+            }
+            Err((model, why)) => format!("{model:<w$}  n/a: {why}", w = widths[0]),
+        };
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub(super) fn draw(file: crate::output::OutFile, report: &Report) -> anyhow::Result<()> {
+    let bars: Vec<plot::Bar> = report
+        .models
+        .iter()
+        .map(|m| match &m.summary {
+            Some(s) => {
+                let mut note = format!("{} · cpu {} · {}", secs(s.wall_s), secs(s.cpu_s), mib(s.peak_rss_bytes));
+                if let Some(r) = s.ratio {
+                    let _ = write!(note, " · {r:.2}× ideal");
+                }
+                if s.errors > 0 {
+                    let _ = write!(note, " · {} errors", s.errors);
+                }
+                plot::Bar { label: m.model.clone(), value: Some(s.wall_s), note }
+            }
+            None => plot::Bar {
+                label: m.model.clone(),
+                value: None,
+                note: format!("n/a: {}", m.skipped.as_deref().unwrap_or("not run")),
+            },
+        })
+        .collect();
+    let title = format!("rates bench — {}", describe(&report.workload));
+    plot::bars(file, &title, "wall time, seconds (shorter is faster; green: fastest)", &bars)
+}
