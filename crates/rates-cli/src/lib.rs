@@ -2,6 +2,8 @@
 //! `rates`, `rates-server` and `concur` crates. `main` calls [`main_with`];
 //! tests call [`Cli::parse_from`] and [`run`] in-process.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 pub mod cli;
 mod config;

@@ -1,6 +1,8 @@
 //! The `rates` command: parse the arguments, run, map the outcome to an exit
 //! code (0 all good, 1 some items failed, 2 bad usage or input).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

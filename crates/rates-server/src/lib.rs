@@ -16,6 +16,8 @@
 //! server.stop();
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod app;
 mod faults;
 mod metrics;

@@ -13,6 +13,8 @@
 //! assert_eq!(r.rates[&pln], 3.709694);
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod cancel;
 mod client;
