@@ -24,9 +24,18 @@ use rates::Dataset;
 
 pub use fetch::FetchArgs;
 
+/// What the exit code says, for `--help`.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    all good
+  1    some items failed (the others are still written)
+  2    bad usage or input, refused before any request
+  130  stopped by Ctrl-C (what arrived is written)
+  143  stopped by SIGTERM (what arrived is written)";
+
 /// Exchange rates with every concurrency model of the chapter.
 #[derive(Debug, Parser)]
-#[command(name = "rates", version, about, propagate_version = true)]
+#[command(name = "rates", version, about, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -1,5 +1,6 @@
 //! The `rates` command: parse the arguments, run, map the outcome to an exit
-//! code (0 all good, 1 some items failed, 2 bad usage or input).
+//! code (0 all good, 1 some items failed, 2 bad usage or input, 130 and 143
+//! stopped by Ctrl-C and SIGTERM).
 
 #![forbid(unsafe_code)]
 
