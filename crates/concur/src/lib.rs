@@ -174,6 +174,7 @@
 #![warn(missing_docs)]
 
 mod bridge;
+mod cancel;
 mod pool;
 mod process_pool;
 mod thread_pool;
@@ -183,6 +184,7 @@ mod throttle;
 mod test_support;
 
 pub use crate::bridge::{BlockingJob, Bridge};
+pub use crate::cancel::{CancelToken, Cancelled};
 pub use crate::pool::{AsyncResult, ImapUnordered, Pool, PoolError, Task, TaskError, panic_message};
 pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, worker_main};
 pub use crate::thread_pool::{Imap, ThreadPool, ThreadPoolBuilder};
