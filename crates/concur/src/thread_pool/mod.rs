@@ -84,9 +84,9 @@ impl ThreadPool {
         Self::builder().size(workers).build()
     }
 
-    /// A builder to set the size and the thread names.
+    /// A builder to set the size, the thread names and an initializer.
     pub fn builder() -> ThreadPoolBuilder {
-        ThreadPoolBuilder { size: None, name: "concur-worker".to_owned() }
+        ThreadPoolBuilder { size: None, name: "concur-worker".to_owned(), initializer: None }
     }
 
     /// The number of worker threads.
@@ -279,10 +279,21 @@ impl Pool for ThreadPool {
 }
 
 /// Builds a [`ThreadPool`]: `ThreadPool::builder().size(4).name("fetch").build()`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ThreadPoolBuilder {
     size: Option<usize>,
     name: String,
+    initializer: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ThreadPoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadPoolBuilder")
+            .field("size", &self.size)
+            .field("name", &self.name)
+            .field("initializer", &self.initializer.is_some())
+            .finish()
+    }
 }
 
 impl ThreadPoolBuilder {
@@ -299,11 +310,33 @@ impl ThreadPoolBuilder {
         self
     }
 
-    /// Starts the workers.
+    /// Runs `init` on every worker thread when it starts, before it takes
+    /// any job (Python's `initializer`; `initargs` are what the closure
+    /// captures): to set up thread-local state, say. [`build`](Self::build)
+    /// returns once every worker has run it.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    ///
+    /// thread_local!(static SCALE: Cell<u32> = const { Cell::new(1) });
+    ///
+    /// let pool = concur::ThreadPool::builder().size(2).initializer(|| SCALE.set(10)).build()?;
+    /// let scaled = pool.map(|x: u32| x * SCALE.get(), [1, 2, 3]);
+    /// assert_eq!(scaled, [Ok(10), Ok(20), Ok(30)]);
+    /// # Ok::<(), concur::PoolError>(())
+    /// ```
+    pub fn initializer(mut self, init: impl Fn() + Send + Sync + 'static) -> Self {
+        self.initializer = Some(Arc::new(init));
+        self
+    }
+
+    /// Starts the workers, and waits for their initializer if there is one.
     ///
     /// # Errors
     ///
-    /// See [`ThreadPool::new`].
+    /// See [`ThreadPool::new`]; and [`PoolError::Initializer`] if the
+    /// initializer panics on a worker. Then no pool is made, and the
+    /// workers already started are stopped and joined.
     pub fn build(self) -> Result<ThreadPool, PoolError> {
         let size = match self.size {
             Some(0) => return Err(PoolError::NoWorkers),
@@ -319,16 +352,43 @@ impl ThreadPoolBuilder {
             size,
             live: Arc::clone(&live),
         };
+        // Each worker reports how its initializer went, then works.
+        let (init_tx, init_rx) = crossbeam_channel::bounded::<Result<(), TaskError>>(size);
         for i in 0..size {
             let jobs = rx.clone();
+            let init = self.initializer.clone().map(|init| (init, init_tx.clone()));
             // Made before the spawn so that a thread that never starts
             // still gives its count back when the closure is dropped.
             let alive = Alive::new(&live);
-            let spawned = thread::Builder::new().name(format!("{}-{i}", self.name)).spawn(move || work(&jobs, alive));
+            let spawned = thread::Builder::new().name(format!("{}-{i}", self.name)).spawn(move || {
+                if let Some((init, report)) = init {
+                    let done = run_caught(|| init());
+                    let ok = done.is_ok();
+                    let _ = report.send(done);
+                    if !ok {
+                        // `build` fails: this worker takes no job.
+                        return;
+                    }
+                }
+                work(&jobs, alive);
+            });
             match spawned {
                 Ok(handle) => pool.workers.lock().unwrap_or_else(PoisonError::into_inner).push(handle),
                 // Dropping `pool` closes and joins the workers started so far.
                 Err(e) => return Err(PoolError::Spawn(e)),
+            }
+        }
+        // Every started worker holds a sender until it has reported, so this
+        // ends after `size` reports (none without an initializer).
+        drop(init_tx);
+        for report in init_rx.iter() {
+            if let Err(error) = report {
+                let message = match error {
+                    TaskError::Panicked(message) => message,
+                    other => other.to_string(),
+                };
+                // Dropping `pool` closes and joins the workers.
+                return Err(PoolError::Initializer(message));
             }
         }
         Ok(pool)

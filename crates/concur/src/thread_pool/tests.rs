@@ -348,3 +348,51 @@ mod as_pool {
         assert_eq!(one, Ok(Ok(4)));
     }
 }
+
+#[test]
+fn the_initializer_runs_once_on_every_worker_before_any_job() {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    thread_local!(static READY: Cell<bool> = const { Cell::new(false) });
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let pool = ThreadPool::builder()
+        .size(3)
+        .initializer(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            READY.set(true);
+        })
+        .build()
+        .expect("pool starts");
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "build waits for every worker's initializer");
+    let ready = pool.map(|_: u32| READY.get(), 0..50);
+    assert!(ready.iter().all(|r| *r == Ok(true)), "{ready:?}");
+    drop(pool);
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "once per worker");
+}
+
+#[test]
+fn a_panicking_initializer_fails_build_and_stops_the_workers() {
+    let built = within(|| {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        ThreadPool::builder()
+            .size(4)
+            .initializer(move || {
+                // One worker of four fails.
+                if calls.fetch_add(1, Ordering::SeqCst) == 2 {
+                    panic!("no database");
+                }
+            })
+            .build()
+    });
+    match built {
+        Err(PoolError::Initializer(message)) => assert_eq!(message, "no database"),
+        other => panic!("expected an initializer error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_builder_debug_names_its_settings() {
+    let builder = ThreadPool::builder().size(2).name("fetch").initializer(|| {});
+    assert_eq!(format!("{builder:?}"), r#"ThreadPoolBuilder { size: Some(2), name: "fetch", initializer: true }"#);
+}
