@@ -51,13 +51,23 @@ impl Bucket {
     }
 
     /// When the earliest given-back slot not yet past is due, if any.
+    // Inline: the throttle is generic, so it is compiled in its user's
+    // crate, and this check is on every call's path.
+    #[inline]
     pub(super) fn earliest_freed(&mut self, now: Duration) -> Option<Duration> {
+        if self.freed == 0 {
+            return None;
+        }
         self.first_freed(now).map(|slot| slot.due)
     }
 
     /// Takes the earliest given-back slot not yet past: its `seq` and when
     /// it is due.
+    #[inline]
     pub(super) fn take_freed(&mut self, now: Duration) -> Option<(u64, Duration)> {
+        if self.freed == 0 {
+            return None;
+        }
         let slot = self.first_freed(now)?;
         slot.freed = false;
         let taken = (slot.seq, slot.due);
@@ -66,9 +76,6 @@ impl Bucket {
     }
 
     fn first_freed(&mut self, now: Duration) -> Option<&mut Slot> {
-        if self.freed == 0 {
-            return None;
-        }
         self.forget_past(now);
         self.waiting.iter_mut().find(|slot| slot.freed)
     }
