@@ -226,9 +226,9 @@ impl<C: Clock> Throttle<C> {
     /// Takes a token, blocking the thread until it is due. The token is
     /// reserved at once, so waiters are served in the order they asked.
     pub fn acquire(&self) {
-        let slot = self.reserve();
+        // Nothing can interrupt this sleep: no guard to give the slot back.
+        let slot = self.take_slot();
         self.clock.sleep_until(slot.due);
-        slot.keep();
     }
 
     /// [`acquire`](Self::acquire), unless `cancel` is cancelled first:
@@ -287,19 +287,21 @@ impl<C: Clock> Throttle<C> {
         let now = self.refill(&mut bucket);
         // A given-back slot is taken only at its own time (see the type's
         // docs); it may be due before the bucket's next token.
+        if bucket.tokens >= 1.0 {
+            // No debt, so no slot is waiting: nor any given back.
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        // A given-back slot is taken only at its own time (see the type's
+        // docs); it may be due before the bucket's next token.
         let freed = bucket.earliest_freed(now);
         if freed == Some(now) {
             bucket.take_freed(now);
             return Ok(());
         }
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let bucket_at = now.saturating_add(secs((1.0 - bucket.tokens) / self.rate));
-            let at = freed.map_or(bucket_at, |due| due.min(bucket_at));
-            Err(NotUntil { wait: at.saturating_sub(now), at })
-        }
+        let bucket_at = now.saturating_add(secs((1.0 - bucket.tokens) / self.rate));
+        let at = freed.map_or(bucket_at, |due| due.min(bucket_at));
+        Err(NotUntil { wait: at.saturating_sub(now), at })
     }
 
     /// The chapter's `consume(amount)`: takes `amount` tokens and returns
@@ -327,22 +329,30 @@ impl<C: Clock> Throttle<C> {
         bucket.tokens >= self.capacity
     }
 
-    /// Takes the earliest given-back slot, or else a token, in debt if need
-    /// be. Dropping the reservation before its time gives the slot back.
+    /// [`take_slot`](Self::take_slot), guarded: dropping the reservation
+    /// before its time gives the slot back.
     fn reserve(&self) -> Reservation<'_, C> {
+        let Taken { seq, now, due } = self.take_slot();
+        Reservation { throttle: self, seq, now, due }
+    }
+
+    /// Takes a token if one is there; else the earliest given-back slot;
+    /// else a token in debt, to wait for.
+    fn take_slot(&self) -> Taken {
         let mut bucket = self.lock();
         let now = self.refill(&mut bucket);
+        if bucket.tokens >= 1.0 {
+            // No debt, so no slot is waiting: nor any given back.
+            bucket.tokens -= 1.0;
+            return Taken { seq: None, now, due: now };
+        }
         if let Some((seq, due)) = bucket.take_freed(now) {
-            return Reservation { throttle: self, seq: Some(seq), now, due };
+            return Taken { seq: Some(seq), now, due };
         }
         bucket.tokens -= 1.0;
-        if bucket.tokens >= 0.0 {
-            // Granted now: nothing to give back.
-            return Reservation { throttle: self, seq: None, now, due: now };
-        }
         let due = now.saturating_add(secs(-bucket.tokens / self.rate));
         let seq = bucket.wait_for(due, now);
-        Reservation { throttle: self, seq: Some(seq), now, due }
+        Taken { seq: Some(seq), now, due }
     }
 
     /// Gives back the waiting slot `seq`, unless its time has come.
@@ -369,6 +379,16 @@ impl<C: Clock> Throttle<C> {
         // a poisoned lock still guards consistent numbers.
         self.bucket.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// A slot just taken.
+struct Taken {
+    /// The waiting slot; `None` for a token granted at once.
+    seq: Option<u64>,
+    /// The clock's time when it was taken.
+    now: Duration,
+    /// When the token is granted.
+    due: Duration,
 }
 
 /// A reserved slot. Dropped without [`keep`](Reservation::keep) (a
