@@ -1,7 +1,8 @@
 //! The thread pool and the throttle against the crates of the field, in one
 //! run: `concur::ThreadPool` beside rayon and the `threadpool` crate on
 //! 100,000 empty tasks, and `Throttle::try_acquire` beside governor's
-//! `check`, uncontended and with two threads contending.
+//! `check`, uncontended and with two threads contending, and the blocking
+//! `Throttle::acquire` when no wait is due.
 //!
 //! `cargo bench -p concur --bench threads`
 
@@ -105,6 +106,13 @@ fn throttles(c: &mut Criterion) {
             })
         })
     });
+    g.finish();
+
+    // The blocking acquire on its grant path: what reserving a slot (and
+    // the bookkeeping that lets a cancelled waiter give it back) costs when
+    // nobody has to wait.
+    let mut g = c.benchmark_group("throttle_acquire");
+    g.bench_function("concur::Throttle/uncontended", |b| b.iter(|| ours.acquire()));
     g.finish();
 }
 

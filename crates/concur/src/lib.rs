@@ -1,7 +1,8 @@
 //! The concurrency models of the "Concurrency" chapter of *Expert Python
 //! Programming*, with Python-familiar semantics and Rust guarantees: a thread
-//! pool, a process pool, one pool interface for both, a throttle, and a
-//! bridge from blocking code to async code. Nothing here knows about HTTP.
+//! pool, a process pool, one pool interface for both, a throttle, a
+//! cancellation token, and a bridge from blocking code to async code.
+//! Nothing here knows about HTTP.
 //!
 //! # A pool of threads
 //!
@@ -132,6 +133,12 @@
 //! wait; `acquire_async` is for async tasks. The clock can be replaced, so
 //! tests move time by hand.
 //!
+//! A waiter can give up: `acquire_cancellable` returns as soon as its
+//! [`CancelToken`] (the flag that stops a run, seen by threads and tasks
+//! alike) is cancelled, and a dropped `acquire_async` future stops waiting.
+//! Either way the slot it held is given back, so giving up never costs a
+//! token, and the rate limit still holds.
+//!
 //! ```
 //! use concur::{Clock, FakeClock, Throttle};
 //! use std::sync::Arc;
@@ -145,6 +152,13 @@
 //! }
 //! // Four at once, then one every half second.
 //! assert_eq!(clock.now(), Duration::from_secs(1));
+//!
+//! // Cancelled before its turn: no wait, and no token taken.
+//! let cancel = concur::CancelToken::new();
+//! cancel.cancel();
+//! assert_eq!(throttle.acquire_cancellable(&cancel), Err(concur::Cancelled));
+//! throttle.acquire();
+//! assert_eq!(clock.now(), Duration::from_millis(1500));
 //!
 //! // The chapter's own throttle: no burst, and `consume` never waits.
 //! let chapter = Throttle::chapter_with_clock(2.0, FakeClock::new())?;
@@ -174,6 +188,7 @@
 #![warn(missing_docs)]
 
 mod bridge;
+mod cancel;
 mod pool;
 mod process_pool;
 mod thread_pool;
@@ -183,6 +198,7 @@ mod throttle;
 mod test_support;
 
 pub use crate::bridge::{BlockingJob, Bridge};
+pub use crate::cancel::{CancelToken, Cancelled};
 pub use crate::pool::{AsyncResult, ImapUnordered, Pool, PoolError, Task, TaskError, panic_message};
 pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, worker_main};
 pub use crate::thread_pool::{Imap, ThreadPool, ThreadPoolBuilder};

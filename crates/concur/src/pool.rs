@@ -251,6 +251,9 @@ pub enum PoolError {
     /// The operating system refused to start a worker.
     #[error("cannot start a worker: {0}")]
     Spawn(std::io::Error),
+    /// A worker's initializer panicked (the panic's message).
+    #[error("a worker's initializer panicked: {0}")]
+    Initializer(String),
 }
 
 /// The message of a panic payload (what `catch_unwind` or

@@ -16,7 +16,6 @@
 #![forbid(unsafe_code)]
 
 mod api;
-mod cancel;
 mod client;
 mod currency;
 mod dataset;
@@ -26,10 +25,12 @@ pub mod present;
 mod retry;
 
 pub use api::{DateError, RateRequest, Rates, parse_date};
-pub use cancel::Cancel;
 pub use client::{
     AsyncClient, AsyncClientError, BadUrl, BlockingClient, ClientConfig, FetchError, PUBLIC_API, parse_api_url,
 };
+/// The flag that stops a run: [`concur::CancelToken`] under the name the
+/// models have always used. Ctrl-C sets it.
+pub use concur::CancelToken as Cancel;
 pub use currency::{Currency, InvalidCurrency};
 pub use dataset::{Dataset, DatasetError, RatesError, round6};
 pub use models::{Fetcher, Model, Outcome, Progress, Workers};

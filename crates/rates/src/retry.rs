@@ -1,4 +1,5 @@
-//! Retries with exponential backoff and full jitter, honouring `Retry-After`.
+//! Retries with exponential backoff and full jitter, honouring `Retry-After`
+//! (and jittering after it too, so that workers do not retry in lockstep).
 //!
 //! Every model fetches through [`RetryPolicy`], so `--retries` means the same
 //! thing whichever model runs: up to K more attempts on 5xx, 429, timeouts
@@ -46,16 +47,27 @@ impl RetryPolicy {
     }
 
     /// The wait before retry number `retry` (1 for the first retry) after
-    /// `error`: a uniformly random duration up to
+    /// `error`: a uniformly random duration up to the ceiling
     /// `min(max_delay, base_delay · 2^(retry-1))` ("full jitter", so many
-    /// clients failing together do not retry together), but never less than
-    /// the server's `Retry-After`.
+    /// clients failing together do not retry together).
+    ///
+    /// After a server's `Retry-After`, the wait is that long plus a random
+    /// part, uniform up to `after / 4` (kept between the ceiling and
+    /// `max_delay`). Every worker that got the same answer must wait at
+    /// least `after`; waiting exactly that would bring them all back at
+    /// the same instant, and the burst that earned the 429 would repeat.
+    /// `Retry-After` comes in whole seconds, so the ceiling alone (100 ms
+    /// at first) would still pack them into a tenth of the window; a
+    /// quarter of the wait spreads them while adding at most 25% (and never
+    /// more than `max_delay`) to what the server asked.
     pub fn backoff(&self, retry: u32, error: &FetchError, rng: &mut impl Rng) -> Duration {
         let ceiling = self.base_delay.saturating_mul(1u32 << (retry.saturating_sub(1)).min(20)).min(self.max_delay);
-        let jittered = ceiling.mul_f64(rng.random::<f64>());
         match error.retry_after() {
-            Some(after) => after.max(jittered),
-            None => jittered,
+            Some(after) => {
+                let window = (after / 4).min(self.max_delay).max(ceiling);
+                after.saturating_add(window.mul_f64(rng.random::<f64>()))
+            }
+            None => ceiling.mul_f64(rng.random::<f64>()),
         }
     }
 
@@ -160,6 +172,30 @@ mod tests {
             |_| {},
         );
         assert_eq!(r, Ok(3));
+    }
+
+    #[test]
+    fn retries_after_retry_after_are_spread_not_in_lockstep() {
+        use rand::SeedableRng;
+        let policy = RetryPolicy::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+        for (after_secs, window) in
+            [(1, Duration::from_millis(250)), (2, Duration::from_millis(500)), (60, policy.max_delay)]
+        {
+            let after = Duration::from_secs(after_secs);
+            let mut waits: Vec<Duration> =
+                (0..64).map(|_| policy.backoff(1, &status(429, Some(after)), &mut rng)).collect();
+            waits.sort();
+            let (first, last) = (waits[0], waits[waits.len() - 1]);
+            assert!(first >= after, "{first:?} is before Retry-After {after:?}");
+            assert!(last <= after + window, "{last:?} is beyond {after:?} + {window:?}");
+            waits.dedup();
+            assert!(waits.len() > 60, "only {} distinct waits of 64", waits.len());
+            assert!(last - first > window / 2, "64 waits within {:?} of {window:?}", last - first);
+        }
+        // Retry-After 0: the ordinary backoff's window still applies.
+        let zero = policy.backoff(3, &status(429, Some(Duration::ZERO)), &mut rng);
+        assert!(zero <= policy.base_delay * 4, "{zero:?}");
     }
 
     #[test]

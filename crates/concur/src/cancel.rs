@@ -1,13 +1,31 @@
-//! [`Cancel`]: one flag that stops a run, seen by threads (which check it
-//! before each attempt and wake from backoff sleeps) and by async tasks
-//! (which await it and drop their in-flight requests). Ctrl-C sets it.
+//! A cancellation token shared by threads and async tasks.
+//!
+//! One flag stops a run: threads check it before each attempt and are woken
+//! from their sleeps (a `Condvar`), async tasks await it (a tokio `Notify`)
+//! and drop what they were doing. A [`Throttle`](crate::Throttle) waiter
+//! given the token is woken too, and gives its reserved slot back.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-/// A cancellation flag shared by every worker of a run; clones share it.
+/// A cancellation flag; clones share it. Once set it stays set.
+///
+/// ```
+/// use concur::CancelToken;
+/// use std::time::Duration;
+///
+/// let cancel = CancelToken::new();
+/// let sleeper = std::thread::spawn({
+///     let cancel = cancel.clone();
+///     // Would sleep a minute; returns `true` as soon as the token is cancelled.
+///     move || cancel.sleep(Duration::from_secs(60))
+/// });
+/// cancel.cancel();
+/// assert!(sleeper.join().expect("no panic"));
+/// assert!(cancel.is_cancelled());
+/// ```
 #[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<Inner>);
+pub struct CancelToken(Arc<Inner>);
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -16,10 +34,15 @@ struct Inner {
     wake_tasks: tokio::sync::Notify,
 }
 
-impl Cancel {
-    /// A flag not yet set.
+/// The error of an operation stopped by a [`CancelToken`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
+impl CancelToken {
+    /// A token not yet cancelled.
     pub fn new() -> Self {
-        Cancel::default()
+        CancelToken::default()
     }
 
     /// Sets the flag and wakes every sleeper and waiter.
@@ -34,15 +57,15 @@ impl Cancel {
         *self.lock()
     }
 
-    /// Sleeps `d`, or less if the run is cancelled meanwhile; returns
-    /// whether it was cancelled.
+    /// Sleeps the thread for `d`, or less if the token is cancelled
+    /// meanwhile; returns whether it was cancelled.
     pub fn sleep(&self, d: Duration) -> bool {
         let guard = self.lock();
         let (guard, _) = self
             .0
             .wake_threads
             .wait_timeout_while(guard, d, |cancelled| !*cancelled)
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(PoisonError::into_inner);
         *guard
     }
 
@@ -60,29 +83,31 @@ impl Cancel {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
-        self.0.cancelled.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        // A bool cannot be left half-written: a poisoned lock is still sound.
+        self.0.cancelled.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::within;
 
     #[test]
     fn sleep_wakes_on_cancel() {
-        let c = Cancel::new();
+        let c = CancelToken::new();
         assert!(!c.sleep(Duration::from_millis(1)));
         let c2 = c.clone();
         let t = std::thread::spawn(move || c2.sleep(Duration::from_secs(60)));
         c.cancel();
-        assert!(t.join().expect("sleeper"));
+        assert!(within(move || t.join().expect("sleeper")));
         assert!(c.sleep(Duration::from_secs(60)), "a cancelled flag does not sleep");
     }
 
     #[tokio::test(start_paused = true)]
     async fn tasks_wake_on_cancel() {
-        let c = Cancel::new();
+        let c = CancelToken::new();
         let waiter = tokio::spawn({
             let c = c.clone();
             async move { c.cancelled().await }
@@ -92,5 +117,10 @@ mod tests {
         c.cancel();
         tokio::time::timeout(Duration::from_secs(1), waiter).await.expect("woken").expect("joined");
         c.cancelled().await; // already set: resolves at once
+    }
+
+    #[test]
+    fn cancelled_reads_as_a_word() {
+        assert_eq!(Cancelled.to_string(), "cancelled");
     }
 }
