@@ -128,12 +128,10 @@ impl Fetcher {
     pub fn fetch_with(&self, attempt: impl Fn() -> Result<Rates, FetchError>) -> Outcome {
         let outcome = self.retry.run(
             || {
-                // Checked first: a cancelled run takes no throttle slot.
-                if self.cancel.is_cancelled() {
-                    return Err(FetchError::Cancelled);
-                }
+                // A cancelled run takes no slot, and a wait for one ends
+                // when the run is cancelled, giving the slot back.
                 if let Some(t) = &self.throttle {
-                    t.acquire();
+                    t.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
                 }
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
