@@ -16,16 +16,17 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use concur::{Pool, PoolError, ProcessPool, Registry, Task, TaskError, ThreadPool};
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, killpg, sigaction};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,13 @@ const ORPHAN_MAKER: &str = "CONCUR_TEST_ORPHAN_MAKER";
 /// Set in a program a task starts (see `SpawnSelf`): it prints a line and
 /// exits.
 const GRANDCHILD: &str = "CONCUR_TEST_GRANDCHILD";
+/// Set in a child of the test to make it run one task on a pool and
+/// report, while the test sends SIGINT to its process group (see
+/// `a_ctrl_c_for_the_parents_group_does_not_reach_the_workers`); the value
+/// is a directory for its files.
+const SIGINT_PARENT: &str = "CONCUR_TEST_SIGINT_PARENT";
+/// The variable that marks workers.
+const WORKER_ENV: &str = "CONCUR_WORKER";
 
 fn registry() -> Registry {
     Registry::new()
@@ -56,12 +64,16 @@ fn registry() -> Registry {
         .register::<Greet>()
         .register::<InitPanics>()
         .register::<SpawnSelf>()
+        .register::<LeaveChild>()
 }
 
 fn main() {
     concur::worker_main(registry());
     if std::env::var_os(ORPHAN_MAKER).is_some() {
         make_orphans();
+    }
+    if let Some(dir) = std::env::var_os(SIGINT_PARENT) {
+        sigint_parent(Path::new(&dir));
     }
     if std::env::var_os(GRANDCHILD).is_some() {
         println!("grandchild {} ran main", std::process::id());
@@ -101,6 +113,21 @@ fn main() {
         ("no_worker_outlives_the_pool", no_worker_outlives_the_pool),
         ("workers_die_with_their_parent", workers_die_with_their_parent),
         ("threads_and_processes_give_equal_results", threads_and_processes_give_equal_results),
+        (
+            "an_inherited_worker_variable_is_ignored_with_a_warning",
+            an_inherited_worker_variable_is_ignored_with_a_warning,
+        ),
+        ("a_worker_that_dies_while_starting_hands_its_chunk_on", a_worker_that_dies_while_starting_hands_its_chunk_on),
+        ("a_worker_killed_while_idle_is_reaped_at_once", a_worker_killed_while_idle_is_reaped_at_once),
+        ("a_task_over_its_time_limit_fails_alone", a_task_over_its_time_limit_fails_alone),
+        ("a_stopped_task_times_out_and_the_pool_drops", a_stopped_task_times_out_and_the_pool_drops),
+        ("a_per_call_time_limit_applies_to_that_call_only", a_per_call_time_limit_applies_to_that_call_only),
+        ("a_tasks_children_do_not_outlive_its_worker", a_tasks_children_do_not_outlive_its_worker),
+        (
+            "a_ctrl_c_for_the_parents_group_does_not_reach_the_workers",
+            a_ctrl_c_for_the_parents_group_does_not_reach_the_workers,
+        ),
+        ("random_kills_lose_no_task_and_leave_no_process", random_kills_lose_no_task_and_leave_no_process),
     ];
 
     let filters: Vec<String> =
@@ -210,6 +237,16 @@ enum How {
     Exit(i32),
     /// Writes the worker's pid to this file, then waits to be killed.
     ReportAndHang(PathBuf),
+    /// Never returns (until the test's time is up).
+    Hang,
+    /// Stops its own worker with SIGSTOP.
+    Stop,
+    /// Writes the worker's pid to `pid`, then waits (boundedly) for the
+    /// file `go` to exist.
+    ReportAndWait {
+        pid: PathBuf,
+        go: PathBuf,
+    },
 }
 
 impl Crash {
@@ -230,6 +267,17 @@ impl Task for Crash {
             How::ReportAndHang(path) => {
                 write_atomically(&path, &std::process::id().to_string());
                 thread::sleep(TEST_LIMIT);
+            }
+            How::Hang => thread::sleep(TEST_LIMIT),
+            How::Stop => {
+                let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+            }
+            How::ReportAndWait { pid, go } => {
+                write_atomically(&pid, &std::process::id().to_string());
+                let deadline = Instant::now() + PROMPTLY;
+                while !go.exists() && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(5));
+                }
             }
         }
         self.value
@@ -364,6 +412,19 @@ impl Task for SpawnSelf {
             return Err(format!("{}", out.status));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Starts `sleep 60` and leaves it running; gives its pid.
+#[derive(Serialize, Deserialize)]
+struct LeaveChild;
+
+impl Task for LeaveChild {
+    type Output = Result<u32, String>;
+    const NAME: &'static str = "leave_child";
+    fn run(self) -> Self::Output {
+        let child = Command::new("sleep").arg("60").stdin(Stdio::null()).spawn().map_err(|e| e.to_string())?;
+        Ok(child.id())
     }
 }
 
@@ -797,4 +858,230 @@ fn threads_and_processes_give_equal_results() {
     assert_eq!(threads, processes);
     assert_eq!(threads.0, threads.1);
     assert_eq!(threads.0.iter().filter(|r| r.is_err()).count(), 4);
+}
+
+fn an_inherited_worker_variable_is_ignored_with_a_warning() {
+    let program = std::env::current_exe().expect("test binary");
+    let handshake_like = format!("{}:9:12345:{}", std::process::id(), "ab".repeat(16));
+    // The old form (the parent's pid), a handshake naming a pipe that was
+    // never passed, and junk.
+    for value in [std::process::id().to_string(), handshake_like, "junk".to_owned()] {
+        let out = Command::new(&program)
+            .env(GRANDCHILD, "1")
+            .env(WORKER_ENV, &value)
+            .stdin(Stdio::null())
+            .output()
+            .expect("the program runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{value:?}: {}, stderr {stderr:?}", out.status);
+        assert!(stdout.starts_with("grandchild") && stdout.ends_with("ran main\n"), "{value:?}: {stdout:?}");
+        let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains(WORKER_ENV)).collect();
+        assert_eq!(warnings.len(), 1, "{value:?}: one line of warning, got {stderr:?}");
+        assert!(warnings[0].starts_with("warning: ignoring CONCUR_WORKER"), "{stderr:?}");
+    }
+}
+
+fn a_worker_that_dies_while_starting_hands_its_chunk_on() {
+    let starts = temp_path("starts");
+    std::fs::create_dir(&starts).expect("a directory for the count of starts");
+    // Counts starts in `$1`; the second start is killed before it can
+    // greet the pool, while it holds the chunk of task 1.
+    let script = r#"n=$(ls "$1" | wc -l); touch "$1/$n"; if [ "$n" -eq 1 ]; then kill -KILL $$; fi; exec "$0""#;
+    let pool = ProcessPool::builder()
+        .size(1)
+        .max_tasks_per_child(1)
+        .program("/bin/sh")
+        .args(["-c", script])
+        .args([std::env::current_exe().expect("test binary").into_os_string(), starts.clone().into_os_string()])
+        .build()
+        .expect("pool starts");
+    assert_eq!(pool.map((0..3).map(Square)), [Ok(0), Ok(1), Ok(4)]);
+    // The first worker, the one killed while starting, its replacement,
+    // and the third task's worker.
+    assert_eq!(pool.spawned_pids().len(), 4);
+    drop(pool);
+    let _ = std::fs::remove_dir_all(&starts);
+}
+
+fn a_worker_killed_while_idle_is_reaped_at_once() {
+    let pool = pool(2, 1);
+    assert_eq!(pool.map((0..2).map(|i| Slow { value: i, ms: 20 })), [Ok(0), Ok(1)]);
+    let pid = pool.worker_pids()[0];
+    sigkill(pid);
+    // No new work: it must be reaped and unlisted on its own.
+    let deadline = Instant::now() + PROMPTLY;
+    while is_our_child(pid) || pool.worker_pids().contains(&pid) {
+        assert!(Instant::now() < deadline, "a dead idle worker is still a zombie or listed as alive");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pool.worker_pids().len(), 1);
+    assert_eq!(pool.map((0..4).map(Square)), [Ok(0), Ok(1), Ok(4), Ok(9)]);
+}
+
+fn a_task_over_its_time_limit_fails_alone() {
+    let limit = Duration::from_millis(300);
+    let pool = ProcessPool::builder().size(1).chunksize(4).task_timeout(limit).build().expect("pool starts");
+    let tasks = (0..8).map(|i| Crash { value: i, how: if i == 2 { How::Hang } else { How::Fine } });
+    let got = pool.map(tasks);
+    check_only(&got, &[2], &TaskError::TimedOut(limit));
+    assert_eq!(pool.spawned_pids().len(), 2, "the hung worker was replaced");
+    assert_eq!(pool.worker_pids().len(), 1);
+    // A limit is no deadline for tasks that finish in time.
+    assert_eq!(pool.map((0..5).map(|i| Slow { value: i, ms: 1 })), (0..5).map(Ok).collect::<Vec<_>>());
+}
+
+fn a_stopped_task_times_out_and_the_pool_drops() {
+    let limit = Duration::from_millis(300);
+    let pool = ProcessPool::builder().size(1).task_timeout(limit).build().expect("pool starts");
+    assert_eq!(pool.apply_async(Crash { value: 0, how: How::Stop }).wait(), Err(TaskError::TimedOut(limit)));
+    let stopped = pool.spawned_pids()[0];
+    assert_eq!(pool.apply_async(Square(4)).wait(), Ok(16));
+    // And a task that never returns is no reason for drop to hang.
+    let _hung = pool.apply_async(Crash { value: 0, how: How::Hang });
+    let spawned = pool.spawned_pids();
+    drop(pool);
+    assert!(!is_our_child(stopped));
+    let left: Vec<_> = spawned.iter().filter(|&&pid| is_our_child(pid)).collect();
+    assert!(left.is_empty(), "workers left behind: {left:?}");
+}
+
+fn a_per_call_time_limit_applies_to_that_call_only() {
+    let limit = Duration::from_millis(300);
+    let pool = pool(2, 1);
+    let limited = pool.with_task_timeout(limit);
+    assert_eq!(limited.apply_async(Crash { value: 0, how: How::Hang }).wait(), Err(TaskError::TimedOut(limit)));
+    let tasks = (0..4).map(|i| Crash { value: i, how: if i == 1 { How::Hang } else { How::Fine } });
+    check_only(&limited.map(tasks), &[1], &TaskError::TimedOut(limit));
+    // Without the view, no limit.
+    assert_eq!(pool.apply_async(Slow { value: 5, ms: 400 }).wait(), Ok(5));
+}
+
+fn a_tasks_children_do_not_outlive_its_worker() {
+    for terminate in [false, true] {
+        let pool = pool(1, 1);
+        let child = pool.apply_async(LeaveChild).wait().expect("runs").expect("sleep starts");
+        assert!(is_running(child), "the task's child runs");
+        if terminate {
+            pool.terminate();
+        }
+        drop(pool);
+        let deadline = Instant::now() + PROMPTLY;
+        while is_running(child) {
+            assert!(Instant::now() < deadline, "the task's child {child} outlived the pool (terminate: {terminate})");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+static GOT_SIGINT: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    GOT_SIGINT.store(true, Ordering::SeqCst);
+}
+
+/// The parent's part of `a_ctrl_c_for_the_parents_group_does_not_reach_the_workers`:
+/// notes SIGINT instead of dying of it (a handler, which a worker does not
+/// inherit, unlike an ignored or blocked signal), runs one task and
+/// prints how it ended.
+fn sigint_parent(dir: &Path) -> ! {
+    let action = SigAction::new(SigHandler::Handler(on_sigint), SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe.
+    unsafe { sigaction(Signal::SIGINT, &action) }.expect("a SIGINT handler");
+    let pool = pool(1, 1);
+    let (pid_file, go) = (dir.join("pid"), dir.join("go"));
+    let handle = pool.apply_async(Crash { value: 42, how: How::ReportAndWait { pid: pid_file.clone(), go } });
+    println!("running {}", wait_for_pid(&pid_file));
+    let _ = std::io::stdout().flush();
+    let result = handle.wait();
+    println!("{result:?} sigint={}", GOT_SIGINT.load(Ordering::SeqCst));
+    let _ = std::io::stdout().flush();
+    drop(pool);
+    std::process::exit(0);
+}
+
+fn a_ctrl_c_for_the_parents_group_does_not_reach_the_workers() {
+    let dir = temp_path("sigint");
+    std::fs::create_dir(&dir).expect("a directory");
+    // The parent leads its own group, as a shell's foreground job does:
+    // the signal goes to that group, never to the test runner's.
+    let mut parent = Command::new(std::env::current_exe().expect("test binary"))
+        .env(SIGINT_PARENT, &dir)
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the parent starts");
+    let mut lines = BufReader::new(parent.stdout.take().expect("piped")).lines();
+    let running = lines.next().expect("a line").expect("readable");
+    assert!(running.starts_with("running "), "{running:?}");
+    let group = Pid::from_raw(i32::try_from(parent.id()).expect("pids fit in i32"));
+    killpg(group, Signal::SIGINT).expect("SIGINT sent to the parent's group");
+    // The signal is queued for every member of the group by now; only
+    // then may the task finish.
+    std::fs::write(dir.join("go"), "").expect("go");
+    let ended = lines.next().expect("a line").expect("readable");
+    assert_eq!(ended, "Ok(42) sigint=true", "the worker took the parent's SIGINT");
+    assert!(parent.wait().expect("the parent exits").success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tiny seeded generator: the same kills in the same order every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn random_kills_lose_no_task_and_leave_no_process() {
+    const TASKS: u64 = 3_000;
+    for chunksize in [1, 5] {
+        let pool = ProcessPool::builder().size(4).chunksize(chunksize).build().expect("pool starts");
+        let results = pool.imap_unordered((0..TASKS).map(|i| Slow { value: i, ms: i % 3 }));
+        let done = AtomicBool::new(false);
+        let kills = thread::scope(|scope| {
+            let killer = scope.spawn(|| {
+                let mut rng = XorShift(0x2545_f491_4f6c_dd1d ^ chunksize as u64);
+                let mut kills = 0;
+                // Bounded: at most this many rounds, whatever happens.
+                for _ in 0..2_000 {
+                    if done.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(1 + rng.below(8)));
+                    let pids = pool.worker_pids();
+                    if let Some(&pid) = pids.get(rng.below(pids.len().max(1) as u64) as usize) {
+                        let pid = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
+                        if kill(pid, Signal::SIGKILL).is_ok() {
+                            kills += 1;
+                        }
+                    }
+                }
+                kills
+            });
+            let got = sorted(results, TASKS as usize);
+            done.store(true, Ordering::SeqCst);
+            let kills = killer.join().expect("the killer ends");
+            let mut died = 0;
+            for (i, r) in (0..).zip(&got) {
+                match r {
+                    Ok(v) => assert_eq!(*v, i),
+                    Err(TaskError::WorkerDied(_)) => died += 1,
+                    Err(other) => panic!("task {i}: {other:?}"),
+                }
+            }
+            assert!(died <= kills, "{died} tasks blamed for {kills} kills");
+            kills
+        });
+        assert!(kills > 0, "the chaos killed nothing");
+        let spawned = pool.spawned_pids();
+        drop(pool);
+        let left: Vec<_> = spawned.iter().filter(|&&pid| is_our_child(pid) || is_running(pid)).collect();
+        assert!(left.is_empty(), "processes left behind: {left:?}");
+    }
 }
