@@ -5,13 +5,14 @@
 use std::io::{self, PipeReader, PipeWriter, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use super::reader::{FrameReader, ReadError};
 use super::worker::{Handshake, NONCE_BYTES, WORKER_ENV};
 use super::{Chunk, Shared, lock, sys, wire};
 use crate::pool::TaskError;
@@ -184,7 +185,7 @@ impl Manager {
                 }
                 Err(TryRecvError::Empty) => {}
             }
-            let watched = worker.as_ref().map(|w| w.stdout.inner.as_fd());
+            let watched = worker.as_ref().map(|w| w.stdout.as_fd());
             let woken = match sys::wait_idle(self.wake.as_fd(), watched) {
                 Ok(woken) => woken,
                 Err(_) => {
@@ -474,103 +475,4 @@ fn new_nonce() -> io::Result<String> {
     let mut bytes = [0; NONCE_BYTES];
     getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("no randomness for a nonce: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Why no frame could be read.
-enum ReadError {
-    /// The deadline passed first.
-    TimedOut,
-    /// End of file or a read error: the worker is gone.
-    Closed,
-    /// A length prefix over the limit.
-    Malformed(io::Error),
-}
-
-/// Reads frames from a worker's stdout, each by a deadline if one is
-/// given. Without a deadline it is a plain buffered blocking reader.
-struct FrameReader {
-    inner: ChildStdout,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl FrameReader {
-    fn new(inner: ChildStdout) -> Self {
-        FrameReader { inner, buf: vec![0; 1 << 16], start: 0, end: 0 }
-    }
-
-    fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        }
-    }
-
-    /// Reads whatever has arrived (at least one byte), waiting at most
-    /// until `deadline`. The buffer grows only as bytes arrive.
-    fn fill(&mut self, deadline: Option<Instant>) -> Result<(), ReadError> {
-        if self.end == self.buf.len() {
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                (self.start, self.end) = (0, self.end - self.start);
-            } else {
-                self.buf.resize(2 * self.buf.len(), 0);
-            }
-        }
-        if deadline.is_some() {
-            match sys::readable_by(self.inner.as_fd(), deadline) {
-                Ok(true) => {}
-                Ok(false) => return Err(ReadError::TimedOut),
-                Err(_) => return Err(ReadError::Closed),
-            }
-        }
-        loop {
-            match self.inner.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Err(ReadError::Closed),
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(ReadError::Closed),
-            }
-        }
-    }
-
-    /// The body of the next frame.
-    fn frame(&mut self, deadline: Option<Instant>) -> Result<&[u8], ReadError> {
-        loop {
-            if let Some(len) = wire::body_len(self.buffered()).map_err(ReadError::Malformed)? {
-                if self.end - self.start >= 4 + len {
-                    let body = self.start + 4;
-                    self.consume(4 + len);
-                    return Ok(&self.buf[body..body + len]);
-                }
-                if self.buf.len() - self.start < 4 + len && self.start > 0 {
-                    // Make room at the end for the rest of this frame.
-                    self.buf.copy_within(self.start..self.end, 0);
-                    (self.start, self.end) = (0, self.end - self.start);
-                }
-            }
-            self.fill(deadline)?;
-        }
-    }
-
-    /// Discards what arrives until end of file or `deadline`; says
-    /// whether the end came.
-    fn wait_closed(&mut self, deadline: Instant) -> bool {
-        loop {
-            (self.start, self.end) = (0, 0);
-            match self.fill(Some(deadline)) {
-                Ok(()) => {}
-                Err(ReadError::Closed) => return true,
-                Err(_) => return false,
-            }
-        }
-    }
 }

@@ -12,7 +12,8 @@
 //!
 //! The parts: `builder.rs` (options), `registry.rs` (tasks by name and
 //! their encoding), `worker.rs` (the child's side), `manager.rs` (the
-//! pool's thread per worker: dispatch, time limits, respawn), `wire.rs`
+//! pool's thread per worker: dispatch, time limits, respawn), `reader.rs`
+//! (its reader of answers, with deadlines), `wire.rs`
 //! (the frames) and `sys.rs` (every call into the operating system).
 //!
 //! # The protocol
@@ -98,6 +99,7 @@ use crate::pool::{AsyncResult, ImapUnordered, Pool, Task, TaskError};
 
 mod builder;
 mod manager;
+mod reader;
 mod registry;
 mod sys;
 mod wire;
