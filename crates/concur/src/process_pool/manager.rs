@@ -25,6 +25,10 @@ const GRACE: Duration = Duration::from_secs(2);
 /// starting, or before acknowledging it) a chunk survives before it fails.
 const UNTAKEN_DEATHS: usize = 3;
 
+/// How much a program may print on stdout before its greeting (a test
+/// harness's header, say) before it is taken for no worker.
+const MAX_PREAMBLE: usize = 64 * 1024;
+
 /// A manager's place in the pool: its worker, and how the pool wakes it
 /// while it waits for work.
 pub(super) struct Slot {
@@ -360,25 +364,33 @@ impl Manager {
         let program = config.program.display();
         let deadline = Instant::now() + config.start_timeout;
         let hello = wire::hello_frame();
-        let len = wire::HELLO_FRAME_LEN;
+        let not_a_worker = |wrote: &[u8]| {
+            let wrote = &wrote[..wrote.len().min(200)];
+            TaskError::Failed(format!(
+                "{program} is not a concur worker: it wrote {:?} to stdout \
+                 instead of the handshake; does it call concur::worker_main \
+                 first thing in main?",
+                String::from_utf8_lossy(wrote)
+            ))
+        };
         loop {
             let got = worker.stdout.buffered();
-            if got.len() >= len && wire::is_hello(&got[..len]) {
-                worker.stdout.consume(len);
+            if let Some(at) = got.windows(hello.len()).position(|w| w == hello) {
+                // Whatever came first the program printed before it called
+                // worker_main (a test harness's header, say): not ours.
+                worker.stdout.consume(at + hello.len());
                 break;
             }
-            if !hello.starts_with(&got[..got.len().min(len)]) {
-                return Err(Some(TaskError::Failed(format!(
-                    "{program} is not a concur worker: it wrote {:?} to stdout \
-                     instead of the handshake; does it call concur::worker_main \
-                     first thing in main?",
-                    String::from_utf8_lossy(got)
-                ))));
+            if got.len() > MAX_PREAMBLE {
+                return Err(Some(not_a_worker(got)));
             }
             // A program that is no worker may never write at all: wait
             // only so long.
             match worker.stdout.fill(Some(deadline)) {
                 Ok(()) => {}
+                Err(_) if !worker.stdout.buffered().is_empty() => {
+                    return Err(Some(not_a_worker(worker.stdout.buffered())));
+                }
                 Err(ReadError::TimedOut) => {
                     return Err(Some(TaskError::Failed(format!(
                         "worker {} did not start within {:?}: does {program} call \

@@ -19,7 +19,6 @@ pub(super) const MAX_FRAME: usize = 1 << 30;
 pub(super) const MAX_VALUE: usize = MAX_FRAME - 64 * 1024;
 
 const HELLO: &[u8] = b"Hconcur/2";
-pub(super) const HELLO_FRAME_LEN: usize = 4 + HELLO.len();
 const INIT: u8 = b'I';
 const RUN: u8 = b'R';
 const READY: u8 = b'r';
@@ -60,11 +59,6 @@ pub(super) fn hello_frame() -> Vec<u8> {
     let mut frame = start(HELLO[0], HELLO.len());
     frame.extend_from_slice(&HELLO[1..]);
     finish(frame)
-}
-
-/// Whether `bytes` (a whole frame, length included) is the greeting.
-pub(super) fn is_hello(bytes: &[u8]) -> bool {
-    bytes == hello_frame()
 }
 
 pub(super) fn init_frame(name: &str, payload: &[u8]) -> Vec<u8> {
@@ -312,8 +306,7 @@ mod tests {
             panic!("not an init request");
         };
         assert_eq!((name, payload), ("setup", &b"xyz"[..]));
-        assert!(is_hello(&hello_frame()));
-        assert_eq!(hello_frame().len(), HELLO_FRAME_LEN);
+        assert_eq!(super::tests::body(&hello_frame()), HELLO);
         assert_eq!(answer(&super::tests::body(&ack_frame())).expect("parses"), Answer::Ack);
         assert!(is_ready(&super::tests::body(&ready_frame())));
     }
