@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::reader::{FrameReader, ReadError};
-use super::worker::{Handshake, NONCE_BYTES, WORKER_ENV};
+use super::worker::{Handshake, WORKER_ENV, new_nonce};
 use super::{Chunk, Shared, lock, sys, wire};
 use crate::pool::TaskError;
 
@@ -105,6 +105,14 @@ enum How {
     TimedOut(Duration),
     /// The worker sent something that is not an answer.
     Garbled(io::Error),
+}
+
+/// Why a new worker is not ready.
+enum NotReady {
+    /// Its stdout closed before it greeted, after it wrote `wrote`.
+    Died { wrote: Vec<u8> },
+    /// It cannot work: not a worker, or its initializer failed.
+    Failed(TaskError),
 }
 
 /// Why a worker could not be started.
@@ -295,21 +303,34 @@ impl Manager {
     fn start(&self) -> Result<Worker, Start> {
         let mut worker =
             self.spawn().map_err(|e| Start::Failed(TaskError::Failed(format!("cannot start a worker: {e}"))))?;
-        match self.ready(&mut worker) {
-            Ok(()) => Ok(worker),
-            Err(e) => {
-                self.slot().kill();
-                let status = self.reap(worker);
-                Err(match e {
-                    Some(e) => Start::Failed(e),
-                    None => Start::Died(TaskError::WorkerDied(format!(
-                        "{} while starting: does {} call concur::worker_main first thing in main?",
-                        self.describe(status),
-                        self.shared.config.program.display()
-                    ))),
-                })
+        let error = match self.ready(&mut worker) {
+            Ok(()) => return Ok(worker),
+            Err(error) => error,
+        };
+        self.slot().kill();
+        let status = self.reap(worker);
+        Err(match error {
+            NotReady::Failed(e) => Start::Failed(e),
+            // It printed and exited by itself: a program, but no worker.
+            NotReady::Died { wrote } if !wrote.is_empty() && status.is_some_and(sys::exited) => {
+                Start::Failed(self.not_a_worker(&wrote))
             }
-        }
+            NotReady::Died { .. } => Start::Died(TaskError::WorkerDied(format!(
+                "{} while starting: does {} call concur::worker_main first thing in main?",
+                self.describe(status),
+                self.shared.config.program.display()
+            ))),
+        })
+    }
+
+    fn not_a_worker(&self, wrote: &[u8]) -> TaskError {
+        let wrote = &wrote[..wrote.len().min(200)];
+        TaskError::Failed(format!(
+            "{} is not a concur worker: it wrote {:?} to stdout instead of the \
+             handshake; does it call concur::worker_main first thing in main?",
+            self.shared.config.program.display(),
+            String::from_utf8_lossy(wrote)
+        ))
     }
 
     /// Starts a worker process (without waiting for it) in its own process
@@ -357,22 +378,12 @@ impl Manager {
         Ok(Worker { pid, stdin, stdout: FrameReader::new(stdout), done: 0 })
     }
 
-    /// Waits for a new worker's greeting, then runs the initializer. `None`
-    /// means the worker died; the caller reaps it and says so.
-    fn ready(&self, worker: &mut Worker) -> Result<(), Option<TaskError>> {
+    /// Waits for a new worker's greeting, then runs the initializer.
+    fn ready(&self, worker: &mut Worker) -> Result<(), NotReady> {
         let config = &self.shared.config;
         let program = config.program.display();
         let deadline = Instant::now() + config.start_timeout;
         let hello = wire::hello_frame();
-        let not_a_worker = |wrote: &[u8]| {
-            let wrote = &wrote[..wrote.len().min(200)];
-            TaskError::Failed(format!(
-                "{program} is not a concur worker: it wrote {:?} to stdout \
-                 instead of the handshake; does it call concur::worker_main \
-                 first thing in main?",
-                String::from_utf8_lossy(wrote)
-            ))
-        };
         loop {
             let got = worker.stdout.buffered();
             if let Some(at) = got.windows(hello.len()).position(|w| w == hello) {
@@ -382,34 +393,35 @@ impl Manager {
                 break;
             }
             if got.len() > MAX_PREAMBLE {
-                return Err(Some(not_a_worker(got)));
+                return Err(NotReady::Failed(self.not_a_worker(got)));
             }
             // A program that is no worker may never write at all: wait
             // only so long.
             match worker.stdout.fill(Some(deadline)) {
                 Ok(()) => {}
-                Err(_) if !worker.stdout.buffered().is_empty() => {
-                    return Err(Some(not_a_worker(worker.stdout.buffered())));
+                Err(ReadError::TimedOut) if !worker.stdout.buffered().is_empty() => {
+                    return Err(NotReady::Failed(self.not_a_worker(worker.stdout.buffered())));
                 }
                 Err(ReadError::TimedOut) => {
-                    return Err(Some(TaskError::Failed(format!(
+                    return Err(NotReady::Failed(TaskError::Failed(format!(
                         "worker {} did not start within {:?}: does {program} call \
                          concur::worker_main first thing in main?",
                         worker.pid, config.start_timeout
                     ))));
                 }
-                Err(_) => return Err(None),
+                Err(_) => return Err(NotReady::Died { wrote: worker.stdout.buffered().to_vec() }),
             }
         }
         let Some((name, payload)) = &config.initializer else {
             return Ok(());
         };
-        worker.stdin.write_all(&wire::init_frame(name, payload)).map_err(|_| None)?;
-        let body = worker.stdout.frame(None).map_err(|_| None)?;
+        let died = || NotReady::Died { wrote: Vec::new() };
+        worker.stdin.write_all(&wire::init_frame(name, payload)).map_err(|_| died())?;
+        let body = worker.stdout.frame(None).map_err(|_| died())?;
         if wire::is_ready(body) {
             return Ok(());
         }
-        Err(Some(match wire::answer(body) {
+        Err(NotReady::Failed(match wire::answer(body) {
             Ok(wire::Answer::Task(Err(e))) => TaskError::Failed(format!("initializer {name:?} failed: {e}")),
             _ => TaskError::Failed(format!("initializer {name:?} gave no answer")),
         }))
@@ -480,11 +492,4 @@ impl Worker {
         }
         Ok(())
     }
-}
-
-/// A fresh random nonce, in hex.
-fn new_nonce() -> io::Result<String> {
-    let mut bytes = [0; NONCE_BYTES];
-    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("no randomness for a nonce: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

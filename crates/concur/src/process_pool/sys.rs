@@ -180,6 +180,11 @@ pub(super) fn take_protocol_pipes() -> io::Result<(File, File)> {
     Ok((File::from(input), File::from(output)))
 }
 
+/// Whether a process exited by itself (rather than by a signal).
+pub(super) fn exited(status: ExitStatus) -> bool {
+    status.signal().is_none()
+}
+
 /// `exited with status 3`, `killed by signal 9 (SIGKILL)`.
 pub(super) fn describe_exit(status: ExitStatus) -> String {
     if let Some(signal) = status.signal() {

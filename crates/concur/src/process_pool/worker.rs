@@ -54,6 +54,13 @@ impl Handshake {
     }
 }
 
+/// A fresh random nonce, in hex.
+pub(super) fn new_nonce() -> io::Result<String> {
+    let mut bytes = [0; NONCE_BYTES];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("no randomness for a nonce: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Enters worker mode if this process was started as a
 /// [`ProcessPool`](super::ProcessPool) worker, and otherwise returns at
 /// once. Call it first thing in `main`, before anything is printed or any

@@ -4,12 +4,15 @@
 
 use std::collections::HashSet;
 
-use concur::{Pool, ProcessPool, TaskError, ThreadPool};
+use concur::{Pool, TaskError, ThreadPool};
 
+use crate::builder;
 use crate::support::*;
 use crate::tasks::*;
 
-pub(crate) fn map_keeps_input_order() {
+#[test]
+fn map_keeps_input_order() {
+    crate::enter();
     for chunksize in [1, 2] {
         let pool = pool(3, chunksize);
         // Earlier items take longer, so they finish later.
@@ -18,7 +21,9 @@ pub(crate) fn map_keeps_input_order() {
     }
 }
 
-pub(crate) fn imap_keeps_input_order() {
+#[test]
+fn imap_keeps_input_order() {
+    crate::enter();
     for chunksize in [1, 5] {
         let pool = pool(2, chunksize);
         let got: Vec<_> = pool.imap((0..50).map(Square)).collect();
@@ -26,7 +31,9 @@ pub(crate) fn imap_keeps_input_order() {
     }
 }
 
-pub(crate) fn imap_unordered_gives_every_index_once() {
+#[test]
+fn imap_unordered_gives_every_index_once() {
+    crate::enter();
     for chunksize in [1, 7] {
         let pool = pool(2, chunksize);
         let got = sorted(pool.imap_unordered((0..200).map(Square)), 200);
@@ -34,7 +41,9 @@ pub(crate) fn imap_unordered_gives_every_index_once() {
     }
 }
 
-pub(crate) fn apply_async_and_empty_input() {
+#[test]
+fn apply_async_and_empty_input() {
+    crate::enter();
     let pool = pool(2, 3);
     let handles: Vec<_> = (0..20).map(|i| pool.apply_async(Square(i))).collect();
     let got: Vec<_> = handles.into_iter().map(concur::AsyncResult::wait).collect();
@@ -43,7 +52,9 @@ pub(crate) fn apply_async_and_empty_input() {
     assert_eq!(pool.imap_unordered(Vec::<Square>::new()).count(), 0);
 }
 
-pub(crate) fn a_panic_is_that_tasks_error_and_kills_no_worker() {
+#[test]
+fn a_panic_is_that_tasks_error_and_kills_no_worker() {
+    crate::enter();
     let pool = pool(2, 3);
     let tasks = (0..16).map(|i| Crash { value: i, how: if i % 4 == 0 { How::Panic } else { How::Fine } });
     let got = pool.map(tasks);
@@ -57,10 +68,11 @@ pub(crate) fn a_panic_is_that_tasks_error_and_kills_no_worker() {
     assert_eq!(pool.spawned_pids().len(), 2, "a panic kills no worker");
 }
 
-pub(crate) fn max_tasks_per_child_recycles_workers() {
+#[test]
+fn max_tasks_per_child_recycles_workers() {
+    crate::enter();
     for chunksize in [1, 2] {
-        let pool =
-            ProcessPool::builder().size(1).chunksize(chunksize).max_tasks_per_child(3).build().expect("pool starts");
+        let pool = builder().size(1).chunksize(chunksize).max_tasks_per_child(3).build().expect("pool starts");
         let pids: Vec<u32> =
             pool.map(std::iter::repeat_with(|| WhoAmI).take(9)).into_iter().map(|r| r.expect("a pid")).collect();
         // One worker at a time, each serving exactly three tasks in a row.
@@ -73,7 +85,9 @@ pub(crate) fn max_tasks_per_child_recycles_workers() {
     }
 }
 
-pub(crate) fn large_payloads_cross_intact() {
+#[test]
+fn large_payloads_cross_intact() {
+    crate::enter();
     const MIB: usize = 1 << 20;
     let pool = pool(2, 1);
     let payloads: Vec<Vec<u8>> = (0..3_u32)
@@ -98,7 +112,9 @@ pub(crate) fn large_payloads_cross_intact() {
     }
 }
 
-pub(crate) fn an_unserialisable_output_is_that_tasks_error() {
+#[test]
+fn an_unserialisable_output_is_that_tasks_error() {
+    crate::enter();
     let pool = pool(1, 3);
     let got = pool.map([1, 13, 2].map(Echo));
     assert_eq!(got[0], Ok(Picky(1)));
@@ -113,7 +129,9 @@ pub(crate) fn an_unserialisable_output_is_that_tasks_error() {
     assert_eq!(pool.spawned_pids().len(), 1, "the worker lives on");
 }
 
-pub(crate) fn an_unserialisable_task_is_that_tasks_error() {
+#[test]
+fn an_unserialisable_task_is_that_tasks_error() {
+    crate::enter();
     let pool = pool(2, 2);
     let got = pool.map([1, 13, 2].map(Picky));
     assert_eq!(got[0], Ok(1));
@@ -122,7 +140,9 @@ pub(crate) fn an_unserialisable_task_is_that_tasks_error() {
     assert!(matches!(pool.apply_async(Picky(13)).wait(), Err(TaskError::Serialize(_))));
 }
 
-pub(crate) fn an_unregistered_task_is_that_tasks_error() {
+#[test]
+fn an_unregistered_task_is_that_tasks_error() {
+    crate::enter();
     let pool = pool(1, 1);
     match pool.apply_async(Unregistered).wait() {
         Err(TaskError::Failed(message)) => assert!(message.contains("\"unregistered\""), "{message}"),
@@ -131,21 +151,27 @@ pub(crate) fn an_unregistered_task_is_that_tasks_error() {
     assert_eq!(pool.map([Square(5)]), [Ok(25)]);
 }
 
-pub(crate) fn a_tasks_printing_does_not_corrupt_the_protocol() {
+#[test]
+fn a_tasks_printing_does_not_corrupt_the_protocol() {
+    crate::enter();
     let pool = pool(2, 2);
     let got = pool.map((0..6).map(Noisy));
     assert_eq!(got, (0..6).map(Ok).collect::<Vec<_>>());
     assert_eq!(pool.spawned_pids().len(), 2);
 }
 
-pub(crate) fn the_initializer_runs_once_per_worker() {
-    let pool = ProcessPool::builder().size(2).initializer(Init("hello".to_owned())).build().expect("pool starts");
+#[test]
+fn the_initializer_runs_once_per_worker() {
+    crate::enter();
+    let pool = builder().size(2).initializer(Init("hello".to_owned())).build().expect("pool starts");
     let got = pool.map(std::iter::repeat_with(|| Greet).take(10));
     assert_eq!(got, vec![Ok((Some("hello".to_owned()), 1)); 10]);
 }
 
-pub(crate) fn a_failing_initializer_fails_tasks_not_the_caller() {
-    let pool = ProcessPool::builder().size(2).initializer(InitPanics).build().expect("pool starts");
+#[test]
+fn a_failing_initializer_fails_tasks_not_the_caller() {
+    crate::enter();
+    let pool = builder().size(2).initializer(InitPanics).build().expect("pool starts");
     for r in pool.map((0..4).map(Square)) {
         match r {
             Err(TaskError::Failed(m)) => {
@@ -157,7 +183,9 @@ pub(crate) fn a_failing_initializer_fails_tasks_not_the_caller() {
     }
 }
 
-pub(crate) fn close_refuses_new_work() {
+#[test]
+fn close_refuses_new_work() {
+    crate::enter();
     let pool = pool(2, 2);
     let queued: Vec<_> = (0..6).map(|i| pool.apply_async(Slow { value: i, ms: 5 })).collect();
     pool.close();
@@ -171,7 +199,9 @@ pub(crate) fn close_refuses_new_work() {
     assert!(pool.worker_pids().is_empty());
 }
 
-pub(crate) fn terminate_cancels_queued_work_and_kills_workers() {
+#[test]
+fn terminate_cancels_queued_work_and_kills_workers() {
+    crate::enter();
     let pool = pool(1, 1);
     let pid_file = temp_path("terminate");
     let running = pool.apply_async(Crash { value: 0, how: How::ReportAndHang(pid_file.clone()) });
@@ -186,7 +216,9 @@ pub(crate) fn terminate_cancels_queued_work_and_kills_workers() {
     assert_eq!(pool.apply_async(Square(1)).wait(), Err(TaskError::Closed));
 }
 
-pub(crate) fn threads_and_processes_give_equal_results() {
+#[test]
+fn threads_and_processes_give_equal_results() {
+    crate::enter();
     /// Written once against the trait; the pool is picked by the caller.
     type Results = Vec<Result<u64, TaskError>>;
 
@@ -199,7 +231,7 @@ pub(crate) fn threads_and_processes_give_equal_results() {
         (mapped, unordered.into_iter().map(|(_, r)| r).collect(), one)
     }
     let threads = run_all(&ThreadPool::new(3).expect("thread pool starts"));
-    let processes = run_all(&ProcessPool::builder().size(3).chunksize(4).build().expect("process pool starts"));
+    let processes = run_all(&builder().size(3).chunksize(4).build().expect("process pool starts"));
     assert_eq!(threads, processes);
     assert_eq!(threads.0, threads.1);
     assert_eq!(threads.0.iter().filter(|r| r.is_err()).count(), 4);

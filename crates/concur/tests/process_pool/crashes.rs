@@ -9,11 +9,13 @@ use concur::{Pool, ProcessPool, TaskError};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::PROMPTLY;
 use crate::support::*;
 use crate::tasks::*;
+use crate::{PROMPTLY, builder, worker_args};
 
-pub(crate) fn an_abort_fails_only_its_task() {
+#[test]
+fn an_abort_fails_only_its_task() {
+    crate::enter();
     for chunksize in [1, 4] {
         let pool = pool(2, chunksize);
         let bad = [3, 6, 7];
@@ -29,13 +31,17 @@ pub(crate) fn an_abort_fails_only_its_task() {
     }
 }
 
-pub(crate) fn an_exit_fails_only_its_task() {
+#[test]
+fn an_exit_fails_only_its_task() {
+    crate::enter();
     let pool = pool(1, 3);
     let tasks = (0..6).map(|i| Crash { value: i, how: if i == 1 { How::Exit(7) } else { How::Fine } });
     check_only(&pool.map(tasks), &[1], &died("exited with status 7"));
 }
 
-pub(crate) fn a_worker_killed_from_outside_fails_only_its_task() {
+#[test]
+fn a_worker_killed_from_outside_fails_only_its_task() {
+    crate::enter();
     for chunksize in [1, 5] {
         let pool = pool(2, chunksize);
         let pid_file = temp_path("victim");
@@ -57,7 +63,9 @@ pub(crate) fn a_worker_killed_from_outside_fails_only_its_task() {
     }
 }
 
-pub(crate) fn a_worker_killed_while_idle_is_replaced_without_blame() {
+#[test]
+fn a_worker_killed_while_idle_is_replaced_without_blame() {
+    crate::enter();
     let pool = pool(1, 4);
     assert_eq!(pool.map([Square(2)]), [Ok(4)]);
     let pid = pool.worker_pids()[0];
@@ -72,18 +80,21 @@ pub(crate) fn a_worker_killed_while_idle_is_replaced_without_blame() {
     assert_eq!(pool.spawned_pids().len(), 2);
 }
 
-pub(crate) fn a_worker_that_dies_while_starting_hands_its_chunk_on() {
+#[test]
+fn a_worker_that_dies_while_starting_hands_its_chunk_on() {
+    crate::enter();
     let starts = temp_path("starts");
     std::fs::create_dir(&starts).expect("a directory for the count of starts");
-    // Counts starts in `$1`; the second start is killed before it can
-    // greet the pool, while it holds the chunk of task 1.
-    let script = r#"n=$(ls "$1" | wc -l); touch "$1/$n"; if [ "$n" -eq 1 ]; then kill -KILL $$; fi; exec "$0""#;
+    // Counts starts in the directory `$1`; the second start is killed
+    // before it can greet the pool, while it holds the chunk of task 1.
+    let script = r#"d=$1; shift; n=$(ls "$d" | wc -l); touch "$d/$n"; if [ "$n" -eq 1 ]; then kill -KILL $$; fi; exec "$0" "$@""#;
     let pool = ProcessPool::builder()
         .size(1)
         .max_tasks_per_child(1)
         .program("/bin/sh")
         .args(["-c", script])
         .args([std::env::current_exe().expect("test binary").into_os_string(), starts.clone().into_os_string()])
+        .args(worker_args())
         .build()
         .expect("pool starts");
     assert_eq!(pool.map((0..3).map(Square)), [Ok(0), Ok(1), Ok(4)]);
@@ -94,7 +105,9 @@ pub(crate) fn a_worker_that_dies_while_starting_hands_its_chunk_on() {
     let _ = std::fs::remove_dir_all(&starts);
 }
 
-pub(crate) fn a_worker_killed_while_idle_is_reaped_at_once() {
+#[test]
+fn a_worker_killed_while_idle_is_reaped_at_once() {
+    crate::enter();
     let pool = pool(2, 1);
     assert_eq!(pool.map((0..2).map(|i| Slow { value: i, ms: 20 })), [Ok(0), Ok(1)]);
     let pid = pool.worker_pids()[0];
@@ -109,9 +122,11 @@ pub(crate) fn a_worker_killed_while_idle_is_reaped_at_once() {
     assert_eq!(pool.map((0..4).map(Square)), [Ok(0), Ok(1), Ok(4), Ok(9)]);
 }
 
-pub(crate) fn a_task_over_its_time_limit_fails_alone() {
+#[test]
+fn a_task_over_its_time_limit_fails_alone() {
+    crate::enter();
     let limit = Duration::from_millis(300);
-    let pool = ProcessPool::builder().size(1).chunksize(4).task_timeout(limit).build().expect("pool starts");
+    let pool = builder().size(1).chunksize(4).task_timeout(limit).build().expect("pool starts");
     let tasks = (0..8).map(|i| Crash { value: i, how: if i == 2 { How::Hang } else { How::Fine } });
     let got = pool.map(tasks);
     check_only(&got, &[2], &TaskError::TimedOut(limit));
@@ -121,9 +136,11 @@ pub(crate) fn a_task_over_its_time_limit_fails_alone() {
     assert_eq!(pool.map((0..5).map(|i| Slow { value: i, ms: 1 })), (0..5).map(Ok).collect::<Vec<_>>());
 }
 
-pub(crate) fn a_stopped_task_times_out_and_the_pool_drops() {
+#[test]
+fn a_stopped_task_times_out_and_the_pool_drops() {
+    crate::enter();
     let limit = Duration::from_millis(300);
-    let pool = ProcessPool::builder().size(1).task_timeout(limit).build().expect("pool starts");
+    let pool = builder().size(1).task_timeout(limit).build().expect("pool starts");
     assert_eq!(pool.apply_async(Crash { value: 0, how: How::Stop }).wait(), Err(TaskError::TimedOut(limit)));
     let stopped = pool.spawned_pids()[0];
     assert_eq!(pool.apply_async(Square(4)).wait(), Ok(16));
@@ -136,7 +153,9 @@ pub(crate) fn a_stopped_task_times_out_and_the_pool_drops() {
     assert!(left.is_empty(), "workers left behind: {left:?}");
 }
 
-pub(crate) fn a_per_call_time_limit_applies_to_that_call_only() {
+#[test]
+fn a_per_call_time_limit_applies_to_that_call_only() {
+    crate::enter();
     let limit = Duration::from_millis(300);
     let pool = pool(2, 1);
     let limited = pool.with_task_timeout(limit);
@@ -159,10 +178,12 @@ impl XorShift {
     }
 }
 
-pub(crate) fn random_kills_lose_no_task_and_leave_no_process() {
+#[test]
+fn random_kills_lose_no_task_and_leave_no_process() {
+    crate::enter();
     const TASKS: u64 = 3_000;
     for chunksize in [1, 5] {
-        let pool = ProcessPool::builder().size(4).chunksize(chunksize).build().expect("pool starts");
+        let pool = builder().size(4).chunksize(chunksize).build().expect("pool starts");
         let results = pool.imap_unordered((0..TASKS).map(|i| Slow { value: i, ms: i % 3 }));
         let done = AtomicBool::new(false);
         let kills = thread::scope(|scope| {

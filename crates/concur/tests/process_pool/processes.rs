@@ -17,9 +17,11 @@ use nix::unistd::Pid;
 
 use crate::support::*;
 use crate::tasks::*;
-use crate::{GRANDCHILD, ORPHAN_MAKER, PROMPTLY, SIGINT_PARENT, WORKER_ENV};
+use crate::{GRANDCHILD, ORPHAN_MAKER, PROMPTLY, SIGINT_PARENT, WORKER_ENV, builder, worker_args};
 
-pub(crate) fn a_program_that_is_not_a_worker_fails_tasks_not_the_caller() {
+#[test]
+fn a_program_that_is_not_a_worker_fails_tasks_not_the_caller() {
+    crate::enter();
     // Exits at once.
     let pool = ProcessPool::builder().size(1).program("/bin/true").build().expect("starts");
     for r in pool.map((0..3).map(Square)) {
@@ -53,21 +55,27 @@ pub(crate) fn a_program_that_is_not_a_worker_fails_tasks_not_the_caller() {
     assert!(matches!(ProcessPool::new(0), Err(PoolError::NoWorkers)));
 }
 
-pub(crate) fn a_program_started_by_a_task_is_not_a_worker() {
+#[test]
+fn a_program_started_by_a_task_is_not_a_worker() {
+    crate::enter();
     let pool = pool(1, 1);
     match pool.apply_async(SpawnSelf).wait() {
-        Ok(Ok(out)) => assert!(out.starts_with("grandchild") && out.ends_with("ran main\n"), "{out:?}"),
+        // After the harness's header.
+        Ok(Ok(out)) => assert!(out.lines().any(|l| l.starts_with("grandchild") && l.ends_with("ran main")), "{out:?}"),
         other => panic!("the grandchild did not run its main: {other:?}"),
     }
 }
 
-pub(crate) fn an_inherited_worker_variable_is_ignored_with_a_warning() {
+#[test]
+fn an_inherited_worker_variable_is_ignored_with_a_warning() {
+    crate::enter();
     let program = std::env::current_exe().expect("test binary");
     let handshake_like = format!("{}:9:12345:{}", std::process::id(), "ab".repeat(16));
     // The old form (the parent's pid), a handshake naming a pipe that was
     // never passed, and junk.
     for value in [std::process::id().to_string(), handshake_like, "junk".to_owned()] {
         let out = Command::new(&program)
+            .args(worker_args())
             .env(GRANDCHILD, "1")
             .env(WORKER_ENV, &value)
             .stdin(Stdio::null())
@@ -76,15 +84,20 @@ pub(crate) fn an_inherited_worker_variable_is_ignored_with_a_warning() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{value:?}: {}, stderr {stderr:?}", out.status);
-        assert!(stdout.starts_with("grandchild") && stdout.ends_with("ran main\n"), "{value:?}: {stdout:?}");
+        assert!(
+            stdout.lines().any(|l| l.starts_with("grandchild") && l.ends_with("ran main")),
+            "{value:?}: {stdout:?}"
+        );
         let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains(WORKER_ENV)).collect();
         assert_eq!(warnings.len(), 1, "{value:?}: one line of warning, got {stderr:?}");
         assert!(warnings[0].starts_with("warning: ignoring CONCUR_WORKER"), "{stderr:?}");
     }
 }
 
-pub(crate) fn no_worker_outlives_the_pool() {
-    let pool = ProcessPool::builder().size(2).chunksize(2).max_tasks_per_child(4).build().expect("pool starts");
+#[test]
+fn no_worker_outlives_the_pool() {
+    crate::enter();
+    let pool = builder().size(2).chunksize(2).max_tasks_per_child(4).build().expect("pool starts");
     let tasks = (0..20).map(|i| Crash { value: i, how: if i == 9 { How::Abort } else { How::Fine } });
     let _ = pool.map(tasks);
     let pid_file = temp_path("outlive");
@@ -106,20 +119,27 @@ pub(crate) fn make_orphans() -> ! {
     // Both workers are up once each has answered.
     let _ = pool.map((0..2).map(|i| Slow { value: i, ms: 50 }));
     let pids: Vec<String> = pool.worker_pids().iter().map(u32::to_string).collect();
-    println!("{}", pids.join(" "));
+    println!("pids: {}", pids.join(" "));
     let _ = std::io::stdout().flush();
     std::mem::forget(pool);
     std::process::exit(0);
 }
 
-pub(crate) fn workers_die_with_their_parent() {
+#[test]
+fn workers_die_with_their_parent() {
+    crate::enter();
     let mut maker = Command::new(std::env::current_exe().expect("test binary"))
+        .args(worker_args())
         .env(ORPHAN_MAKER, "1")
         .stdout(Stdio::piped())
         .spawn()
         .expect("orphan maker starts");
-    let mut line = String::new();
-    BufReader::new(maker.stdout.take().expect("piped")).read_line(&mut line).expect("orphan maker reports its workers");
+    // The harness prints its header first.
+    let line = BufReader::new(maker.stdout.take().expect("piped"))
+        .lines()
+        .map(|line| line.expect("readable"))
+        .find_map(|line| line.strip_prefix("pids: ").map(str::to_owned))
+        .expect("orphan maker reports its workers");
     let pids: BTreeSet<u32> = line.split_whitespace().map(|p| p.parse().expect("a pid")).collect();
     assert_eq!(pids.len(), 2, "{line:?}");
     assert!(maker.wait().expect("orphan maker exits").success());
@@ -130,7 +150,9 @@ pub(crate) fn workers_die_with_their_parent() {
     }
 }
 
-pub(crate) fn a_tasks_children_do_not_outlive_its_worker() {
+#[test]
+fn a_tasks_children_do_not_outlive_its_worker() {
+    crate::enter();
     for terminate in [false, true] {
         let pool = pool(1, 1);
         let child = pool.apply_async(LeaveChild).wait().expect("runs").expect("sleep starts");
@@ -165,36 +187,40 @@ pub(crate) fn sigint_parent(dir: &Path) -> ! {
     let pool = pool(1, 1);
     let (pid_file, go) = (dir.join("pid"), dir.join("go"));
     let handle = pool.apply_async(Crash { value: 42, how: How::ReportAndWait { pid: pid_file.clone(), go } });
-    println!("running {}", wait_for_pid(&pid_file));
+    println!("task on worker {}", wait_for_pid(&pid_file));
     let _ = std::io::stdout().flush();
     let result = handle.wait();
-    println!("{result:?} sigint={}", GOT_SIGINT.load(Ordering::SeqCst));
+    println!("ended: {result:?} sigint={}", GOT_SIGINT.load(Ordering::SeqCst));
     let _ = std::io::stdout().flush();
     drop(pool);
     std::process::exit(0);
 }
 
-pub(crate) fn a_ctrl_c_for_the_parents_group_does_not_reach_the_workers() {
+#[test]
+fn a_ctrl_c_for_the_parents_group_does_not_reach_the_workers() {
+    crate::enter();
     let dir = temp_path("sigint");
     std::fs::create_dir(&dir).expect("a directory");
     // The parent leads its own group, as a shell's foreground job does:
     // the signal goes to that group, never to the test runner's.
     let mut parent = Command::new(std::env::current_exe().expect("test binary"))
+        .args(worker_args())
         .env(SIGINT_PARENT, &dir)
         .process_group(0)
         .stdout(Stdio::piped())
         .spawn()
         .expect("the parent starts");
-    let mut lines = BufReader::new(parent.stdout.take().expect("piped")).lines();
-    let running = lines.next().expect("a line").expect("readable");
-    assert!(running.starts_with("running "), "{running:?}");
+    // The harness prints its header first.
+    let mut lines = BufReader::new(parent.stdout.take().expect("piped")).lines().map(|l| l.expect("readable"));
+    let running = lines.find(|l| l.starts_with("task on worker ")).expect("the parent reports its task running");
+    assert!(running.len() > "task on worker ".len(), "{running:?}");
     let group = Pid::from_raw(i32::try_from(parent.id()).expect("pids fit in i32"));
     killpg(group, Signal::SIGINT).expect("SIGINT sent to the parent's group");
     // The signal is queued for every member of the group by now; only
     // then may the task finish.
     std::fs::write(dir.join("go"), "").expect("go");
-    let ended = lines.next().expect("a line").expect("readable");
-    assert_eq!(ended, "Ok(42) sigint=true", "the worker took the parent's SIGINT");
+    let ended = lines.find(|l| l.starts_with("ended: ")).expect("the parent reports how the task ended");
+    assert_eq!(ended, "ended: Ok(42) sigint=true", "the worker took the parent's SIGINT");
     assert!(parent.wait().expect("the parent exits").success());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,7 +17,7 @@ use crate::PROMPTLY;
 // ---------------------------------------------------------------------------
 
 pub(crate) fn pool(size: usize, chunksize: usize) -> ProcessPool {
-    ProcessPool::builder().size(size).chunksize(chunksize).build().expect("pool starts")
+    crate::builder().size(size).chunksize(chunksize).build().expect("pool starts")
 }
 
 /// `imap_unordered`'s results sorted by index, checking each index came

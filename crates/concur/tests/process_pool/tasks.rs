@@ -242,7 +242,11 @@ impl Task for SpawnSelf {
     const NAME: &'static str = "spawn_self";
     fn run(self) -> Self::Output {
         let program = std::env::current_exe().map_err(|e| e.to_string())?;
-        let out = Command::new(program).env(GRANDCHILD, "1").output().map_err(|e| e.to_string())?;
+        let out = Command::new(program)
+            .args(crate::worker_args())
+            .env(GRANDCHILD, "1")
+            .output()
+            .map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(format!("{}", out.status));
         }
