@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use super::manager::{Manager, Slot};
+use super::manager::Manager;
 use super::registry::encode;
+use super::slot::Slot;
 use super::{Chunk, ProcessPool, Shared, lock};
 use crate::pool::{PoolError, Task, TaskError};
 

@@ -2,17 +2,18 @@
 //! worker, feeds it chunks from the work queue, enforces time limits,
 //! replaces it when it dies or has done its share, and reaps it.
 
-use std::io::{self, PipeReader, PipeWriter, Read, Write};
+use std::io::{self, PipeReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::reader::{FrameReader, ReadError};
+use super::slot::Slot;
 use super::worker::{Handshake, WORKER_ENV, new_nonce};
 use super::{Chunk, Shared, lock, sys, wire};
 use crate::pool::TaskError;
@@ -28,49 +29,6 @@ const UNTAKEN_DEATHS: usize = 3;
 /// How much a program may print on stdout before its greeting (a test
 /// harness's header, say) before it is taken for no worker.
 const MAX_PREAMBLE: usize = 64 * 1024;
-
-/// A manager's place in the pool: its worker, and how the pool wakes it
-/// while it waits for work.
-pub(super) struct Slot {
-    /// The live worker, if any. The manager reaps it; others may only
-    /// signal it, which is safe while it is here (not reaped, so neither
-    /// its pid nor its process group's id can have been reused).
-    child: Mutex<Option<Child>>,
-    /// Set while the manager waits for work; whoever clears it writes to
-    /// `waker` once.
-    idle: AtomicBool,
-    waker: PipeWriter,
-}
-
-impl Slot {
-    /// A slot, and the end of its wake-up pipe its manager waits on.
-    pub(super) fn new() -> io::Result<(Slot, PipeReader)> {
-        let (wake, waker) = io::pipe()?;
-        Ok((Slot { child: Mutex::new(None), idle: AtomicBool::new(false), waker }, wake))
-    }
-
-    pub(super) fn pid(&self) -> Option<u32> {
-        lock(&self.child).as_ref().map(Child::id)
-    }
-
-    /// Wakes the manager if it is waiting for work; says whether it was.
-    pub(super) fn wake(&self) -> bool {
-        if !self.idle.swap(false, Ordering::SeqCst) {
-            return false;
-        }
-        // One byte per wake-up, so the pipe cannot fill; a failure would
-        // mean the manager is gone, and then there is no one to wake.
-        let _ = (&self.waker).write(&[1]);
-        true
-    }
-
-    /// Kills the worker and everything in its process group.
-    pub(super) fn kill(&self) {
-        if let Some(child) = lock(&self.child).as_ref() {
-            sys::kill_group(child.id());
-        }
-    }
-}
 
 /// The thread that owns one worker process.
 pub(super) struct Manager {
@@ -307,7 +265,10 @@ impl Manager {
             Ok(()) => return Ok(worker),
             Err(error) => error,
         };
-        self.slot().kill();
+        if matches!(error, NotReady::Failed(_)) {
+            // Alive and of no use: no need to give it time to exit.
+            self.slot().kill();
+        }
         let status = self.reap(worker);
         Err(match error {
             NotReady::Failed(e) => Start::Failed(e),
@@ -434,9 +395,15 @@ impl Manager {
         let Worker { stdin, mut stdout, .. } = worker;
         drop(stdin);
         // Its stdout closes when it exits: no polling of its status.
-        stdout.wait_closed(Instant::now() + GRACE);
+        let deadline = Instant::now() + GRACE;
+        let closed = stdout.wait_closed(deadline);
         drop(stdout);
         let mut child = lock(&self.slot().child).take()?;
+        if closed {
+            // A program may close stdout a moment before it exits: let it
+            // finish, so its status is its own and not our SIGKILL.
+            sys::await_exit(child.id(), deadline);
+        }
         // Not reaped yet, so the group's id is still this group's.
         sys::kill_group(child.id());
         child.wait().ok()

@@ -10,11 +10,11 @@
 //! thing in `main`, calls [`worker_main`] with the [`Registry`] of the tasks
 //! it can run.
 //!
-//! The parts: `builder.rs` (options), `registry.rs` (tasks by name and
-//! their encoding), `worker.rs` (the child's side), `manager.rs` (the
-//! pool's thread per worker: dispatch, time limits, respawn), `reader.rs`
-//! (its reader of answers, with deadlines), `wire.rs`
-//! (the frames) and `sys.rs` (every call into the operating system).
+//! The parts: `builder.rs` (options), `registry.rs` (tasks by name),
+//! `worker.rs` (the child's side), `manager.rs` (the pool's thread per
+//! worker: dispatch, time limits, respawn), `reader.rs` (its reader of
+//! answers), `slot.rs` (a worker as the pool sees it), `wire.rs` (frames)
+//! and `sys.rs` (every call into the operating system).
 //!
 //! # The protocol
 //!
@@ -52,8 +52,9 @@
 //!   replacement worker (they did not run, so they run once);
 //! - if the worker died before it acknowledged the chunk (while starting,
 //!   or before it read it), nothing is blamed and the chunk goes to a
-//!   replacement; after three such deaths in a row the chunk fails, so that
-//!   nothing loops forever.
+//!   replacement. So that nothing loops forever, the third such death in a
+//!   row fails the chunk's first task (or, if no worker even started, the
+//!   whole chunk, with how the last one died).
 //!
 //! A task may be given a time limit ([`ProcessPoolBuilder::task_timeout`],
 //! or per call with [`ProcessPool::with_task_timeout`]). A task that
@@ -101,6 +102,7 @@ mod builder;
 mod manager;
 mod reader;
 mod registry;
+mod slot;
 mod sys;
 mod wire;
 mod worker;
@@ -109,8 +111,8 @@ pub use builder::ProcessPoolBuilder;
 pub use registry::Registry;
 pub use worker::worker_main;
 
-use manager::Slot;
 use registry::{decode, encode};
+use slot::Slot;
 
 /// Tasks of one type sent to a worker in one message, and where their
 /// results go. Dropping a chunk with tasks unanswered is how their callers
@@ -421,8 +423,7 @@ impl Pool for ProcessPool {
     }
 }
 
-/// A [`ProcessPool`] whose tasks have a time limit: what
-/// [`ProcessPool::with_task_timeout`] gives. It is a [`Pool`] itself.
+/// A [`ProcessPool`] whose tasks have a time limit, itself a [`Pool`].
 #[derive(Debug, Clone, Copy)]
 pub struct TimeLimited<'a> {
     pool: &'a ProcessPool,

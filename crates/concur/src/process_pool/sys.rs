@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, pthread_sigmask};
@@ -132,6 +132,32 @@ pub(super) fn kill_group(pid: u32) {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }
+
+/// Waits, until `deadline` at most, for the child `pid` to exit, without
+/// reaping it (so its pid stays its own). Polls, with growing pauses: it is
+/// only called once the child has closed its output, when it exits within
+/// microseconds unless it misbehaves.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+pub(super) fn await_exit(pid: u32, deadline: Instant) {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+
+    let Ok(pid) = i32::try_from(pid) else {
+        return;
+    };
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+    let mut pause = Duration::from_micros(50);
+    while let Ok(WaitStatus::StillAlive) = waitid(Id::Pid(Pid::from_raw(pid)), flags) {
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Without `waitid`, a child that closed its output is taken to be gone.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+pub(super) fn await_exit(_pid: u32, _deadline: Instant) {}
 
 /// Makes writing to a dead worker's stdin an `EPIPE` error on this thread,
 /// even in a program that does not ignore `SIGPIPE` (Rust programs do by

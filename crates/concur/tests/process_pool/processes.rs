@@ -224,3 +224,20 @@ fn a_ctrl_c_for_the_parents_group_does_not_reach_the_workers() {
     assert!(parent.wait().expect("the parent exits").success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_program_that_closes_stdout_before_it_exits_keeps_its_own_status() {
+    crate::enter();
+    // Closing stdout is not exiting (coreutils close it first thing at
+    // exit): the pool must not take end-of-file as leave to SIGKILL it.
+    let pool = ProcessPool::builder()
+        .size(1)
+        .program("/bin/sh")
+        .args(["-c", "exec >&-; sleep 0.2; exit 5"])
+        .build()
+        .expect("starts");
+    match pool.apply_async(Square(1)).wait() {
+        Err(TaskError::WorkerDied(m)) => assert!(m.starts_with("exited with status 5 while starting"), "{m}"),
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+}
