@@ -54,8 +54,9 @@ pub(super) fn take_handshake(fd: RawFd, inode_wanted: u64, buf: &mut [u8]) -> Op
         return None;
     }
     // SAFETY: `fd` is open (checked just above) and stays open while it is
-    // borrowed: this runs at the start of `main`, before the program has
-    // other threads that could close it, and nothing here closes it.
+    // borrowed: this runs from `worker_main`, which is documented to be
+    // called first thing in `main`, before the program has code of its
+    // own that could close descriptors, and nothing here closes it.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     let stat = nix::sys::stat::fstat(borrowed).ok()?;
     let is_fifo = (stat.st_mode & libc::S_IFMT) == libc::S_IFIFO;
