@@ -27,7 +27,7 @@
 //!
 //! | from   | frame                                                       |
 //! |--------|-------------------------------------------------------------|
-//! | worker | `len 'H' "concur/2"`: greeting (output before it skipped)  |
+//! | worker | `len 'H' "concur/2"`: greeting (output before it skipped)   |
 //! | pool   | `len 'I' name payload`: run this initializer once           |
 //! | worker | `len 'r'`: the initializer ran, or an `'E'` frame           |
 //! | pool   | `len 'R' name count (len payload)*`: run a chunk of tasks   |
