@@ -19,8 +19,9 @@ type RunFn = fn(&[u8]) -> Vec<u8>;
 ///
 /// A process cannot be sent a function, only data; a worker finds the code
 /// for a task it receives by the task's name in its registry. Register
-/// every task type the program submits to a [`ProcessPool`], in the call to
-/// [`worker_main`] at the top of `main`.
+/// every task type the program submits to a
+/// [`ProcessPool`](crate::ProcessPool), in the call to
+/// [`worker_main`](crate::worker_main) at the top of `main`.
 ///
 /// ```
 /// # use serde::{Deserialize, Serialize};
