@@ -190,6 +190,7 @@
 mod bridge;
 mod cancel;
 mod pool;
+#[cfg(unix)]
 mod process_pool;
 mod thread_pool;
 mod throttle;
@@ -200,6 +201,7 @@ mod test_support;
 pub use crate::bridge::{BlockingJob, Bridge};
 pub use crate::cancel::{CancelToken, Cancelled};
 pub use crate::pool::{AsyncResult, ImapUnordered, Pool, PoolError, Task, TaskError, panic_message};
-pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, worker_main};
+#[cfg(unix)]
+pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, TimeLimited, worker_main};
 pub use crate::thread_pool::{Imap, ThreadPool, ThreadPoolBuilder};
 pub use crate::throttle::{Clock, FakeClock, NotUntil, SystemClock, Throttle, ThrottleError};

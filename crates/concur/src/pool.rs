@@ -76,6 +76,10 @@ pub enum TaskError {
     /// The task or its output could not be (de)serialised.
     #[error("serialisation failed: {0}")]
     Serialize(String),
+    /// The task ran longer than its time limit (the limit), and was
+    /// stopped: for a process pool, its worker was killed and replaced.
+    #[error("task exceeded its time limit of {0:?}")]
+    TimedOut(Duration),
 }
 
 /// The pool interface of the chapter: `map`, `imap`, `imap_unordered` and
