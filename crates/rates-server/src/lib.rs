@@ -17,6 +17,7 @@
 //! ```
 
 mod app;
+mod conn;
 mod faults;
 mod metrics;
 
@@ -25,11 +26,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use app::router;
+pub use conn::ConnLimits;
 pub use faults::RateLimit;
 pub use metrics::{Metrics, Snapshot};
 use rates::Dataset;
 
-/// Fault injection, all off by default.
+/// Fault injection, all off by default, and the limits on connections.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServerOptions {
     /// Every answer waits this long, without blocking other requests.
@@ -40,9 +42,11 @@ pub struct ServerOptions {
     pub fail_rate: f64,
     /// A token bucket per client IP; over it, 429 with `Retry-After`.
     pub rate_limit: Option<RateLimit>,
+    /// Time limits on connections and a cap on how many are open.
+    pub limits: ConnLimits,
 }
 
-/// A fault-injection option out of range.
+/// A server option out of range.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid {name} '{value}': {expected}")]
 pub struct OptionError {
@@ -67,7 +71,7 @@ impl ServerOptions {
         if let Some(l) = &self.rate_limit {
             l.validate()?;
         }
-        Ok(())
+        self.limits.validate()
     }
 }
 
@@ -199,26 +203,16 @@ pub fn spawn(dataset: Arc<Dataset>, options: ServerOptions) -> Result<RunningSer
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets in-flight
-/// requests finish for at most a grace period.
+/// requests finish for at most a grace period. The connection limits of
+/// the options apply (see [`ConnLimits`]); accept errors are counted and
+/// retried, never returned.
 pub async fn run(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        r = &mut server => r,
-        _ = async {
-            let _ = stopping_rx.await;
-            tokio::time::sleep(GRACE).await;
-        } => Ok(()),
-    }
+    conn::serve(listener, shared, shutdown, GRACE).await;
+    Ok(())
 }
 
 /// Serves at `addr` (the `rates serve` command) until Ctrl-C or SIGTERM.
