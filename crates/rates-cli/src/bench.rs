@@ -624,7 +624,13 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(r) = args.rate {
         concur::Throttle::new(r, args.burst).map_err(|e| Usage(format!("--rate/--burst: {e}")))?;
     }
-    let sim = ServerOptions { latency: args.latency, jitter: args.jitter, fail_rate: args.fail_rate, rate_limit: None };
+    let sim = ServerOptions {
+        latency: args.latency,
+        jitter: args.jitter,
+        fail_rate: args.fail_rate,
+        rate_limit: None,
+        ..Default::default()
+    };
     sim.validate().map_err(|e| Usage(e.to_string()))?;
 
     let io = args.workload == Workload::Io;

@@ -58,6 +58,18 @@ pub struct ServeArgs {
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub faults: FaultArgs,
+    /// A connection must send a whole request head within this long (from
+    /// accept, or from the first byte of a keep-alive connection's next request).
+    #[arg(long, value_parser = cli::duration, default_value = "10s", value_name = "DURATION")]
+    pub header_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    #[arg(long, value_parser = cli::duration, default_value = "30s", value_name = "DURATION")]
+    pub idle_timeout: Duration,
+    /// At most this many connections open; at the cap a new one closes the
+    /// connection that has waited longest for a request (or, if all are busy,
+    /// waits in the listen backlog).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
 }
 
 /// Fault injection of the server, shared by `serve` and (as `--sim-*`) by
@@ -88,6 +100,7 @@ impl FaultArgs {
             jitter: self.jitter,
             fail_rate: self.fail_rate,
             rate_limit: self.rate_limit.map(|rate| RateLimit { rate, burst: self.burst }),
+            ..Default::default()
         }
     }
 }
@@ -148,7 +161,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.data.as_ref())?;
-    let opts = args.faults.options();
+    let limits = ConnLimits {
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+    };
+    let opts = ServerOptions { limits, ..args.faults.options() };
     opts.validate().map_err(|e| Usage(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(rates_server::serve(&args.addr, ds, opts))?;

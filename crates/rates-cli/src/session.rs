@@ -72,6 +72,7 @@ impl SimArgs {
             jitter: self.sim_jitter,
             fail_rate: self.sim_fail_rate,
             rate_limit: self.sim_rate_limit.map(|rate| RateLimit { rate, burst: self.sim_burst }),
+            ..Default::default()
         }
     }
 }
