@@ -161,7 +161,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.data.as_ref())?;
-    let limits = ConnLimits {
+    let limits = rates_server::ConnLimits {
         header_timeout: args.header_timeout,
         idle_timeout: args.idle_timeout,
         max_connections: args.max_connections,
