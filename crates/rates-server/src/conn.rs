@@ -9,9 +9,12 @@
 //! - At most `max_connections` connections are open. At the cap, a new
 //!   connection makes room by closing the one that has waited longest for a
 //!   request (a silent socket or an idle keep-alive connection), so silent
-//!   sockets cannot starve real clients. If every open connection is busy
-//!   answering, the server stops accepting until one finishes; the kernel's
-//!   listen backlog holds the newcomers meanwhile.
+//!   sockets cannot starve real clients. Only a connection found waiting on
+//!   its client (a read that found nothing, or half a head) is shed, never one
+//!   whose request is still unread in its socket. If no connection can be
+//!   shed (every one is busy answering), the server stops accepting until one
+//!   finishes or becomes sheddable; the kernel's listen backlog holds the
+//!   newcomers meanwhile.
 //! - An accept error that is not about one connection (out of descriptors,
 //!   EMFILE/ENFILE, or of memory) sheds a waiting connection the same way,
 //!   to free a descriptor, and backs off before the next accept, so the
@@ -181,22 +184,26 @@ pub(crate) async fn serve<A: Accept>(
                 }
             }
         };
-        let permit = match Arc::clone(&slots).try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                if !open.shed_one() {
-                    metrics.cap_full();
-                }
-                tokio::select! {
-                    biased;
-                    () = &mut shutdown => break,
-                    p = Arc::clone(&slots).acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                }
+        // At the cap: shed a waiting connection and take its slot, or wait
+        // for a slot or for a connection to become sheddable.
+        let mut counted = false;
+        let permit = loop {
+            if let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
+                break Some(p);
+            }
+            let shed = open.shed_one();
+            if !shed && !counted {
+                metrics.cap_full();
+                counted = true;
+            }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break None,
+                p = Arc::clone(&slots).acquire_owned() => break p.ok(),
+                () = open.sheddable.notified(), if !shed => {}
             }
         };
+        let Some(permit) = permit else { break };
         let conn = open.add(Instant::now(), metrics);
         let task = Connection {
             conn,
@@ -224,6 +231,9 @@ pub(crate) async fn serve<A: Accept>(
 struct Registry {
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Wakes an accept loop waiting at the cap when a connection becomes
+    /// sheddable.
+    sheddable: Arc<Notify>,
 }
 
 impl Registry {
@@ -233,7 +243,7 @@ impl Registry {
 
     fn add(&self, now: Instant, metrics: &crate::Metrics) -> Arc<Conn> {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let conn = Arc::new(Conn::new(id, now));
+        let conn = Arc::new(Conn::new(id, now, Arc::clone(&self.sheddable)));
         self.lock().insert(id, Arc::clone(&conn));
         metrics.opened();
         conn
@@ -241,7 +251,7 @@ impl Registry {
 
     /// Asks the connection that has waited longest for a request (silent
     /// ones before those that have sent part of a head) to close. False if
-    /// every open connection is busy answering.
+    /// none can be shed.
     fn shed_one(&self) -> bool {
         let conns = self.lock();
         let oldest = conns.values().filter_map(|c| c.shed_rank().map(|rank| (rank, c))).min_by_key(|(rank, _)| *rank);
@@ -263,6 +273,8 @@ struct Conn {
     phase: Mutex<Phase>,
     /// Wakes the watchdog when the phase changes.
     changed: Notify,
+    /// The registry's: told when this connection becomes sheddable.
+    sheddable: Arc<Notify>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -270,7 +282,9 @@ enum Phase {
     /// Waiting for a request since `since`. `head` is when its head started
     /// to count against the header timeout: at accept for a new connection,
     /// at the first byte for the next request of a keep-alive one.
-    Waiting { since: Instant, head: Option<Instant>, got_bytes: bool },
+    /// `found_silent` once a read found nothing to read, or from the start
+    /// of a keep-alive connection's idle time.
+    Waiting { since: Instant, head: Option<Instant>, got_bytes: bool, found_silent: bool },
     /// A request head was read; its answer is not yet written out. `done`
     /// once the answer's body has ended (the next flush ends the phase).
     Answering { done: bool },
@@ -279,11 +293,12 @@ enum Phase {
 }
 
 impl Conn {
-    fn new(id: u64, now: Instant) -> Self {
+    fn new(id: u64, now: Instant, sheddable: Arc<Notify>) -> Self {
         Conn {
             id,
-            phase: Mutex::new(Phase::Waiting { since: now, head: Some(now), got_bytes: false }),
+            phase: Mutex::new(Phase::Waiting { since: now, head: Some(now), got_bytes: false, found_silent: false }),
             changed: Notify::new(),
+            sheddable,
         }
     }
 
@@ -300,9 +315,24 @@ impl Conn {
     /// Bytes arrived.
     fn on_read(&self) {
         let phase = self.lock();
-        if let Phase::Waiting { since, head, got_bytes: false } = *phase {
+        if let Phase::Waiting { since, head, got_bytes: false, found_silent } = *phase {
             let head = head.or_else(|| Some(Instant::now()));
-            self.set(phase, Phase::Waiting { since, head, got_bytes: true });
+            self.set(phase, Phase::Waiting { since, head, got_bytes: true, found_silent });
+            if !found_silent {
+                self.sheddable.notify_one();
+            }
+        }
+    }
+
+    /// A read found nothing: the connection waits on its client.
+    fn on_empty_read(&self) {
+        let mut phase = self.lock();
+        if let Phase::Waiting { got_bytes, found_silent: found @ false, .. } = &mut *phase {
+            *found = true;
+            if !*got_bytes {
+                drop(phase);
+                self.sheddable.notify_one();
+            }
         }
     }
 
@@ -323,25 +353,32 @@ impl Conn {
     }
 
     /// Everything written so far has been flushed: if that was the end of an
-    /// answer, the connection now waits for its next request.
+    /// answer, the connection now waits for its next request. An idle
+    /// keep-alive connection may be shed at once (its client, if it sent
+    /// more meanwhile, sees a closed keep-alive connection and may retry).
     fn on_flushed(&self) {
         let phase = self.lock();
         if *phase == (Phase::Answering { done: true }) {
-            self.set(phase, Phase::Waiting { since: Instant::now(), head: None, got_bytes: false });
+            let idle = Phase::Waiting { since: Instant::now(), head: None, got_bytes: false, found_silent: true };
+            self.set(phase, idle);
+            self.sheddable.notify_one();
         }
     }
 
-    /// True while no request is being answered: an error answer hyper writes
-    /// then is its own, to a head it could not parse.
-    fn reading_head(&self) -> bool {
+    /// True while no request is being answered (so an error answer hyper
+    /// writes then is its own, to a head it could not parse).
+    fn waiting(&self) -> bool {
         matches!(*self.lock(), Phase::Waiting { .. })
     }
 
-    /// Which waiting connection to shed first: the smallest rank.
+    /// Which connection to shed first: the smallest rank; `None` if it may
+    /// not be shed (answering, or its request may be unread in its socket).
     fn shed_rank(&self) -> Option<(bool, Instant, u64)> {
         match *self.lock() {
-            Phase::Waiting { since, got_bytes, .. } => Some((got_bytes, since, self.id)),
-            Phase::Answering { .. } | Phase::Shed => None,
+            Phase::Waiting { since, got_bytes, found_silent, .. } if got_bytes || found_silent => {
+                Some((got_bytes, since, self.id))
+            }
+            Phase::Waiting { .. } | Phase::Answering { .. } | Phase::Shed => None,
         }
     }
 
@@ -413,8 +450,12 @@ impl Connection {
                     self.shared.metrics().closed(why);
                     break;
                 }
-                r = self.stop.changed(), if !stopping => {
-                    let _ = r;
+                _ = self.stop.changed(), if !stopping => {
+                    // Stopping: a connection waiting for a request closes
+                    // now; one answering finishes its answer first.
+                    if self.conn.waiting() {
+                        break;
+                    }
                     stopping = true;
                     served.as_mut().graceful_shutdown();
                 }
@@ -503,7 +544,11 @@ struct Guarded<I> {
 impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        let Poll::Ready(read) = Pin::new(&mut self.io).poll_read(cx, buf) else {
+            self.conn.on_empty_read();
+            return Poll::Pending;
+        };
+        read?;
         if buf.filled().len() > before {
             self.conn.on_read();
         }
@@ -529,8 +574,11 @@ impl<I: AsyncWrite + Unpin> Guarded<I> {
 
     /// Starts a rewrite if `first` opens hyper's answer to an unparsable head.
     fn intercept(&mut self, first: &[u8]) {
-        if self.rewrite.is_none() && self.conn.reading_head() {
-            self.rewrite = hyper_error_status(first).map(|s| (json_answer(s), 0));
+        if self.rewrite.is_none()
+            && let Some(status) = hyper_error_status(first)
+            && self.conn.waiting()
+        {
+            self.rewrite = Some((json_answer(status), 0));
         }
     }
 }
@@ -706,14 +754,17 @@ mod tests {
         let (mut silent, s1) = tokio::io::duplex(1024);
         let (mut client, s2) = tokio::io::duplex(64 * 1024);
         let limits = ConnLimits { header_timeout: Duration::from_secs(3600), ..Default::default() };
-        let (metrics, _calls, _stop) = start(vec![Ok(s1), Err(emfile()), Ok(s2)], limits);
+        // The first error may come before the silent connection was found
+        // silent (it is then not shed, and the loop backs off); the second
+        // sheds it.
+        let (metrics, _calls, _stop) = start(vec![Ok(s1), Err(emfile()), Err(emfile()), Ok(s2)], limits);
         // The silent connection is closed to free a descriptor, long before
         // its header timeout.
         assert_eq!(read_all(&mut silent).await, "");
         client.write_all(GET).await.unwrap();
         assert!(read_answer(&mut client).await.starts_with("HTTP/1.1 200 OK"));
         let s = metrics.metrics().snapshot();
-        assert_eq!((s.accept_errors, s.shed, s.header_timeouts), (1, 1, 0));
+        assert_eq!((s.accept_errors, s.shed, s.header_timeouts), (2, 1, 0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -798,6 +849,44 @@ mod tests {
         assert!(read_answer(&mut newer).await.starts_with("HTTP/1.1 200 OK"), "the newer one is kept");
         let s = metrics.metrics().snapshot();
         assert_eq!((s.shed, s.connections_open), (1, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_unread_in_its_socket_is_not_shed() {
+        // At a cap of 1 the first connection's request is in its socket but
+        // not read yet when the second arrives: it is answered, and only then,
+        // idle, shed for the newcomer.
+        let (mut first, s1) = tokio::io::duplex(64 * 1024);
+        let (_second, s2) = tokio::io::duplex(1024);
+        first.write_all(GET).await.unwrap();
+        let limits = ConnLimits { max_connections: 1, ..Default::default() };
+        let (metrics, _, _stop) = start(vec![Ok(s1), Ok(s2)], limits);
+        assert!(read_answer(&mut first).await.starts_with("HTTP/1.1 200 OK"));
+        assert_eq!(read_all(&mut first).await, "", "shed once idle");
+        let s = metrics.metrics().snapshot();
+        assert_eq!((s.cap_full, s.shed, s.connections_open), (1, 1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_closes_waiting_connections_and_finishes_answers() {
+        let (mut busy, s1) = tokio::io::duplex(64 * 1024);
+        let (mut silent, s2) = tokio::io::duplex(1024);
+        let options = crate::ServerOptions { latency: Duration::from_secs(2), ..Default::default() };
+        let shared = Shared::new(rates::Dataset::embedded(), options).unwrap();
+        let listener = FakeListener { queue: vec![Ok(s1), Ok(s2)].into(), calls: Arc::default() };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server =
+            tokio::spawn(serve(listener, Arc::clone(&shared), async { drop(stop_rx.await) }, Duration::from_secs(30)));
+        busy.write_all(GET).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let stopped = Instant::now();
+        stop_tx.send(()).unwrap();
+        assert_eq!(read_all(&mut silent).await, "");
+        assert_eq!(stopped.elapsed(), Duration::ZERO, "the silent connection closes at once");
+        assert!(read_answer(&mut busy).await.starts_with("HTTP/1.1 200 OK"), "the answer in flight is finished");
+        server.await.unwrap();
+        assert!(stopped.elapsed() < Duration::from_secs(2), "then the server returns, well within its grace");
+        assert_eq!(shared.metrics().snapshot().connections_open, 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -35,6 +35,13 @@ fn closed_by_server(s: &mut TcpStream) -> bool {
     }
 }
 
+/// The value of metric line `name` in `text`.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
 /// Polls the server's counters until `done` holds, at most `BOUND`.
 fn wait_for(server: &rates_server::RunningServer, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
     let start = Instant::now();
@@ -68,9 +75,11 @@ fn silent_sockets_at_the_cap_do_not_starve_a_real_request() {
         l.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         matches!(l.read(&mut [0u8; 8]), Ok(0))
     }));
+    // Read over HTTP too (a new connection, if the agent opens one, sheds
+    // one more).
     let (_, _, text) = get(&a, &s, "/metrics");
-    assert!(text.contains("rates_connections_closed_total{reason=\"shed\"} 293\n"), "{text}");
-    assert!(text.contains(&format!("rates_connections_open {cap}\n")), "{text}");
+    assert!(metric(&text, "rates_connections_closed_total{reason=\"shed\"}") >= 293, "{text}");
+    assert_eq!(metric(&text, "rates_connections_open"), cap as u64, "{text}");
 }
 
 #[test]
@@ -139,7 +148,7 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 #[test]
 fn connections_busy_answering_are_not_shed() {
     // Two slow requests fill a cap of 2; a third connection waits for a slot
-    // instead of closing one of them, and is answered when one finishes.
+    // instead of closing one of them, and is answered once one finishes.
     let s = server(ServerOptions {
         latency: Duration::from_secs(1),
         limits: ConnLimits { max_connections: 2, ..Default::default() },
@@ -153,6 +162,10 @@ fn connections_busy_answering_are_not_shed() {
     for a in answers {
         assert_eq!(a.join().unwrap().expect("answered"), 200);
     }
+    // Every answer came (a busy connection shed would have lost its own);
+    // the newcomer waited, then took the slot of the first connection done
+    // (closed, or shed once idle).
     let m = s.metrics().snapshot();
-    assert_eq!((m.shed, m.cap_full), (0, 1), "{m:?}");
+    assert_eq!((m.count(200), m.cap_full), (3, 1), "{m:?}");
+    assert!(m.shed <= 1, "{m:?}");
 }
