@@ -167,29 +167,37 @@ impl Drop for RunningServer {
 /// How long a stopping server lets in-flight requests finish.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// Connections the kernel holds for the embedded server before it accepts
+/// them.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// Starts a server on an ephemeral loopback port, on a runtime thread of its
 /// own (two worker threads: the machine's cores are shared with the client).
 pub fn spawn(dataset: Arc<Dataset>, options: ServerOptions) -> Result<RunningServer, ServeError> {
     let shared = Shared::new(dataset, options)?;
     let io_err = |source| ServeError::Io { addr: "127.0.0.1:0".into(), source };
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err)?;
-    listener.set_nonblocking(true).map_err(io_err)?;
-    let addr = listener.local_addr().map_err(io_err)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("rates-server")
         .enable_all()
         .build()
         .map_err(io_err)?;
+    // The backlog `rates serve` gets from tokio's `bind`, not std's 128: at
+    // the connection cap, newcomers wait there rather than have their
+    // connection attempts dropped and retried a second later.
+    let listener = {
+        let _in_runtime = runtime.enter();
+        let socket = tokio::net::TcpSocket::new_v4().map_err(io_err)?;
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(io_err)?;
+        socket.listen(LISTEN_BACKLOG).map_err(io_err)?
+    };
+    let addr = listener.local_addr().map_err(io_err)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app_state = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
         .name("rates-server".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
                 let _ = run(listener, app_state, async {
                     let _ = stop_rx.await;
                 })
