@@ -204,13 +204,12 @@ pub(crate) async fn serve<A: Accept>(
             }
         };
         let Some(permit) = permit else { break };
-        let conn = open.add(Instant::now(), metrics);
+        let conn = open.add(Instant::now(), limits, metrics);
         let task = Connection {
             conn,
             open: Arc::clone(&open),
             shared: Arc::clone(&shared),
             router: router.clone(),
-            limits,
             remote,
             stop: stop_rx.clone(),
             _permit: permit,
@@ -241,9 +240,9 @@ impl Registry {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add(&self, now: Instant, metrics: &crate::Metrics) -> Arc<Conn> {
+    fn add(&self, now: Instant, limits: ConnLimits, metrics: &crate::Metrics) -> Arc<Conn> {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let conn = Arc::new(Conn::new(id, now, Arc::clone(&self.sheddable)));
+        let conn = Arc::new(Conn::new(id, now, limits, Arc::clone(&self.sheddable)));
         self.lock().insert(id, Arc::clone(&conn));
         metrics.opened();
         conn
@@ -270,11 +269,22 @@ impl Registry {
 #[derive(Debug)]
 struct Conn {
     id: u64,
-    phase: Mutex<Phase>,
-    /// Wakes the watchdog when the phase changes.
+    limits: ConnLimits,
+    state: Mutex<State>,
+    /// Wakes the watchdog when the connection must close sooner than the
+    /// deadline it sleeps until.
     changed: Notify,
     /// The registry's: told when this connection becomes sheddable.
     sheddable: Arc<Notify>,
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    /// The deadline the watchdog sleeps until (`None`: until told). Changes
+    /// that leave the deadline later than this one do not wake it; it finds
+    /// them when it wakes, so a request costs no wake-up.
+    armed: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -292,32 +302,53 @@ enum Phase {
     Shed,
 }
 
-impl Conn {
-    fn new(id: u64, now: Instant, sheddable: Arc<Notify>) -> Self {
-        Conn {
-            id,
-            phase: Mutex::new(Phase::Waiting { since: now, head: Some(now), got_bytes: false, found_silent: false }),
-            changed: Notify::new(),
-            sheddable,
+impl Phase {
+    /// When a connection in this phase must close, and why; `None` while
+    /// answering (or if the limit is too far to count).
+    fn deadline(&self, limits: &ConnLimits) -> Option<(Instant, Closed)> {
+        match *self {
+            Phase::Waiting { head: Some(t), .. } => {
+                Some((t.checked_add(limits.header_timeout)?, Closed::HeaderTimeout))
+            }
+            Phase::Waiting { since, head: None, .. } => {
+                Some((since.checked_add(limits.idle_timeout)?, Closed::IdleTimeout))
+            }
+            Phase::Answering { .. } => None,
+            Phase::Shed => Some((Instant::now(), Closed::Shed)),
         }
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, Phase> {
-        self.phase.lock().unwrap_or_else(|p| p.into_inner())
+impl Conn {
+    fn new(id: u64, now: Instant, limits: ConnLimits, sheddable: Arc<Notify>) -> Self {
+        let phase = Phase::Waiting { since: now, head: Some(now), got_bytes: false, found_silent: false };
+        Conn { id, limits, state: Mutex::new(State { phase, armed: None }), changed: Notify::new(), sheddable }
     }
 
-    fn set(&self, mut phase: MutexGuard<'_, Phase>, to: Phase) {
-        *phase = to;
-        drop(phase);
-        self.changed.notify_one();
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves to phase `to`, waking the watchdog only if it must act sooner.
+    fn set(&self, mut state: MutexGuard<'_, State>, to: Phase) {
+        state.phase = to;
+        let sooner = match (to.deadline(&self.limits), state.armed) {
+            (Some((at, _)), Some(armed)) => at < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        drop(state);
+        if sooner {
+            self.changed.notify_one();
+        }
     }
 
     /// Bytes arrived.
     fn on_read(&self) {
-        let phase = self.lock();
-        if let Phase::Waiting { since, head, got_bytes: false, found_silent } = *phase {
+        let state = self.lock();
+        if let Phase::Waiting { since, head, got_bytes: false, found_silent } = state.phase {
             let head = head.or_else(|| Some(Instant::now()));
-            self.set(phase, Phase::Waiting { since, head, got_bytes: true, found_silent });
+            self.set(state, Phase::Waiting { since, head, got_bytes: true, found_silent });
             if !found_silent {
                 self.sheddable.notify_one();
             }
@@ -326,11 +357,11 @@ impl Conn {
 
     /// A read found nothing: the connection waits on its client.
     fn on_empty_read(&self) {
-        let mut phase = self.lock();
-        if let Phase::Waiting { got_bytes, found_silent: found @ false, .. } = &mut *phase {
+        let mut state = self.lock();
+        if let Phase::Waiting { got_bytes, found_silent: found @ false, .. } = &mut state.phase {
             *found = true;
             if !*got_bytes {
-                drop(phase);
+                drop(state);
                 self.sheddable.notify_one();
             }
         }
@@ -338,16 +369,15 @@ impl Conn {
 
     /// A request head was parsed and is being answered.
     fn on_request(&self) {
-        let phase = self.lock();
-        if *phase != Phase::Shed {
-            self.set(phase, Phase::Answering { done: false });
+        let state = self.lock();
+        if state.phase != Phase::Shed {
+            self.set(state, Phase::Answering { done: false });
         }
     }
 
     /// The answer's body has ended (or was dropped).
     fn on_answer_done(&self) {
-        let mut phase = self.lock();
-        if let Phase::Answering { done } = &mut *phase {
+        if let Phase::Answering { done } = &mut self.lock().phase {
             *done = true;
         }
     }
@@ -357,10 +387,10 @@ impl Conn {
     /// keep-alive connection may be shed at once (its client, if it sent
     /// more meanwhile, sees a closed keep-alive connection and may retry).
     fn on_flushed(&self) {
-        let phase = self.lock();
-        if *phase == (Phase::Answering { done: true }) {
+        let state = self.lock();
+        if state.phase == (Phase::Answering { done: true }) {
             let idle = Phase::Waiting { since: Instant::now(), head: None, got_bytes: false, found_silent: true };
-            self.set(phase, idle);
+            self.set(state, idle);
             self.sheddable.notify_one();
         }
     }
@@ -368,13 +398,13 @@ impl Conn {
     /// True while no request is being answered (so an error answer hyper
     /// writes then is its own, to a head it could not parse).
     fn waiting(&self) -> bool {
-        matches!(*self.lock(), Phase::Waiting { .. })
+        matches!(self.lock().phase, Phase::Waiting { .. })
     }
 
     /// Which connection to shed first: the smallest rank; `None` if it may
     /// not be shed (answering, or its request may be unread in its socket).
     fn shed_rank(&self) -> Option<(bool, Instant, u64)> {
-        match *self.lock() {
+        match self.lock().phase {
             Phase::Waiting { since, got_bytes, found_silent, .. } if got_bytes || found_silent => {
                 Some((got_bytes, since, self.id))
             }
@@ -383,31 +413,23 @@ impl Conn {
     }
 
     fn shed(&self) {
-        let phase = self.lock();
-        self.set(phase, Phase::Shed);
-    }
-
-    /// When the connection must close, and why; `None` while answering.
-    fn deadline(&self, limits: &ConnLimits) -> Option<(Option<Instant>, Closed)> {
-        match *self.lock() {
-            Phase::Waiting { head: Some(t), .. } => Some((t.checked_add(limits.header_timeout), Closed::HeaderTimeout)),
-            Phase::Waiting { since, head: None, .. } => {
-                Some((since.checked_add(limits.idle_timeout), Closed::IdleTimeout))
-            }
-            Phase::Answering { .. } => None,
-            Phase::Shed => Some((Some(Instant::now()), Closed::Shed)),
-        }
+        let state = self.lock();
+        self.set(state, Phase::Shed);
     }
 
     /// Resolves when the connection must be closed, with the reason.
-    async fn watchdog(&self, limits: &ConnLimits) -> Closed {
+    async fn watchdog(&self) -> Closed {
         loop {
-            match self.deadline(limits) {
-                None | Some((None, _)) => self.changed.notified().await,
-                Some((Some(at), why)) => {
-                    if at <= Instant::now() {
-                        return why;
-                    }
+            let deadline = {
+                let mut state = self.lock();
+                let d = state.phase.deadline(&self.limits);
+                state.armed = d.map(|(at, _)| at);
+                d
+            };
+            match deadline {
+                None => self.changed.notified().await,
+                Some((at, why)) if at <= Instant::now() => return why,
+                Some((at, _)) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(at) => {},
                         () = self.changed.notified() => {},
@@ -424,7 +446,6 @@ struct Connection {
     open: Arc<Registry>,
     shared: Arc<Shared>,
     router: Router,
-    limits: ConnLimits,
     remote: SocketAddr,
     stop: watch::Receiver<()>,
     _permit: OwnedSemaphorePermit,
@@ -436,7 +457,7 @@ impl Connection {
         let service = Service { router: self.router.clone(), conn: Arc::clone(&self.conn), remote: self.remote };
         let served = hyper::server::conn::http1::Builder::new().max_buf_size(MAX_HEAD).serve_connection(io, service);
         let mut served = std::pin::pin!(served);
-        let watchdog = self.conn.watchdog(&self.limits);
+        let watchdog = self.conn.watchdog();
         let mut watchdog = std::pin::pin!(watchdog);
         let mut stopping = false;
         loop {
@@ -819,6 +840,27 @@ mod tests {
         assert!(idle >= Duration::from_secs(20) && idle < Duration::from_secs(21), "{idle:?}");
         let s = metrics.metrics().snapshot();
         assert_eq!((s.header_timeouts, s.idle_timeouts, s.connections_open), (0, 1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_head_on_a_keep_alive_connection_is_timed_from_its_first_byte() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let limits = ConnLimits {
+            header_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(20),
+            ..Default::default()
+        };
+        let (metrics, _, _stop) = start(vec![Ok(server)], limits);
+        client.write_all(GET).await.unwrap();
+        read_answer(&mut client).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        client.write_all(b"GET /ra").await.unwrap();
+        let first_byte = Instant::now();
+        assert_eq!(read_all(&mut client).await, "");
+        let waited = first_byte.elapsed();
+        assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(3), "{waited:?}");
+        let s = metrics.metrics().snapshot();
+        assert_eq!((s.header_timeouts, s.idle_timeouts), (1, 0));
     }
 
     #[tokio::test(start_paused = true)]
