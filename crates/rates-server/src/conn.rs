@@ -292,8 +292,9 @@ enum Phase {
     /// Waiting for a request since `since`. `head` is when its head started
     /// to count against the header timeout: at accept for a new connection,
     /// at the first byte for the next request of a keep-alive one.
-    /// `found_silent` once a read found nothing to read, or from the start
-    /// of a keep-alive connection's idle time.
+    /// `found_silent` once a read found nothing more to read (or from the
+    /// start of a keep-alive connection's idle time): only then may it be
+    /// shed, never while a request it sent may be unread or unparsed.
     Waiting { since: Instant, head: Option<Instant>, got_bytes: bool, found_silent: bool },
     /// A request head was read; its answer is not yet written out. `done`
     /// once the answer's body has ended (the next flush ends the phase).
@@ -343,27 +344,25 @@ impl Conn {
         }
     }
 
-    /// Bytes arrived.
+    /// Bytes arrived: until a read finds nothing more, they may be a whole
+    /// request about to be answered, so the connection may not be shed.
     fn on_read(&self) {
         let state = self.lock();
-        if let Phase::Waiting { since, head, got_bytes: false, found_silent } = state.phase {
+        if let Phase::Waiting { since, head, got_bytes, found_silent } = state.phase
+            && (!got_bytes || found_silent)
+        {
             let head = head.or_else(|| Some(Instant::now()));
-            self.set(state, Phase::Waiting { since, head, got_bytes: true, found_silent });
-            if !found_silent {
-                self.sheddable.notify_one();
-            }
+            self.set(state, Phase::Waiting { since, head, got_bytes: true, found_silent: false });
         }
     }
 
     /// A read found nothing: the connection waits on its client.
     fn on_empty_read(&self) {
         let mut state = self.lock();
-        if let Phase::Waiting { got_bytes, found_silent: found @ false, .. } = &mut state.phase {
+        if let Phase::Waiting { found_silent: found @ false, .. } = &mut state.phase {
             *found = true;
-            if !*got_bytes {
-                drop(state);
-                self.sheddable.notify_one();
-            }
+            drop(state);
+            self.sheddable.notify_one();
         }
     }
 
@@ -405,9 +404,7 @@ impl Conn {
     /// not be shed (answering, or its request may be unread in its socket).
     fn shed_rank(&self) -> Option<(bool, Instant, u64)> {
         match self.lock().phase {
-            Phase::Waiting { since, got_bytes, found_silent, .. } if got_bytes || found_silent => {
-                Some((got_bytes, since, self.id))
-            }
+            Phase::Waiting { since, got_bytes, found_silent: true, .. } => Some((got_bytes, since, self.id)),
             Phase::Waiting { .. } | Phase::Answering { .. } | Phase::Shed => None,
         }
     }
