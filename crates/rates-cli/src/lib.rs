@@ -68,7 +68,7 @@ pub struct ServeArgs {
     /// At most this many connections open; at the cap a new one closes the
     /// connection that has waited longest for a request (or, if all are busy,
     /// waits in the listen backlog).
-    #[arg(long, default_value_t = 1024, value_name = "N")]
+    #[arg(long, default_value_t = rates_server::ConnLimits::default().max_connections, value_name = "N")]
     pub max_connections: usize,
 }
 

@@ -10,8 +10,9 @@
 //!   connection makes room by closing the one that has waited longest for a
 //!   request (a silent socket or an idle keep-alive connection), so silent
 //!   sockets cannot starve real clients. Only a connection found waiting on
-//!   its client (a read that found nothing, or half a head) is shed, never one
-//!   whose request is still unread in its socket. If no connection can be
+//!   its client (its last read found nothing more) is shed, silent ones
+//!   before those with half a head, never one whose request is still unread
+//!   in its socket or being answered. If no connection can be
 //!   shed (every one is busy answering), the server stops accepting until one
 //!   finishes or becomes sheddable; the kernel's listen backlog holds the
 //!   newcomers meanwhile.
