@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use concur::Throttle;
 use rates::{ClientConfig, RetryPolicy};
-use rates_server::{RateLimit, ServerOptions};
+use rates_server::{ConnLimits, RateLimit, ServerOptions};
 
 use crate::Usage;
-use crate::flags::{ClientFlags, FaultFlags, SimFlags};
+use crate::flags::{ClientFlags, ConnFlags, FaultFlags, SimFlags};
 
 /// A rate and a burst that a throttle or a rate limit can work with:
 /// checked when made, so it cannot hold a bad value.
@@ -121,17 +121,28 @@ fn sim_options(sim: &SimFlags, defaults: Defaults) -> Result<ServerOptions, Usag
         jitter: sim.sim_jitter,
         fail_rate: sim.sim_fail_rate,
         rate_limit: rate_limit.map(Quota::rate_limit),
+        // Only this process's own client connects, and "unlimited" workers
+        // must mean every request in flight at once, not the cap's worth.
+        limits: ConnLimits { max_connections: EMBEDDED_MAX_CONNECTIONS, ..ConnLimits::default() },
     })
 }
 
+/// The embedded server's connection cap: the most the server allows.
+const EMBEDDED_MAX_CONNECTIONS: usize = 1 << 20;
+
 /// `rates serve`'s options from its fault flags.
-pub(crate) fn serve_options(faults: &FaultFlags) -> Result<ServerOptions, Usage> {
+pub(crate) fn serve_options(faults: &FaultFlags, conn: &ConnFlags) -> Result<ServerOptions, Usage> {
     let rate_limit = faults.rate_limit.map(|r| Quota::new("--rate-limit", r, faults.burst)).transpose()?;
     checked(ServerOptions {
         latency: faults.latency,
         jitter: faults.jitter,
         fail_rate: faults.fail_rate,
         rate_limit: rate_limit.map(Quota::rate_limit),
+        limits: ConnLimits {
+            header_timeout: conn.header_timeout,
+            idle_timeout: conn.idle_timeout,
+            max_connections: conn.max_connections,
+        },
     })
 }
 

@@ -75,3 +75,20 @@ pub struct FaultFlags {
     #[arg(long, default_value = "1", requires = "rate_limit", value_name = "B")]
     pub burst: NonZeroU32,
 }
+
+/// How `rates serve` protects itself from clients that hold connections.
+#[derive(Debug, Clone, Args)]
+pub struct ConnFlags {
+    /// A connection must send a whole request head within this long (from
+    /// accept, or from the first byte of a keep-alive connection's next request).
+    #[arg(long, value_parser = cli::duration, default_value = "10s", value_name = "DURATION")]
+    pub header_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    #[arg(long, value_parser = cli::duration, default_value = "30s", value_name = "DURATION")]
+    pub idle_timeout: Duration,
+    /// At most this many connections open; at the cap a new one closes the
+    /// connection that has waited longest for a request (or, if all are busy,
+    /// waits in the listen backlog).
+    #[arg(long, default_value_t = rates_server::ConnLimits::default().max_connections, value_name = "N")]
+    pub max_connections: usize,
+}

@@ -69,6 +69,8 @@ pub struct ServeArgs {
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub faults: flags::FaultFlags,
+    #[command(flatten)]
+    pub limits: flags::ConnFlags,
 }
 
 /// Bad usage or input: reported as one line, exit code 2.
@@ -104,7 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.data.as_ref())?;
-    let opts = config::serve_options(&args.faults)?;
+    let opts = config::serve_options(&args.faults, &args.limits)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(rates_server::serve(&args.addr, ds, opts))?;
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,8 @@
 //! The routes of the API (`API.md`): `/rates`, `/currencies`, `/metrics`, and
 //! a JSON 404 for everything else. Fault injection wraps every route but
-//! `/metrics`, which stays exact and quick for whoever is watching.
+//! `/metrics`, which stays exact and quick for whoever is watching. Every
+//! error answer carries the API's JSON `{"detail": ...}` body, axum's own
+//! (a 405 for a wrong method, a rejected extractor) included.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +25,50 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/currencies", get(currencies))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), faults::inject));
-    Router::new().route("/metrics", get(metrics)).merge(api).with_state(shared)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .layer(middleware::map_response(json_errors))
+        .with_state(shared)
+}
+
+/// The most of a non-JSON error body kept as its detail.
+const MAX_DETAIL: usize = 4096;
+
+/// Gives an error answer that is not JSON (axum's bare 405, a plain-text
+/// rejection) the API's `{"detail": ...}` body, keeping its other headers
+/// (a 405's `Allow`).
+async fn json_errors(answer: Response) -> Response {
+    let status = answer.status();
+    let is_json =
+        answer.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return answer;
+    }
+    let (mut parts, body) = answer.into_parts();
+    let text = axum::body::to_bytes(body, MAX_DETAIL).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let detail_text = if text.trim().is_empty() { status_detail(status) } else { text.trim().to_string() };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    let mut answer = detail(status, detail_text);
+    answer.headers_mut().extend(parts.headers);
+    answer
+}
+
+/// A status's reason as a sentence, the style of the API's details:
+/// 405 → "Method not allowed.".
+pub(crate) fn status_detail(status: StatusCode) -> String {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut words = reason.split(' ');
+    let mut out = words.next().unwrap_or_default().to_string();
+    for w in words {
+        out.push(' ');
+        // Acronyms (URI, HTTP) keep their case.
+        if w.chars().all(|c| c.is_ascii_uppercase()) { out.push_str(w) } else { out.push_str(&w.to_lowercase()) }
+    }
+    out.push('.');
+    out
 }
 
 /// An error answer: `{"detail": ...}` with its status.

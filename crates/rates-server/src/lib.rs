@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+mod conn;
 mod faults;
 mod metrics;
 
@@ -27,11 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use app::router;
+pub use conn::ConnLimits;
 pub use faults::RateLimit;
 pub use metrics::{Metrics, Snapshot};
 use rates::Dataset;
 
-/// Fault injection, all off by default.
+/// Fault injection, all off by default, and the limits on connections.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServerOptions {
     /// Every answer waits this long, without blocking other requests.
@@ -42,9 +44,11 @@ pub struct ServerOptions {
     pub fail_rate: f64,
     /// A token bucket per client IP; over it, 429 with `Retry-After`.
     pub rate_limit: Option<RateLimit>,
+    /// Time limits on connections and a cap on how many are open.
+    pub limits: ConnLimits,
 }
 
-/// A fault-injection option out of range.
+/// A server option out of range.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid {name} '{value}': {expected}")]
 pub struct OptionError {
@@ -69,7 +73,7 @@ impl ServerOptions {
         if let Some(l) = &self.rate_limit {
             l.validate()?;
         }
-        Ok(())
+        self.limits.validate()
     }
 }
 
@@ -165,29 +169,37 @@ impl Drop for RunningServer {
 /// How long a stopping server lets in-flight requests finish.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// Connections the kernel holds for the embedded server before it accepts
+/// them.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// Starts a server on an ephemeral loopback port, on a runtime thread of its
 /// own (two worker threads: the machine's cores are shared with the client).
 pub fn spawn(dataset: Arc<Dataset>, options: ServerOptions) -> Result<RunningServer, ServeError> {
     let shared = Shared::new(dataset, options)?;
     let io_err = |source| ServeError::Io { addr: "127.0.0.1:0".into(), source };
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err)?;
-    listener.set_nonblocking(true).map_err(io_err)?;
-    let addr = listener.local_addr().map_err(io_err)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("rates-server")
         .enable_all()
         .build()
         .map_err(io_err)?;
+    // The backlog `rates serve` gets from tokio's `bind`, not std's 128: at
+    // the connection cap, newcomers wait there rather than have their
+    // connection attempts dropped and retried a second later.
+    let listener = {
+        let _in_runtime = runtime.enter();
+        let socket = tokio::net::TcpSocket::new_v4().map_err(io_err)?;
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(io_err)?;
+        socket.listen(LISTEN_BACKLOG).map_err(io_err)?
+    };
+    let addr = listener.local_addr().map_err(io_err)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app_state = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
         .name("rates-server".into())
         .spawn(move || {
             runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
                 let _ = run(listener, app_state, async {
                     let _ = stop_rx.await;
                 })
@@ -201,26 +213,16 @@ pub fn spawn(dataset: Arc<Dataset>, options: ServerOptions) -> Result<RunningSer
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets in-flight
-/// requests finish for at most a grace period.
+/// requests finish for at most a grace period. The connection limits of
+/// the options apply (see [`ConnLimits`]); accept errors are counted and
+/// retried, never returned.
 pub async fn run(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        r = &mut server => r,
-        _ = async {
-            let _ = stopping_rx.await;
-            tokio::time::sleep(GRACE).await;
-        } => Ok(()),
-    }
+    conn::serve(listener, shared, shutdown, GRACE).await;
+    Ok(())
 }
 
 /// Serves at `addr` (the `rates serve` command) until Ctrl-C or SIGTERM.
