@@ -11,8 +11,8 @@
 //! the waiter sleeps.
 //!
 //! A waiter that gives up (a cancelled [`acquire_cancellable`], a dropped
-//! [`acquire_async`] future) gives its slot back, so cancellation never
-//! costs a token; see [`Throttle`] for how that keeps the rate.
+//! [`acquire_async`] future) gives its slot back, so cancellation does not
+//! cost a token; see [`Throttle`] for how that keeps the rate.
 //!
 //! The clock is injectable ([`Clock`]): [`SystemClock`] for real use,
 //! [`FakeClock`] for tests that move time by hand.
@@ -81,8 +81,8 @@ impl NotUntil {
 ///
 /// Share it between threads as `Arc<Throttle>`. A waiter reserves the next
 /// free slot under a lock and sleeps exactly until it, once: concurrent
-/// waiters get distinct slots, served in the order they asked, and nobody
-/// polls.
+/// waiters get distinct slots, served in the order they asked (except that
+/// a slot given back goes to the next to ask), and nobody polls.
 ///
 /// # Giving a slot back
 ///
