@@ -240,3 +240,21 @@ fn answers_to_another_question_are_failures_naming_the_mismatch() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("wrong answer: asked for 2018-10-12, got the later day 2018-10-15"), "{err}");
 }
+
+#[test]
+fn an_inherited_worker_variable_does_not_hijack_the_program() {
+    // What a pool worker's environment carries, inherited by accident: the
+    // program must run as itself, warn once, and print its own output.
+    for value in ["1", "1:3:12345:00ff", "junk"] {
+        let out = common::rates()
+            .args(["fetch", "--bases", "USD", "--symbols", "EUR", "--date", "2018-10-12", "--sim-latency", "0"])
+            .env("CONCUR_WORKER", value)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{value}: {stderr}");
+        assert!(stdout.starts_with("1 USD =   0.864 EUR\n"), "{value}: {stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{value}: one warning: {stderr}");
+        assert!(stderr.contains("CONCUR_WORKER"), "{value}: {stderr}");
+    }
+}
