@@ -22,7 +22,7 @@ fn pools(c: &mut Criterion) {
     let ours = concur::ThreadPool::new(WORKERS).expect("pool");
     g.bench_function("concur::ThreadPool::map", |b| {
         b.iter(|| {
-            let out = ours.map(|x: u32| x, 0..TASKS);
+            let out = ours.map_fn(|x: u32| x, 0..TASKS);
             assert_eq!(out.len(), TASKS as usize);
         })
     });

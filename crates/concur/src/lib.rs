@@ -17,17 +17,17 @@
 //!
 //! let pool = ThreadPool::new(4)?;
 //!
-//! // `map`: results in input order.
-//! let squares = pool.map(|x: u64| x * x, 1..=5);
+//! // `map_fn`: a function over items, results in input order.
+//! let squares = pool.map_fn(|x: u64| x * x, 1..=5);
 //! assert_eq!(squares, [Ok(1), Ok(4), Ok(9), Ok(16), Ok(25)]);
 //!
-//! // `imap_unordered`: `(index, result)` as each task finishes.
-//! let mut seen: Vec<usize> = pool.imap_unordered(|x: u64| x + 1, 0..10).map(|(i, _)| i).collect();
+//! // `imap_unordered_fn`: `(index, result)` as each task finishes.
+//! let mut seen: Vec<usize> = pool.imap_unordered_fn(|x: u64| x + 1, 0..10).map(|(i, _)| i).collect();
 //! seen.sort();
 //! assert_eq!(seen, (0..10).collect::<Vec<_>>());
 //!
 //! // A panic is that item's error; the others are unaffected.
-//! let checked = pool.map(|x: i32| if x < 0 { panic!("negative: {x}") } else { x }, [1, -2, 3]);
+//! let checked = pool.map_fn(|x: i32| if x < 0 { panic!("negative: {x}") } else { x }, [1, -2, 3]);
 //! assert_eq!(checked[1], Err(TaskError::Panicked("negative: -2".into())));
 //! assert_eq!((checked[0].clone(), checked[2].clone()), (Ok(1), Ok(3)));
 //!
@@ -200,7 +200,7 @@ mod test_support;
 
 pub use crate::bridge::{BlockingJob, Bridge};
 pub use crate::cancel::{CancelToken, Cancelled};
-pub use crate::pool::{AsyncResult, ImapUnordered, Pool, PoolError, Task, TaskError, panic_message};
+pub use crate::pool::{AsCompleted, AsyncResult, ImapUnordered, Pool, PoolError, Task, TaskError, as_completed, panic_message};
 #[cfg(unix)]
 pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, TimeLimited, worker_main};
 pub use crate::thread_pool::{Imap, ThreadPool, ThreadPoolBuilder};

@@ -118,11 +118,10 @@ pub enum TaskError {
 /// Implementors provide [`imap_unordered`](Pool::imap_unordered) and
 /// [`apply_async`](Pool::apply_async); `imap` and `map` come from those.
 ///
-/// Note for [`ThreadPool`](crate::ThreadPool): it also has inherent,
-/// closure-based `map` and `imap_unordered` methods, which win over the
-/// trait's in method-call syntax on a concrete `ThreadPool`. Generic code
-/// (`P: Pool`) always gets the trait's; on a concrete pool write
-/// `Pool::map(&pool, tasks)`.
+/// [`ThreadPool`](crate::ThreadPool) also takes closures, under other
+/// names so the two cannot be confused: `map_fn`, `imap_fn` and
+/// `imap_unordered_fn` apply a function to items, while `map`, `imap` and
+/// `imap_unordered` (this trait) run tasks.
 pub trait Pool {
     /// Runs every task and returns their results in input order.
     fn map<T: Task>(&self, items: impl IntoIterator<Item = T>) -> Vec<Result<T::Output, TaskError>> {
@@ -149,6 +148,8 @@ pub trait Pool {
 /// [`Pool::apply_async`] or [`ThreadPool::submit`](crate::ThreadPool::submit).
 ///
 /// Dropping the handle does not cancel the task; its result is discarded.
+/// To wait on several, as they finish: [`as_completed`].
+#[must_use = "the task runs anyway; wait on the handle to get its result"]
 pub struct AsyncResult<R> {
     rx: Receiver<Result<R, TaskError>>,
 }
@@ -183,6 +184,65 @@ impl<R> AsyncResult<R> {
             Err(RecvTimeoutError::Disconnected) => Ok(Err(TaskError::Cancelled)),
             Err(RecvTimeoutError::Timeout) => Err(self),
         }
+    }
+}
+
+/// Yields `(index, result)` for each handle, as its task finishes: Python's
+/// `concurrent.futures.as_completed`. The first item is the first task to
+/// finish (`wait(..., return_when=FIRST_COMPLETED)`); the index is the
+/// handle's position in `handles`. Each index comes exactly once.
+///
+/// ```
+/// use concur::{ThreadPool, as_completed};
+/// use std::time::Duration;
+///
+/// let pool = ThreadPool::new(2)?;
+/// let slow = pool.submit(|| { std::thread::sleep(Duration::from_millis(200)); "slow" });
+/// let quick = pool.submit(|| "quick");
+/// let mut done = as_completed([slow, quick]);
+/// assert_eq!(done.next(), Some((1, Ok("quick"))));
+/// assert_eq!(done.next(), Some((0, Ok("slow"))));
+/// assert_eq!(done.next(), None);
+/// # Ok::<(), concur::PoolError>(())
+/// ```
+pub fn as_completed<R>(handles: impl IntoIterator<Item = AsyncResult<R>>) -> AsCompleted<R> {
+    AsCompleted { pending: handles.into_iter().enumerate().collect() }
+}
+
+/// The iterator of [`as_completed`]. Each step waits on all the handles
+/// still pending at once (no polling), in time linear in their number.
+#[must_use = "iterators do nothing unless consumed"]
+pub struct AsCompleted<R> {
+    pending: Vec<(usize, AsyncResult<R>)>,
+}
+
+impl<R> Iterator for AsCompleted<R> {
+    type Item = (usize, Result<R, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let mut select = crossbeam_channel::Select::new();
+        for (_, handle) in &self.pending {
+            select.recv(&handle.rx);
+        }
+        let op = select.select();
+        let at = op.index();
+        // A sender dropped unsent: the task never ran.
+        let result = op.recv(&self.pending[at].1.rx).unwrap_or(Err(TaskError::Cancelled));
+        let (index, _) = self.pending.swap_remove(at);
+        Some((index, result))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.pending.len(), Some(self.pending.len()))
+    }
+}
+
+impl<R> fmt::Debug for AsCompleted<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsCompleted").field("pending", &self.pending.len()).finish()
     }
 }
 
@@ -359,6 +419,22 @@ mod tests {
         assert_eq!(panic_message(&*p), "owned 1");
         let p: Box<dyn Any + Send> = Box::new(42_u8);
         assert_eq!(panic_message(&*p), "non-string panic payload");
+    }
+
+    #[test]
+    fn as_completed_gives_each_handle_once_in_finishing_order() {
+        let (tx_a, a) = AsyncResult::<u8>::channel();
+        let (tx_b, b) = AsyncResult::<u8>::channel();
+        let (tx_c, c) = AsyncResult::<u8>::channel();
+        let mut done = as_completed([a, b, c]);
+        assert_eq!(done.size_hint(), (3, Some(3)));
+        tx_c.send(Ok(3)).expect("sent");
+        assert_eq!(done.next(), Some((2, Ok(3))));
+        drop(tx_a); // never run
+        assert_eq!(done.next(), Some((0, Err(TaskError::Cancelled))));
+        tx_b.send(Ok(2)).expect("sent");
+        assert_eq!(done.next(), Some((1, Ok(2))));
+        assert_eq!(done.next(), None);
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn main() {
         // The library's pool: `map` queues the items and 4 workers run them.
         let pool = ThreadPool::new(THREAD_POOL_SIZE).expect("start the pool");
         let (client, symbols) = (client.clone(), symbols.clone());
-        let done = pool.map(move |base| fetch_rates(&client, base, &symbols), bases);
+        let done = pool.map_fn(move |base| fetch_rates(&client, base, &symbols), bases);
         for err in done.into_iter().filter_map(Result::err) {
             eprintln!("error: a task failed: {err}");
         }

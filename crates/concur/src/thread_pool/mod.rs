@@ -30,7 +30,7 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// use concur::{TaskError, ThreadPool};
 ///
 /// let pool = ThreadPool::new(4)?;
-/// let lengths = pool.map(|s: &str| s.len(), ["a", "bb", "ccc"]);
+/// let lengths = pool.map_fn(|s: &str| s.len(), ["a", "bb", "ccc"]);
 /// assert_eq!(lengths, [Ok(1), Ok(2), Ok(3)]);
 ///
 /// // A panic is that task's error; the pool carries on.
@@ -119,24 +119,24 @@ impl ThreadPool {
     }
 
     /// Applies `f` to every item and returns the results in input order.
-    pub fn map<T, R, F>(&self, f: F, items: impl IntoIterator<Item = T>) -> Vec<Result<R, TaskError>>
+    pub fn map_fn<T, R, F>(&self, f: F, items: impl IntoIterator<Item = T>) -> Vec<Result<R, TaskError>>
     where
         F: Fn(T) -> R + Send + Sync + 'static,
         T: Send + 'static,
         R: Send + 'static,
     {
-        self.imap(f, items).collect()
+        self.imap_fn(f, items).collect()
     }
 
     /// Applies `f` to every item; yields the results lazily in input order.
     /// All items are queued before this returns.
-    pub fn imap<T, R, F>(&self, f: F, items: impl IntoIterator<Item = T>) -> Imap<R>
+    pub fn imap_fn<T, R, F>(&self, f: F, items: impl IntoIterator<Item = T>) -> Imap<R>
     where
         F: Fn(T) -> R + Send + Sync + 'static,
         T: Send + 'static,
         R: Send + 'static,
     {
-        Imap(InOrder::new(self.imap_unordered(f, items)))
+        Imap(InOrder::new(self.imap_unordered_fn(f, items)))
     }
 
     /// Applies `f` to every item; yields `(input index, result)` as tasks
@@ -144,7 +144,7 @@ impl ThreadPool {
     /// exactly once: a job cancelled by [`terminate`](Self::terminate) comes
     /// as [`TaskError::Cancelled`], every item after a close as
     /// [`TaskError::Closed`].
-    pub fn imap_unordered<T, R, F>(&self, f: F, items: impl IntoIterator<Item = T>) -> ImapUnordered<R>
+    pub fn imap_unordered_fn<T, R, F>(&self, f: F, items: impl IntoIterator<Item = T>) -> ImapUnordered<R>
     where
         F: Fn(T) -> R + Send + Sync + 'static,
         T: Send + 'static,
@@ -258,18 +258,18 @@ impl std::fmt::Debug for ThreadPool {
 
 impl Pool for ThreadPool {
     fn map<T: Task>(&self, items: impl IntoIterator<Item = T>) -> Vec<Result<T::Output, TaskError>> {
-        ThreadPool::map(self, T::run, items)
+        ThreadPool::map_fn(self, T::run, items)
     }
 
     fn imap<T: Task>(&self, items: impl IntoIterator<Item = T>) -> impl Iterator<Item = Result<T::Output, TaskError>> {
-        ThreadPool::imap(self, T::run, items)
+        ThreadPool::imap_fn(self, T::run, items)
     }
 
     fn imap_unordered<T: Task>(
         &self,
         items: impl IntoIterator<Item = T>,
     ) -> impl Iterator<Item = (usize, Result<T::Output, TaskError>)> {
-        ThreadPool::imap_unordered(self, T::run, items)
+        ThreadPool::imap_unordered_fn(self, T::run, items)
     }
 
     /// Runs [`Task::run`] on a worker thread; nothing is serialised.
@@ -321,7 +321,7 @@ impl ThreadPoolBuilder {
     /// thread_local!(static SCALE: Cell<u32> = const { Cell::new(1) });
     ///
     /// let pool = concur::ThreadPool::builder().size(2).initializer(|| SCALE.set(10)).build()?;
-    /// let scaled = pool.map(|x: u32| x * SCALE.get(), [1, 2, 3]);
+    /// let scaled = pool.map_fn(|x: u32| x * SCALE.get(), [1, 2, 3]);
     /// assert_eq!(scaled, [Ok(10), Ok(20), Ok(30)]);
     /// # Ok::<(), concur::PoolError>(())
     /// ```

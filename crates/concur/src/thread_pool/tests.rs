@@ -37,7 +37,7 @@ fn map_keeps_input_order() {
     let got = within(|| {
         let pool = pool(4);
         // Earlier items take longer, so they finish later.
-        pool.map(
+        pool.map_fn(
             |i: u64| {
                 thread::sleep(Duration::from_millis(20 - i));
                 i * 10
@@ -51,13 +51,13 @@ fn map_keeps_input_order() {
 
 #[test]
 fn imap_keeps_input_order() {
-    let got: Vec<_> = within(|| pool(3).imap(|i: u32| i + 1, 0..50).collect());
+    let got: Vec<_> = within(|| pool(3).imap_fn(|i: u32| i + 1, 0..50).collect());
     assert_eq!(got, (1..51).map(Ok).collect::<Vec<_>>());
 }
 
 #[test]
 fn imap_unordered_gives_every_index_once() {
-    let got: Vec<_> = within(|| pool(4).imap_unordered(|i: usize| i * 2, 0..200).collect());
+    let got: Vec<_> = within(|| pool(4).imap_unordered_fn(|i: usize| i * 2, 0..200).collect());
     assert_eq!(got.len(), 200);
     let indices: HashSet<usize> = got.iter().map(|(i, _)| *i).collect();
     assert_eq!(indices, (0..200).collect());
@@ -70,7 +70,7 @@ fn imap_unordered_gives_every_index_once() {
 fn empty_input() {
     let (m, u) = within(|| {
         let pool = pool(2);
-        (pool.map(|i: u8| i, []), pool.imap_unordered(|i: u8| i, []).count())
+        (pool.map_fn(|i: u8| i, []), pool.imap_unordered_fn(|i: u8| i, []).count())
     });
     assert!(m.is_empty());
     assert_eq!(u, 0);
@@ -81,7 +81,7 @@ fn a_panic_is_that_tasks_error_and_the_pool_lives_on() {
     let (got, after) = within(|| {
         // One worker: it must survive every panic to serve the rest.
         let pool = pool(1);
-        let got = pool.map(
+        let got = pool.map_fn(
             |i: u32| {
                 assert!(!i.is_multiple_of(3), "bad item {i}");
                 i
@@ -103,7 +103,7 @@ fn a_panic_is_that_tasks_error_and_the_pool_lives_on() {
 #[test]
 fn four_panics_of_sixteen_give_twelve_results() {
     let got = within(|| {
-        pool(3).map(
+        pool(3).map_fn(
             |i: u32| {
                 if i.is_multiple_of(4) {
                     panic!("no");
@@ -119,7 +119,7 @@ fn four_panics_of_sixteen_give_twelve_results() {
 
 #[test]
 fn an_erroring_task_returns_its_error_as_output() {
-    let got = within(|| pool(2).map(|s: &'static str| s.parse::<u8>().map_err(|e| e.to_string()), ["1", "x", "3"]));
+    let got = within(|| pool(2).map_fn(|s: &'static str| s.parse::<u8>().map_err(|e| e.to_string()), ["1", "x", "3"]));
     assert_eq!(got[0], Ok(Ok(1)));
     assert_eq!(got[1], Ok(Err("invalid digit found in string".to_owned())));
     assert_eq!(got[2], Ok(Ok(3)));
@@ -133,8 +133,8 @@ fn submit_after_close_is_an_error_not_a_hang() {
         assert!(pool.is_closed());
         (
             pool.submit(|| 1).wait(),
-            pool.map(|i: u8| i, [1, 2]),
-            pool.imap_unordered(|i: u8| i, [1, 2]).collect::<Vec<_>>(),
+            pool.map_fn(|i: u8| i, [1, 2]),
+            pool.imap_unordered_fn(|i: u8| i, [1, 2]).collect::<Vec<_>>(),
         )
     });
     assert_eq!(one, Err(TaskError::Closed));
@@ -168,7 +168,7 @@ fn terminate_during_imap_unordered_accounts_for_every_item() {
         let (job, started, release) = gate();
         let gated = pool.submit(job);
         started.recv_timeout(LIMIT).expect("gate job started");
-        let results = pool.imap_unordered(|i: usize| i, 0..100);
+        let results = pool.imap_unordered_fn(|i: usize| i, 0..100);
         pool.terminate();
         let _ = release.send(());
         let got: Vec<_> = results.collect();
@@ -224,7 +224,7 @@ fn closures_and_items_are_released() {
     let held = Arc::clone(&token);
     within(move || {
         let pool = pool(2);
-        let _ = pool.map(move |i: u8| (Arc::strong_count(&held), i), 0..10);
+        let _ = pool.map_fn(move |i: u8| (Arc::strong_count(&held), i), 0..10);
     });
     assert_eq!(Arc::strong_count(&token), 1);
 }
@@ -365,7 +365,7 @@ fn the_initializer_runs_once_on_every_worker_before_any_job() {
         .build()
         .expect("pool starts");
     assert_eq!(runs.load(Ordering::SeqCst), 3, "build waits for every worker's initializer");
-    let ready = pool.map(|_: u32| READY.get(), 0..50);
+    let ready = pool.map_fn(|_: u32| READY.get(), 0..50);
     assert!(ready.iter().all(|r| *r == Ok(true)), "{ready:?}");
     drop(pool);
     assert_eq!(runs.load(Ordering::SeqCst), 3, "once per worker");

@@ -36,7 +36,7 @@ pub(super) fn thread_pool<J: Job>(job: &Arc<J>, items: &[J::Item], workers: usiz
         Err(e) => return all_failed(&**job, items.len(), e),
     };
     let j = Arc::clone(job);
-    pool.map(move |item: J::Item| j.run(&item), items.to_vec())
+    pool.map_fn(move |item: J::Item| j.run(&item), items.to_vec())
         .into_iter()
         .map(|r| r.unwrap_or_else(|e| job.failed(e.to_string())))
         .collect()
