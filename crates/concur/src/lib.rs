@@ -140,7 +140,8 @@
 //! token, and the rate limit still holds.
 //!
 //! ```
-//! use concur::{Clock, FakeClock, Throttle};
+//! use concur::Throttle;
+//! use concur::throttle::{Clock, FakeClock};
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //!
@@ -187,21 +188,23 @@
 //! ```
 #![warn(missing_docs)]
 
-mod bridge;
+pub mod bridge;
 mod cancel;
-mod pool;
+pub mod pool;
 #[cfg(unix)]
-mod process_pool;
-mod thread_pool;
-mod throttle;
+pub mod process_pool;
+pub mod thread_pool;
+pub mod throttle;
 
 #[cfg(test)]
 mod test_support;
 
-pub use crate::bridge::{BlockingJob, Bridge};
+// The types most programs use, at the root; the rest (iterators, handles,
+// clocks) in their modules.
+pub use crate::bridge::Bridge;
 pub use crate::cancel::{CancelToken, Cancelled};
-pub use crate::pool::{AsCompleted, AsyncResult, ImapUnordered, Pool, PoolError, Task, TaskError, as_completed, panic_message};
+pub use crate::pool::{AsyncResult, Pool, PoolError, Task, TaskError, as_completed};
 #[cfg(unix)]
-pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, TimeLimited, worker_main};
-pub use crate::thread_pool::{Imap, ThreadPool, ThreadPoolBuilder};
-pub use crate::throttle::{Clock, FakeClock, NotUntil, SystemClock, Throttle, ThrottleError};
+pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, worker_main};
+pub use crate::thread_pool::{ThreadPool, ThreadPoolBuilder};
+pub use crate::throttle::{Throttle, ThrottleError};

@@ -5,14 +5,14 @@
 //!   interleave, each line is printed at its own deadline, and the run takes
 //!   exactly the longer of the two sums.
 //! - A blocking sleep holds the thread and cannot be seen by tokio's clock,
-//!   so it is modelled with `concur::FakeClock`: the clock moves on but the
+//!   so it is modelled with `concur::throttle::FakeClock`: the clock moves on but the
 //!   future does not yield. The waiters then run one after the other and the
 //!   run takes exactly the sum of all waits.
 
 use std::cell::RefCell;
 use std::time::Duration;
 
-use concur::{Clock, FakeClock};
+use concur::throttle::{Clock, FakeClock};
 use rates_cli::listings::waiter;
 
 const FIRST: [f64; 4] = [0.25, 0.75, 0.5, 0.5];

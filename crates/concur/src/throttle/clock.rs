@@ -95,7 +95,8 @@ impl Clock for SystemClock {
 /// is already cancelled: nothing here depends on real time.
 ///
 /// ```
-/// use concur::{Clock, FakeClock, Throttle};
+/// use concur::Throttle;
+/// use concur::throttle::{Clock, FakeClock};
 /// use std::time::Duration;
 ///
 /// let clock = FakeClock::new();

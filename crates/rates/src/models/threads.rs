@@ -21,7 +21,7 @@ pub(super) fn thread_per_item<J: Job>(job: &Arc<J>, items: &[J::Item]) -> Vec<J:
         handles
             .into_iter()
             .map(|h| match h {
-                Ok(h) => h.join().unwrap_or_else(|p| job.failed(concur::panic_message(&*p))),
+                Ok(h) => h.join().unwrap_or_else(|p| job.failed(concur::pool::panic_message(&*p))),
                 Err(e) => job.failed(format!("cannot start a thread: {e}")),
             })
             .collect()
