@@ -31,6 +31,7 @@ pub struct CancelToken(Arc<Inner>);
 struct Inner {
     cancelled: Mutex<bool>,
     wake_threads: Condvar,
+    #[cfg(feature = "async")]
     wake_tasks: tokio::sync::Notify,
 }
 
@@ -49,6 +50,7 @@ impl CancelToken {
     pub fn cancel(&self) {
         *self.lock() = true;
         self.0.wake_threads.notify_all();
+        #[cfg(feature = "async")]
         self.0.wake_tasks.notify_waiters();
     }
 
@@ -70,6 +72,7 @@ impl CancelToken {
     }
 
     /// Resolves once the flag is set.
+    #[cfg(feature = "async")]
     pub async fn cancelled(&self) {
         loop {
             let notified = self.0.wake_tasks.notified();
@@ -105,6 +108,7 @@ mod tests {
         assert!(c.sleep(Duration::from_secs(60)), "a cancelled flag does not sleep");
     }
 
+    #[cfg(feature = "async")]
     #[tokio::test(start_paused = true)]
     async fn tasks_wake_on_cancel() {
         let c = CancelToken::new();

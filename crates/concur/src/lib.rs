@@ -188,6 +188,7 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "async")]
 pub mod bridge;
 mod cancel;
 pub mod pool;
@@ -201,6 +202,7 @@ mod test_support;
 
 // The types most programs use, at the root; the rest (iterators, handles,
 // clocks) in their modules.
+#[cfg(feature = "async")]
 pub use crate::bridge::Bridge;
 pub use crate::cancel::{CancelToken, Cancelled};
 pub use crate::pool::{AsyncResult, Pool, PoolError, Task, TaskError, as_completed};

@@ -6,6 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+#[cfg(not(feature = "async"))]
+use std::time::Instant;
+/// Tokio's instant where async support is built, so the clock follows
+/// tokio's paused test time; the standard one otherwise.
+#[cfg(feature = "async")]
+use tokio::time::Instant;
+
 use crate::cancel::{CancelToken, Cancelled};
 
 /// A source of time for a [`Throttle`](super::Throttle).
@@ -52,13 +59,13 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 /// in tests (tokio's `test-util`).
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
-    origin: tokio::time::Instant,
+    origin: Instant,
 }
 
 impl SystemClock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
-        SystemClock { origin: tokio::time::Instant::now() }
+        SystemClock { origin: Instant::now() }
     }
 }
 
@@ -70,7 +77,7 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> Duration {
-        tokio::time::Instant::now().saturating_duration_since(self.origin)
+        Instant::now().saturating_duration_since(self.origin)
     }
 
     fn sleep_until(&self, deadline: Duration) {

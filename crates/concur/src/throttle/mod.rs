@@ -268,6 +268,7 @@ impl<C: Clock> Throttle<C> {
     /// The token is reserved on the first poll. If the future is dropped
     /// before the token is due (by a timeout, say), the slot is given back:
     /// a dropped acquire costs nothing.
+    #[cfg(feature = "async")]
     pub async fn acquire_async(&self) {
         let slot = self.reserve();
         let wait = slot.due.saturating_sub(slot.now);
@@ -397,7 +398,9 @@ struct Reservation<'a, C: Clock> {
     throttle: &'a Throttle<C>,
     /// The waiting slot; `None` for a token granted at once, or once kept.
     seq: Option<u64>,
-    /// The clock's time when the reservation was made.
+    /// The clock's time when the reservation was made (the async acquire
+    /// sleeps from it).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     now: Duration,
     /// When the token is granted.
     due: Duration,

@@ -325,6 +325,7 @@ fn a_cancelled_blocking_acquire_returns_at_once_and_gives_its_slot_back() {
     assert_eq!(within(move || next.join().expect("no panic")), Err(Cancelled));
 }
 
+#[cfg(feature = "async")]
 #[tokio::test(start_paused = true)]
 async fn dropped_async_acquires_give_their_slots_back() {
     let t = Arc::new(Throttle::new(10.0, 1).expect("valid"));
@@ -348,6 +349,7 @@ async fn dropped_async_acquires_give_their_slots_back() {
     assert_eq!(start.elapsed(), ms(300));
 }
 
+#[cfg(feature = "async")]
 #[tokio::test(start_paused = true)]
 async fn acquire_async_sleeps_in_tokio_time() {
     let t = Throttle::new(10.0, 2).expect("valid");
@@ -360,6 +362,7 @@ async fn acquire_async_sleeps_in_tokio_time() {
     assert_eq!(grants, [0, 0, 100, 200, 300, 400, 500].map(ms));
 }
 
+#[cfg(feature = "async")]
 #[tokio::test(start_paused = true)]
 async fn concurrent_async_waiters_get_distinct_slots() {
     let t = Arc::new(Throttle::new(20.0, 1).expect("valid"));
