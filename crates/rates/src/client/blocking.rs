@@ -4,6 +4,10 @@
 use std::time::Duration;
 
 use ureq::Agent;
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use super::{BadUrl, ClientConfig, FetchError, check_answer, decode_rates, parse_api_url};
 use crate::{RateRequest, Rates};
@@ -21,7 +25,7 @@ impl BlockingClient {
     /// A client of the API at `api` (e.g. `https://api.vatcomply.com`).
     pub fn new(api: &str, config: ClientConfig) -> Result<Self, BadUrl> {
         let api = parse_api_url(api)?;
-        let agent: Agent = Agent::config_builder()
+        let agent = Agent::config_builder()
             // Error statuses carry a `detail` we want to read, so they are
             // answers, not transport errors.
             .http_status_as_error(false)
@@ -29,8 +33,8 @@ impl BlockingClient {
             .timeout_global(Some(config.timeout))
             .max_idle_connections_per_host(64)
             .user_agent(concat!("rates/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = Agent::with_parts(agent, DefaultConnector::new(), LiteralFirst(DefaultResolver::default()));
         Ok(BlockingClient { agent, api, config })
     }
 
@@ -90,5 +94,56 @@ impl BlockingClient {
             ureq::Error::ConnectionFailed => FetchError::Connect(format!("{}: connection failed", self.api)),
             other => FetchError::Transport(other.to_string()),
         }
+    }
+}
+
+/// Resolves an IP address in the URL as itself, and anything else as ureq
+/// does. ureq's resolver, with a time limit set, looks every name up on a
+/// new thread, even `127.0.0.1`, and before it looks in its connection
+/// pool: a thread started and joined for every request.
+#[derive(Debug)]
+struct LiteralFirst(DefaultResolver);
+
+impl Resolver for LiteralFirst {
+    fn resolve(&self, uri: &Uri, config: &Config, timeout: NextTimeout) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let literal = uri.authority().and_then(|a| {
+            let host = a.host().trim_start_matches('[').trim_end_matches(']');
+            let port = a.port_u16().or_else(|| match uri.scheme_str() {
+                Some("https") => Some(443),
+                Some("http") => Some(80),
+                _ => None,
+            })?;
+            Some(std::net::SocketAddr::new(host.parse().ok()?, port))
+        });
+        match literal {
+            Some(addr) => {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(url: &str) -> Result<Vec<std::net::SocketAddr>, ureq::Error> {
+        let uri: Uri = url.parse().expect("a URI");
+        let config = Config::default();
+        let resolved = LiteralFirst(DefaultResolver::default()).resolve(&uri, &config, NextTimeout::default())?;
+        Ok(resolved.iter().copied().collect())
+    }
+
+    #[test]
+    fn ip_literals_resolve_to_themselves() {
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().expect("an address");
+        assert_eq!(resolve("http://127.0.0.1:8080/rates").ok(), Some(vec![addr("127.0.0.1:8080")]));
+        assert_eq!(resolve("http://[::1]:9/x").ok(), Some(vec![addr("[::1]:9")]));
+        assert_eq!(resolve("https://10.0.0.1/").ok(), Some(vec![addr("10.0.0.1:443")]));
+        // A name goes to ureq's resolver.
+        assert!(resolve("http://localhost:8080/").is_ok_and(|a| !a.is_empty()));
     }
 }
