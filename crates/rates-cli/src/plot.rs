@@ -99,8 +99,18 @@ fn draw_bars(svg: &mut String, title: &str, x_desc: &str, bars: &[Bar]) -> anyho
     Ok(())
 }
 
-/// One line of a line chart: a name and its points in date order.
-pub(crate) type Series = (String, Vec<(NaiveDate, f64)>);
+/// One panel of a line chart: a named series over time. A `None` value
+/// is a day without data: the line breaks there instead of joining its
+/// neighbours across the gap.
+#[derive(Debug, Clone)]
+pub(crate) struct Series {
+    /// The panel's caption, e.g. a currency.
+    pub name: String,
+    /// What the values measure, for the y axis, e.g. `EUR per 1 USD`.
+    pub unit: String,
+    /// The points in date order.
+    pub points: Vec<(NaiveDate, Option<f64>)>,
+}
 
 /// Line charts over time, one panel per series stacked vertically (each
 /// with its own scale: currencies differ by orders of magnitude).
@@ -110,30 +120,95 @@ pub(crate) fn lines(out: OutFile, title: &str, series: &[Series]) -> anyhow::Res
     out.commit(svg.as_bytes())
 }
 
+/// The runs of consecutive known values of `points`: what is drawn as one
+/// unbroken line each.
+fn segments(points: &[(NaiveDate, Option<f64>)]) -> Vec<Vec<(NaiveDate, f64)>> {
+    let mut out: Vec<Vec<(NaiveDate, f64)>> = Vec::new();
+    let mut open = false;
+    for &(day, value) in points {
+        match value {
+            Some(v) if open => out.last_mut().into_iter().for_each(|s| s.push((day, v))),
+            Some(v) => {
+                out.push(vec![(day, v)]);
+                open = true;
+            }
+            None => open = false,
+        }
+    }
+    out
+}
+
 fn draw_lines(svg: &mut String, title: &str, series: &[Series]) -> anyhow::Result<()> {
     let panels = series.len().max(1);
-    let root = SVGBackend::with_string(svg, (960, 60 + 260 * panels as u32)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (960, 60 + 280 * panels as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 20))?;
     let areas = root.split_evenly((panels, 1));
-    for ((name, points), area) in series.iter().zip(&areas) {
-        let (Some(&(first, _)), Some(&(last, _))) = (points.first(), points.last()) else {
-            area.draw(&Text::new(format!("{name}: no data"), (20, 20), ("sans-serif", 15)))?;
+    for (s, area) in series.iter().zip(&areas) {
+        let known = || s.points.iter().filter_map(|p| p.1);
+        let (Some(&(first, _)), Some(&(last, _)), Some(_)) = (s.points.first(), s.points.last(), known().next()) else {
+            area.draw(&Text::new(format!("{}: no data", s.name), (20, 20), ("sans-serif", 15)))?;
             continue;
         };
-        let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-        let hi = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        let lo = known().fold(f64::INFINITY, f64::min);
+        let hi = known().fold(f64::NEG_INFINITY, f64::max);
         let pad = if hi > lo { (hi - lo) * 0.05 } else { hi.abs().max(1.0) * 0.01 };
         let last = if last > first { last } else { last + chrono::Days::new(1) };
         let mut chart = ChartBuilder::on(area)
-            .caption(name, ("sans-serif", 16))
+            .caption(&s.name, ("sans-serif", 16))
             .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(70)
+            .x_label_area_size(45)
+            .y_label_area_size(90)
             .build_cartesian_2d(first..last, (lo - pad)..(hi + pad))?;
-        chart.configure_mesh().x_labels(8).y_labels(6).max_light_lines(2).label_style(("sans-serif", 13)).draw()?;
-        chart.draw_series(LineSeries::new(points.iter().copied(), BAR.stroke_width(2)))?;
+        chart
+            .configure_mesh()
+            .x_labels(8)
+            .y_labels(6)
+            .max_light_lines(2)
+            .label_style(("sans-serif", 13))
+            .x_desc("date")
+            .y_desc(&s.unit)
+            .axis_desc_style(("sans-serif", 14))
+            .draw()?;
+        for segment in segments(&s.points) {
+            if let [only] = segment[..] {
+                // A day alone between gaps: a dot, or it would not show.
+                chart.draw_series(std::iter::once(Circle::new(only, 2, BAR.filled())))?;
+            } else {
+                chart.draw_series(LineSeries::new(segment, BAR.stroke_width(2)))?;
+            }
+        }
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        rates::parse_date(s).unwrap_or_default()
+    }
+
+    #[test]
+    fn lines_break_at_missing_days() {
+        let p = [
+            (d("2020-01-01"), Some(1.0)),
+            (d("2020-01-02"), Some(2.0)),
+            (d("2020-01-03"), None),
+            (d("2020-01-06"), Some(3.0)),
+            (d("2020-01-07"), None),
+            (d("2020-01-08"), None),
+            (d("2020-01-09"), Some(4.0)),
+            (d("2020-01-10"), Some(5.0)),
+        ];
+        let want = vec![
+            vec![(d("2020-01-01"), 1.0), (d("2020-01-02"), 2.0)],
+            vec![(d("2020-01-06"), 3.0)],
+            vec![(d("2020-01-09"), 4.0), (d("2020-01-10"), 5.0)],
+        ];
+        assert_eq!(segments(&p), want);
+        assert!(segments(&[(d("2020-01-01"), None)]).is_empty());
+    }
 }
