@@ -320,9 +320,7 @@ fn a_partial_chart_breaks_its_lines_and_titles_the_range_covered() {
         "{texts:?}"
     );
     // One line per stretch in each panel, none across the gap.
-    let lines = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke") == Some("#4C72B0"))
-        .count();
+    let lines =
+        doc.descendants().filter(|n| n.has_tag_name("polyline") && n.attribute("stroke") == Some("#4C72B0")).count();
     assert_eq!(lines, 2 * 2, "{text}");
 }
