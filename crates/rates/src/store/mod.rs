@@ -37,7 +37,8 @@ CREATE TABLE closed_days (
 ```
 
 Answers arrive on many threads at once; a [`Writer`] gathers them on one
-thread of its own and writes whatever has arrived in one transaction.
+thread of its own and writes what arrives within a tenth of a second in one
+transaction.
 */
 
 mod writer;
@@ -328,8 +329,6 @@ impl Store {
                     "INSERT INTO rates (api, base, day, symbol, rate, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                      ON CONFLICT (api, base, day, symbol) DO UPDATE SET rate = excluded.rate, fetched_at = excluded.fetched_at",
                 )?;
-                let mut open =
-                    tx.prepare_cached("DELETE FROM closed_days WHERE api = ?1 AND base = ?2 AND day = ?3")?;
                 let mut close = tx.prepare_cached(
                     "INSERT INTO closed_days (api, base, day, answered, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5) \
                      ON CONFLICT (api, base, day) DO UPDATE SET answered = excluded.answered, fetched_at = excluded.fetched_at",
@@ -344,14 +343,28 @@ impl Store {
                             for s in symbols.iter().filter(|s| **s != r.base && !r.rates.contains_key(s)) {
                                 rate.execute(params![api, base, day, s.as_str(), None::<f64>, at])?;
                             }
-                            // A day once answered with an earlier one now has
-                            // rates of its own (it was not yet published).
-                            open.execute(params![api, base, day])?;
                         }
                         Entry::Closed { base, day, answered } => {
                             close.execute(params![api, base.as_str(), day.to_string(), answered.to_string(), at])?;
                         }
                     }
+                }
+                // A day once answered with an earlier one (not yet published
+                // then) that now has rates of its own is not closed: one
+                // statement per base of the batch, not one per answer.
+                let mut span: BTreeMap<Currency, (NaiveDate, NaiveDate)> = BTreeMap::new();
+                for e in entries {
+                    if let Entry::Answer(r) = e {
+                        let s = span.entry(r.base).or_insert((r.date, r.date));
+                        *s = (s.0.min(r.date), s.1.max(r.date));
+                    }
+                }
+                let mut reopen = tx.prepare_cached(
+                    "DELETE FROM closed_days WHERE api = ?1 AND base = ?2 AND day BETWEEN ?3 AND ?4 AND EXISTS \
+                     (SELECT 1 FROM rates r WHERE r.api = ?1 AND r.base = ?2 AND r.day = closed_days.day)",
+                )?;
+                for (base, (from, to)) in span {
+                    reopen.execute(params![api, base.as_str(), from.to_string(), to.to_string()])?;
                 }
             }
             tx.commit()
