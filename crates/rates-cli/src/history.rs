@@ -10,6 +10,12 @@ fails after retries is named on stderr and the exit code is 1, but every
 row that arrived is written. Progress is a bar on stderr, hidden when
 stderr is not a terminal. Against the public service, `--rate 2 --burst 4`
 keeps within its limit.
+
+With an external API, the answers are kept in the local store
+([`rates::store`]) as they arrive, and only the days the store lacks are
+asked for: a stopped run resumes, a repeated one makes no request, and
+`--offline` makes none at all. Days without data (failed, stopped, or not
+stored) are named on stderr, and the chart's lines break at them.
 */
 
 use std::io::Write;
@@ -227,18 +233,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     if let Some(writer) = writer {
-        let sink = writer.sink();
-        for (day, outcome) in wanted.iter().zip(fetched) {
-            if let Ok(r) = outcome
-                && r.date < *day
-            {
-                sink.closed(plan.base, *day, r.date);
-            }
-        }
-        let written = writer.finish();
-        if let Some(e) = written.error {
-            eprintln!("rates: {e}: {} answers not stored", written.lost);
-        }
+        finish_store(writer, plan.base, &wanted, fetched);
     }
 
     let rows: Vec<&Rates> =
@@ -285,6 +280,25 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let failures =
         days.iter().filter_map(|(day, d)| if let Day::Failed(f) = d { Some((day.to_string(), *f)) } else { None });
     Ok(session::report(rows.len(), failures, ran.as_ref().and_then(|r| r.stopped)))
+}
+
+/// Stores the days the API answered with an earlier one (holidays), so
+/// they are not asked again, and waits for every answer to be stored. The
+/// answers themselves were handed over as they arrived. A store that
+/// failed costs the next run requests, not this run its output: a warning.
+fn finish_store(writer: Writer, base: Currency, wanted: &[NaiveDate], fetched: &[rates::Outcome]) {
+    let sink = writer.sink();
+    for (day, outcome) in wanted.iter().zip(fetched) {
+        if let Ok(r) = outcome
+            && r.date < *day
+        {
+            sink.closed(base, *day, r.date);
+        }
+    }
+    let written = writer.finish();
+    if let Some(e) = written.error {
+        eprintln!("rates: {e}: {} answers not stored", written.lost);
+    }
 }
 
 /// Asks for `wanted` with the run's model, a progress bar on stderr, and
