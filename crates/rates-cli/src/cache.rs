@@ -81,7 +81,7 @@ impl HistoryStore {
             Target::Embedded(_) => return Ok(None),
         };
         let dir = location(&flags.dir)?;
-        let store = Store::open(&dir)?;
+        let store = Store::open(&dir).map_err(|e| anyhow::anyhow!("{e} (--no-cache runs without it)"))?;
         Ok(Some(HistoryStore { store, api, offline: flags.offline, max_age: flags.max_age }))
     }
 

@@ -324,3 +324,19 @@ fn a_partial_chart_breaks_its_lines_and_titles_the_range_covered() {
         doc.descendants().filter(|n| n.has_tag_name("polyline") && n.attribute("stroke") == Some("#4C72B0")).count();
     assert_eq!(lines, 2 * 2, "{text}");
 }
+
+#[test]
+fn a_store_that_cannot_be_opened_stops_the_run_before_any_request() {
+    let server = Server::start(Dataset::embedded(), Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the store's folder should be.
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "").unwrap();
+    let (code, out, err) = common::run(&history(&server.url, &file, "2020-01-01", "2020-01-10", &[]));
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.starts_with("rates: store ") && err.lines().count() == 1, "{err}");
+    assert_eq!(server.total(), 0);
+    // --no-cache is the way around it.
+    let (code, _, err) = common::run(&history(&server.url, &file, "2020-01-01", "2020-01-10", &["--no-cache"]));
+    assert_eq!(code, 0, "{err}");
+}

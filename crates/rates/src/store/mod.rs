@@ -104,7 +104,7 @@ pub struct StoreError {
 #[non_exhaustive]
 pub enum StoreErrorKind {
     /// Its folder could not be made.
-    #[error("{0}")]
+    #[error("cannot make its folder: {0}")]
     Io(#[from] std::io::Error),
     /// SQLite refused.
     #[error("{0}")]
