@@ -191,9 +191,9 @@ fn offline_after_a_full_run_makes_no_connection_and_says_what_is_missing() {
 
 #[test]
 fn two_histories_on_one_store_at_once_lose_nothing() {
-    let server = Server::start(Dataset::embedded(), Duration::ZERO);
+    let server = Server::start(Dataset::embedded(), Duration::from_millis(2));
     let store = tempfile::tempdir().unwrap();
-    // Overlapping years, many workers: both write many small batches.
+    // Overlapping years, many workers: both write all along.
     let fast = ["--model", "thread-pool", "--workers", "8"];
     let a = spawn(&history(&server.url, store.path(), "2015-01-01", "2016-12-31", &fast));
     let b = spawn(&history(&server.url, store.path(), "2016-01-01", "2017-12-31", &fast));
@@ -240,8 +240,10 @@ fn the_latest_days_are_asked_again_after_max_age_and_the_past_never() {
     assert_eq!(server.total() as usize, days.len(), "within --max-age: no request");
     assert_eq!(run(&["--max-age", "0"]), first);
     let now = rates::store::unix_now();
+    // Today and yesterday, those of them that are weekdays (none on a
+    // Sunday, when only the first half of this test can fail).
     let recent = days.iter().filter(|d| !rates::store::settled(**d, now)).count();
-    assert!((1..=2).contains(&recent));
+    assert!(recent <= 2);
     assert_eq!(server.total() as usize, days.len() + recent, "{:?}", server.counts());
 }
 
