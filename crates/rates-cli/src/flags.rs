@@ -96,7 +96,7 @@ pub struct ConnFlags {
 /// Where the local store of answers is (`history`, `cache`).
 #[derive(Debug, Clone, Args)]
 pub struct CacheFlag {
-    /// The store's folder [default: $XDG_CACHE_HOME/rates, else ~/.cache/rates].
+    /// Folder of the store of answers from --api [default: $XDG_CACHE_HOME/rates, else ~/.cache/rates].
     #[arg(long, env = "RATES_CACHE", value_name = "DIR")]
     pub cache: Option<PathBuf>,
 }

@@ -295,6 +295,16 @@ fn the_embedded_server_and_no_cache_leave_the_store_alone() {
     let (code, _, err) = common::run(&["fetch", "--api", &server.url]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 0, "nothing stored");
+
+    // Nor is a full store read with --no-cache: every day is asked again.
+    let (code, _, err) = common::run(&[&["history", "--cache", cache, "--api", &server.url][..], &range].concat());
+    assert_eq!(code, 0, "{err}");
+    let before = server.total();
+    let (code, _, err) =
+        common::run(&[&["history", "--cache", cache, "--api", &server.url, "--no-cache"][..], &range].concat());
+    assert_eq!(code, 0, "{err}");
+    let asked = weekdays(day("2020-01-01"), day("2020-01-10")).len();
+    assert_eq!(server.total() as usize, before as usize + asked, "{:?}", server.counts());
 }
 
 #[test]
