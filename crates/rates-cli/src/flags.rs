@@ -92,3 +92,27 @@ pub struct ConnFlags {
     #[arg(long, default_value_t = rates_server::ConnLimits::default().max_connections, value_name = "N")]
     pub max_connections: usize,
 }
+
+/// Where the local store of answers is (`history`, `cache`).
+#[derive(Debug, Clone, Args)]
+pub struct CacheFlag {
+    /// Folder of the store of answers from --api [default: $XDG_CACHE_HOME/rates, else ~/.cache/rates].
+    #[arg(long, env = "RATES_CACHE", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+}
+
+/// How `history` uses the local store of an external API's answers.
+#[derive(Debug, Clone, Args)]
+pub struct StoreFlags {
+    #[command(flatten)]
+    pub dir: CacheFlag,
+    /// Answer from the store alone, making no request; days not stored are named.
+    #[arg(long, conflicts_with = "no_cache")]
+    pub offline: bool,
+    /// Neither read nor write the store.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Answers about the last two days (which may be published late) are asked again once this old.
+    #[arg(long, value_parser = cli::duration, default_value = "1h", value_name = "DURATION")]
+    pub max_age: Duration,
+}

@@ -10,6 +10,12 @@ fails after retries is named on stderr and the exit code is 1, but every
 row that arrived is written. Progress is a bar on stderr, hidden when
 stderr is not a terminal. Against the public service, `--rate 2 --burst 4`
 keeps within its limit.
+
+With an external API, the answers are kept in the local store
+([`rates::store`]) as they arrive, and only the days the store lacks are
+asked for: a stopped run resumes, a repeated one makes no request, and
+`--offline` makes none at all. Days without data (failed, stopped, or not
+stored) are named on stderr, and the chart's lines break at them.
 */
 
 use std::io::Write;
@@ -20,12 +26,14 @@ use std::sync::Arc;
 use chrono::{Datelike, NaiveDate, Weekday};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use rates::{Currency, Model, RateRequest, Workers, present};
+use rates::store::{Stored, Writer};
+use rates::{Currency, Failure, Model, RateRequest, Rates, Workers, present};
 
+use crate::cache::HistoryStore;
 use crate::config::{Defaults, RunConfig};
-use crate::flags::{ClientFlags, SimFlags};
+use crate::flags::{ClientFlags, SimFlags, StoreFlags};
 use crate::output::OutFile;
-use crate::session::{self, Session, known_currencies};
+use crate::session::{self, Ran, Session, known_currencies};
 use crate::{Usage, cli, dataset, plot};
 
 /// How the series is written.
@@ -72,6 +80,8 @@ pub struct HistoryArgs {
     pub client: ClientFlags,
     #[command(flatten)]
     pub sim: SimFlags,
+    #[command(flatten)]
+    pub store: StoreFlags,
 }
 
 /// Every Monday to Friday from `from` to `to`, both included.
@@ -156,51 +166,80 @@ fn ranges(days: &[NaiveDate], all: &[NaiveDate], max: usize) -> String {
     parts.join(", ")
 }
 
+/// What became of one day asked for.
+enum Day<'a> {
+    /// Its rates.
+    Row(&'a Rates),
+    /// Not a business day: the API answered with an earlier one.
+    Closed,
+    /// Failed or stopped.
+    Failed(&'a Failure),
+    /// `--offline`, and not in the store.
+    NotStored,
+}
+
 pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.client.data.as_ref())?;
     let plan = plan(&args, &ds, chrono::Utc::now().date_naive())?;
     let config = RunConfig::new(&args.client, &args.sim, Defaults::FETCH)?;
+    let store = HistoryStore::open(&args.store, &config.target)?;
     // Proven writable before any request: results are not fetched to be lost.
     let out_file = args.out.as_deref().map(|p| OutFile::create("--out", p)).transpose()?;
     let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
     for note in &plan.notes {
         eprintln!("rates: {note}");
     }
-    let requests: Vec<RateRequest> = plan
+
+    // Only the days the store lacks are asked for.
+    let stored = match &store {
+        Some(s) => s.lookup(plan.base, &plan.symbols, &plan.days)?,
+        None => vec![Stored::Missing; plan.days.len()],
+    };
+    let offline = store.as_ref().is_some_and(|s| s.offline);
+    let wanted: Vec<NaiveDate> =
+        plan.days.iter().zip(&stored).filter(|(_, s)| **s == Stored::Missing).map(|(d, _)| *d).collect();
+    let writer = match store {
+        Some(s) if !offline && !wanted.is_empty() => Some(s.writer(&plan.symbols)?),
+        _ => None,
+    };
+    let ran = if offline || wanted.is_empty() {
+        // Nothing to ask: no server, no connection.
+        None
+    } else {
+        Some(fetch(&args, ds, &config, &plan, &wanted, writer.as_ref())?)
+    };
+    let fetched: &[rates::Outcome] = ran.as_ref().map_or(&[], |r| &r.outcomes);
+
+    // Every day asked, in date order, from the store or the run.
+    let mut answers = wanted.iter().zip(fetched);
+    let days: Vec<(NaiveDate, Day)> = plan
         .days
         .iter()
-        .map(|&day| RateRequest { base: plan.base, symbols: plan.symbols.clone(), date: Some(day) })
+        .zip(&stored)
+        .map(|(&day, s)| {
+            let what = match s {
+                Stored::Rates(r) => Day::Row(r),
+                Stored::Closed(_) => Day::Closed,
+                Stored::Missing => match answers.next() {
+                    // A holiday answers an earlier business day: dropped,
+                    // so each business day appears once.
+                    Some((_, Ok(r))) if r.date == day => Day::Row(r),
+                    Some((_, Ok(_))) => Day::Closed,
+                    Some((_, Err(f))) => Day::Failed(f),
+                    None => Day::NotStored,
+                },
+            };
+            (day, what)
+        })
         .collect();
-
-    let bar = ProgressBar::new(requests.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos}/{len} days [{bar:40}] {per_sec}, {eta} left")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    let tick = bar.clone();
-    let session = Session::start(ds, &config, Some(Arc::new(move |_| tick.inc(1))))?;
-    let ran = session.run(args.model, &requests, args.workers)?;
-    bar.finish_and_clear();
-
-    // A holiday answers an earlier business day: keep only the answers for
-    // the day asked, so each business day appears once, in date order.
-    let mut rows = Vec::new();
-    let mut failures = Vec::new();
-    let mut not_fetched = Vec::new();
-    for (day, outcome) in plan.days.iter().zip(&ran.outcomes) {
-        match outcome {
-            Ok(r) if r.date == *day => rows.push(r),
-            Ok(_) => {}
-            Err(f) => {
-                if f.error == rates::FetchError::Cancelled {
-                    not_fetched.push(*day);
-                }
-                failures.push((day.to_string(), f));
-            }
-        }
+    if let Some(writer) = writer {
+        finish_store(writer, plan.base, &wanted, fetched);
     }
 
+    let rows: Vec<&Rates> =
+        days.iter().filter_map(|(_, d)| if let Day::Row(r) = d { Some(*r) } else { None }).collect();
+    let missing: Vec<NaiveDate> =
+        days.iter().filter(|(_, d)| matches!(d, Day::Failed(_) | Day::NotStored)).map(|(day, _)| *day).collect();
     let text = match args.format {
         HistoryFormat::Csv => present::series_csv(&rows, &plan.symbols),
         HistoryFormat::Json => present::json(&rows, &plan.symbols) + "\n",
@@ -214,30 +253,115 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(file) = plot_file {
-        let series: Vec<plot::Series> = plan
-            .symbols
-            .iter()
-            .map(|&s| (s.to_string(), rows.iter().filter_map(|r| r.get(s).map(|v| (r.date, v))).collect()))
-            .collect();
-        let names: Vec<&str> = plan.symbols.iter().map(Currency::as_str).collect();
-        let gaps = if failures.is_empty() { String::new() } else { format!(", {} days missing", failures.len()) };
-        let title = format!(
-            "{} per 1 {}, {} to {} ({} business days{gaps})",
-            names.join(", "),
-            plan.base,
-            plan.from,
-            plan.to,
-            rows.len()
-        );
-        plot::lines(file, &title, &series)?;
-    }
-    // Failed days are named one by one below; days a signal stopped are
-    // too many for that, and name the ranges a new run should ask for.
-    if !not_fetched.is_empty() {
-        eprintln!("rates: not fetched: {}", ranges(&not_fetched, &plan.days, 20));
+        draw(file, &plan, &days, missing.len())?;
     }
 
-    Ok(session::report(rows.len(), failures, ran.stopped))
+    // Failed days are named one by one below; days a signal stopped, or
+    // not in the store, are too many for that: their ranges are named, for
+    // a new run to ask.
+    let cancelled: Vec<NaiveDate> = days
+        .iter()
+        .filter(|(_, d)| matches!(d, Day::Failed(f) if f.error == rates::FetchError::Cancelled))
+        .map(|(day, _)| *day)
+        .collect();
+    if !cancelled.is_empty() {
+        eprintln!("rates: not fetched: {}", ranges(&cancelled, &plan.days, 20));
+    }
+    if offline {
+        let absent: Vec<NaiveDate> =
+            days.iter().filter(|(_, d)| matches!(d, Day::NotStored)).map(|(day, _)| *day).collect();
+        if absent.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!("rates: not in the store: {}", ranges(&absent, &plan.days, 20));
+        eprintln!("rates: {} ok, {} not in the store", rows.len(), absent.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    let failures =
+        days.iter().filter_map(|(day, d)| if let Day::Failed(f) = d { Some((day.to_string(), *f)) } else { None });
+    Ok(session::report(rows.len(), failures, ran.as_ref().and_then(|r| r.stopped)))
+}
+
+/// Stores the days the API answered with an earlier one (holidays), so
+/// they are not asked again, and waits for every answer to be stored. The
+/// answers themselves were handed over as they arrived. A store that
+/// failed costs the next run requests, not this run its output: a warning.
+fn finish_store(writer: Writer, base: Currency, wanted: &[NaiveDate], fetched: &[rates::Outcome]) {
+    let sink = writer.sink();
+    for (day, outcome) in wanted.iter().zip(fetched) {
+        if let Ok(r) = outcome
+            && r.date < *day
+        {
+            sink.closed(base, *day, r.date);
+        }
+    }
+    let written = writer.finish();
+    if let Some(e) = written.error {
+        eprintln!("rates: {e}: {} answers not stored", written.lost);
+    }
+}
+
+/// Asks for `wanted` with the run's model, a progress bar on stderr, and
+/// each answer handed to `writer` as it arrives.
+fn fetch(
+    args: &HistoryArgs,
+    ds: Arc<rates::Dataset>,
+    config: &RunConfig,
+    plan: &Plan,
+    wanted: &[NaiveDate],
+    writer: Option<&Writer>,
+) -> anyhow::Result<Ran> {
+    let requests: Vec<RateRequest> = wanted
+        .iter()
+        .map(|&day| RateRequest { base: plan.base, symbols: plan.symbols.clone(), date: Some(day) })
+        .collect();
+    let bar = ProgressBar::new(requests.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} days [{bar:40}] {per_sec}, {eta} left")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let tick = bar.clone();
+    let sink = writer.map(Writer::sink);
+    let progress: rates::Progress = Arc::new(move |outcome: &rates::Outcome| {
+        tick.inc(1);
+        if let (Some(sink), Ok(r)) = (&sink, outcome) {
+            sink.answer(r);
+        }
+    });
+    let session = Session::start(ds, config, Some(progress))?;
+    let ran = session.run(args.model, &requests, args.workers)?;
+    bar.finish_and_clear();
+    Ok(ran)
+}
+
+/// The chart: a panel per symbol, its line broken at every missing day,
+/// under a title giving the range the rows cover.
+fn draw(file: OutFile, plan: &Plan, days: &[(NaiveDate, Day)], missing: usize) -> anyhow::Result<()> {
+    let series: Vec<plot::Series> = plan
+        .symbols
+        .iter()
+        .map(|&s| {
+            let points = days
+                .iter()
+                .filter_map(|(day, d)| match d {
+                    Day::Row(r) => Some((r.date, r.get(s))),
+                    Day::Closed => None,
+                    Day::Failed(_) | Day::NotStored => Some((*day, None)),
+                })
+                .collect();
+            plot::Series { name: s.to_string(), unit: format!("{s} per 1 {}", plan.base), points }
+        })
+        .collect();
+    let names: Vec<&str> = plan.symbols.iter().map(Currency::as_str).collect();
+    let rows: Vec<NaiveDate> =
+        days.iter().filter_map(|(day, d)| if let Day::Row(_) = d { Some(*day) } else { None }).collect();
+    let gaps = if missing == 0 { String::new() } else { format!(", {missing} days missing") };
+    let covered = match (rows.first(), rows.last()) {
+        (Some(first), Some(last)) => format!("{first} to {last} ({} business days{gaps})", rows.len()),
+        _ => format!("no data from {} to {}", plan.from, plan.to),
+    };
+    plot::lines(file, &format!("{} per 1 {}, {covered}", names.join(", "), plan.base), &series)
 }
 
 #[cfg(test)]

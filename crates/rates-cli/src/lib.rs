@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod cache;
 pub mod cli;
 mod config;
 mod fetch;
@@ -53,6 +54,8 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Compare the models on one workload: time, CPU, memory, errors.
     Bench(bench::BenchArgs),
+    /// The local store of an external API's answers: where it is, what it holds; clear it.
+    Cache(cache::CacheArgs),
     /// One model once, measured (what `bench` runs in a child process).
     #[command(hide = true)]
     BenchRun(bench::RunArgs),
@@ -100,6 +103,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args),
         Command::History(args) => history::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Cache(args) => cache::run(args),
         Command::BenchRun(args) => bench::run_one(args),
     }
 }

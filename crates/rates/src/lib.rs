@@ -23,6 +23,7 @@ pub mod models;
 mod names;
 pub mod present;
 mod retry;
+pub mod store;
 
 pub use api::{DateError, RateRequest, Rates, parse_date};
 pub use client::{
@@ -35,6 +36,7 @@ pub use currency::{Currency, InvalidCurrency};
 pub use dataset::{Dataset, DatasetError, RatesError, round6};
 pub use models::{Fetcher, Model, Outcome, Progress, Workers};
 pub use retry::{Failure, RetryPolicy};
+pub use store::{Store, StoreError};
 
 /// The chapter's five currencies, used as bases and as symbols by default.
 pub const CHAPTER_CURRENCIES: &str = "USD,EUR,PLN,NOK,CZK";

@@ -19,12 +19,22 @@ pub const MODELS: [&str; 8] = [
     "async-executor",
 ];
 
-/// The `rates` binary, ignoring any `RATES_API` of the environment, killed
-/// if it runs past a bound so a bug fails the test instead of hanging it.
+/// The `rates` binary, ignoring any `RATES_API` of the environment, with a
+/// store of answers of its own (see [`fresh_cache`]), killed if it runs
+/// past a bound so a bug fails the test instead of hanging it.
 pub fn rates() -> Command {
     let mut c = Command::cargo_bin("rates").unwrap();
-    c.env_remove("RATES_API").timeout(Duration::from_secs(120));
+    c.env_remove("RATES_API").env("RATES_CACHE", fresh_cache()).timeout(Duration::from_secs(120));
     c
+}
+
+/// A folder for a store of answers that no other command uses, under the
+/// build's temporary folder: a test never touches the user's store, and
+/// never finds answers another test stored. (`--cache` overrides it.)
+pub fn fresh_cache() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("store-{}-{n}", std::process::id()))
 }
 
 /// Runs `rates args` and gives its exit code (-1 if killed), stdout and stderr.
@@ -47,6 +57,7 @@ pub fn signalled(
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("rates"))
         .args(args)
         .env_remove("RATES_API")
+        .env("RATES_CACHE", fresh_cache())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,0 +1,182 @@
+//! The local store of an external API's answers, as the command line sees
+//! it: where it is (`--cache`, else `RATES_CACHE`, else
+//! `$XDG_CACHE_HOME/rates`, else `~/.cache/rates`), whether a `history`
+//! uses it, and `rates cache info|clear`. The store itself is
+//! [`rates::store`].
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use clap::{Args, Subcommand};
+use rates::Currency;
+use rates::store::{Query, Store, Stored, Writer};
+
+use crate::Usage;
+use crate::config::Target;
+use crate::flags::{CacheFlag, StoreFlags};
+
+/// Options of `rates cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// What to do with the store.
+    #[command(subcommand)]
+    pub action: CacheAction,
+}
+
+/// What `rates cache` does.
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Where the store is, its size, and what it holds per API and base.
+    Info(CacheFlag),
+    /// Forget every stored answer.
+    Clear(CacheFlag),
+}
+
+/// The store's folder: `flag` (from `--cache` or `RATES_CACHE`), else the
+/// user's cache folder as `env` tells it.
+fn location_from(flag: &CacheFlag, env: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf, Usage> {
+    if let Some(dir) = &flag.cache {
+        return Ok(dir.clone());
+    }
+    // The XDG spec says to ignore a relative XDG_CACHE_HOME.
+    let xdg = env("XDG_CACHE_HOME").map(PathBuf::from).filter(|p| p.is_absolute());
+    let home = env("HOME").map(PathBuf::from).filter(|p| p.is_absolute()).map(|h| h.join(".cache"));
+    match xdg.or(home) {
+        Some(dir) => Ok(dir.join("rates")),
+        None => Err(Usage("no folder for the store: name one with --cache or RATES_CACHE".into())),
+    }
+}
+
+pub(crate) fn location(flag: &CacheFlag) -> Result<PathBuf, Usage> {
+    location_from(flag, |name| std::env::var_os(name))
+}
+
+/// A `history`'s use of the store, decided before any request.
+pub(crate) struct HistoryStore {
+    store: Store,
+    /// The API the answers are stored under.
+    api: String,
+    pub offline: bool,
+    max_age: Duration,
+}
+
+impl HistoryStore {
+    /// The store, if this run uses one: only answers of an external API
+    /// are stored, and `--no-cache` turns it off.
+    pub fn open(flags: &StoreFlags, target: &Target) -> anyhow::Result<Option<HistoryStore>> {
+        let api = match target {
+            _ if flags.no_cache => return Ok(None),
+            Target::Remote(api) => api.clone(),
+            Target::Embedded(_) if flags.offline => {
+                return Err(Usage(
+                    "--offline: the store holds the answers of an external API: name it with --api or RATES_API".into(),
+                )
+                .into());
+            }
+            // The embedded server answers at once from data in the binary.
+            Target::Embedded(_) => return Ok(None),
+        };
+        let dir = location(&flags.dir)?;
+        let store = Store::open(&dir).map_err(|e| anyhow::anyhow!("{e} (--no-cache runs without it)"))?;
+        Ok(Some(HistoryStore { store, api, offline: flags.offline, max_age: flags.max_age }))
+    }
+
+    /// What the store knows of each of `days`.
+    pub fn lookup(&self, base: Currency, symbols: &[Currency], days: &[NaiveDate]) -> anyhow::Result<Vec<Stored>> {
+        let q = Query { api: &self.api, base, symbols, days };
+        Ok(self.store.lookup(&q, rates::store::unix_now(), self.max_age)?)
+    }
+
+    /// A writer of this run's answers, on a thread of its own.
+    pub fn writer(self, symbols: &[Currency]) -> anyhow::Result<Writer> {
+        Ok(self.store.writer(&self.api, symbols)?)
+    }
+}
+
+/// Runs `rates cache info|clear`.
+pub(crate) fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match args.action {
+        CacheAction::Info(flag) => {
+            let dir = location(&flag)?;
+            let Some(store) = Store::open_existing(&dir)? else {
+                writeln!(out, "store: {} (empty: nothing stored yet)", dir.join(rates::store::FILE_NAME).display())?;
+                return Ok(ExitCode::SUCCESS);
+            };
+            writeln!(out, "store: {} ({})", store.path().display(), size(store.size()))?;
+            let summary = store.summary()?;
+            if summary.is_empty() {
+                writeln!(out, "no answers stored")?;
+            }
+            let width = summary.iter().map(|s| s.api.len()).max().unwrap_or(0).max(3);
+            if !summary.is_empty() {
+                writeln!(out, "{:width$}  base  {:>6}  {:10}  {:10}  symbols", "api", "days", "from", "to")?;
+            }
+            for s in &summary {
+                writeln!(
+                    out,
+                    "{:width$}  {:4}  {:>6}  {}  {}  {}",
+                    s.api,
+                    s.base,
+                    s.days,
+                    s.first,
+                    s.last,
+                    s.symbols.join(",")
+                )?;
+            }
+        }
+        CacheAction::Clear(flag) => {
+            let dir = location(&flag)?;
+            match Store::open_existing(&dir)? {
+                Some(mut store) => {
+                    let rows = store.clear()?;
+                    writeln!(out, "cleared {}: {rows} rows removed", store.path().display())?;
+                }
+                None => writeln!(out, "nothing to clear at {}", dir.display())?,
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes as B, KiB or MiB.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v))
+    }
+
+    #[test]
+    fn the_store_is_where_the_flag_then_xdg_then_home_says() {
+        let flag = |p: Option<&str>| CacheFlag { cache: p.map(PathBuf::from) };
+        let all = [("XDG_CACHE_HOME", "/x/cache"), ("HOME", "/home/u")];
+        assert_eq!(location_from(&flag(Some("here")), env(&all)).ok(), Some(PathBuf::from("here")));
+        assert_eq!(location_from(&flag(None), env(&all)).ok(), Some(PathBuf::from("/x/cache/rates")));
+        let relative = [("XDG_CACHE_HOME", "cache"), ("HOME", "/home/u")];
+        assert_eq!(location_from(&flag(None), env(&relative)).ok(), Some(PathBuf::from("/home/u/.cache/rates")));
+        let e = location_from(&flag(None), env(&[])).expect_err("nowhere");
+        assert!(e.0.contains("--cache"), "{e}");
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(size(10), "10 B");
+        assert_eq!(size(2048), "2.0 KiB");
+        assert_eq!(size(3 * 1024 * 1024 + 1), "3.0 MiB");
+    }
+}

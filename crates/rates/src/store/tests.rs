@@ -1,0 +1,204 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::*;
+
+const API: &str = "http://api.test";
+
+fn c(s: &str) -> Currency {
+    s.parse().expect("currency code")
+}
+
+fn d(s: &str) -> NaiveDate {
+    crate::parse_date(s).expect("date")
+}
+
+fn answer(base: &str, day: &str, rates: &[(&str, f64)]) -> Rates {
+    Rates { date: d(day), base: c(base), rates: rates.iter().map(|&(s, v)| (c(s), v)).collect() }
+}
+
+/// Unix seconds at midnight UTC starting `day`.
+fn midnight(day: &str) -> i64 {
+    d(day).and_time(NaiveTime::MIN).and_utc().timestamp()
+}
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store = Store::open(dir.path()).expect("store opens");
+    (dir, store)
+}
+
+fn query<'a>(base: &str, symbols: &'a [Currency], days: &'a [NaiveDate]) -> Query<'a> {
+    Query { api: API, base: c(base), symbols, days }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[test]
+fn answers_come_back_exactly_and_holidays_are_remembered() {
+    let (_dir, mut s) = store();
+    let syms = [c("EUR"), c("PLN")];
+    // Awkward values: they must come back bit for bit.
+    let a = answer("USD", "2020-12-23", &[("EUR", 0.820_345), ("PLN", 3.7 + 1e-15)]);
+    let b = answer("USD", "2020-12-24", &[("EUR", 1.0 / 3.0), ("PLN", 3.694_112)]);
+    let closed = Entry::Closed { base: c("USD"), day: d("2020-12-25"), answered: d("2020-12-24") };
+    let at = midnight("2021-06-01");
+    s.put(API, &syms, &[Entry::Answer(a.clone()), Entry::Answer(b.clone()), closed], at).expect("stored");
+
+    let days = [d("2020-12-23"), d("2020-12-24"), d("2020-12-25"), d("2020-12-28")];
+    let got = s.lookup(&query("USD", &syms, &days), at + 10, HOUR).expect("read");
+    assert_eq!(got, [Stored::Rates(a), Stored::Rates(b), Stored::Closed(d("2020-12-24")), Stored::Missing]);
+    // Another API, another base: nothing.
+    let other = Query { api: "http://other.test", ..query("USD", &syms, &days) };
+    assert!(s.lookup(&other, at, HOUR).expect("read").iter().all(|x| *x == Stored::Missing));
+    assert!(s.lookup(&query("EUR", &syms, &days), at, HOUR).expect("read").iter().all(|x| *x == Stored::Missing));
+}
+
+#[test]
+fn a_later_run_reuses_the_symbols_that_overlap() {
+    let (_dir, mut s) = store();
+    let asked = [c("EUR"), c("PLN")];
+    let a = answer("USD", "2019-03-01", &[("EUR", 0.88), ("PLN", 3.8)]);
+    s.put(API, &asked, &[Entry::Answer(a)], midnight("2020-01-01")).expect("stored");
+    let days = [d("2019-03-01")];
+    let now = midnight("2020-01-01");
+    // A subset: served, with only the symbols asked.
+    let eur = [c("EUR")];
+    let want = Stored::Rates(answer("USD", "2019-03-01", &[("EUR", 0.88)]));
+    assert_eq!(s.lookup(&query("USD", &eur, &days), now, HOUR).expect("read"), [want]);
+    // The base itself needs no stored rate.
+    let with_base = [c("USD"), c("EUR")];
+    assert!(matches!(s.lookup(&query("USD", &with_base, &days), now, HOUR).expect("read")[0], Stored::Rates(_)));
+    // A symbol never asked: the day must be asked again.
+    let more = [c("EUR"), c("NOK")];
+    assert_eq!(s.lookup(&query("USD", &more, &days), now, HOUR).expect("read"), [Stored::Missing]);
+}
+
+#[test]
+fn a_symbol_the_api_did_not_have_is_remembered_as_absent() {
+    let (_dir, mut s) = store();
+    let asked = [c("EUR"), c("RUB")];
+    let a = answer("USD", "2023-03-01", &[("EUR", 0.94)]);
+    let now = midnight("2024-01-01");
+    s.put(API, &asked, &[Entry::Answer(a.clone())], now).expect("stored");
+    let days = [d("2023-03-01")];
+    assert_eq!(s.lookup(&query("USD", &asked, &days), now, HOUR).expect("read"), [Stored::Rates(a)]);
+}
+
+#[test]
+fn the_past_is_final_and_the_latest_day_is_refreshed_after_max_age() {
+    let (_dir, mut s) = store();
+    let syms = [c("EUR")];
+    let day = "2024-05-06";
+    // Fetched the same day: it may not be published yet, or corrected.
+    let fetched = midnight(day) + 17 * 3600;
+    assert!(!settled(d(day), fetched));
+    let a = answer("USD", day, &[("EUR", 0.93)]);
+    let holiday = Entry::Closed { base: c("USD"), day: d("2024-05-07"), answered: d(day) };
+    s.put(API, &syms, &[Entry::Answer(a.clone()), holiday], fetched).expect("stored");
+    let days = [d(day), d("2024-05-07")];
+    let q = query("USD", &syms, &days);
+    let fresh = [Stored::Rates(a.clone()), Stored::Closed(d(day))];
+    assert_eq!(s.lookup(&q, fetched + 3599, HOUR).expect("read"), fresh);
+    assert_eq!(s.lookup(&q, fetched + 3600, HOUR).expect("read"), [Stored::Missing, Stored::Missing]);
+    assert_eq!(s.lookup(&q, fetched + 60, Duration::ZERO).expect("read"), [Stored::Missing, Stored::Missing]);
+
+    // Fetched again a full day after both days ended: final, at any age.
+    let later = midnight("2024-05-09");
+    assert!(settled(d("2024-05-07"), later) && !settled(d("2024-05-07"), later - 1));
+    let published = answer("USD", "2024-05-07", &[("EUR", 0.92)]);
+    s.put(API, &syms, &[Entry::Answer(a.clone()), Entry::Answer(published.clone())], later).expect("stored");
+    // The day once closed has rates of its own now.
+    let years = later + 10 * 365 * 86_400;
+    assert_eq!(s.lookup(&q, years, Duration::ZERO).expect("read"), [Stored::Rates(a), Stored::Rates(published)]);
+}
+
+#[test]
+fn a_writer_stores_what_many_threads_hand_it() {
+    let (dir, s) = store();
+    let syms = [c("EUR")];
+    let writer = s.writer(API, &syms).expect("writer starts");
+    let days: Vec<NaiveDate> = d("2001-01-01").iter_days().take(2000).collect();
+    let days = Arc::new(days);
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (sink, days) = (writer.sink(), Arc::clone(&days));
+            scope.spawn(move || {
+                for (i, &day) in days.iter().enumerate().filter(|(i, _)| i % 8 == t) {
+                    let rates: BTreeMap<Currency, f64> = [(c("EUR"), i as f64)].into();
+                    sink.answer(&Rates { date: day, base: c("USD"), rates });
+                }
+            });
+        }
+    });
+    let written = writer.finish();
+    assert!(written.error.is_none(), "{:?}", written.error);
+    assert_eq!((written.stored, written.lost), (2000, 0));
+    let s = Store::open(dir.path()).expect("reopens");
+    let got = s.lookup(&query("USD", &syms, &days), unix_now(), HOUR).expect("read");
+    for (i, g) in got.iter().enumerate() {
+        assert!(matches!(g, Stored::Rates(r) if r.get(c("EUR")) == Some(i as f64)), "{i}: {g:?}");
+    }
+}
+
+#[test]
+fn two_stores_on_one_file_write_at_once_without_losing_an_answer() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let syms = [c("EUR")];
+    let days: Vec<NaiveDate> = d("2001-01-01").iter_days().take(3000).collect();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (dir, days) = (dir.path(), &days);
+            scope.spawn(move || {
+                let mut s = Store::open(dir).expect("opens");
+                // Small transactions, overlapping days: the most contention.
+                for chunk in days.chunks(10).skip(t).step_by(2) {
+                    let entries: Vec<Entry> = chunk
+                        .iter()
+                        .map(|&day| Entry::Answer(Rates { date: day, base: c("USD"), rates: [(c("EUR"), 1.5)].into() }))
+                        .collect();
+                    s.put(API, &syms, &entries, unix_now()).expect("no 'database is locked'");
+                }
+            });
+        }
+    });
+    let s = Store::open(dir.path()).expect("reopens");
+    let got = s.lookup(&query("USD", &syms, &days), unix_now(), HOUR).expect("read");
+    assert!(got.iter().all(|g| matches!(g, Stored::Rates(_))));
+}
+
+#[test]
+fn summary_and_clear() {
+    let (_dir, mut s) = store();
+    assert_eq!(s.summary().expect("read"), []);
+    let syms = [c("EUR"), c("PLN")];
+    let entries = [
+        Entry::Answer(answer("USD", "2020-01-02", &[("EUR", 0.9), ("PLN", 3.8)])),
+        Entry::Answer(answer("USD", "2020-01-03", &[("EUR", 0.9), ("PLN", 3.8)])),
+    ];
+    s.put(API, &syms, &entries, unix_now()).expect("stored");
+    let want = Summary {
+        api: API.into(),
+        base: "USD".into(),
+        first: "2020-01-02".into(),
+        last: "2020-01-03".into(),
+        days: 2,
+        symbols: vec!["EUR".into(), "PLN".into()],
+    };
+    assert_eq!(s.summary().expect("read"), [want]);
+    assert!(s.size() > 0);
+    assert_eq!(s.clear().expect("cleared"), 4);
+    assert_eq!(s.summary().expect("read"), []);
+}
+
+#[test]
+fn a_store_of_a_newer_schema_is_refused_not_damaged() {
+    let (dir, s) = store();
+    s.conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).expect("set");
+    drop(s);
+    let e = Store::open(dir.path()).expect_err("newer schema");
+    assert!(matches!(e.kind, StoreErrorKind::Newer(v) if v == SCHEMA_VERSION + 1), "{e}");
+    assert!(e.to_string().contains(FILE_NAME), "{e}");
+    assert!(Store::open_existing(&dir.path().join("none")).expect("no error").is_none());
+    assert!(!dir.path().join("none").exists(), "open_existing makes nothing");
+}
