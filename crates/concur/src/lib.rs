@@ -192,6 +192,7 @@
 pub mod bridge;
 mod cancel;
 pub mod pool;
+mod scoped;
 #[cfg(unix)]
 pub mod process_pool;
 pub mod thread_pool;
@@ -206,6 +207,7 @@ mod test_support;
 pub use crate::bridge::Bridge;
 pub use crate::cancel::{CancelToken, Cancelled};
 pub use crate::pool::{AsyncResult, Pool, PoolError, Task, TaskError, as_completed};
+pub use crate::scoped::scoped_map;
 #[cfg(unix)]
 pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, worker_main};
 pub use crate::thread_pool::{ThreadPool, ThreadPoolBuilder};

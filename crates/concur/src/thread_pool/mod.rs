@@ -44,6 +44,15 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// run Rust code truly in parallel. [`Pool`] is the task-based interface the
 /// thread pool shares with a process pool.
 ///
+/// # Dropping
+///
+/// Dropping the pool is [`join`](Self::join): it stops taking work, lets
+/// the queued jobs finish and waits for its threads, so the dropping thread
+/// blocks for as long as that takes (rayon's pools detach instead; Python's
+/// `with Pool()` terminates). Nothing queued is lost and no thread outlives
+/// the pool. Call [`terminate`](Self::terminate) first to drop queued work
+/// instead of waiting for it.
+///
 /// # Shutdown
 ///
 /// - [`close`](ThreadPool::close): no new work is accepted; what is queued
