@@ -186,15 +186,31 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # For Python users
+//!
+//! | Python | concur |
+//! |---|---|
+//! | `ThreadPool(n)` / `ThreadPoolExecutor(n)` | [`ThreadPool::new`], with an initializer on [`ThreadPoolBuilder`] |
+//! | `Pool(n)` (processes) | [`ProcessPool`] (Unix), the same [`Pool`] trait over [`Task`]s |
+//! | `pool.map(f, xs)` | [`ThreadPool::map_fn`] (closures); [`Pool::map`] (tasks) |
+//! | `pool.starmap(f, pairs)` | `map_fn(\|(a, b)\| f(a, b), pairs)`: a closure takes the tuple |
+//! | `pool.map(f, xs, chunksize=k)` | [`ProcessPool::with_chunksize`]`(k).map(..)` |
+//! | `imap`, `imap_unordered` | [`Pool::imap`], [`Pool::imap_unordered`] (`_fn` for closures) |
+//! | `apply_async`, `executor.submit` | [`Pool::apply_async`], [`ThreadPool::submit`]: an [`AsyncResult`] |
+//! | `as_completed(futures)`, `wait(..., FIRST_COMPLETED)` | [`as_completed`] (its first item) |
+//! | `with Pool() as p:` | dropping the pool: it joins (see each pool's docs) |
+//! | `loop.run_in_executor` | [`Bridge`] |
+//! | a function over borrowed data | [`scoped_map`]: no `'static` needed |
 #![warn(missing_docs)]
 
 #[cfg(feature = "async")]
 pub mod bridge;
 mod cancel;
 pub mod pool;
-mod scoped;
 #[cfg(unix)]
 pub mod process_pool;
+mod scoped;
 pub mod thread_pool;
 pub mod throttle;
 
@@ -207,8 +223,8 @@ mod test_support;
 pub use crate::bridge::Bridge;
 pub use crate::cancel::{CancelToken, Cancelled};
 pub use crate::pool::{AsyncResult, Pool, PoolError, Task, TaskError, as_completed};
-pub use crate::scoped::scoped_map;
 #[cfg(unix)]
 pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, worker_main};
+pub use crate::scoped::scoped_map;
 pub use crate::thread_pool::{ThreadPool, ThreadPoolBuilder};
 pub use crate::throttle::{Throttle, ThrottleError};

@@ -328,8 +328,26 @@ impl ProcessPool {
     /// let results = pool.with_task_timeout(Duration::from_secs(5)).map(tasks);
     /// # }
     /// ```
-    pub fn with_task_timeout(&self, limit: Duration) -> TimeLimited<'_> {
-        TimeLimited { pool: self, limit }
+    pub fn with_task_timeout(&self, limit: Duration) -> PerCall<'_> {
+        self.per_call().task_timeout(limit)
+    }
+
+    /// This pool, sending the tasks of calls made through it to workers
+    /// `chunksize` at a time (multiprocessing's per-call `chunksize`):
+    /// large chunks for many small tasks, 1 for few long ones.
+    ///
+    /// ```no_run
+    /// # use concur::{Pool, ProcessPool};
+    /// # fn f(pool: &ProcessPool, tasks: Vec<impl concur::Task>) {
+    /// let results = pool.with_chunksize(100).map(tasks);
+    /// # }
+    /// ```
+    pub fn with_chunksize(&self, chunksize: usize) -> PerCall<'_> {
+        self.per_call().chunksize(chunksize)
+    }
+
+    fn per_call(&self) -> PerCall<'_> {
+        PerCall { pool: self, timeout: self.task_timeout, chunksize: self.chunksize }
     }
 
     /// Queues chunks all together, or hands them back if the pool is closed.
@@ -354,6 +372,7 @@ impl ProcessPool {
         &self,
         items: impl IntoIterator<Item = T>,
         timeout: Option<Duration>,
+        chunksize: usize,
     ) -> ImapUnordered<T::Output> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut n = 0;
@@ -366,7 +385,7 @@ impl ProcessPool {
                 Ok(bytes) => {
                     indices.push(i);
                     tasks.push(bytes);
-                    if tasks.len() == self.chunksize {
+                    if tasks.len() == chunksize {
                         let (indices, tasks) = (std::mem::take(&mut indices), std::mem::take(&mut tasks));
                         chunks.push(chunk_of::<T>(indices, tasks, tx.clone(), timeout));
                     }
@@ -415,7 +434,7 @@ impl Pool for ProcessPool {
         &self,
         items: impl IntoIterator<Item = T>,
     ) -> impl Iterator<Item = (usize, Result<T::Output, TaskError>)> {
-        self.imap_unordered_within(items, self.task_timeout)
+        self.imap_unordered_within(items, self.task_timeout, self.chunksize)
     }
 
     fn apply_async<T: Task>(&self, task: T) -> AsyncResult<T::Output> {
@@ -423,23 +442,42 @@ impl Pool for ProcessPool {
     }
 }
 
-/// A [`ProcessPool`] whose tasks have a time limit, itself a [`Pool`].
+/// A [`ProcessPool`] with settings for the calls made through it, itself a
+/// [`Pool`]: made by [`ProcessPool::with_task_timeout`] or
+/// [`ProcessPool::with_chunksize`], each setting the pool's own by default.
 #[derive(Debug, Clone, Copy)]
-pub struct TimeLimited<'a> {
+pub struct PerCall<'a> {
     pool: &'a ProcessPool,
-    limit: Duration,
+    timeout: Option<Duration>,
+    chunksize: usize,
 }
 
-impl Pool for TimeLimited<'_> {
+impl PerCall<'_> {
+    /// A time limit for each task of these calls.
+    #[must_use]
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Tasks per chunk sent to a worker for these calls (at least 1).
+    #[must_use]
+    pub fn chunksize(mut self, chunksize: usize) -> Self {
+        self.chunksize = chunksize.max(1);
+        self
+    }
+}
+
+impl Pool for PerCall<'_> {
     fn imap_unordered<T: Task>(
         &self,
         items: impl IntoIterator<Item = T>,
     ) -> impl Iterator<Item = (usize, Result<T::Output, TaskError>)> {
-        self.pool.imap_unordered_within(items, Some(self.limit))
+        self.pool.imap_unordered_within(items, self.timeout, self.chunksize)
     }
 
     fn apply_async<T: Task>(&self, task: T) -> AsyncResult<T::Output> {
-        self.pool.apply_async_within(task, Some(self.limit))
+        self.pool.apply_async_within(task, self.timeout)
     }
 }
 

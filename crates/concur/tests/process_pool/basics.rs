@@ -236,3 +236,28 @@ fn threads_and_processes_give_equal_results() {
     assert_eq!(threads.0, threads.1);
     assert_eq!(threads.0.iter().filter(|r| r.is_err()).count(), 4);
 }
+
+#[test]
+fn a_per_call_chunksize_sends_that_many_tasks_to_one_worker() {
+    crate::enter();
+    // The pool's own chunksize is 1; through the view, one chunk of 8 goes
+    // to one worker, which runs all eight.
+    let pool = pool(2, 1);
+    let pids: Vec<u32> = pool
+        .with_chunksize(8)
+        .map(std::iter::repeat_with(|| WhoAmI).take(8))
+        .into_iter()
+        .map(|r| r.expect("a pid"))
+        .collect();
+    assert!(pids.iter().all(|&p| p == pids[0]), "{pids:?}");
+    // Chunks of 4: two chunks, in order, each on one worker.
+    let pids: Vec<u32> = pool
+        .with_chunksize(4)
+        .map(std::iter::repeat_with(|| WhoAmI).take(8))
+        .into_iter()
+        .map(|r| r.expect("a pid"))
+        .collect();
+    for chunk in pids.chunks(4) {
+        assert!(chunk.iter().all(|&p| p == chunk[0]), "{pids:?}");
+    }
+}
