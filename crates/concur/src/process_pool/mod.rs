@@ -100,6 +100,7 @@ use crate::pool::{AsyncResult, ImapUnordered, Pool, Task, TaskError};
 
 mod builder;
 mod manager;
+mod per_call;
 mod reader;
 mod registry;
 mod slot;
@@ -111,6 +112,7 @@ pub use builder::ProcessPoolBuilder;
 pub use registry::Registry;
 pub use worker::worker_main;
 
+pub use per_call::PerCall;
 use registry::{decode, encode};
 use slot::Slot;
 
@@ -332,9 +334,8 @@ impl ProcessPool {
         self.per_call().task_timeout(limit)
     }
 
-    /// This pool, sending the tasks of calls made through it to workers
-    /// `chunksize` at a time (multiprocessing's per-call `chunksize`):
-    /// large chunks for many small tasks, 1 for few long ones.
+    /// This pool, sending the tasks of calls through it `chunksize` at a
+    /// time (multiprocessing's per-call `chunksize`).
     ///
     /// ```no_run
     /// # use concur::{Pool, ProcessPool};
@@ -439,45 +440,6 @@ impl Pool for ProcessPool {
 
     fn apply_async<T: Task>(&self, task: T) -> AsyncResult<T::Output> {
         self.apply_async_within(task, self.task_timeout)
-    }
-}
-
-/// A [`ProcessPool`] with settings for the calls made through it, itself a
-/// [`Pool`]: made by [`ProcessPool::with_task_timeout`] or
-/// [`ProcessPool::with_chunksize`], each setting the pool's own by default.
-#[derive(Debug, Clone, Copy)]
-pub struct PerCall<'a> {
-    pool: &'a ProcessPool,
-    timeout: Option<Duration>,
-    chunksize: usize,
-}
-
-impl PerCall<'_> {
-    /// A time limit for each task of these calls.
-    #[must_use]
-    pub fn task_timeout(mut self, limit: Duration) -> Self {
-        self.timeout = Some(limit);
-        self
-    }
-
-    /// Tasks per chunk sent to a worker for these calls (at least 1).
-    #[must_use]
-    pub fn chunksize(mut self, chunksize: usize) -> Self {
-        self.chunksize = chunksize.max(1);
-        self
-    }
-}
-
-impl Pool for PerCall<'_> {
-    fn imap_unordered<T: Task>(
-        &self,
-        items: impl IntoIterator<Item = T>,
-    ) -> impl Iterator<Item = (usize, Result<T::Output, TaskError>)> {
-        self.pool.imap_unordered_within(items, self.timeout, self.chunksize)
-    }
-
-    fn apply_async<T: Task>(&self, task: T) -> AsyncResult<T::Output> {
-        self.pool.apply_async_within(task, self.timeout)
     }
 }
 

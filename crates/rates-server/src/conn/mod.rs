@@ -1,0 +1,497 @@
+//! The accept loop and the life of one connection: how the server protects
+//! itself from clients that open connections and say nothing.
+//!
+//! - A new connection must deliver a whole request head within the header
+//!   timeout of being accepted; between requests, a keep-alive connection may
+//!   sit idle for the idle timeout, and once the next request's first byte
+//!   arrives its head must be complete within the header timeout. Time spent
+//!   answering (the fault injection's latency included) is never limited.
+//! - At most `max_connections` connections are open. At the cap, a new
+//!   connection makes room by closing the one that has waited longest for a
+//!   request (a silent socket or an idle keep-alive connection), so silent
+//!   sockets cannot starve real clients. Only a connection found waiting on
+//!   its client (its last read found nothing more) is shed, silent ones
+//!   before those with half a head, never one whose request is still unread
+//!   in its socket or being answered. If no connection can be
+//!   shed (every one is busy answering), the server stops accepting until one
+//!   finishes or becomes sheddable; the kernel's listen backlog holds the
+//!   newcomers meanwhile.
+//! - An accept error that is not about one connection (out of descriptors,
+//!   EMFILE/ENFILE, or of memory) sheds a waiting connection the same way,
+//!   to free a descriptor, and backs off before the next accept, so the
+//!   loop neither spins nor stops listening.
+//! - The automatic answers hyper gives to a request head it cannot parse
+//!   (400 malformed, 431 too large, 414) are rewritten on their way out to
+//!   carry the API's JSON `{"detail": ...}` body.
+//!
+//! Everything shed, timed out or refused is counted in [`Metrics`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+
+use crate::metrics::Closed;
+use crate::{OptionError, Shared};
+
+/// Limits on the connections a server keeps open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// A request head must arrive within this long: from accept for a new
+    /// connection, from its first byte for the next request of a keep-alive
+    /// connection.
+    pub header_timeout: Duration,
+    /// A keep-alive connection waiting for its next request is closed after
+    /// this long without a byte.
+    pub idle_timeout: Duration,
+    /// The most connections open at once; see the module docs for what
+    /// happens at the cap.
+    pub max_connections: usize,
+}
+
+impl Default for ConnLimits {
+    /// 10 s for a request head, 30 s idle between requests (longer than the
+    /// head's limit so that clients pacing their requests keep their
+    /// connection), 1024 connections.
+    fn default() -> Self {
+        ConnLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// The most connections a server may be told to keep: the semaphore that
+/// counts them takes a `u32` when it waits for all of them to close.
+const MAX_CONNECTIONS: usize = 1 << 20;
+
+impl ConnLimits {
+    pub(crate) fn validate(&self) -> Result<(), OptionError> {
+        let bad_time =
+            |name, d: Duration| OptionError { name, value: format!("{d:?}"), expected: "a positive duration" };
+        if self.header_timeout.is_zero() {
+            return Err(bad_time("header timeout", self.header_timeout));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(bad_time("idle timeout", self.idle_timeout));
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(OptionError {
+                name: "max connections",
+                value: self.max_connections.to_string(),
+                expected: "a number from 1 to 1048576",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The largest request head a connection buffers (hyper's read buffer);
+/// past it the answer is 431. Bounds the memory a connection can hold.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// The first and the longest back-off after an accept error.
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Where connections come from: a TCP listener, or a fake in tests.
+pub(crate) trait Accept: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept(&mut self) -> io::Result<(Self::Io, SocketAddr)> {
+        tokio::net::TcpListener::accept(self).await
+    }
+}
+
+/// Errors about one connection only (its client gave up before it was
+/// accepted): nothing to back off from.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Accepts connections and serves `router` on each until `shutdown`
+/// resolves, then lets open connections finish their requests for at most
+/// `grace`.
+pub(crate) async fn serve<A: Accept>(
+    mut listener: A,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let router = crate::router(Arc::clone(&shared));
+    let limits = shared.options.limits;
+    let metrics = shared.metrics();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(Registry::default());
+    let (stop_tx, stop_rx) = watch::channel(());
+    let mut backoff = BACKOFF_MIN;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            r = listener.accept() => r,
+        };
+        let (io, remote) = match accepted {
+            Ok(a) => {
+                backoff = BACKOFF_MIN;
+                a
+            }
+            Err(e) => {
+                metrics.accept_error();
+                if is_per_connection(&e) {
+                    continue;
+                }
+                // Most likely out of descriptors: free one by shedding the
+                // longest-waiting connection, if there is one, and retry
+                // soon; otherwise wait longer each time.
+                let pause = if open.shed_one() {
+                    BACKOFF_MIN
+                } else {
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff
+                };
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        // At the cap: shed a waiting connection and take its slot, or wait
+        // for a slot or for a connection to become sheddable.
+        let mut counted = false;
+        let permit = loop {
+            if let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
+                break Some(p);
+            }
+            let shed = open.shed_one();
+            if !shed && !counted {
+                metrics.cap_full();
+                counted = true;
+            }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break None,
+                p = Arc::clone(&slots).acquire_owned() => break p.ok(),
+                () = open.sheddable.notified(), if !shed => {}
+            }
+        };
+        let Some(permit) = permit else { break };
+        let conn = open.add(Instant::now(), limits, metrics);
+        let task = Connection {
+            conn,
+            open: Arc::clone(&open),
+            shared: Arc::clone(&shared),
+            router: router.clone(),
+            remote,
+            stop: stop_rx.clone(),
+            _permit: permit,
+        };
+        tokio::spawn(task.run(io));
+    }
+    // Stop accepting, ask every connection to finish its request and close,
+    // and wait until all have (each holds a slot) or the grace period ends.
+    drop(listener);
+    drop(stop_rx);
+    let _ = stop_tx.send(());
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(grace, slots.acquire_many(all)).await;
+}
+
+/// The connections open now, so that one can be shed at the cap.
+#[derive(Debug, Default)]
+struct Registry {
+    next_id: AtomicU64,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Wakes an accept loop waiting at the cap when a connection becomes
+    /// sheddable.
+    sheddable: Arc<Notify>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, now: Instant, limits: ConnLimits, metrics: &crate::Metrics) -> Arc<Conn> {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let conn = Arc::new(Conn::new(id, now, limits, Arc::clone(&self.sheddable)));
+        self.lock().insert(id, Arc::clone(&conn));
+        metrics.opened();
+        conn
+    }
+
+    /// Asks the connection that has waited longest for a request (silent
+    /// ones before those that have sent part of a head) to close. False if
+    /// none can be shed.
+    fn shed_one(&self) -> bool {
+        let conns = self.lock();
+        let oldest = conns.values().filter_map(|c| c.shed_rank().map(|rank| (rank, c))).min_by_key(|(rank, _)| *rank);
+        match oldest {
+            Some((_, c)) => {
+                c.shed();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// What one connection is doing, shared by its I/O, its service and its
+/// watchdog.
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    limits: ConnLimits,
+    state: Mutex<State>,
+    /// Wakes the watchdog when the connection must close sooner than the
+    /// deadline it sleeps until.
+    changed: Notify,
+    /// The registry's: told when this connection becomes sheddable.
+    sheddable: Arc<Notify>,
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    /// The deadline the watchdog sleeps until (`None`: until told). Changes
+    /// that leave the deadline later than this one do not wake it; it finds
+    /// them when it wakes, so a request costs no wake-up.
+    armed: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Waiting for a request since `since`. `head` is when its head started
+    /// to count against the header timeout: at accept for a new connection,
+    /// at the first byte for the next request of a keep-alive one.
+    /// `found_silent` once a read found nothing more to read (or from the
+    /// start of a keep-alive connection's idle time): only then may it be
+    /// shed, never while a request it sent may be unread or unparsed.
+    Waiting { since: Instant, head: Option<Instant>, got_bytes: bool, found_silent: bool },
+    /// A request head was read; its answer is not yet written out. `done`
+    /// once the answer's body has ended (the next flush ends the phase).
+    Answering { done: bool },
+    /// Asked to close to make room.
+    Shed,
+}
+
+impl Phase {
+    /// When a connection in this phase must close, and why; `None` while
+    /// answering (or if the limit is too far to count).
+    fn deadline(&self, limits: &ConnLimits) -> Option<(Instant, Closed)> {
+        match *self {
+            Phase::Waiting { head: Some(t), .. } => {
+                Some((t.checked_add(limits.header_timeout)?, Closed::HeaderTimeout))
+            }
+            Phase::Waiting { since, head: None, .. } => {
+                Some((since.checked_add(limits.idle_timeout)?, Closed::IdleTimeout))
+            }
+            Phase::Answering { .. } => None,
+            Phase::Shed => Some((Instant::now(), Closed::Shed)),
+        }
+    }
+}
+
+impl Conn {
+    fn new(id: u64, now: Instant, limits: ConnLimits, sheddable: Arc<Notify>) -> Self {
+        let phase = Phase::Waiting { since: now, head: Some(now), got_bytes: false, found_silent: false };
+        Conn { id, limits, state: Mutex::new(State { phase, armed: None }), changed: Notify::new(), sheddable }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves to phase `to`, waking the watchdog only if it must act sooner.
+    fn set(&self, mut state: MutexGuard<'_, State>, to: Phase) {
+        state.phase = to;
+        let sooner = match (to.deadline(&self.limits), state.armed) {
+            (Some((at, _)), Some(armed)) => at < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        drop(state);
+        if sooner {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Bytes arrived: until a read finds nothing more, they may be a whole
+    /// request about to be answered, so the connection may not be shed.
+    fn on_read(&self) {
+        let state = self.lock();
+        if let Phase::Waiting { since, head, got_bytes, found_silent } = state.phase
+            && (!got_bytes || found_silent)
+        {
+            let head = head.or_else(|| Some(Instant::now()));
+            self.set(state, Phase::Waiting { since, head, got_bytes: true, found_silent: false });
+        }
+    }
+
+    /// A read found nothing: the connection waits on its client.
+    fn on_empty_read(&self) {
+        let mut state = self.lock();
+        if let Phase::Waiting { found_silent: found @ false, .. } = &mut state.phase {
+            *found = true;
+            drop(state);
+            self.sheddable.notify_one();
+        }
+    }
+
+    /// A request head was parsed and is being answered.
+    fn on_request(&self) {
+        let state = self.lock();
+        if state.phase != Phase::Shed {
+            self.set(state, Phase::Answering { done: false });
+        }
+    }
+
+    /// The answer's body has ended (or was dropped).
+    fn on_answer_done(&self) {
+        if let Phase::Answering { done } = &mut self.lock().phase {
+            *done = true;
+        }
+    }
+
+    /// Everything written so far has been flushed: if that was the end of an
+    /// answer, the connection now waits for its next request. An idle
+    /// keep-alive connection may be shed at once (its client, if it sent
+    /// more meanwhile, sees a closed keep-alive connection and may retry).
+    fn on_flushed(&self) {
+        let state = self.lock();
+        if state.phase == (Phase::Answering { done: true }) {
+            let idle = Phase::Waiting { since: Instant::now(), head: None, got_bytes: false, found_silent: true };
+            self.set(state, idle);
+            self.sheddable.notify_one();
+        }
+    }
+
+    /// True while no request is being answered (so an error answer hyper
+    /// writes then is its own, to a head it could not parse).
+    fn waiting(&self) -> bool {
+        matches!(self.lock().phase, Phase::Waiting { .. })
+    }
+
+    /// Which connection to shed first: the smallest rank; `None` if it may
+    /// not be shed (answering, or its request may be unread in its socket).
+    fn shed_rank(&self) -> Option<(bool, Instant, u64)> {
+        match self.lock().phase {
+            Phase::Waiting { since, got_bytes, found_silent: true, .. } => Some((got_bytes, since, self.id)),
+            Phase::Waiting { .. } | Phase::Answering { .. } | Phase::Shed => None,
+        }
+    }
+
+    fn shed(&self) {
+        let state = self.lock();
+        self.set(state, Phase::Shed);
+    }
+
+    /// Resolves when the connection must be closed, with the reason.
+    async fn watchdog(&self) -> Closed {
+        loop {
+            let deadline = {
+                let mut state = self.lock();
+                let d = state.phase.deadline(&self.limits);
+                state.armed = d.map(|(at, _)| at);
+                d
+            };
+            match deadline {
+                None => self.changed.notified().await,
+                Some((at, why)) if at <= Instant::now() => return why,
+                Some((at, _)) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {},
+                        () = self.changed.notified() => {},
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One accepted connection's task.
+struct Connection {
+    conn: Arc<Conn>,
+    open: Arc<Registry>,
+    shared: Arc<Shared>,
+    router: Router,
+    remote: SocketAddr,
+    stop: watch::Receiver<()>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    async fn run<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(mut self, io: I) {
+        let io = TokioIo::new(Guarded { io, conn: Arc::clone(&self.conn), rewrite: None });
+        let service = Service { router: self.router.clone(), conn: Arc::clone(&self.conn), remote: self.remote };
+        let served = hyper::server::conn::http1::Builder::new().max_buf_size(MAX_HEAD).serve_connection(io, service);
+        let mut served = std::pin::pin!(served);
+        let watchdog = self.conn.watchdog();
+        let mut watchdog = std::pin::pin!(watchdog);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                // Errors are the client's (a reset, a malformed head already
+                // answered): nothing to do but close.
+                _ = served.as_mut() => break,
+                why = &mut watchdog => {
+                    // Counted before the socket closes (dropped below), so a
+                    // client that sees the close sees the count.
+                    self.shared.metrics().closed(why);
+                    break;
+                }
+                _ = self.stop.changed(), if !stopping => {
+                    // Stopping: a connection waiting for a request closes
+                    // now; one answering finishes its answer first.
+                    if self.conn.waiting() {
+                        break;
+                    }
+                    stopping = true;
+                    served.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.open.lock().remove(&self.conn.id);
+        self.shared.metrics().closed_conn();
+    }
+}
+
+mod wire;
+use wire::*;
+
+#[cfg(test)]
+mod tests;
