@@ -201,9 +201,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args),
         Command::BenchRun(args) => bench::run_one(args),
         Command::Completions(args) => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(args.shell, &mut cmd, "rates", &mut std::io::stdout().lock());
-            Ok(ExitCode::SUCCESS)
+            // Into memory first: the generator panics if a write fails.
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "rates", &mut script);
+            print_all(&script)
         }
         Command::Man(args) => man(args),
     }
@@ -219,12 +220,22 @@ fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
             clap_mangen::generate_to(cmd, &dir).with_context(|| format!("cannot write to {}", dir.display()))?;
         }
         None => {
-            let mut out = std::io::stdout().lock();
-            clap_mangen::Man::new(cmd).render(&mut out)?;
-            out.flush()?;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            return print_all(&page);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `bytes` to stdout. A reader that stops early (`rates man | head`)
+/// is no error.
+fn print_all(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
