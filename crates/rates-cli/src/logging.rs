@@ -64,7 +64,14 @@ fn default_directives(serving: bool) -> String {
 /// in-process).
 pub fn init(verbosity: Verbosity, serving: bool, rust_log: Option<&str>) {
     let filter = filter(verbosity, serving, rust_log);
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| BarAwareStderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| BarAwareStderr)
+        // Its report of a failed write would go to stderr with
+        // `eprintln!`, which panics when stderr is closed: a server whose
+        // terminal went away would fail every request it logs.
+        .log_internal_errors(false)
+        .try_init();
 }
 
 /// The filter of [`init`].
@@ -101,17 +108,20 @@ struct BarAwareStderr;
 
 impl Write for BarAwareStderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // The formatter hands over one whole line per event.
+        // The formatter hands over one whole line per event. A line that
+        // cannot be written (stderr closed) is dropped: logging must never
+        // stop the work it reports on.
         let bar = BAR.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(WeakProgressBar::upgrade);
-        match bar {
-            Some(bar) if !bar.is_finished() => bar.suspend(|| io::stderr().lock().write_all(buf))?,
-            _ => io::stderr().lock().write_all(buf)?,
-        }
+        let _ = match bar {
+            Some(bar) if !bar.is_finished() => bar.suspend(|| io::stderr().lock().write_all(buf)),
+            _ => io::stderr().lock().write_all(buf),
+        };
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        io::stderr().flush()
+        let _ = io::stderr().flush();
+        Ok(())
     }
 }
 

@@ -195,6 +195,20 @@ fn serve_logs_one_access_line_per_request_and_q_silences_it() {
 }
 
 #[test]
+fn serve_keeps_answering_when_its_stderr_is_closed() {
+    // A closed terminal or `2>&-`: the access lines cannot be written, and
+    // must not fail the requests they are about.
+    let (child, addr, stderr) = serve(&[]);
+    drop(stderr);
+    for _ in 0..3 {
+        assert_eq!(get(&addr, "/rates?base=USD&symbols=PLN"), "HTTP/1.1 200 OK");
+    }
+    let mut child = child;
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
 fn the_embedded_servers_access_lines_wait_for_vv() {
     let args = ["fetch", "--bases", "USD,EUR", "--sim-latency", "1ms"];
     let (_, _, err) = run_env(&[&["-v"], &args[..]].concat(), None);
