@@ -52,8 +52,7 @@ Examples:
 ",
     exit_codes!()
 );
-const SERVE_HELP: &str = concat!(
-    "\
+const SERVE_HELP: &str = "\
 Examples:
   rates serve --addr 127.0.0.1:8080
   rates serve --latency 50ms --fail-rate 0.1 --rate-limit 2 --burst 4
@@ -61,9 +60,10 @@ Examples:
 
 Metrics in Prometheus' text format at /metrics.
 
-",
-    exit_codes!()
-);
+Exit codes:
+  0    stopped by Ctrl-C or SIGTERM (requests in flight were finished)
+  1    cannot listen on the address
+  2    bad usage or input, refused before listening";
 const HISTORY_HELP: &str = concat!(
     "\
 Examples:
