@@ -184,8 +184,19 @@ const LONG_THROTTLE_WAIT: Duration = Duration::from_secs(1);
 /// `fetch{base=USD date=2020-01-02}`. Its fields are only formatted when a
 /// line is logged.
 fn span(req: &RateRequest) -> tracing::Span {
-    let date = tracing::field::display(req.date.map_or_else(|| "latest".to_string(), |d| d.to_string()));
-    tracing::info_span!("fetch", base = %req.base, date)
+    tracing::info_span!("fetch", base = %req.base, date = %Day(req.date))
+}
+
+/// A request's day, `latest` for none; formatted only when logged.
+struct Day(Option<chrono::NaiveDate>);
+
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(d) => write!(f, "{d}"),
+            None => f.write_str("latest"),
+        }
+    }
 }
 
 fn log_throttle_wait(waited: Duration) {
