@@ -315,9 +315,9 @@ fn fetch(
         .iter()
         .map(|&day| RateRequest { base: plan.base, symbols: plan.symbols.clone(), date: Some(day) })
         .collect();
-    let bar = ProgressBar::new(requests.len() as u64);
+    let bar: ProgressBar = crate::logging::progress_bar(requests.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos}/{len} days [{bar:40}] {per_sec}, {eta} left")
+        ProgressStyle::with_template("{spinner} {pos}/{len} days [{bar:40}] {per_sec:1}, {eta} left")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );

@@ -12,6 +12,7 @@ mod fetch;
 pub mod flags;
 mod history;
 pub mod listings;
+pub mod logging;
 mod output;
 mod plot;
 mod session;
@@ -20,24 +21,96 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use rates::Dataset;
 
 pub use fetch::FetchArgs;
 
-/// What the exit code says, for `--help`.
-const EXIT_CODES: &str = "\
+/// What the exit code says, for `--help`: a macro, so that each
+/// subcommand's help can `concat!` it after its examples.
+macro_rules! exit_codes {
+    () => {
+        "\
 Exit codes:
   0    all good
   1    some items failed (the others are still written)
   2    bad usage or input, refused before any request
   130  stopped by Ctrl-C (what arrived is written)
-  143  stopped by SIGTERM (what arrived is written)";
+  143  stopped by SIGTERM (what arrived is written)"
+    };
+}
+
+/// Examples and exit codes after each subcommand's `--help`.
+const FETCH_HELP: &str = concat!(
+    "\
+Examples:
+  rates fetch --model thread-pool --workers 4
+  rates fetch --format json --date 2018-10-12 --bases USD,EUR
+  rates -v fetch --sim-fail-rate 0.3 --retries 3     # each retry logged on stderr
+
+",
+    exit_codes!()
+);
+const SERVE_HELP: &str = "\
+Examples:
+  rates serve --addr 127.0.0.1:8080
+  rates serve --latency 50ms --fail-rate 0.1 --rate-limit 2 --burst 4
+  rates -q serve --max-connections 256          # no access log
+
+Metrics in Prometheus' text format at /metrics.
+
+Exit codes:
+  0    stopped by Ctrl-C or SIGTERM (requests in flight were finished)
+  1    cannot listen on the address
+  2    bad usage or input, refused before listening";
+const HISTORY_HELP: &str = concat!(
+    "\
+Examples:
+  rates history --base USD --symbols EUR,PLN --from 2020-01-01 --to 2020-12-31 --plot usd.svg
+  rates history --base EUR --symbols USD --from 2024-01-01 --to 2024-03-31 --format json --out q1.json
+  rates history --base USD --symbols EUR --from 2000-01-01 --to 2024-12-31 --rate 2 --api https://api.vatcomply.com
+
+",
+    exit_codes!()
+);
+const BENCH_HELP: &str = concat!(
+    "\
+Examples:
+  rates bench
+  rates bench --models sync,async --requests 1000 --sim-latency 20ms --workers 16
+  rates bench --workload cpu --json --plot cpu.svg
+
+",
+    exit_codes!()
+);
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  rates completions bash > ~/.local/share/bash-completion/completions/rates
+  rates completions zsh > ~/.zfunc/_rates
+  rates completions fish > ~/.config/fish/completions/rates.fish";
+const MAN_HELP: &str = "\
+Examples:
+  rates man | man -l -
+  rates man --dir man/man1                # rates.1 and one page per subcommand";
 
 /// Exchange rates with every concurrency model of the chapter.
 #[derive(Debug, Parser)]
-#[command(name = "rates", version, about, propagate_version = true, after_help = EXIT_CODES)]
+#[command(
+    name = "rates",
+    version,
+    about,
+    propagate_version = true,
+    after_help = concat!(exit_codes!(), "\n\n", "Logging (stderr): -v shows each retry and its reason, 429s with their
+Retry-After, throttle waits over a second and respawned workers; -vv debug;
+-q errors only. Without -v or -q, RUST_LOG sets the filter
+(e.g. RUST_LOG=rates::retry=info).")
+)]
 pub struct Cli {
+    /// How much to log on stderr.
+    #[command(flatten)]
+    pub verbosity: logging::Verbosity,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -47,15 +120,25 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Fetch the rates of several bases, with any concurrency model.
+    #[command(after_help = FETCH_HELP)]
     Fetch(FetchArgs),
     /// Serve the rates API over the ECB dataset, with fault injection.
+    #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
     /// A base's rates for every business day of a range, one request per weekday.
+    #[command(after_help = HISTORY_HELP)]
     History(history::HistoryArgs),
     /// Compare the models on one workload: time, CPU, memory, errors.
+    #[command(after_help = BENCH_HELP)]
     Bench(bench::BenchArgs),
     /// The local store of an external API's answers: where it is, what it holds; clear it.
     Cache(cache::CacheArgs),
+    /// Print a shell completion script on stdout.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout, or write one per subcommand.
+    #[command(after_help = MAN_HELP)]
+    Man(ManArgs),
     /// One model once, measured (what `bench` runs in a child process).
     #[command(hide = true)]
     BenchRun(bench::RunArgs),
@@ -74,6 +157,22 @@ pub struct ServeArgs {
     pub faults: flags::FaultFlags,
     #[command(flatten)]
     pub limits: flags::ConnFlags,
+}
+
+/// Options of `rates completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Options of `rates man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write rates.1 and rates-SUBCOMMAND.1 into this directory instead.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// Bad usage or input: reported as one line, exit code 2.
@@ -105,6 +204,41 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args),
         Command::Cache(args) => cache::run(args),
         Command::BenchRun(args) => bench::run_one(args),
+        Command::Completions(args) => {
+            // Into memory first: the generator panics if a write fails.
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "rates", &mut script);
+            print_all(&script)
+        }
+        Command::Man(args) => man(args),
+    }
+}
+
+/// `rates man`: the page of `rates` on stdout, or every page into a directory.
+fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let cmd = Cli::command();
+    match args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, &dir).with_context(|| format!("cannot write to {}", dir.display()))?;
+        }
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            return print_all(&page);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `bytes` to stdout. A reader that stops early (`rates man | head`)
+/// is no error.
+fn print_all(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -119,6 +253,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// Runs `cli`, prints any error as one line on stderr, and maps it to an
 /// exit code: 2 for bad usage or input, 1 for anything else.
 pub fn main_with(cli: Cli) -> ExitCode {
+    let serving = matches!(cli.command, Command::Serve(_));
+    logging::init(cli.verbosity, serving, std::env::var("RUST_LOG").ok().as_deref());
     raise_open_files_limit();
     match run(cli) {
         Ok(code) => code,

@@ -2,20 +2,23 @@
 //! a JSON 404 for everything else. Fault injection wraps every route but
 //! `/metrics`, which stays exact and quick for whoever is watching. Every
 //! error answer carries the API's JSON `{"detail": ...}` body, axum's own
-//! (a 405 for a wrong method, a rejected extractor) included.
+//! (a 405 for a wrong method, a rejected extractor) included. Every request,
+//! `/metrics` included, is timed into the metrics by code and route and
+//! logged as one access line (`tracing`, target `rates_server::access`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State, rejection::QueryRejection};
+use axum::extract::{Query, Request, State, rejection::QueryRejection};
 use axum::http::{StatusCode, header};
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rates::{Currency, RatesError, parse_date};
 
+use crate::metrics::Route;
 use crate::{Shared, faults};
 
 /// The API's router over `shared` state.
@@ -29,7 +32,33 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .merge(api)
         .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), observe))
         .with_state(shared)
+}
+
+/// The target of the access lines, so they can be filtered on their own
+/// (`RUST_LOG=rates_server::access=off`).
+pub const ACCESS_LOG: &str = "rates_server::access";
+
+/// Times a request into the metrics and logs it: the outermost layer, so
+/// the status is the one the client gets and the time includes the faults.
+async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let started = tokio::time::Instant::now();
+    let method = req.method().clone();
+    let route = Route::of(req.uri().path());
+    let target = req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |p| p.to_string());
+    let answer = next.run(req).await;
+    let elapsed = started.elapsed();
+    let status = answer.status().as_u16();
+    shared.metrics.observe(route, status, elapsed.as_secs_f64());
+    tracing::info!(
+        target: ACCESS_LOG,
+        method = %method,
+        path = %target,
+        status,
+        duration_ms = format_args!("{:.3}", elapsed.as_secs_f64() * 1e3),
+    );
+    answer
 }
 
 /// The most of a non-JSON error body kept as its detail.

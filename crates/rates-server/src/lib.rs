@@ -22,12 +22,13 @@ mod app;
 mod conn;
 mod faults;
 mod metrics;
+mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use app::router;
+pub use app::{ACCESS_LOG, router};
 pub use conn::ConnLimits;
 pub use faults::RateLimit;
 pub use metrics::{Metrics, Snapshot};

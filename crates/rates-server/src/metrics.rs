@@ -1,18 +1,93 @@
-//! Counters behind `GET /metrics`: requests by status, in flight now, the
-//! most ever in flight at once, and requests refused with 429; connections
-//! open now and those closed by the server's own limits (timeouts, the cap),
-//! and accept errors. Tests read them to prove a model's concurrency bound
-//! from the server's side.
+//! The counters behind `GET /metrics`. Two views of the same server:
+//!
+//! - [`Snapshot`]: plain numbers read in-process (tests and `rates bench`
+//!   prove a model's concurrency bound from them): the API's requests by
+//!   status, in flight now, the most ever in flight at once, those refused
+//!   with 429; connections open now, those closed by the server's own limits
+//!   (timeouts, the cap), and accept errors.
+//! - [`Metrics::render`]: the Prometheus text exposition, through
+//!   `prometheus-client`: the same counters, every request (`/metrics`
+//!   included) by `code` and `route` with a duration histogram in seconds,
+//!   and the standard `process_*` metrics.
 
-use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::process::ProcessCollector;
 
 const FIRST_STATUS: u16 = 100;
 const LAST_STATUS: u16 = 599;
 
-/// Lock-free request counters, shared by every request task.
+/// Upper bounds of the request-duration buckets, in seconds: loopback
+/// answers take well under a millisecond, injected latency and a remote
+/// client's slow reads up to seconds.
+const DURATION_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The `route` label: the API's routes by name, everything else as one
+/// value, so a scan of random paths cannot grow the label set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Route {
+    Rates,
+    Currencies,
+    Metrics,
+    Other,
+}
+
+impl Route {
+    /// The route a request path falls under.
+    pub(crate) fn of(path: &str) -> Route {
+        match path {
+            "/rates" => Route::Rates,
+            "/currencies" => Route::Currencies,
+            "/metrics" => Route::Metrics,
+            _ => Route::Other,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Route::Rates => "/rates",
+            Route::Currencies => "/currencies",
+            Route::Metrics => "/metrics",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// The labels of every request: the status code and the route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    code: u16,
+    route: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// The server's counters, shared by every request task: lock-free atomics
+/// for the in-process [`Snapshot`], and `prometheus-client` metrics for the
+/// requests by code and route.
 #[derive(Debug)]
 pub struct Metrics {
+    counters: Arc<Counters>,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    registry: Registry,
+}
+
+/// Lock-free request and connection counters.
+#[derive(Debug)]
+struct Counters {
     by_status: Vec<AtomicU64>,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -79,9 +154,9 @@ impl Snapshot {
     }
 }
 
-impl Default for Metrics {
+impl Default for Counters {
     fn default() -> Self {
-        Metrics {
+        Counters {
             by_status: (FIRST_STATUS..=LAST_STATUS).map(|_| AtomicU64::new(0)).collect(),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
@@ -97,9 +172,27 @@ impl Default for Metrics {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let counters = Arc::new(Counters::default());
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let mut registry = Registry::default();
+        registry.register("rates_requests", "Requests answered, by HTTP status code and route", requests.clone());
+        registry.register(
+            "rates_request_duration_seconds",
+            "Time from a request's head to its answer, by HTTP status code and route",
+            durations.clone(),
+        );
+        registry.register_collector(Box::new(Arc::clone(&counters)));
+        registry.register_collector(Box::new(ProcessCollector));
+        Metrics { counters, requests, durations, registry }
+    }
+}
+
 /// Marks one request in flight until dropped, so a request whose client
 /// disconnects mid-way is still counted out.
-pub(crate) struct InFlight<'a>(&'a Metrics);
+pub(crate) struct InFlight<'a>(&'a Counters);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -109,124 +202,160 @@ impl Drop for InFlight<'_> {
 
 impl Metrics {
     pub(crate) fn start(&self) -> InFlight<'_> {
-        let now = self.in_flight.fetch_add(1, Relaxed) + 1;
-        self.max_in_flight.fetch_max(now, Relaxed);
-        InFlight(self)
+        let c = &*self.counters;
+        let now = c.in_flight.fetch_add(1, Relaxed) + 1;
+        c.max_in_flight.fetch_max(now, Relaxed);
+        InFlight(c)
     }
 
     pub(crate) fn finish(&self, status: u16) {
-        if let Some(c) = status.checked_sub(FIRST_STATUS).and_then(|i| self.by_status.get(i as usize)) {
+        let c = &*self.counters;
+        if let Some(c) = status.checked_sub(FIRST_STATUS).and_then(|i| c.by_status.get(i as usize)) {
             c.fetch_add(1, Relaxed);
         }
     }
 
     pub(crate) fn rate_limited(&self) {
-        self.rate_limited.fetch_add(1, Relaxed);
+        let c = &*self.counters;
+        c.rate_limited.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn opened(&self) {
-        self.connections_open.fetch_add(1, Relaxed);
-        self.connections_total.fetch_add(1, Relaxed);
+        let c = &*self.counters;
+        c.connections_open.fetch_add(1, Relaxed);
+        c.connections_total.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn closed_conn(&self) {
-        self.connections_open.fetch_sub(1, Relaxed);
+        let c = &*self.counters;
+        c.connections_open.fetch_sub(1, Relaxed);
     }
 
     pub(crate) fn closed(&self, why: Closed) {
+        let c = &*self.counters;
         let c = match why {
-            Closed::HeaderTimeout => &self.header_timeouts,
-            Closed::IdleTimeout => &self.idle_timeouts,
-            Closed::Shed => &self.shed,
+            Closed::HeaderTimeout => &c.header_timeouts,
+            Closed::IdleTimeout => &c.idle_timeouts,
+            Closed::Shed => &c.shed,
         };
         c.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn cap_full(&self) {
-        self.cap_full.fetch_add(1, Relaxed);
+        let c = &*self.counters;
+        c.cap_full.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn accept_error(&self) {
-        self.accept_errors.fetch_add(1, Relaxed);
+        let c = &*self.counters;
+        c.accept_errors.fetch_add(1, Relaxed);
     }
 
     /// Resets every counter but the requests in flight and connections open
     /// now (the maximum restarts from them), so one server can measure
-    /// several runs.
+    /// several runs. The requests by code and route and their durations
+    /// start again too.
     pub fn reset(&self) {
-        for c in &self.by_status {
+        let c = &*self.counters;
+        for c in &c.by_status {
             c.store(0, Relaxed);
         }
         for c in [
-            &self.rate_limited,
-            &self.connections_total,
-            &self.header_timeouts,
-            &self.idle_timeouts,
-            &self.shed,
-            &self.cap_full,
-            &self.accept_errors,
+            &c.rate_limited,
+            &c.connections_total,
+            &c.header_timeouts,
+            &c.idle_timeouts,
+            &c.shed,
+            &c.cap_full,
+            &c.accept_errors,
         ] {
             c.store(0, Relaxed);
         }
-        self.max_in_flight.store(self.in_flight.load(Relaxed), Relaxed);
+        c.max_in_flight.store(c.in_flight.load(Relaxed), Relaxed);
+        self.requests.clear();
+        self.durations.clear();
     }
 
     /// The counters now.
     pub fn snapshot(&self) -> Snapshot {
+        let c = &*self.counters;
         Snapshot {
-            by_status: self
+            by_status: c
                 .by_status
                 .iter()
                 .zip(FIRST_STATUS..)
                 .filter_map(|(c, s)| Some((s, c.load(Relaxed))).filter(|(_, n)| *n > 0))
                 .collect(),
-            in_flight: self.in_flight.load(Relaxed),
-            max_in_flight: self.max_in_flight.load(Relaxed),
-            rate_limited: self.rate_limited.load(Relaxed),
-            connections_open: self.connections_open.load(Relaxed),
-            connections_total: self.connections_total.load(Relaxed),
-            header_timeouts: self.header_timeouts.load(Relaxed),
-            idle_timeouts: self.idle_timeouts.load(Relaxed),
-            shed: self.shed.load(Relaxed),
-            cap_full: self.cap_full.load(Relaxed),
-            accept_errors: self.accept_errors.load(Relaxed),
+            in_flight: c.in_flight.load(Relaxed),
+            max_in_flight: c.max_in_flight.load(Relaxed),
+            rate_limited: c.rate_limited.load(Relaxed),
+            connections_open: c.connections_open.load(Relaxed),
+            connections_total: c.connections_total.load(Relaxed),
+            header_timeouts: c.header_timeouts.load(Relaxed),
+            idle_timeouts: c.idle_timeouts.load(Relaxed),
+            shed: c.shed.load(Relaxed),
+            cap_full: c.cap_full.load(Relaxed),
+            accept_errors: c.accept_errors.load(Relaxed),
         }
     }
 
-    /// The counters in Prometheus' text exposition format.
+    /// Counts one request answered (any route, `/metrics` included) and
+    /// how long it took.
+    pub(crate) fn observe(&self, route: Route, code: u16, seconds: f64) {
+        let labels = RequestLabels { code, route: route.label() };
+        self.requests.get_or_create(&labels).inc();
+        self.durations.get_or_create(&labels).observe(seconds);
+    }
+
+    /// The counters in Prometheus' text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
-        let s = self.snapshot();
         let mut out = String::new();
-        out.push_str("# HELP rates_requests_total Requests answered, by HTTP status.\n");
-        out.push_str("# TYPE rates_requests_total counter\n");
-        for (status, n) in &s.by_status {
-            let _ = writeln!(out, "rates_requests_total{{status=\"{status}\"}} {n}");
-        }
-        let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        };
-        one("rates_requests_in_flight", "gauge", "Requests being handled now.", s.in_flight);
-        one("rates_requests_in_flight_max", "gauge", "Most requests handled at once.", s.max_in_flight);
-        one("rates_rate_limited_total", "counter", "Requests refused with 429.", s.rate_limited);
-        one("rates_connections_open", "gauge", "Connections open now.", s.connections_open);
-        one("rates_connections_total", "counter", "Connections accepted.", s.connections_total);
-        out.push_str("# HELP rates_connections_closed_total Connections the server closed itself, by reason: header_timeout (no request head in time), idle_timeout (keep-alive idle too long), shed (closed while waiting for a request, to make room at the cap or free a descriptor).\n");
-        out.push_str("# TYPE rates_connections_closed_total counter\n");
-        for (reason, n) in [("header_timeout", s.header_timeouts), ("idle_timeout", s.idle_timeouts), ("shed", s.shed)]
-        {
-            let _ = writeln!(out, "rates_connections_closed_total{{reason=\"{reason}\"}} {n}");
-        }
-        let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        };
-        one(
-            "rates_connections_cap_waits_total",
-            "counter",
-            "Connections that waited for a slot: at the cap with every connection busy, accepting paused.",
-            s.cap_full,
-        );
-        one("rates_accept_errors_total", "counter", "Failed accepts (e.g. out of file descriptors).", s.accept_errors);
+        // Writing to a String cannot fail, nor can our collectors.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The in-process counters, encoded afresh at each scrape.
+impl Collector for Counters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        for (name, help, v) in [
+            ("rates_requests_in_flight", "Requests being handled now.", load(&self.in_flight)),
+            ("rates_requests_in_flight_max", "Most requests handled at once.", load(&self.max_in_flight)),
+            ("rates_connections_open", "Connections open now.", load(&self.connections_open)),
+        ] {
+            let gauge = ConstGauge::new(v as i64);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        for (name, help, v) in [
+            ("rates_rate_limited", "Requests refused with 429.", load(&self.rate_limited)),
+            ("rates_connections", "Connections accepted.", load(&self.connections_total)),
+            (
+                "rates_connections_cap_waits",
+                "Connections that waited for a slot: at the cap with every connection busy, accepting paused.",
+                load(&self.cap_full),
+            ),
+            ("rates_accept_errors", "Failed accepts (e.g. out of file descriptors).", load(&self.accept_errors)),
+        ] {
+            let counter = ConstCounter::new(v);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        let kind = ConstCounter::new(0u64).metric_type();
+        let mut closed = encoder.encode_descriptor(
+            "rates_connections_closed",
+            "Connections the server closed itself, by reason: header_timeout (no request head in time), \
+             idle_timeout (keep-alive idle too long), shed (closed while waiting for a request, to make room \
+             at the cap or free a descriptor).",
+            None,
+            kind,
+        )?;
+        for (reason, c) in
+            [("header_timeout", &self.header_timeouts), ("idle_timeout", &self.idle_timeouts), ("shed", &self.shed)]
+        {
+            ConstCounter::new(load(c)).encode(closed.encode_family(&[("reason", reason)])?)?;
+        }
+        Ok(())
     }
 }
 
@@ -246,15 +375,26 @@ mod tests {
         let _c = m.start();
         m.finish(200);
         m.rate_limited();
+        m.observe(Route::Rates, 200, 0.003);
+        m.observe(Route::Rates, 200, 0.2);
+        m.observe(Route::Other, 404, 0.0001);
         let s = m.snapshot();
         assert_eq!((s.count(200), s.count(500), s.total()), (2, 1, 3));
         assert_eq!((s.in_flight, s.max_in_flight, s.rate_limited), (1, 2, 1));
         let text = m.render();
-        assert!(text.contains("rates_requests_total{status=\"200\"} 2\n"));
+        assert!(text.contains("rates_requests_total{code=\"200\",route=\"/rates\"} 2\n"), "{text}");
+        assert!(text.contains("rates_requests_total{code=\"404\",route=\"other\"} 1\n"), "{text}");
         assert!(text.contains("rates_requests_in_flight_max 2\n"));
+        assert!(text.contains("# TYPE rates_request_duration_seconds histogram\n"), "{text}");
+        assert!(
+            text.contains("rates_request_duration_seconds_bucket{code=\"200\",route=\"/rates\",le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("rates_request_duration_seconds_count{code=\"200\",route=\"/rates\"} 2\n"), "{text}");
         m.reset();
         assert_eq!(m.snapshot().max_in_flight, 1);
         assert_eq!(m.snapshot().total(), 0);
+        assert!(!m.render().contains("rates_requests_total{"), "the requests by route start again");
     }
 
     #[test]

@@ -219,8 +219,10 @@ fn metrics_are_prometheus_text() {
     get(&a, &s, "/nope");
     let (status, _, text) = get(&a, &s, "/metrics");
     assert_eq!(status, 200);
-    assert!(text.contains("rates_requests_total{status=\"200\"} 1\n"), "{text}");
-    assert!(text.contains("rates_requests_total{status=\"404\"} 1\n"), "{text}");
+    // Prometheus names the status label `code`; `route` tells the API's
+    // routes apart, anything else is `other`.
+    assert!(text.contains("rates_requests_total{code=\"200\",route=\"/rates\"} 1\n"), "{text}");
+    assert!(text.contains("rates_requests_total{code=\"404\",route=\"other\"} 1\n"), "{text}");
     assert!(text.contains("# TYPE rates_requests_in_flight gauge\nrates_requests_in_flight 0\n"), "{text}");
     assert!(text.contains("rates_requests_in_flight_max 1\n"), "{text}");
     assert!(text.contains("rates_rate_limited_total 0\n"), "{text}");

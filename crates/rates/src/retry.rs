@@ -4,6 +4,7 @@
 //! Every model fetches through [`RetryPolicy`], so `--retries` means the same
 //! thing whichever model runs: up to K more attempts on 5xx, 429, timeouts
 //! and connection errors; never on other 4xx answers, which would fail again.
+//! Each retry is logged at info level (`rates -v`) with its reason and wait.
 
 use std::time::Duration;
 
@@ -89,7 +90,9 @@ impl RetryPolicy {
                     return Err(Failure { error: FetchError::Cancelled, attempts: attempts - 1 });
                 }
                 Err(error) if error.is_retryable() && attempts <= self.retries => {
-                    sleep(self.backoff(attempts, &error, &mut rng));
+                    let wait = self.backoff(attempts, &error, &mut rng);
+                    self.log_retry(attempts, &error, wait);
+                    sleep(wait);
                 }
                 Err(error) => return Err(Failure { error, attempts }),
             }
@@ -112,10 +115,29 @@ impl RetryPolicy {
                 }
                 Err(error) if error.is_retryable() && attempts <= self.retries => {
                     let wait = self.backoff(attempts, &error, &mut rand::rng());
+                    self.log_retry(attempts, &error, wait);
                     tokio::time::sleep(wait).await;
                 }
                 Err(error) => return Err(Failure { error, attempts }),
             }
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// One line per retry, at info level: which retry, the wait, and why
+    /// (a 429 with the `Retry-After` the server asked for).
+    fn log_retry(&self, attempt: u32, error: &FetchError, wait: Duration) {
+        let retries = self.retries;
+        match error {
+            FetchError::Status { status: 429, retry_after, .. } => {
+                let asked = retry_after.map_or_else(|| "none".to_string(), |d| format!("{}s", d.as_secs()));
+                tracing::info!(
+                    target: "rates::retry",
+                    "retry {attempt}/{retries} in {wait:.2?} after 429 Too Many Requests (Retry-After {asked})"
+                );
+            }
+            _ => tracing::info!(target: "rates::retry", "retry {attempt}/{retries} in {wait:.2?} after {error}"),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The pool's side of each worker: a manager thread that starts the
 //! worker, feeds it chunks from the work queue, enforces time limits,
-//! replaces it when it dies or has done its share, and reaps it.
+//! replaces it when it dies or has done its share, and reaps it. Deaths
+//! and respawns are logged at info level (`tracing`, target
+//! `concur::process_pool`).
 
 use std::io::{self, PipeReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
@@ -29,6 +31,9 @@ const UNTAKEN_DEATHS: usize = 3;
 /// How much a program may print on stdout before its greeting (a test
 /// harness's header, say) before it is taken for no worker.
 const MAX_PREAMBLE: usize = 64 * 1024;
+
+/// The target of the pool's log lines.
+const LOG: &str = "concur::process_pool";
 
 /// The thread that owns one worker process.
 pub(super) struct Manager {
@@ -173,7 +178,8 @@ impl Manager {
                 // An idle worker says nothing: it died, or broke the
                 // protocol and is let go.
                 if let Some(gone) = worker.take() {
-                    self.reap(gone);
+                    let status = self.reap(gone);
+                    tracing::info!(target: LOG, slot = self.slot, "idle worker {}", self.describe(status));
                 }
             }
         }
@@ -251,6 +257,7 @@ impl Manager {
                     TaskError::Failed(format!("the worker broke the protocol and was killed: {error}"))
                 }
             };
+            tracing::info!(target: LOG, slot = self.slot, "worker lost: {error}");
             (chunk.deliver)(next, Err(error));
             next += 1;
             untaken = 0;
@@ -262,7 +269,10 @@ impl Manager {
         let mut worker =
             self.spawn().map_err(|e| Start::Failed(TaskError::Failed(format!("cannot start a worker: {e}"))))?;
         let error = match self.ready(&mut worker) {
-            Ok(()) => return Ok(worker),
+            Ok(()) => {
+                tracing::info!(target: LOG, slot = self.slot, pid = worker.pid, "worker respawned");
+                return Ok(worker);
+            }
             Err(error) => error,
         };
         if matches!(error, NotReady::Failed(_)) {

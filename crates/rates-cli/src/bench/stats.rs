@@ -80,10 +80,26 @@ pub(super) struct WorkloadInfo {
     pub(super) item_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub(super) struct Report {
     pub(super) workload: WorkloadInfo,
     pub(super) models: Vec<ModelReport>,
+}
+
+/// The version of the `--json` layout, its first field: raised when a field
+/// changes meaning or goes away (new fields do not raise it), so scripts
+/// can refuse a layout they do not know.
+pub(super) const SCHEMA: u32 = 1;
+
+impl Serialize for Report {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut r = s.serialize_struct("Report", 3)?;
+        r.serialize_field("schema", &SCHEMA)?;
+        r.serialize_field("workload", &self.workload)?;
+        r.serialize_field("models", &self.models)?;
+        r.end()
+    }
 }
 
 /// The median of `values` (the lower middle one for an even count).

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use concur::{Pool, Task, Throttle};
 use serde::{Deserialize, Serialize};
@@ -119,6 +120,7 @@ impl Fetcher {
     /// Fetches one item on the calling thread, with throttling and retries;
     /// gives up early (as `Cancelled`) once the run is cancelled.
     pub fn fetch(&self, req: &RateRequest) -> Outcome {
+        let _span = span(req).entered();
         self.fetch_with(|| self.client.fetch(req))
     }
 
@@ -131,7 +133,9 @@ impl Fetcher {
                 // A cancelled run takes no slot, and a wait for one ends
                 // when the run is cancelled, giving the slot back.
                 if let Some(t) = &self.throttle {
+                    let asked = std::time::Instant::now();
                     t.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
+                    log_throttle_wait(asked.elapsed());
                 }
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
@@ -155,16 +159,49 @@ impl Fetcher {
     /// Fetches one item with `client`, with throttling and retries.
     /// Cancellation drops this future (the `async` model does).
     pub async fn fetch_async(&self, client: &AsyncClient, req: &RateRequest) -> Outcome {
+        use tracing::Instrument;
         let outcome = self
             .retry
             .run_async(|| async {
                 if let Some(t) = &self.throttle {
+                    let asked = tokio::time::Instant::now();
                     t.acquire_async().await;
+                    log_throttle_wait(asked.elapsed());
                 }
                 client.fetch(req).await
             })
+            .instrument(span(req))
             .await;
         self.done(outcome)
+    }
+}
+
+/// Throttle waits longer than this are logged: shorter ones are the
+/// throttle's ordinary pacing, longer ones explain a run that seems stuck.
+const LONG_THROTTLE_WAIT: Duration = Duration::from_secs(1);
+
+/// The context of a request's log lines (its retries, its throttle waits):
+/// `fetch{base=USD date=2020-01-02}`. Its fields are only formatted when a
+/// line is logged.
+fn span(req: &RateRequest) -> tracing::Span {
+    tracing::info_span!("fetch", base = %req.base, date = %Day(req.date))
+}
+
+/// A request's day, `latest` for none; formatted only when logged.
+struct Day(Option<chrono::NaiveDate>);
+
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(d) => write!(f, "{d}"),
+            None => f.write_str("latest"),
+        }
+    }
+}
+
+fn log_throttle_wait(waited: Duration) {
+    if waited > LONG_THROTTLE_WAIT {
+        tracing::info!(target: "rates::throttle", "waited {waited:.1?} for the rate limit (--rate)");
     }
 }
 
@@ -181,6 +218,7 @@ impl Job for Fetcher {
     /// and the retry policy stay in this process, so `--rate` holds across
     /// all worker processes and retries are throttled like first attempts.
     fn run_on(&self, pool: &(impl Pool + Sync), req: &RateRequest) -> Outcome {
+        let _span = span(req).entered();
         self.fetch_with(|| {
             let task = FetchOnce { api: self.api().to_string(), config: self.config, request: req.clone() };
             pool.apply_async(task).wait().unwrap_or_else(|e| Err(FetchError::Worker(e.to_string())))
