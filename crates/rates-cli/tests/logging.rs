@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use common::Served;
+use nix::sys::signal::Signal;
 
 /// Runs `rates args` with `RUST_LOG` unset (or set to `rust_log`):
 /// (exit code, stdout, stderr).
@@ -131,22 +131,11 @@ fn throttle_waits_over_a_second_are_logged() {
     assert!(!err.contains("rates::throttle"), "{err}");
 }
 
-/// Starts `rates [flags] serve` on an ephemeral port: the child, the
-/// address, and its stderr after the first line.
-fn serve(flags: &[&str]) -> (std::process::Child, String, BufReader<std::process::ChildStderr>) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rates"))
-        .args(flags)
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("{line}"));
-    (child, url.trim_start_matches("http://").to_string(), stderr)
+/// Starts `rates [flags] serve` on an ephemeral port, its stdout piped too.
+fn serve(flags: &[&str]) -> Served {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("rates"));
+    cmd.args(flags).args(["serve", "--addr", "127.0.0.1:0"]).env_remove("RUST_LOG").stdout(Stdio::piped());
+    Served::start(cmd)
 }
 
 /// `GET path` on its own connection; the status line.
@@ -159,25 +148,22 @@ fn get(addr: &str, path: &str) -> String {
     out.lines().next().unwrap_or_default().to_string()
 }
 
-/// Stops `child` with SIGTERM and gives the rest of its stderr and its stdout.
-fn stop(mut child: std::process::Child, mut stderr: BufReader<std::process::ChildStderr>) -> (String, String) {
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    // It exits within its grace period, closing the pipes: the reads end.
-    let mut err = String::new();
-    stderr.read_to_string(&mut err).unwrap();
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    (err, out)
+/// Stops a server with SIGTERM (it must exit 0) and gives the rest of its
+/// stderr and its stdout.
+fn stop(served: Served) -> (String, String) {
+    let stopped = served.stop(Signal::SIGTERM);
+    assert_eq!(stopped.status.code(), Some(0));
+    (stopped.stderr, stopped.stdout)
 }
 
 #[test]
 fn serve_logs_one_access_line_per_request_and_q_silences_it() {
-    let (child, addr, stderr) = serve(&[]);
+    let served = serve(&[]);
+    let addr = served.addr.clone();
     assert_eq!(get(&addr, "/rates?base=USD&symbols=PLN"), "HTTP/1.1 200 OK");
     assert_eq!(get(&addr, "/nope"), "HTTP/1.1 404 Not Found");
     assert_eq!(get(&addr, "/metrics"), "HTTP/1.1 200 OK");
-    let (err, out) = stop(child, stderr);
+    let (err, out) = stop(served);
     assert_eq!(out, "", "nothing on stdout");
     let access: Vec<&str> = err.lines().filter(|l| l.contains("rates_server::access")).collect();
     assert_eq!(access.len(), 3, "{err}");
@@ -188,9 +174,9 @@ fn serve_logs_one_access_line_per_request_and_q_silences_it() {
         assert!(line.contains(&format!("method=GET path={path} status={status} duration_ms=")), "{line}");
     }
 
-    let (child, addr, stderr) = serve(&["-q"]);
-    assert_eq!(get(&addr, "/rates"), "HTTP/1.1 200 OK");
-    let (err, _) = stop(child, stderr);
+    let served = serve(&["-q"]);
+    assert_eq!(get(&served.addr, "/rates"), "HTTP/1.1 200 OK");
+    let (err, _) = stop(served);
     assert!(!err.contains("rates_server::access"), "{err}");
 }
 
@@ -198,14 +184,12 @@ fn serve_logs_one_access_line_per_request_and_q_silences_it() {
 fn serve_keeps_answering_when_its_stderr_is_closed() {
     // A closed terminal or `2>&-`: the access lines cannot be written, and
     // must not fail the requests they are about.
-    let (child, addr, stderr) = serve(&[]);
-    drop(stderr);
+    let mut served = serve(&[]);
+    served.close_stderr();
     for _ in 0..3 {
-        assert_eq!(get(&addr, "/rates?base=USD&symbols=PLN"), "HTTP/1.1 200 OK");
+        assert_eq!(get(&served.addr, "/rates?base=USD&symbols=PLN"), "HTTP/1.1 200 OK");
     }
-    let mut child = child;
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
 }
 
 #[test]

@@ -2,43 +2,26 @@
 //! cleanly (exit 0) on SIGTERM and on Ctrl-C.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use common::Served;
+use nix::sys::signal::Signal;
+
+mod common;
 
 fn serve_then(signal: Signal) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rates"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("{line}"));
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("rates"));
+    cmd.args(["serve", "--addr", "127.0.0.1:0"]);
+    let served = Served::start(cmd);
 
-    let client = rates::BlockingClient::new(url, rates::ClientConfig::default()).unwrap();
+    let client = rates::BlockingClient::new(&served.url(), rates::ClientConfig::default()).unwrap();
     let req = rates::RateRequest {
         base: "USD".parse().unwrap(),
         symbols: rates::Currency::parse_list("PLN").unwrap(),
         date: rates::parse_date("2018-10-12").ok(),
     };
     assert_eq!(client.fetch(&req).unwrap().rates.values().next(), Some(&3.709694));
-
-    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
-    for _ in 0..200 {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert_eq!(status.code(), Some(0), "{signal:?}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("rates serve did not stop within 10 s of {signal:?}");
+    assert_eq!(served.stop(signal).status.code(), Some(0), "{signal:?}");
 }
 
 #[test]

@@ -6,34 +6,24 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use common::Served;
+use nix::sys::signal::Signal;
 
 /// Starts `rates serve` with `args` under a limit of `nofile` descriptors
-/// (soft and hard, so the program cannot raise it) and gives the child and
-/// the address it listens on.
-fn serve_with_nofile(nofile: u32, args: &[&str]) -> (Child, String) {
-    let bin = assert_cmd::cargo::cargo_bin("rates");
-    let mut child = Command::new("sh")
-        .arg("-c")
+/// (soft and hard, so the program cannot raise it).
+fn serve_with_nofile(nofile: u32, args: &[&str]) -> Served {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
-        .arg(bin)
+        .arg(assert_cmd::cargo::cargo_bin("rates"))
         .args(["serve", "--addr", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("RATES_API")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("{line}"));
-    (child, url.trim_start_matches("http://").to_string())
+        .args(args);
+    Served::start(cmd)
 }
 
 /// `GET path` on a new connection that asks to be closed after the answer:
@@ -55,26 +45,12 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
-/// Stops `child` with SIGTERM; it must exit 0 within 10 s.
-fn stop(mut child: Child) {
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    for _ in 0..200 {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert_eq!(status.code(), Some(0));
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("rates serve did not stop within 10 s");
-}
-
 #[test]
 fn out_of_descriptors_sheds_silent_sockets_and_keeps_serving() {
     // 64 descriptors, a cap far above them and a head timeout that never
     // fires here: only shedding can make room for the real request.
-    let (child, addr) = serve_with_nofile(64, &["--max-connections", "1000", "--header-timeout", "10m"]);
+    let served = serve_with_nofile(64, &["--max-connections", "1000", "--header-timeout", "10m"]);
+    let addr = served.addr.clone();
     let silent: Vec<TcpStream> = (0..150).map(|_| TcpStream::connect(&addr).unwrap()).collect();
     let (status, body) = get(&addr, "/rates?base=USD&symbols=PLN&date=2018-10-12");
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
@@ -84,7 +60,7 @@ fn out_of_descriptors_sheds_silent_sockets_and_keeps_serving() {
     assert!(metric(&text, "rates_connections_closed_total{reason=\"shed\"}") > 0, "{text}");
     assert_eq!(metric(&text, "rates_connections_closed_total{reason=\"header_timeout\"}"), 0, "{text}");
     drop(silent);
-    stop(child);
+    assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
 }
 
 #[test]

@@ -94,3 +94,84 @@ pub fn signalled(
     };
     (status.code(), out.join().unwrap(), err.join().unwrap())
 }
+
+/// A `rates serve` a test started: its address, read from the first line
+/// it prints, and the rest of its stderr. Killed if dropped before
+/// [`Served::stop`], so a failing test leaves no server behind.
+pub struct Served {
+    child: Option<std::process::Child>,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    stderr: Option<std::io::BufReader<std::process::ChildStderr>>,
+}
+
+impl Served {
+    /// Starts `cmd`, a `rates ... serve --addr 127.0.0.1:0 ...` with its
+    /// stderr piped, and reads the address it announces.
+    pub fn start(mut cmd: std::process::Command) -> Served {
+        use std::io::BufRead;
+        let mut child = cmd.env_remove("RATES_API").stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let served = |line: &str| line.split_whitespace().find_map(|w| w.strip_prefix("http://")).map(str::to_string);
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let addr = served(&line);
+        let mut s = Served { child: Some(child), addr: String::new(), stderr: Some(stderr) };
+        s.addr = addr.unwrap_or_else(|| panic!("no address in {line:?}"));
+        s
+    }
+
+    /// The server's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Closes the reading end of the server's stderr, as a closed terminal
+    /// would: its log lines can no longer be written.
+    pub fn close_stderr(&mut self) {
+        self.stderr = None;
+    }
+
+    /// Sends `signal`, waits for the server to exit (failing if it has not
+    /// within 10 s), and gives its exit status, the rest of its stderr and
+    /// its stdout (if piped).
+    pub fn stop(mut self, signal: nix::sys::signal::Signal) -> Stopped {
+        use std::io::Read;
+        let mut child = self.child.take().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        for _ in 0..200 {
+            if let Some(status) = child.try_wait().unwrap() {
+                // Exited: its pipes are at their ends, the reads cannot block.
+                let mut stopped = Stopped { status, stderr: String::new(), stdout: String::new() };
+                if let Some(err) = self.stderr.as_mut() {
+                    let _ = err.read_to_string(&mut stopped.stderr);
+                }
+                if let Some(mut out) = child.stdout.take() {
+                    let _ = out.read_to_string(&mut stopped.stdout);
+                }
+                return stopped;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("rates serve did not stop within 10 s of {signal:?}");
+    }
+}
+
+/// How a [`Served`] server ended.
+pub struct Stopped {
+    pub status: std::process::ExitStatus,
+    pub stderr: String,
+    pub stdout: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
