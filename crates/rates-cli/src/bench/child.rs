@@ -69,9 +69,38 @@ pub(super) fn rusage() -> anyhow::Result<Rusage> {
     Ok(Rusage {
         user: secs(me.user_time()) + secs(kids.user_time()),
         sys: secs(me.system_time()) + secs(kids.system_time()),
-        self_max_rss: bytes(me.max_rss()),
+        self_max_rss: own_peak_rss().unwrap_or_else(|| bytes(me.max_rss())),
         children_max_rss: bytes(kids.max_rss()),
     })
+}
+
+/// This program's own peak resident set, from `VmHWM` in
+/// `/proc/self/status` (Linux). `ru_maxrss` is no good for it: Linux keeps
+/// it across `exec`, so a child started from a big parent reports the
+/// parent's size as its own peak.
+fn own_peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    peak_from_status(&status)
+}
+
+/// The `VmHWM:   1234 kB` line of a `/proc/PID/status`, in bytes.
+fn peak_from_status(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peak_is_read_from_the_status_file() {
+        let status = "Name:\trates\nVmPeak:\t  20000 kB\nVmHWM:\t    5632 kB\nVmRSS:\t 5000 kB\n";
+        assert_eq!(peak_from_status(status), Some(5632 * 1024));
+        assert_eq!(peak_from_status("VmRSS: 1 kB"), None);
+        assert_eq!(peak_from_status("VmHWM: lots"), None);
+    }
 }
 
 /// The requests of the I/O workload: the chapter's bases in turn, with the

@@ -175,7 +175,6 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
     let config = RunConfig::new(&args.client, &args.sim, Defaults::BENCH)?;
-    let ds = crate::dataset(args.client.data.as_ref())?;
 
     let io = args.workload == Workload::Io;
     let n = args.requests;
@@ -183,7 +182,12 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // The simulated network of the embedded server, when the I/O workload uses it.
     let sim = config.embedded().filter(|_| io);
     let server = match sim {
-        Some(sim) => Some(rates_server::spawn(ds, sim.clone()).context("cannot start the embedded server")?),
+        // Loaded only for the embedded server: a run's child process counts
+        // the memory of the parent it was started from as its own peak.
+        Some(sim) => {
+            let ds = crate::dataset(args.client.data.as_ref())?;
+            Some(rates_server::spawn(ds, sim.clone()).context("cannot start the embedded server")?)
+        }
         None => None,
     };
     let api = match (&config.target, &server) {
