@@ -192,6 +192,8 @@ mod cancel;
 mod pool;
 #[cfg(unix)]
 mod process_pool;
+#[cfg(all(unix, feature = "redis"))]
+pub mod queue;
 mod thread_pool;
 mod throttle;
 
@@ -203,5 +205,9 @@ pub use crate::cancel::{CancelToken, Cancelled};
 pub use crate::pool::{AsyncResult, ImapUnordered, Pool, PoolError, Task, TaskError, panic_message};
 #[cfg(unix)]
 pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, TimeLimited, worker_main};
+#[cfg(all(unix, feature = "redis"))]
+pub use crate::queue::{
+    QueueError, QueueStatus, RedisPool, RedisPoolBuilder, WorkerOptions, queue_status, serve_queue,
+};
 pub use crate::thread_pool::{Imap, ThreadPool, ThreadPoolBuilder};
 pub use crate::throttle::{Clock, FakeClock, NotUntil, SystemClock, Throttle, ThrottleError};

@@ -101,10 +101,10 @@ use crate::pool::{AsyncResult, ImapUnordered, Pool, Task, TaskError};
 mod builder;
 mod manager;
 mod reader;
-mod registry;
+pub(crate) mod registry;
 mod slot;
 mod sys;
-mod wire;
+pub(crate) mod wire;
 mod worker;
 
 pub use builder::ProcessPoolBuilder;
