@@ -33,6 +33,23 @@ pub struct ClientFlags {
     /// Time limit of one request.
     #[arg(long, value_parser = cli::timeout, default_value = "10s")]
     pub timeout: Duration,
+    /// Run every request on the workers of this Redis queue
+    /// (redis://HOST:PORT/DB; start them with `rates worker`): --model is
+    /// then ignored, --workers bounds the requests in flight, --rate holds
+    /// across all workers.
+    #[arg(long, value_name = "URL")]
+    pub queue: Option<String>,
+}
+
+/// Where a queue is and which one (`worker`, `queue status`).
+#[derive(Debug, Clone, Args)]
+pub struct QueueFlags {
+    /// The Redis queue (redis://HOST:PORT/DB).
+    #[arg(long, value_name = "URL")]
+    pub queue: String,
+    /// The namespace of the queue's keys, to share one database between queues.
+    #[arg(long, default_value = concur::queue::DEFAULT_NAMESPACE, value_name = "NAME")]
+    pub namespace: String,
 }
 
 /// The embedded server's simulated network and faults (`fetch`, `history`,

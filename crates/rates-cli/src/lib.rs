@@ -13,7 +13,9 @@ mod history;
 pub mod listings;
 mod output;
 mod plot;
+mod queue;
 mod session;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +55,10 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Compare the models on one workload: time, CPU, memory, errors.
     Bench(bench::BenchArgs),
+    /// Serve a Redis queue: run the requests of `--queue` runs from any host.
+    Worker(worker::WorkerArgs),
+    /// Look at a Redis queue.
+    Queue(queue::QueueArgs),
     /// One model once, measured (what `bench` runs in a child process).
     #[command(hide = true)]
     BenchRun(bench::RunArgs),
@@ -101,6 +107,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(args) => history::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchRun(args) => bench::run_one(args),
+        Command::Worker(args) => worker::run(args),
+        Command::Queue(args) => queue::run_command(args),
     }
 }
 

@@ -34,6 +34,8 @@ pub(crate) struct Session {
     fetcher: Arc<Fetcher>,
     // Stopped when the session ends, after the run.
     server: Option<RunningServer>,
+    /// The queue whose workers run the requests (`--queue`), if any.
+    queue: Option<String>,
 }
 
 /// What a run produced.
@@ -63,7 +65,7 @@ impl Session {
         if let Some(p) = progress {
             fetcher = fetcher.with_progress(p);
         }
-        Ok(Session { fetcher: Arc::new(fetcher), server })
+        Ok(Session { fetcher: Arc::new(fetcher), server, queue: config.queue.clone() })
     }
 
     /// Runs `requests` with `model`. Ctrl-C or SIGTERM cancels the run: no
@@ -91,7 +93,10 @@ impl Session {
             }
         });
         let started = Instant::now();
-        let outcomes = models::run(model, &self.fetcher, requests, workers);
+        let outcomes = match &self.queue {
+            None => models::run(model, &self.fetcher, requests, workers),
+            Some(url) => crate::queue::run(url, &self.fetcher, requests, workers)?,
+        };
         let elapsed = started.elapsed();
         let stopped = stop.get().copied();
         rt.shutdown_background();

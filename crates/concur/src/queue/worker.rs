@@ -259,6 +259,13 @@ fn run_tasks(registry: &Registry, work: &Receiver<Held>, done: &Sender<Done>) {
     }
 }
 
+/// Whether a command failed only because a signal interrupted its read: a
+/// socket with a read timeout gives `EINTR` even under `SA_RESTART`. The
+/// client keeps the I/O error only as text.
+fn interrupted(e: &redis::RedisError) -> bool {
+    e.is_io_error() && e.to_string().contains("(os error 4)")
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -337,6 +344,12 @@ impl Reader {
                     if lost_since.take().is_some() {
                         self.log("the broker is back");
                     }
+                }
+                Err(e) if interrupted(&e) => {
+                    // A signal (the one that stops this worker, say) cut a
+                    // read short: the reply may still come, so the
+                    // connection is replaced, quietly.
+                    fresh = connect(&self.client, REPLY_WITHIN + BLOCK).ok();
                 }
                 Err(e) => {
                     let since = *lost_since.get_or_insert_with(|| {

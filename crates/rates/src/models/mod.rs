@@ -196,6 +196,14 @@ pub fn run<J: Job>(model: Model, job: &Arc<J>, items: &[J::Item], workers: Worke
     }
 }
 
+/// Does every item on a pool the caller built (e.g. a `concur::RedisPool`,
+/// whose workers are on other hosts), `workers` items in flight at once,
+/// and returns the outputs in input order: what `process-pool` and
+/// `dummy-pool` do once their pool is built.
+pub fn run_on_pool<J: Job>(pool: &(impl Pool + Sync), job: &J, items: &[J::Item], workers: Workers) -> Vec<J::Output> {
+    processes::on_pool(pool, job, items, workers.for_items(items.len()))
+}
+
 /// Every item failed with `why`.
 fn all_failed<J: Job>(job: &J, n: usize, why: impl fmt::Display) -> Vec<J::Output> {
     let why = why.to_string();
