@@ -36,6 +36,7 @@ const WRITE_BATCH: usize = 256;
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     concurrency: usize,
+    prefetch: usize,
     namespace: String,
     claim_after: Duration,
     max_deliveries: u32,
@@ -48,6 +49,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
             concurrency: 1,
+            prefetch: 1,
             namespace: DEFAULT_NAMESPACE.to_owned(),
             claim_after: Duration::from_secs(30),
             max_deliveries: 5,
@@ -59,8 +61,8 @@ impl Default for WorkerOptions {
 }
 
 impl WorkerOptions {
-    /// One task at a time, namespace `concur`, claims after 30 s, dead
-    /// letters after 5 deliveries.
+    /// One task at a time and one read ahead, namespace `concur`, claims
+    /// after 30 s, dead letters after 5 deliveries.
     pub fn new() -> Self {
         Self::default()
     }
@@ -69,6 +71,15 @@ impl WorkerOptions {
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Tasks read ahead of the runners (default 1; at least 1), in one
+    /// round trip: more for many short tasks, fewer for long ones, since a
+    /// task read ahead waits here while other workers may be idle.
+    #[must_use]
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = n.max(1);
         self
     }
 
@@ -297,7 +308,7 @@ impl Reader {
     /// Reads and dispatches until stopped. Reconnects to a broker that went
     /// away; gives up after the broker timeout.
     fn run(&mut self, con: &mut redis::Connection) -> Result<(), QueueError> {
-        let cap = 2 * self.options.concurrency;
+        let cap = self.options.concurrency + self.options.prefetch;
         let mut last_upkeep: Option<Instant> = None;
         let mut lost_since: Option<Instant> = None;
         let mut fresh: Option<redis::Connection> = None;
