@@ -49,7 +49,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
             concurrency: 1,
-            prefetch: 1,
+            prefetch: 0,
             namespace: DEFAULT_NAMESPACE.to_owned(),
             claim_after: Duration::from_secs(30),
             max_deliveries: 5,
@@ -61,7 +61,7 @@ impl Default for WorkerOptions {
 }
 
 impl WorkerOptions {
-    /// One task at a time and one read ahead, namespace `concur`, claims
+    /// One task at a time and none read ahead, namespace `concur`, claims
     /// after 30 s, dead letters after 5 deliveries.
     pub fn new() -> Self {
         Self::default()
@@ -74,12 +74,13 @@ impl WorkerOptions {
         self
     }
 
-    /// Tasks read ahead of the runners (default 1; at least 1), in one
-    /// round trip: more for many short tasks, fewer for long ones, since a
-    /// task read ahead waits here while other workers may be idle.
+    /// Tasks read ahead of the runners (default 0: only as many as can
+    /// start at once). Many short tasks want more, to be read in fewer
+    /// round trips; long ones want none, since a task read ahead waits here
+    /// while another worker may be idle.
     #[must_use]
     pub fn prefetch(mut self, n: usize) -> Self {
-        self.prefetch = n.max(1);
+        self.prefetch = n;
         self
     }
 
