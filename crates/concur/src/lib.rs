@@ -207,7 +207,7 @@ pub use crate::pool::{AsyncResult, ImapUnordered, Pool, PoolError, Task, TaskErr
 pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, TimeLimited, worker_main};
 #[cfg(all(unix, feature = "redis"))]
 pub use crate::queue::{
-    QueueError, QueueStatus, RedisPool, RedisPoolBuilder, WorkerOptions, queue_status, serve_queue,
+    QueueError, QueueStatus, RedisPool, RedisPoolBuilder, RedisThrottle, WorkerOptions, queue_status, serve_queue,
 };
 pub use crate::thread_pool::{Imap, ThreadPool, ThreadPoolBuilder};
 pub use crate::throttle::{Clock, FakeClock, NotUntil, SystemClock, Throttle, ThrottleError};

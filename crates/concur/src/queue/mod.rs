@@ -36,10 +36,12 @@
 mod pool;
 mod redis_value;
 mod status;
+mod throttle;
 mod worker;
 
 pub use pool::{RedisPool, RedisPoolBuilder};
 pub use status::{QueueStatus, WorkerSeen, queue_status};
+pub use throttle::RedisThrottle;
 pub use worker::{WorkerOptions, serve_queue};
 
 use std::time::Duration;

@@ -298,3 +298,41 @@ fn a_broker_killed_and_restarted_mid_job_loses_nothing() {
     let mut con = redis.con();
     wait_until("the group's pending list empties", || pending(&mut con) == 0);
 }
+
+#[test]
+fn the_shared_throttle_is_exact_under_contention() {
+    enter();
+    let redis = RedisServer::start();
+    let (rate, burst) = (200.0, 3u32);
+    // Four callers, each with its own connection, as four hosts would be.
+    let slots: Vec<u64> = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let throttle =
+                        concur::RedisThrottle::new(&redis.url(), "test:limit", rate, burst).expect("connects");
+                    (0..25).map(|_| throttle.reserve().expect("a grant").1).collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        callers.into_iter().flat_map(|c| c.join().expect("no panic")).collect()
+    });
+    let mut slots = slots;
+    slots.sort_unstable();
+    assert_eq!(slots.len(), 100);
+    // In any window [slots[i], slots[j]] of w µs, at most burst + rate·w grants.
+    for i in 0..slots.len() {
+        for j in i..slots.len() {
+            let w = (slots[j] - slots[i]) as f64 / 1e6;
+            let grants = (j - i + 1) as f64;
+            assert!(grants <= f64::from(burst) + rate * w + 1e-9, "{grants} grants in {w}s");
+        }
+    }
+    // And it does limit: 100 grants at 200/s in bursts of 3 span ~0.485 s.
+    let span = (slots[99] - slots[0]) as f64 / 1e6;
+    assert!(span >= (100.0 - f64::from(burst)) / rate - 1e-3, "{span}s");
+    let cancel = concur::CancelToken::new();
+    cancel.cancel();
+    let throttle = concur::RedisThrottle::new(&redis.url(), "test:limit", rate, burst).expect("connects");
+    assert_eq!(throttle.acquire_cancellable(&cancel), Err(concur::Cancelled));
+}
