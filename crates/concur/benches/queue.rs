@@ -2,7 +2,8 @@
 //! through a `RedisPool` with 1, 2 and 4 worker processes (tasks per
 //! second, batched), and the added latency of one task alone (a round trip
 //! caller → broker → worker → broker → caller). Target: at least 10,000
-//! trivial tasks per second with 2 workers.
+//! trivial tasks per second with 2 workers. Then the cost of one grant of
+//! the shared `RedisThrottle` against the local `Throttle`.
 //!
 //! It starts its own `redis-server` (which must be installed) on a free
 //! loopback port in a temporary directory, with `appendonly yes` and
@@ -25,6 +26,8 @@ const WORKER: &str = "CONCUR_BENCH_QUEUE_WORKER";
 const TASKS: u64 = 50_000;
 /// Tasks timed one at a time for the latency.
 const ALONE: u32 = 500;
+/// Throttle grants timed.
+const GRANTS: u32 = 10_000;
 
 /// As little work as a task can do.
 #[derive(Serialize, Deserialize)]
@@ -92,6 +95,23 @@ fn main() {
         }
     }
     drop(pool);
+
+    // The shared throttle's cost per grant, against the local one, with a
+    // rate so high that neither ever waits: what is left is the bookkeeping
+    // (for the shared one, a script call on the broker).
+    let shared = concur::RedisThrottle::new(&url, "bench:limit", 1e9, 1_000_000).expect("connects");
+    let local = concur::Throttle::new(1e9, 1_000_000).expect("a valid rate");
+    let started = Instant::now();
+    for _ in 0..GRANTS {
+        shared.reserve().expect("a grant");
+    }
+    let shared_each = started.elapsed() / GRANTS;
+    let started = Instant::now();
+    for _ in 0..GRANTS {
+        let _ = std::hint::black_box(local.try_acquire());
+    }
+    let local_each = started.elapsed() / GRANTS;
+    println!("throttle: shared (Redis GCRA) {shared_each:.2?} per grant; local {local_each:.2?} per grant");
     let _ = redis.kill();
     let _ = redis.wait();
     let _ = std::fs::remove_dir_all(&dir);
