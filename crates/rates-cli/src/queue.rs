@@ -4,13 +4,16 @@
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use concur::{QueueStatus, RedisPool};
-use rates::{Fetcher, Outcome, RateRequest, Workers, models};
+use concur::{QueueStatus, RedisPool, RedisThrottle};
+use rates::models::SharedLimit;
+use rates::{Cancel, Fetcher, Outcome, RateRequest, Workers, models};
 
+use crate::config::Quota;
 use crate::{config, flags};
 
 /// `rates queue`: look at a queue.
@@ -70,6 +73,24 @@ pub(crate) fn run(
 ) -> anyhow::Result<Vec<Outcome>> {
     let pool = RedisPool::connect(url).with_context(|| format!("cannot use the queue at {url}"))?;
     Ok(models::run_on_pool(&pool, fetcher, requests, workers))
+}
+
+/// `--rate` with `--queue`: a limit kept on the queue's broker, shared by
+/// every caller of the same API through it.
+struct SharedThrottle(RedisThrottle);
+
+impl SharedLimit for SharedThrottle {
+    fn acquire_cancellable(&self, cancel: &Cancel) -> Result<(), concur::Cancelled> {
+        self.0.acquire_cancellable(cancel)
+    }
+}
+
+/// The shared limit of `quota` for requests to `api`, on the broker at `url`.
+pub(crate) fn shared_limit(url: &str, api: &str, quota: Quota) -> anyhow::Result<Arc<dyn SharedLimit>> {
+    let key = format!("{}:limit:{api}", concur::queue::DEFAULT_NAMESPACE);
+    let throttle = RedisThrottle::new(url, &key, quota.rate(), quota.burst())
+        .with_context(|| format!("cannot use the queue at {url}"))?;
+    Ok(Arc::new(SharedThrottle(throttle)))
 }
 
 #[cfg(test)]

@@ -60,8 +60,16 @@ impl Session {
                 (Some(s), url)
             }
         };
-        let throttle = config.throttle.map(|q| q.throttle()).transpose()?;
+        // On a queue, `--rate` is one limit for every caller of this API
+        // through the same broker, kept on the broker.
+        let (throttle, shared) = match (&config.queue, config.throttle) {
+            (Some(url), Some(q)) => (None, Some(crate::queue::shared_limit(url, &api, q)?)),
+            (_, q) => (q.map(|q| q.throttle()).transpose()?, None),
+        };
         let mut fetcher = Fetcher::new(&api, config.client)?.with_retry(config.retry).with_throttle(throttle);
+        if let Some(limit) = shared {
+            fetcher = fetcher.with_shared_limit(limit);
+        }
         if let Some(p) = progress {
             fetcher = fetcher.with_progress(p);
         }

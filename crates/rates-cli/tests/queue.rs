@@ -222,6 +222,8 @@ impl Drop for Workers {
 struct Api {
     url: String,
     dates: Arc<Mutex<Vec<String>>>,
+    /// When each request arrived, on the server's clock.
+    times: Arc<Mutex<Vec<Instant>>>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -231,10 +233,12 @@ impl Api {
         let options = rates_server::ServerOptions { latency, ..Default::default() };
         let shared = rates_server::Shared::new(Dataset::embedded(), options).unwrap();
         let dates = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&dates);
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let (seen, arrived) = (Arc::clone(&dates), Arc::clone(&times));
         let app = rates_server::router(shared).layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-            let seen = Arc::clone(&seen);
+            let (seen, arrived) = (Arc::clone(&seen), Arc::clone(&arrived));
             async move {
+                arrived.lock().unwrap().push(Instant::now());
                 let date = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("date=")));
                 seen.lock().unwrap().push(date.unwrap_or("").to_owned());
                 next.run(req).await
@@ -247,7 +251,7 @@ impl Api {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
         });
-        Api { url, dates, _rt: rt }
+        Api { url, dates, times, _rt: rt }
     }
 
     fn requests(&self) -> usize {
@@ -263,8 +267,13 @@ const FROM: &str = "2024-01-02";
 
 impl History {
     fn start(api: &Api, queue: &str, to: &str) -> Self {
+        Self::start_with(api, queue, to, &[])
+    }
+
+    fn start_with(api: &Api, queue: &str, to: &str, extra: &[&str]) -> Self {
         let child = Command::new(assert_cmd::cargo::cargo_bin("rates"))
             .args(["history", "--api", &api.url, "--queue", queue, "--base", "EUR", "--symbols", "USD"])
+            .args(extra)
             .args(["--from", FROM, "--to", to, "--workers", "4", "--retries", "0", "--format", "csv"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -412,6 +421,39 @@ fn the_broker_restarted_mid_job_loses_nothing() {
     let (code, out, err) = history.finish();
     assert_eq!(code, 0, "{err}");
     assert_eq!(dates_written(&out), days("2024-01-31"), "every day exactly once");
+}
+
+#[test]
+fn one_rate_limit_holds_across_callers_and_workers() {
+    let redis = Redis::start();
+    let api = Api::start(Duration::from_millis(5));
+    let _workers = Workers::start(3, &redis.url(), &[]);
+    let (rate, burst) = (20.0, 2.0);
+    let limit = ["--rate", "20", "--burst", "2"];
+    // Two callers at once: each alone keeping 20/s would make 40/s.
+    let runs = [
+        History::start_with(&api, &redis.url(), "2024-01-19", &limit),
+        History::start_with(&api, &redis.url(), "2024-01-19", &limit),
+    ];
+    for run in runs {
+        let (code, out, err) = run.finish();
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(dates_written(&out), days("2024-01-19"));
+    }
+    let mut times = api.times.lock().unwrap().clone();
+    times.sort();
+    assert_eq!(times.len(), 2 * days("2024-01-19").len());
+    // Grants are exact on the broker's clock; a request then crosses the
+    // queue and a connection, which can bunch arrivals by a few
+    // milliseconds: that much is allowed for, no more.
+    let hop = 0.010;
+    for i in 0..times.len() {
+        for j in i..times.len() {
+            let w = (times[j] - times[i]).as_secs_f64();
+            let n = (j - i + 1) as f64;
+            assert!(n <= burst + rate * (w + hop), "{n} requests within {w:.3}s");
+        }
+    }
 }
 
 #[test]

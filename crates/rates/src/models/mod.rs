@@ -26,7 +26,7 @@ mod fetcher;
 mod processes;
 mod threads;
 
-pub use fetcher::{FetchOnce, Fetcher, Outcome, Progress, registry};
+pub use fetcher::{FetchOnce, Fetcher, Outcome, Progress, SharedLimit, registry};
 
 use std::fmt;
 use std::future::Future;
