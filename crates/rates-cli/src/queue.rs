@@ -71,7 +71,14 @@ pub(crate) fn run(
     requests: &[RateRequest],
     workers: Workers,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let pool = RedisPool::connect(url).with_context(|| format!("cannot use the queue at {url}"))?;
+    let pool = RedisPool::builder(url)
+        .cancel_on(fetcher.cancel().clone())
+        .build()
+        .with_context(|| format!("cannot use the queue at {url}"))?;
+    // Not an error: workers may be started after the run.
+    if concur::queue_status(url, concur::queue::DEFAULT_NAMESPACE).is_ok_and(|s| s.workers.is_empty()) {
+        eprintln!("rates: no worker serves {url} yet: the requests wait for one (start `rates worker --queue {url}`)");
+    }
     Ok(models::run_on_pool(&pool, fetcher, requests, workers))
 }
 

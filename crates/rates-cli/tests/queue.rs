@@ -457,6 +457,24 @@ fn one_rate_limit_holds_across_callers_and_workers() {
 }
 
 #[test]
+fn ctrl_c_stops_a_run_that_no_worker_serves() {
+    let redis = Redis::start();
+    let api = Api::start(Duration::from_millis(1));
+    let run = History::start(&api, &redis.url(), "2024-01-05");
+    // Its first tasks are queued: the run is under way, its signal handlers in place.
+    wait_until("tasks are queued", || {
+        redis::cmd("XLEN").arg("concur:tasks").query::<i64>(&mut redis.con()).unwrap_or(0) > 0
+    });
+    signal(run.0.id(), Signal::SIGINT);
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 130, "{err}");
+    assert!(err.contains("no worker serves"), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(dates_written(&out), Vec::<String>::new());
+    assert_eq!(api.requests(), 0);
+}
+
+#[test]
 fn the_default_path_needs_no_redis() {
     // No redis-server on the PATH, and a queue URL nothing listens on is
     // only touched when asked for.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::redis_value::{self, Entry};
 use super::{DEFAULT_NAMESPACE, Keys, QueueError, connect, ensure_group, random_id, secs};
+use crate::CancelToken;
 use crate::pool::{AsyncResult, ImapUnordered, Pool, Task, TaskError};
 use crate::process_pool::registry::{decode, encode};
 use crate::process_pool::wire;
@@ -34,9 +35,21 @@ pub struct RedisPoolBuilder {
     namespace: String,
     job_ttl: Duration,
     broker_timeout: Duration,
+    cancel: Option<CancelToken>,
 }
 
 impl RedisPoolBuilder {
+    /// Gives up on the job when `cancel` is cancelled: every task still
+    /// waiting gives [`TaskError::Cancelled`] within a second, and workers
+    /// skip the job's tasks they have not started, as with
+    /// [`RedisPool::terminate`]. Without it, a caller whose tasks no worker
+    /// takes waits until the broker is lost.
+    #[must_use]
+    pub fn cancel_on(mut self, cancel: CancelToken) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+
     /// The namespace of the queue's keys (default `concur`); workers must
     /// serve the same one.
     #[must_use]
@@ -88,6 +101,7 @@ impl RedisPoolBuilder {
             client,
             job_ttl: self.job_ttl,
             broker_timeout: self.broker_timeout,
+            cancel: self.cancel,
             state: Mutex::new(State { waiting: HashMap::new(), stopping: false }),
             changed: Condvar::new(),
             next_id: AtomicU64::new(0),
@@ -143,6 +157,7 @@ struct Shared {
     client: redis::Client,
     job_ttl: Duration,
     broker_timeout: Duration,
+    cancel: Option<CancelToken>,
     state: Mutex<State>,
     changed: Condvar,
     next_id: AtomicU64,
@@ -180,6 +195,7 @@ impl RedisPool {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             job_ttl: Duration::from_secs(60),
             broker_timeout: Duration::from_secs(60),
+            cancel: None,
         }
     }
 
@@ -355,6 +371,19 @@ impl Shared {
         }
     }
 
+    /// Refuses new work, cancels what waits, and ends the job, so workers
+    /// skip its tasks.
+    fn abandon(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let waiting = std::mem::take(&mut lock(&self.state).waiting);
+        drop(waiting);
+        self.changed.notify_all();
+        // Best effort: if the broker is away, the key expires by itself.
+        if let Ok(mut con) = connect(&self.client, REPLY_WITHIN) {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(self.keys.alive(&self.job)).query(&mut con);
+        }
+    }
+
     fn stopping(&self) -> bool {
         lock(&self.state).stopping
     }
@@ -377,7 +406,12 @@ fn collect(shared: &Shared) {
     let mut con: Option<redis::Connection> = None;
     let mut renewed: Option<Instant> = None;
     let mut lost_since: Option<Instant> = None;
+    let mut abandoned = false;
     while !shared.stopping() {
+        if !abandoned && shared.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+            shared.abandon();
+            abandoned = true;
+        }
         let read = (|| -> redis::RedisResult<Vec<Entry>> {
             let c = match con.as_mut() {
                 Some(c) => c,

@@ -336,3 +336,19 @@ fn the_shared_throttle_is_exact_under_contention() {
     let throttle = concur::RedisThrottle::new(&redis.url(), "test:limit", rate, burst).expect("connects");
     assert_eq!(throttle.acquire_cancellable(&cancel), Err(concur::Cancelled));
 }
+
+#[test]
+fn a_cancelled_caller_stops_waiting_for_workers_that_never_come() {
+    enter();
+    let redis = RedisServer::start();
+    let cancel = concur::CancelToken::new();
+    let pool = RedisPool::builder(redis.url()).cancel_on(cancel.clone()).build().expect("pool connects");
+    // No worker: without the token these would wait for the broker's loss.
+    let handles: Vec<_> = (0..3).map(|x| pool.apply_async(Square(x))).collect();
+    cancel.cancel();
+    for h in handles {
+        let got = h.wait_timeout(PROMPTLY).expect("answered promptly once cancelled");
+        assert_eq!(got, Err(TaskError::Cancelled));
+    }
+    assert_eq!(pool.apply_async(Square(1)).wait(), Err(TaskError::Closed));
+}
