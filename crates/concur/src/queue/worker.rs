@@ -201,7 +201,9 @@ pub fn serve_queue(url: &str, registry: Registry, options: WorkerOptions) -> Res
 
     let registry = Arc::new(registry);
     let in_flight = Arc::new(InFlight { held: Mutex::new(HashSet::new()), freed: Condvar::new() });
-    let (work_tx, work_rx) = crossbeam_channel::bounded::<Held>(options.concurrency);
+    // Unbounded: the reader already holds at most `concurrency + prefetch`,
+    // and a hand-over that blocked would stop it renewing its claims.
+    let (work_tx, work_rx) = crossbeam_channel::unbounded::<Held>();
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
     let runners: Vec<_> = (0..options.concurrency)
         .map(|i| {
@@ -220,6 +222,7 @@ pub fn serve_queue(url: &str, registry: Registry, options: WorkerOptions) -> Res
             me: me.clone(),
             in_flight: Arc::clone(&in_flight),
             broker_timeout: options.broker_timeout,
+            stop: options.stop.clone(),
         };
         thread::Builder::new()
             .name("concur-queue-write".into())
@@ -553,8 +556,6 @@ impl Reader {
             match task {
                 Some(held) => {
                     self.in_flight.lock().insert(held.entry.clone());
-                    // Blocks while every runner is busy and the hand-over
-                    // queue is full: a bound on what this worker holds.
                     if self.work.send(held).is_err() {
                         break;
                     }
@@ -586,6 +587,9 @@ struct Writer {
     me: String,
     in_flight: Arc<InFlight>,
     broker_timeout: Duration,
+    /// Cancelled if results can no longer be written: the worker stops
+    /// reading, since what it ran would be lost.
+    stop: CancelToken,
 }
 
 impl Writer {
@@ -596,7 +600,11 @@ impl Writer {
         let mut written = 0;
         while let Ok(first) = done.recv() {
             let batch: Vec<Done> = std::iter::once(first).chain(done.try_iter().take(WRITE_BATCH - 1)).collect();
-            self.write(&mut con, &batch)?;
+            if let Err(e) = self.write(&mut con, &batch) {
+                eprintln!("concur worker {}: {e}; stopping (its unacknowledged tasks go to other workers)", self.me);
+                self.stop.cancel();
+                return Err(e);
+            }
             written += batch.len() as u64;
             let mut held = self.in_flight.lock();
             for d in &batch {
