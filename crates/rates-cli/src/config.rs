@@ -78,7 +78,7 @@ impl Defaults {
     /// `fetch` and `history`: a realistic network, and retries.
     pub const FETCH: Defaults = Defaults { retries: 3, sim_latency: Duration::from_millis(100), queue: true };
     /// `bench`: every attempt counted, a short latency.
-    pub const BENCH: Defaults = Defaults { retries: 0, sim_latency: Duration::from_millis(20), queue: false };
+    pub const BENCH: Defaults = Defaults { retries: 0, sim_latency: Duration::from_millis(20), queue: true };
 }
 
 /// Everything a run of requests is made with, checked.

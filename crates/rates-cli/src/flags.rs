@@ -34,9 +34,9 @@ pub struct ClientFlags {
     #[arg(long, value_parser = cli::timeout, default_value = "10s")]
     pub timeout: Duration,
     /// Run every request on the workers of this Redis queue
-    /// (redis://HOST:PORT/DB; start them with `rates worker`): --model is
-    /// then ignored, --workers bounds the requests in flight, --rate holds
-    /// across all workers.
+    /// (redis://HOST:PORT/DB; start them with `rates worker`): --model
+    /// (--models) is then ignored, --workers bounds the requests in flight,
+    /// --rate is one limit on the broker for every caller and worker.
     #[arg(long, value_name = "URL")]
     pub queue: Option<String>,
 }

@@ -10,8 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use concur::{QueueStatus, RedisPool, RedisThrottle};
+use rates::models::Job;
 use rates::models::SharedLimit;
-use rates::{Cancel, Fetcher, Outcome, RateRequest, Workers, models};
+use rates::{Cancel, Workers, models};
 
 use crate::config::Quota;
 use crate::{config, flags};
@@ -62,24 +63,21 @@ fn render(status: &QueueStatus, now: u64) -> String {
     out
 }
 
-/// Runs `requests` on the workers of the queue at `url`, `workers` in
-/// flight at once; the fetcher's throttle and retries stay here, so
-/// `--rate` holds across every worker on every host.
-pub(crate) fn run(
-    url: &str,
-    fetcher: &Fetcher,
-    requests: &[RateRequest],
-    workers: Workers,
-) -> anyhow::Result<Vec<Outcome>> {
-    let pool = RedisPool::builder(url)
-        .cancel_on(fetcher.cancel().clone())
-        .build()
-        .with_context(|| format!("cannot use the queue at {url}"))?;
+/// Runs `items` of `job` on the workers of the queue at `url`, `workers`
+/// in flight at once. What the job keeps around each task (the fetcher's
+/// throttle and retries) stays here, so `--rate` holds across every worker
+/// on every host; cancelling the job abandons what is still queued.
+pub(crate) fn run<J: Job>(url: &str, job: &J, items: &[J::Item], workers: Workers) -> anyhow::Result<Vec<J::Output>> {
+    let mut pool = RedisPool::builder(url);
+    if let Some(cancel) = job.cancel() {
+        pool = pool.cancel_on(cancel.clone());
+    }
+    let pool = pool.build().with_context(|| format!("cannot use the queue at {url}"))?;
     // Not an error: workers may be started after the run.
     if concur::queue_status(url, concur::queue::DEFAULT_NAMESPACE).is_ok_and(|s| s.workers.is_empty()) {
         eprintln!("rates: no worker serves {url} yet: the requests wait for one (start `rates worker --queue {url}`)");
     }
-    Ok(models::run_on_pool(&pool, fetcher, requests, workers))
+    Ok(models::run_on_pool(&pool, job, items, workers))
 }
 
 /// `--rate` with `--queue`: a limit kept on the queue's broker, shared by

@@ -103,7 +103,7 @@ impl Session {
         let started = Instant::now();
         let outcomes = match &self.queue {
             None => models::run(model, &self.fetcher, requests, workers),
-            Some(url) => crate::queue::run(url, &self.fetcher, requests, workers)?,
+            Some(url) => crate::queue::run(url, &*self.fetcher, requests, workers)?,
         };
         let elapsed = started.elapsed();
         let stopped = stop.get().copied();

@@ -475,6 +475,25 @@ fn ctrl_c_stops_a_run_that_no_worker_serves() {
 }
 
 #[test]
+fn bench_runs_the_workload_on_the_queue_as_one_row() {
+    let redis = Redis::start();
+    let _workers = Workers::start(2, &redis.url(), &[]);
+    for workload in ["io", "cpu"] {
+        let args = ["bench", "--queue", &redis.url(), "--workload", workload, "--requests", "12"];
+        let (code, out, err) = common::run(&[&args[..], &["--repeat", "1", "--cpu-ms", "1", "--json"]].concat());
+        assert_eq!(code, 0, "{workload}: {err}");
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let rows = report["models"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{out}");
+        assert_eq!(rows[0]["model"], "queue");
+        assert_eq!((rows[0]["ok"].as_u64(), rows[0]["errors"].as_u64()), (Some(12), Some(0)), "{out}");
+        if workload == "io" {
+            assert_eq!(rows[0]["requests"].as_u64(), Some(12), "the server saw every request");
+        }
+    }
+}
+
+#[test]
 fn the_default_path_needs_no_redis() {
     // No redis-server on the PATH, and a queue URL nothing listens on is
     // only touched when asked for.

@@ -19,6 +19,8 @@ use crate::Usage;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Spec {
     pub(super) model: String,
+    /// Run on this queue's workers instead of with `model`.
+    pub(super) queue: Option<String>,
     pub(super) workload: Workload,
     pub(super) items: usize,
     /// `None`: as many as there are items.
@@ -84,7 +86,10 @@ pub(super) fn io_requests(items: usize) -> Vec<RateRequest> {
 /// `rates bench-run SPEC`: runs one model once and prints what it measured.
 pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec: Spec = serde_json::from_str(&args.spec).map_err(|e| Usage(format!("bad bench-run spec: {e}")))?;
-    let model: Model = spec.model.parse().map_err(|e: rates::models::UnknownModel| Usage(e.to_string()))?;
+    let model: Option<Model> = match spec.queue {
+        Some(_) => None,
+        None => Some(spec.model.parse().map_err(|e: rates::models::UnknownModel| Usage(e.to_string()))?),
+    };
     let workers = spec.workers.map_or(Workers::Unlimited, Workers::Bounded);
     let pool_size = workers.for_items(spec.items);
 
@@ -104,23 +109,32 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let before = rusage()?;
     let started = Instant::now();
     let results: Vec<Result<(), String>> = match &prepared {
-        Some((fetcher, requests)) => rates::models::run(model, fetcher, requests, workers)
-            .into_iter()
-            .zip(requests)
-            .map(|(o, req)| o.map(drop).map_err(|f| format!("{req}: {f}")))
-            .collect(),
+        Some((fetcher, requests)) => match (&spec.queue, model) {
+            (Some(url), _) => crate::queue::run(url, &**fetcher, requests, workers)?,
+            (None, Some(model)) => rates::models::run(model, fetcher, requests, workers),
+            (None, None) => unreachable!("a model is parsed whenever there is no queue"),
+        }
+        .into_iter()
+        .zip(requests)
+        .map(|(o, req)| o.map(drop).map_err(|f| format!("{req}: {f}")))
+        .collect(),
         None => {
             let seeds: Vec<u64> = (0..spec.items as u64).collect();
-            rates::models::run(model, &Arc::new(CpuJob { rounds: spec.rounds }), &seeds, workers)
-                .into_iter()
-                .map(|r| r.map(drop))
-                .collect()
+            let job = Arc::new(CpuJob { rounds: spec.rounds });
+            match (&spec.queue, model) {
+                (Some(url), _) => crate::queue::run(url, &*job, &seeds, workers)?,
+                (None, Some(model)) => rates::models::run(model, &job, &seeds, workers),
+                (None, None) => unreachable!("a model is parsed whenever there is no queue"),
+            }
+            .into_iter()
+            .map(|r| r.map(drop))
+            .collect()
         }
     };
     let wall = started.elapsed();
     let after = rusage()?;
 
-    let workers_alive = if model == Model::ProcessPool { pool_size as u64 } else { 0 };
+    let workers_alive = if model == Some(Model::ProcessPool) { pool_size as u64 } else { 0 };
     let measured = Measured {
         wall_s: wall.as_secs_f64(),
         cpu_user_s: (after.user - before.user).max(0.0),
