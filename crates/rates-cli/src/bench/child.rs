@@ -83,12 +83,18 @@ pub(super) fn io_requests(items: usize) -> Vec<RateRequest> {
     (0..items).map(|i| RateRequest { base: bases[i % bases.len()], symbols: bases.clone(), date: None }).collect()
 }
 
+/// What runs the items: a model here, or a queue's workers.
+enum On {
+    Model(Model),
+    Queue(String),
+}
+
 /// `rates bench-run SPEC`: runs one model once and prints what it measured.
 pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec: Spec = serde_json::from_str(&args.spec).map_err(|e| Usage(format!("bad bench-run spec: {e}")))?;
-    let model: Option<Model> = match spec.queue {
-        Some(_) => None,
-        None => Some(spec.model.parse().map_err(|e: rates::models::UnknownModel| Usage(e.to_string()))?),
+    let on = match &spec.queue {
+        Some(url) => On::Queue(url.clone()),
+        None => On::Model(spec.model.parse().map_err(|e: rates::models::UnknownModel| Usage(e.to_string()))?),
     };
     let workers = spec.workers.map_or(Workers::Unlimited, Workers::Bounded);
     let pool_size = workers.for_items(spec.items);
@@ -109,10 +115,9 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let before = rusage()?;
     let started = Instant::now();
     let results: Vec<Result<(), String>> = match &prepared {
-        Some((fetcher, requests)) => match (&spec.queue, model) {
-            (Some(url), _) => crate::queue::run(url, &**fetcher, requests, workers)?,
-            (None, Some(model)) => rates::models::run(model, fetcher, requests, workers),
-            (None, None) => unreachable!("a model is parsed whenever there is no queue"),
+        Some((fetcher, requests)) => match &on {
+            On::Queue(url) => crate::queue::run(url, &**fetcher, requests, workers)?,
+            On::Model(model) => rates::models::run(*model, fetcher, requests, workers),
         }
         .into_iter()
         .zip(requests)
@@ -121,10 +126,9 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => {
             let seeds: Vec<u64> = (0..spec.items as u64).collect();
             let job = Arc::new(CpuJob { rounds: spec.rounds });
-            match (&spec.queue, model) {
-                (Some(url), _) => crate::queue::run(url, &*job, &seeds, workers)?,
-                (None, Some(model)) => rates::models::run(model, &job, &seeds, workers),
-                (None, None) => unreachable!("a model is parsed whenever there is no queue"),
+            match &on {
+                On::Queue(url) => crate::queue::run(url, &*job, &seeds, workers)?,
+                On::Model(model) => rates::models::run(*model, &job, &seeds, workers),
             }
             .into_iter()
             .map(|r| r.map(drop))
@@ -134,7 +138,7 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let wall = started.elapsed();
     let after = rusage()?;
 
-    let workers_alive = if model == Some(Model::ProcessPool) { pool_size as u64 } else { 0 };
+    let workers_alive = if matches!(on, On::Model(Model::ProcessPool)) { pool_size as u64 } else { 0 };
     let measured = Measured {
         wall_s: wall.as_secs_f64(),
         cpu_user_s: (after.user - before.user).max(0.0),
