@@ -29,6 +29,10 @@ const PROMPTLY: Duration = Duration::from_secs(30);
 const SUITE_LIMIT: Duration = Duration::from_secs(240);
 /// Set in a worker process: `url;claim_after_ms;max_deliveries`.
 const WORKER_ROLE: &str = "CONCUR_TEST_QUEUE_WORKER";
+/// Set in a caller process: `url;log;marker`. It queues five `Counted`
+/// tasks on a job that lives 1 s past its caller, writes the job id to
+/// `marker`, and waits to be killed.
+const CALLER_ROLE: &str = "CONCUR_TEST_QUEUE_CALLER";
 /// Claims come quickly in tests; it is an option, not a wait.
 const CLAIM_AFTER: Duration = Duration::from_millis(300);
 
@@ -119,6 +123,15 @@ fn enter() {
         };
         std::process::exit(code);
     }
+    if let Ok(role) = std::env::var(CALLER_ROLE) {
+        let parts: Vec<&str> = role.split(';').collect();
+        let [url, log, marker] = parts[..] else { panic!("bad caller role {role:?}") };
+        let pool = RedisPool::builder(url).job_ttl(Duration::from_secs(1)).build().expect("pool connects");
+        let _handles: Vec<_> = (0..5).map(|_| pool.apply_async(Counted(PathBuf::from(log)))).collect();
+        support::write_file(Path::new(marker), pool.job());
+        std::thread::sleep(SUITE_LIMIT);
+        std::process::exit(0);
+    }
     static WATCHDOG: Once = Once::new();
     WATCHDOG.call_once(|| {
         std::thread::spawn(|| {
@@ -194,6 +207,34 @@ fn terminate_cancels_what_waits_and_workers_skip_the_abandoned_job() {
         redis::cmd("XLEN").arg("concur:tasks").query::<i64>(&mut con).expect("XLEN") == 0
     });
     assert_eq!(lines(&log), 0, "no task of an abandoned job runs");
+    assert_eq!(pending(&mut con), 0);
+}
+
+#[test]
+fn the_job_of_a_killed_caller_expires_and_its_tasks_never_run() {
+    enter();
+    let redis = RedisServer::start();
+    let (log, marker) = (temp_path("log"), temp_path("job"));
+    let current = std::thread::current();
+    let test = current.name().expect("tests run on threads named after them");
+    let mut caller = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", test, "--nocapture", "--quiet"])
+        .env(CALLER_ROLE, format!("{};{};{}", redis.url(), log.display(), marker.display()))
+        .spawn()
+        .expect("the caller starts");
+    let job = wait_for_file(&marker);
+    caller.kill().expect("the caller can be killed");
+    caller.wait().expect("reaped");
+    let mut con = redis.con();
+    // Nobody renews it now: the broker lets it expire.
+    wait_until("the dead caller's job expires", || {
+        redis::cmd("EXISTS").arg(format!("concur:job:{job}:alive")).query::<i64>(&mut con).expect("EXISTS") == 0
+    });
+    let _workers = Workers::start(1, &redis.url(), CLAIM_AFTER, 5);
+    wait_until("the worker has dealt with the dead caller's tasks", || {
+        redis::cmd("XLEN").arg("concur:tasks").query::<i64>(&mut con).expect("XLEN") == 0
+    });
+    assert_eq!(lines(&log), 0, "no task of an expired job runs");
     assert_eq!(pending(&mut con), 0);
 }
 

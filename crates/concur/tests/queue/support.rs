@@ -178,3 +178,10 @@ pub(crate) fn pending(con: &mut redis::Connection) -> i64 {
         _ => 0,
     }
 }
+
+/// Writes `text` to `path` all at once (a reader never sees half of it).
+pub(crate) fn write_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("temp file written");
+    std::fs::rename(&tmp, path).expect("temp file renamed");
+}
