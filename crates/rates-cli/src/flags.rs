@@ -44,12 +44,9 @@ pub struct ClientFlags {
 /// Where a queue is and which one (`worker`, `queue status`).
 #[derive(Debug, Clone, Args)]
 pub struct QueueFlags {
-    /// The Redis queue (redis://HOST:PORT/DB).
+    /// The Redis queue (redis://HOST:PORT/DB; one queue per database).
     #[arg(long, value_name = "URL")]
     pub queue: String,
-    /// The namespace of the queue's keys, to share one database between queues.
-    #[arg(long, default_value = concur::queue::DEFAULT_NAMESPACE, value_name = "NAME")]
-    pub namespace: String,
 }
 
 /// The embedded server's simulated network and faults (`fetch`, `history`,

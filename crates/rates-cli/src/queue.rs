@@ -35,7 +35,7 @@ pub(crate) fn run_command(args: QueueArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         QueueCommand::Status(q) => {
             let url = config::queue_url(&q.queue)?;
-            let status = concur::queue_status(&url, &q.namespace)?;
+            let status = concur::queue_status(&url, concur::queue::DEFAULT_NAMESPACE)?;
             print!("{}", render(&status, now()));
             Ok(ExitCode::SUCCESS)
         }

@@ -36,7 +36,6 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let watcher = stop_on_signals(stop.clone(), done.clone())?;
     let options = WorkerOptions::new()
         .concurrency(args.concurrency)
-        .namespace(args.queue.namespace)
         .claim_after(args.claim_after)
         .max_deliveries(args.max_deliveries)
         .stop_on(stop.clone());
