@@ -494,6 +494,25 @@ fn bench_runs_the_workload_on_the_queue_as_one_row() {
 }
 
 #[test]
+fn a_bad_queue_url_is_refused_and_an_absent_broker_named() {
+    for args in [
+        &["worker", "--queue", "localhost:6379"][..],
+        &["queue", "status", "--queue", "http://x"],
+        &["history", "--queue", "redis://", "--base", "EUR", "--symbols", "USD", "--from", FROM, "--to", FROM],
+    ] {
+        let (code, _, err) = common::run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("--queue: invalid URL"), "{err}");
+    }
+    let nowhere = format!("redis://127.0.0.1:{}/0", free_port());
+    for args in [&["worker", "--queue", &nowhere][..], &["queue", "status", "--queue", &nowhere]] {
+        let (code, _, err) = common::run(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(&format!("cannot reach {nowhere}")), "{err}");
+    }
+}
+
+#[test]
 fn the_default_path_needs_no_redis() {
     // No redis-server on the PATH, and a queue URL nothing listens on is
     // only touched when asked for.
