@@ -122,12 +122,12 @@ pub(crate) fn secs(d: Duration) -> u64 {
 }
 
 /// Makes the consumer group (and the stream) unless they exist.
-pub(crate) fn ensure_group(con: &mut redis::Connection, keys: &Keys) -> Result<(), QueueError> {
+pub(crate) fn ensure_group(con: &mut redis::Connection, keys: &Keys) -> redis::RedisResult<()> {
     let made: redis::RedisResult<()> =
         redis::cmd("XGROUP").arg("CREATE").arg(keys.tasks()).arg(GROUP).arg("0").arg("MKSTREAM").query(con);
     match made {
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        other => other.map_err(QueueError::redis("cannot create the consumer group")),
+        other => other,
     }
 }
 

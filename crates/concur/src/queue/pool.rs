@@ -86,7 +86,7 @@ impl RedisPoolBuilder {
         let mut con =
             connect(&client, REPLY_WITHIN).map_err(QueueError::redis(format!("cannot reach {}", self.url)))?;
         let keys = Keys::new(&self.namespace);
-        ensure_group(&mut con, &keys)?;
+        ensure_group(&mut con, &keys).map_err(QueueError::redis("cannot create the consumer group"))?;
         let job = random_id();
         redis::cmd("SET")
             .arg(keys.alive(&job))

@@ -194,7 +194,7 @@ pub fn serve_queue(url: &str, registry: Registry, options: WorkerOptions) -> Res
     let keys = Keys::new(&options.namespace);
     let mut reader =
         connect(&client, REPLY_WITHIN + BLOCK).map_err(QueueError::redis(format!("cannot reach {url}")))?;
-    ensure_group(&mut reader, &keys)?;
+    ensure_group(&mut reader, &keys).map_err(QueueError::redis("cannot create the consumer group"))?;
     let me = options.name.clone().unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
     let log = |what: &str| eprintln!("concur worker {me}: {what}");
     log(&format!("serving {} on {url}, {} at once", keys.tasks(), options.concurrency));
@@ -239,7 +239,7 @@ pub fn serve_queue(url: &str, registry: Registry, options: WorkerOptions) -> Res
         work: work_tx,
         claim_cursor: "0-0".to_owned(),
     };
-    let read = ctx.run(&mut reader);
+    let read = ctx.run(reader);
     let Reader { work, client, keys, .. } = ctx;
     drop(work);
     log(&format!("draining: finishing {} held task(s)", in_flight.lock().len()));
@@ -311,17 +311,24 @@ impl Reader {
 
     /// Reads and dispatches until stopped. Reconnects to a broker that went
     /// away; gives up after the broker timeout.
-    fn run(&mut self, con: &mut redis::Connection) -> Result<(), QueueError> {
+    fn run(&mut self, first: redis::Connection) -> Result<(), QueueError> {
         let cap = self.options.concurrency + self.options.prefetch;
         let mut last_upkeep: Option<Instant> = None;
         let mut lost_since: Option<Instant> = None;
-        let mut fresh: Option<redis::Connection> = None;
+        // `None` after any error: a connection whose reply may still be on
+        // its way is never used again.
+        let mut con = Some(first);
         while !self.options.stop.is_cancelled() {
-            let con: &mut redis::Connection = match fresh.as_mut() {
-                Some(c) => c,
-                None => con,
-            };
             let step = (|| -> redis::RedisResult<()> {
+                let con = match con.as_mut() {
+                    Some(c) => c,
+                    None => {
+                        let mut c = connect(&self.client, REPLY_WITHIN + BLOCK)?;
+                        // A broker that lost its data has no group any more.
+                        ensure_group(&mut c, &self.keys)?;
+                        con.insert(c)
+                    }
+                };
                 if last_upkeep.is_none_or(|t| t.elapsed() >= self.options.claim_after / 3) {
                     self.upkeep(con, cap)?;
                     last_upkeep = Some(Instant::now());
@@ -362,11 +369,11 @@ impl Reader {
                 }
                 Err(e) if interrupted(&e) => {
                     // A signal (the one that stops this worker, say) cut a
-                    // read short: the reply may still come, so the
-                    // connection is replaced, quietly.
-                    fresh = connect(&self.client, REPLY_WITHIN + BLOCK).ok();
+                    // read short: the connection is replaced, quietly.
+                    con = None;
                 }
                 Err(e) => {
+                    con = None;
                     let since = *lost_since.get_or_insert_with(|| {
                         self.log(&format!("lost the broker ({e}); reconnecting"));
                         Instant::now()
@@ -375,11 +382,6 @@ impl Reader {
                         return Err(QueueError::Redis { what: "lost the broker".into(), source: e });
                     }
                     self.options.stop.sleep(Duration::from_millis(200));
-                    fresh = connect(&self.client, REPLY_WITHIN + BLOCK).ok();
-                    if let Some(c) = fresh.as_mut() {
-                        // A broker that lost its data has no group any more.
-                        let _ = ensure_group(c, &self.keys);
-                    }
                 }
             }
         }
