@@ -125,6 +125,45 @@
 //! saying how it died; it is replaced and every other task completes. No
 //! worker process outlives the pool or its parent.
 //!
+//! # A pool across hosts
+//!
+//! With the `redis` feature, a `RedisPool` runs the same [`Task`]s on
+//! workers on any machine, through Redis Streams: tasks go to one work
+//! stream read by a consumer group, results come back on a stream per job.
+//! Any program that calls [`worker_main`] serves a queue with
+//! `serve_queue` and the same [`Registry`]. Execution is at-least-once (a
+//! dead worker's tasks are claimed by another), results exactly-once (the
+//! first per task id), a task that keeps killing its workers becomes a dead
+//! letter and that task's error, and a job expires with its caller. A
+//! `RedisThrottle` is one rate limit for all of them, on the broker's
+//! clock. See the `queue` module for the exact guarantees.
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # fn main() -> Result<(), concur::QueueError> {
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Serialize, Deserialize)]
+//! # struct Parse(String);
+//! # impl concur::Task for Parse {
+//! #     type Output = Result<i64, String>;
+//! #     const NAME: &'static str = "parse";
+//! #     fn run(self) -> Self::Output {
+//! #         self.0.trim().parse().map_err(|_| format!("not a number: {:?}", self.0))
+//! #     }
+//! # }
+//! # fn parse_all(pool: &impl concur::Pool, inputs: &[&str]) -> Vec<Result<Result<i64, String>, concur::TaskError>> {
+//! #     pool.map(inputs.iter().map(|s| Parse(s.to_string())))
+//! # }
+//! // On each worker host: `serve_queue(url, registry, options)`.
+//! // Here, the one line that picks hosts:
+//! let pool = concur::RedisPool::connect("redis://127.0.0.1:6379/0")?;
+//! let parsed = parse_all(&pool, &["1", " 22 ", "x"]);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "redis"))]
+//! # fn main() {}
+//! ```
+//!
 //! # Throttling
 //!
 //! A [`Throttle`] is a token bucket shared by all workers, to keep a program
@@ -210,6 +249,8 @@ mod cancel;
 pub mod pool;
 #[cfg(unix)]
 pub mod process_pool;
+#[cfg(all(unix, feature = "redis"))]
+pub mod queue;
 mod scoped;
 pub mod thread_pool;
 pub mod throttle;
@@ -225,6 +266,10 @@ pub use crate::cancel::{CancelToken, Cancelled};
 pub use crate::pool::{AsyncResult, Pool, PoolError, Task, TaskError, as_completed};
 #[cfg(unix)]
 pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, worker_main};
+#[cfg(all(unix, feature = "redis"))]
+pub use crate::queue::{
+    QueueError, QueueStatus, RedisPool, RedisPoolBuilder, RedisThrottle, WorkerOptions, queue_status, serve_queue,
+};
 pub use crate::scoped::scoped_map;
 pub use crate::thread_pool::{ThreadPool, ThreadPoolBuilder};
 pub use crate::throttle::{Throttle, ThrottleError};

@@ -70,13 +70,15 @@ pub(crate) struct Defaults {
     pub retries: u32,
     /// The embedded server's latency when `--sim-latency` is not given.
     pub sim_latency: Duration,
+    /// Whether the command can run its requests on a queue (`--queue`).
+    pub queue: bool,
 }
 
 impl Defaults {
     /// `fetch` and `history`: a realistic network, and retries.
-    pub const FETCH: Defaults = Defaults { retries: 3, sim_latency: Duration::from_millis(100) };
+    pub const FETCH: Defaults = Defaults { retries: 3, sim_latency: Duration::from_millis(100), queue: true };
     /// `bench`: every attempt counted, a short latency.
-    pub const BENCH: Defaults = Defaults { retries: 0, sim_latency: Duration::from_millis(20) };
+    pub const BENCH: Defaults = Defaults { retries: 0, sim_latency: Duration::from_millis(20), queue: true };
 }
 
 /// Everything a run of requests is made with, checked.
@@ -86,6 +88,8 @@ pub(crate) struct RunConfig {
     pub client: ClientConfig,
     pub retry: RetryPolicy,
     pub throttle: Option<Quota>,
+    /// The queue whose workers run the requests, if any.
+    pub queue: Option<String>,
 }
 
 impl RunConfig {
@@ -96,11 +100,19 @@ impl RunConfig {
             None => Target::Embedded(sim_options(sim, defaults)?),
         };
         let throttle = client.rate.map(|r| Quota::new("--rate", r, client.burst)).transpose()?;
+        let queue = match &client.queue {
+            Some(_) if !defaults.queue => {
+                return Err(Usage("--queue: this command does not run on a queue yet".into()));
+            }
+            Some(url) => Some(queue_url(url)?),
+            None => None,
+        };
         Ok(RunConfig {
             target,
             client: ClientConfig { timeout: client.timeout, ..ClientConfig::default() },
             retry: RetryPolicy { retries: client.retries.unwrap_or(defaults.retries), ..RetryPolicy::default() },
             throttle,
+            queue,
         })
     }
 
@@ -110,6 +122,14 @@ impl RunConfig {
             Target::Embedded(o) => Some(o),
             Target::Remote(_) => None,
         }
+    }
+}
+
+/// A `--queue` URL: a `redis://` URL with a host (TLS is not built in).
+pub(crate) fn queue_url(url: &str) -> Result<String, Usage> {
+    match url.strip_prefix("redis://") {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(url.to_owned()),
+        _ => Err(Usage(format!("--queue: invalid URL '{url}': expected redis://HOST[:PORT][/DB]"))),
     }
 }
 
@@ -183,6 +203,17 @@ mod tests {
         assert!(matches!(&c.target, Target::Remote(u) if u == "http://127.0.0.1:8080"));
         let e = fetch(&["--api", "http://127.0.0.1:99999"]).expect_err("bad port");
         assert!(e.0.contains("'http://127.0.0.1:99999'"), "{e}");
+    }
+
+    #[test]
+    fn a_queue_url_is_checked() {
+        let c = fetch(&["--queue", "redis://127.0.0.1:6379/0"]).expect("valid");
+        assert_eq!(c.queue.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert!(fetch(&[]).expect("valid").queue.is_none());
+        for bad in ["127.0.0.1:6379", "http://x", "redis://", "redis:///0"] {
+            let e = fetch(&["--queue", bad]).expect_err("bad URL");
+            assert!(e.0.starts_with("--queue: invalid URL"), "{e}");
+        }
     }
 
     #[test]

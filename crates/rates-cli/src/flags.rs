@@ -33,6 +33,20 @@ pub struct ClientFlags {
     /// Time limit of one request.
     #[arg(long, value_parser = cli::timeout, default_value = "10s")]
     pub timeout: Duration,
+    /// Run every request on the workers of this Redis queue
+    /// (redis://HOST:PORT/DB; start them with `rates worker`): --model
+    /// (--models) is then ignored, --workers bounds the requests in flight,
+    /// --rate is one limit on the broker for every caller and worker.
+    #[arg(long, value_name = "URL")]
+    pub queue: Option<String>,
+}
+
+/// Where a queue is and which one (`worker`, `queue status`).
+#[derive(Debug, Clone, Args)]
+pub struct QueueFlags {
+    /// The Redis queue (redis://HOST:PORT/DB; one queue per database).
+    #[arg(long, value_name = "URL")]
+    pub queue: String,
 }
 
 /// The embedded server's simulated network and faults (`fetch`, `history`,

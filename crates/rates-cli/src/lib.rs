@@ -15,7 +15,9 @@ pub mod listings;
 pub mod logging;
 mod output;
 mod plot;
+mod queue;
 mod session;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,6 +141,10 @@ pub enum Command {
     /// Print the man page (roff) on stdout, or write one per subcommand.
     #[command(after_help = MAN_HELP)]
     Man(ManArgs),
+    /// Serve a Redis queue: run the requests of `--queue` runs from any host.
+    Worker(worker::WorkerArgs),
+    /// Look at a Redis queue.
+    Queue(queue::QueueArgs),
     /// One model once, measured (what `bench` runs in a child process).
     #[command(hide = true)]
     BenchRun(bench::RunArgs),
@@ -204,6 +210,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args),
         Command::Cache(args) => cache::run(args),
         Command::BenchRun(args) => bench::run_one(args),
+        Command::Worker(args) => worker::run(args),
+        Command::Queue(args) => queue::run_command(args),
         Command::Completions(args) => {
             // Into memory first: the generator panics if a write fails.
             let mut script = Vec::new();

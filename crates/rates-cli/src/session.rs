@@ -34,6 +34,8 @@ pub(crate) struct Session {
     fetcher: Arc<Fetcher>,
     // Stopped when the session ends, after the run.
     server: Option<RunningServer>,
+    /// The queue whose workers run the requests (`--queue`), if any.
+    queue: Option<String>,
 }
 
 /// What a run produced.
@@ -58,12 +60,20 @@ impl Session {
                 (Some(s), url)
             }
         };
-        let throttle = config.throttle.map(|q| q.throttle()).transpose()?;
+        // On a queue, `--rate` is one limit for every caller of this API
+        // through the same broker, kept on the broker.
+        let (throttle, shared) = match (&config.queue, config.throttle) {
+            (Some(url), Some(q)) => (None, Some(crate::queue::shared_limit(url, &api, q)?)),
+            (_, q) => (q.map(|q| q.throttle()).transpose()?, None),
+        };
         let mut fetcher = Fetcher::new(&api, config.client)?.with_retry(config.retry).with_throttle(throttle);
+        if let Some(limit) = shared {
+            fetcher = fetcher.with_shared_limit(limit);
+        }
         if let Some(p) = progress {
             fetcher = fetcher.with_progress(p);
         }
-        Ok(Session { fetcher: Arc::new(fetcher), server })
+        Ok(Session { fetcher: Arc::new(fetcher), server, queue: config.queue.clone() })
     }
 
     /// Runs `requests` with `model`. Ctrl-C or SIGTERM cancels the run: no
@@ -91,7 +101,10 @@ impl Session {
             }
         });
         let started = Instant::now();
-        let outcomes = models::run(model, &self.fetcher, requests, workers);
+        let outcomes = match &self.queue {
+            None => models::run(model, &self.fetcher, requests, workers),
+            Some(url) => crate::queue::run(url, &*self.fetcher, requests, workers)?,
+        };
         let elapsed = started.elapsed();
         let stopped = stop.get().copied();
         rt.shutdown_background();

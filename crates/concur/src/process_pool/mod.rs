@@ -102,10 +102,10 @@ mod builder;
 mod manager;
 mod per_call;
 mod reader;
-mod registry;
+pub(crate) mod registry;
 mod slot;
 mod sys;
-mod wire;
+pub(crate) mod wire;
 mod worker;
 
 pub use builder::ProcessPoolBuilder;

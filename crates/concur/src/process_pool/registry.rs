@@ -68,7 +68,7 @@ impl Registry {
     }
 
     /// Runs the task called `name` on `payload` and gives the reply frame.
-    pub(super) fn run(&self, name: &str, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn run(&self, name: &str, payload: &[u8]) -> Vec<u8> {
         match self.tasks.get(name) {
             Some((_, run)) => run(payload),
             None => {
@@ -113,7 +113,7 @@ fn run_task<T: Task>(payload: &[u8]) -> Vec<u8> {
 
 /// Serialises `value` with postcard, turning a failure into a message.
 /// `what` names the value in messages; it is only built on failure.
-pub(super) fn encode<V: Serialize>(value: &V, what: impl FnOnce() -> String) -> Result<Vec<u8>, TaskError> {
+pub(crate) fn encode<V: Serialize>(value: &V, what: impl FnOnce() -> String) -> Result<Vec<u8>, TaskError> {
     match catch_unwind(AssertUnwindSafe(|| postcard::to_allocvec(value))) {
         Ok(Ok(bytes)) if bytes.len() <= wire::MAX_VALUE => Ok(bytes),
         Ok(Ok(bytes)) => Err(TaskError::Serialize(format!(
@@ -144,7 +144,7 @@ fn serialize_error_message<V: Serialize>(value: &V, postcard_error: postcard::Er
 }
 
 /// Deserialises a task's output in the pool's process.
-pub(super) fn decode<R: DeserializeOwned>(bytes: &[u8], task: &str) -> Result<R, TaskError> {
+pub(crate) fn decode<R: DeserializeOwned>(bytes: &[u8], task: &str) -> Result<R, TaskError> {
     postcard::from_bytes(bytes)
         .map_err(|e| TaskError::Serialize(format!("cannot deserialise the output of task {task:?}: {e}")))
 }

@@ -27,7 +27,7 @@ const OUTPUT: u8 = b'O';
 const ERROR: u8 = b'E';
 
 pub(super) const PANICKED: u8 = 0;
-pub(super) const FAILED: u8 = 1;
+pub(crate) const FAILED: u8 = 1;
 pub(super) const SERIALIZE: u8 = 2;
 
 /// A frame under construction: room for the length, then `tag`.
@@ -108,7 +108,7 @@ pub(super) fn ack_frame() -> Vec<u8> {
     finish(start(ACK, 0))
 }
 
-pub(super) fn error_frame(kind: u8, message: &str) -> Vec<u8> {
+pub(crate) fn error_frame(kind: u8, message: &str) -> Vec<u8> {
     let mut frame = start(ERROR, 1 + message.len());
     frame.push(kind);
     frame.extend_from_slice(message.as_bytes());
@@ -236,7 +236,7 @@ impl<'a> Cursor<'a> {
 
 /// What a worker sent while running a chunk.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Answer<'a> {
+pub(crate) enum Answer<'a> {
     /// The chunk was read and is about to run.
     Ack,
     /// A task's serialised output, or the pool's error for it.
@@ -245,7 +245,7 @@ pub(super) enum Answer<'a> {
 
 /// Parses what a worker sent while running a chunk. `Err` for a frame
 /// that is neither an acknowledgement nor an answer.
-pub(super) fn answer(body: &[u8]) -> io::Result<Answer<'_>> {
+pub(crate) fn answer(body: &[u8]) -> io::Result<Answer<'_>> {
     match body.split_first() {
         Some((&ACK, [])) => Ok(Answer::Ack),
         Some((&OUTPUT, output)) => Ok(Answer::Task(Ok(output))),

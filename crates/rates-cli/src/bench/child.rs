@@ -19,6 +19,8 @@ use crate::Usage;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Spec {
     pub(super) model: String,
+    /// Run on this queue's workers instead of with `model`.
+    pub(super) queue: Option<String>,
     pub(super) workload: Workload,
     pub(super) items: usize,
     /// `None`: as many as there are items.
@@ -90,18 +92,6 @@ fn peak_from_status(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_peak_is_read_from_the_status_file() {
-        let status = "Name:\trates\nVmPeak:\t  20000 kB\nVmHWM:\t    5632 kB\nVmRSS:\t 5000 kB\n";
-        assert_eq!(peak_from_status(status), Some(5632 * 1024));
-        assert_eq!(peak_from_status("VmRSS: 1 kB"), None);
-        assert_eq!(peak_from_status("VmHWM: lots"), None);
-    }
-}
 
 /// The requests of the I/O workload: the chapter's bases in turn, with the
 /// chapter's symbols, for the latest day.
@@ -110,10 +100,19 @@ pub(super) fn io_requests(items: usize) -> Vec<RateRequest> {
     (0..items).map(|i| RateRequest { base: bases[i % bases.len()], symbols: bases.clone(), date: None }).collect()
 }
 
+/// What runs the items: a model here, or a queue's workers.
+enum On {
+    Model(Model),
+    Queue(String),
+}
+
 /// `rates bench-run SPEC`: runs one model once and prints what it measured.
 pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec: Spec = serde_json::from_str(&args.spec).map_err(|e| Usage(format!("bad bench-run spec: {e}")))?;
-    let model: Model = spec.model.parse().map_err(|e: rates::models::UnknownModel| Usage(e.to_string()))?;
+    let on = match &spec.queue {
+        Some(url) => On::Queue(url.clone()),
+        None => On::Model(spec.model.parse().map_err(|e: rates::models::UnknownModel| Usage(e.to_string()))?),
+    };
     let workers = spec.workers.map_or(Workers::Unlimited, Workers::Bounded);
     let pool_size = workers.for_items(spec.items);
 
@@ -133,23 +132,30 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let before = rusage()?;
     let started = Instant::now();
     let results: Vec<Result<(), String>> = match &prepared {
-        Some((fetcher, requests)) => rates::models::run(model, fetcher, requests, workers)
-            .into_iter()
-            .zip(requests)
-            .map(|(o, req)| o.map(drop).map_err(|f| format!("{req}: {f}")))
-            .collect(),
+        Some((fetcher, requests)) => match &on {
+            On::Queue(url) => crate::queue::run(url, &**fetcher, requests, workers)?,
+            On::Model(model) => rates::models::run(*model, fetcher, requests, workers),
+        }
+        .into_iter()
+        .zip(requests)
+        .map(|(o, req)| o.map(drop).map_err(|f| format!("{req}: {f}")))
+        .collect(),
         None => {
             let seeds: Vec<u64> = (0..spec.items as u64).collect();
-            rates::models::run(model, &Arc::new(CpuJob { rounds: spec.rounds }), &seeds, workers)
-                .into_iter()
-                .map(|r| r.map(drop))
-                .collect()
+            let job = Arc::new(CpuJob { rounds: spec.rounds });
+            match &on {
+                On::Queue(url) => crate::queue::run(url, &*job, &seeds, workers)?,
+                On::Model(model) => rates::models::run(*model, &job, &seeds, workers),
+            }
+            .into_iter()
+            .map(|r| r.map(drop))
+            .collect()
         }
     };
     let wall = started.elapsed();
     let after = rusage()?;
 
-    let workers_alive = if model == Model::ProcessPool { pool_size as u64 } else { 0 };
+    let workers_alive = if matches!(on, On::Model(Model::ProcessPool)) { pool_size as u64 } else { 0 };
     let measured = Measured {
         wall_s: wall.as_secs_f64(),
         cpu_user_s: (after.user - before.user).max(0.0),
@@ -198,4 +204,17 @@ pub(super) fn run_child(spec: &Spec, limit: Duration) -> Result<Measured, String
         return Err(format!("the run failed ({}): {}", out.status, err.trim().lines().last().unwrap_or("")));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("the run printed no measurement: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peak_is_read_from_the_status_file() {
+        let status = "Name:\trates\nVmPeak:\t  20000 kB\nVmHWM:\t    5632 kB\nVmRSS:\t 5000 kB\n";
+        assert_eq!(peak_from_status(status), Some(5632 * 1024));
+        assert_eq!(peak_from_status("VmRSS: 1 kB"), None);
+        assert_eq!(peak_from_status("VmHWM: lots"), None);
+    }
 }

@@ -206,7 +206,13 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Workers::Bounded(w) => Some(w.max(1)),
         Workers::Unlimited => None,
     };
-    let progress = ProgressBar::new((models.len() * args.repeat) as u64);
+    // On a queue there is one row, the queue: it drives `--workers`
+    // items at once, as the pooled models do; `--models` is ignored.
+    let rows: Vec<(String, Model)> = match &config.queue {
+        Some(_) => vec![("queue".to_owned(), Model::ThreadPool)],
+        None => models.iter().map(|m| (m.to_string(), *m)).collect(),
+    };
+    let progress = ProgressBar::new((rows.len() * args.repeat) as u64);
     progress.set_style(
         ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} runs, {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -215,12 +221,13 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     let mut reports = Vec::new();
     let mut any_failed = false;
-    for &model in &models {
+    for (name, model) in rows {
         let c = concurrency(model, n, args.workers);
-        let mut report = ModelReport { model: model.to_string(), concurrency: c, skipped: None, summary: None };
-        progress.set_message(model.to_string());
+        let mut report = ModelReport { model: name.clone(), concurrency: c, skipped: None, summary: None };
+        progress.set_message(name.clone());
         let spec = Spec {
-            model: model.to_string(),
+            model: name.clone(),
+            queue: config.queue.clone(),
             workload: args.workload,
             items: n,
             workers,
@@ -247,7 +254,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     });
                 }
                 Err(e) => {
-                    progress.suspend(|| eprintln!("rates: bench: {model}: {e}"));
+                    progress.suspend(|| eprintln!("rates: bench: {name}: {e}"));
                     report.skipped = Some(e);
                     any_failed = true;
                     break;

@@ -29,9 +29,18 @@ pub struct Fetcher {
     client: BlockingClient,
     retry: RetryPolicy,
     throttle: Option<Arc<Throttle>>,
+    shared_limit: Option<Arc<dyn SharedLimit>>,
     cancel: Cancel,
     progress: Option<Progress>,
     worker_program: Option<std::path::PathBuf>,
+}
+
+/// A rate limit kept outside this process (such as `concur::RedisThrottle`,
+/// one limit for every caller on every host), with the local throttle's
+/// contract: in any window `w`, at most `burst + rate·w` grants.
+pub trait SharedLimit: Send + Sync {
+    /// Blocks until a grant; `Err` if `cancel` was cancelled first.
+    fn acquire_cancellable(&self, cancel: &Cancel) -> Result<(), concur::Cancelled>;
 }
 
 /// Called once per item when it is done (ok or failed), from the thread or
@@ -58,6 +67,7 @@ impl Fetcher {
             client: BlockingClient::new(api, config)?,
             retry: RetryPolicy::default(),
             throttle: None,
+            shared_limit: None,
             cancel: Cancel::new(),
             progress: None,
             worker_program: None,
@@ -74,6 +84,14 @@ impl Fetcher {
     /// each is a request).
     pub fn with_throttle(mut self, throttle: Option<Arc<Throttle>>) -> Self {
         self.throttle = throttle;
+        self
+    }
+
+    /// Takes a grant from `limit` before every attempt made on a thread
+    /// (every model but `async`, and every run on a queue), after the local
+    /// throttle if there is one: a limit shared with other processes.
+    pub fn with_shared_limit(mut self, limit: Arc<dyn SharedLimit>) -> Self {
+        self.shared_limit = Some(limit);
         self
     }
 
@@ -136,6 +154,9 @@ impl Fetcher {
                     let asked = std::time::Instant::now();
                     t.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
                     log_throttle_wait(asked.elapsed());
+                }
+                if let Some(l) = &self.shared_limit {
+                    l.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
                 }
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);

@@ -26,7 +26,7 @@ mod fetcher;
 mod processes;
 mod threads;
 
-pub use fetcher::{FetchOnce, Fetcher, Outcome, Progress, registry};
+pub use fetcher::{FetchOnce, Fetcher, Outcome, Progress, SharedLimit, registry};
 
 use std::fmt;
 use std::future::Future;
@@ -194,6 +194,14 @@ pub fn run<J: Job>(model: Model, job: &Arc<J>, items: &[J::Item], workers: Worke
         Model::Async => asyncio::tasks(job, items, workers),
         Model::AsyncExecutor => asyncio::executor(job, items, n),
     }
+}
+
+/// Does every item on a pool the caller built (e.g. a `concur::RedisPool`,
+/// whose workers are on other hosts), `workers` items in flight at once,
+/// and returns the outputs in input order: what `process-pool` and
+/// `dummy-pool` do once their pool is built.
+pub fn run_on_pool<J: Job>(pool: &(impl Pool + Sync), job: &J, items: &[J::Item], workers: Workers) -> Vec<J::Output> {
+    processes::on_pool(pool, job, items, workers.for_items(items.len()))
 }
 
 /// Every item failed with `why`.

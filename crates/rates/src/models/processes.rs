@@ -35,6 +35,6 @@ pub(super) fn dummy_pool<J: Job>(job: &Arc<J>, items: &[J::Item], workers: usize
 
 /// Does every item on `pool`: one generic function for threads and
 /// processes alike.
-fn on_pool<J: Job>(pool: &(impl Pool + Sync), job: &J, items: &[J::Item], workers: usize) -> Vec<J::Output> {
+pub(super) fn on_pool<J: Job>(pool: &(impl Pool + Sync), job: &J, items: &[J::Item], workers: usize) -> Vec<J::Output> {
     two_way_queues(job, items, workers, |item| job.run_on(pool, item))
 }

@@ -1,0 +1,152 @@
+//! The pool across hosts: the [`Pool`](crate::Pool) interface over Redis
+//! Streams, with workers on any machine that reaches the broker.
+//!
+//! The chapter's two-way queues, on a broker instead of in memory: tasks go
+//! to one work stream, read by a consumer group that every worker joins;
+//! each result comes back on the results stream of the job (one
+//! [`RedisPool`] is one job). Any program that calls
+//! [`worker_main`](crate::worker_main) can also serve a queue with
+//! [`serve_queue`] and the same [`Registry`](crate::Registry).
+//!
+//! # Guarantees
+//!
+//! - **At-least-once execution.** A worker acknowledges a task in the same
+//!   transaction that writes its result. A worker that dies holding tasks
+//!   (SIGKILL, a host gone) leaves them pending in the group; another
+//!   worker claims them (`XAUTOCLAIM`) once they have been idle for
+//!   `claim_after`. A live worker renews its claim on what it runs, so a
+//!   long task is not taken from it.
+//! - **Exactly-once results.** Every task has an id in its job; the pool
+//!   gives the first result for an id to the caller and drops later ones
+//!   (a slow worker finishing a task that was also claimed and finished).
+//! - **Dead letters.** A task delivered more than `max_deliveries` times
+//!   without an answer goes to the dead-letter stream, and the caller gets
+//!   [`TaskError::Failed`](crate::TaskError::Failed) for it, beginning with
+//!   `dead letter:`.
+//! - **Nothing runs forever for a dead caller.** A job lives while its
+//!   caller renews a key with a time to live; workers skip (acknowledge
+//!   without running) the tasks of a job whose key has expired, and a
+//!   job's results stream expires too.
+//! - **A broker restart loses nothing** when Redis runs with
+//!   `appendonly yes` and `appendfsync always`; both sides reconnect and
+//!   go on. (With the default `appendfsync everysec`, a crash can lose the
+//!   last second of writes: a lost task is then never answered, and the
+//!   caller fails it when its job's time runs out.)
+
+mod pool;
+mod redis_value;
+mod status;
+mod throttle;
+mod worker;
+
+pub use pool::{RedisPool, RedisPoolBuilder};
+pub use status::{QueueStatus, WorkerSeen, queue_status};
+pub use throttle::RedisThrottle;
+pub use worker::{WorkerOptions, serve_queue};
+
+use std::time::Duration;
+
+/// Why the queue could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The broker refused or dropped a command (with the command's
+    /// purpose).
+    #[error("redis: {what}: {source}")]
+    Redis {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        source: redis::RedisError,
+    },
+    /// An option or a reply made no sense.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl QueueError {
+    fn redis(what: impl Into<String>) -> impl FnOnce(redis::RedisError) -> QueueError {
+        let what = what.into();
+        move |source| QueueError::Redis { what, source }
+    }
+}
+
+/// The names of the keys of one queue, under a namespace, so several
+/// queues can share one Redis database.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    ns: String,
+}
+
+/// The consumer group every worker of a queue joins.
+pub(crate) const GROUP: &str = "workers";
+
+impl Keys {
+    pub(crate) fn new(ns: &str) -> Self {
+        Keys { ns: ns.to_owned() }
+    }
+
+    /// The work stream: `job`, `id`, `name`, `payload`, `ttl` per entry.
+    pub(crate) fn tasks(&self) -> String {
+        format!("{}:tasks", self.ns)
+    }
+
+    /// Tasks delivered too often: `job`, `id`, `name`, `deliveries`, `worker`.
+    pub(crate) fn dead(&self) -> String {
+        format!("{}:dead", self.ns)
+    }
+
+    /// Workers seen: consumer name → unix time of its last sign of life.
+    pub(crate) fn workers(&self) -> String {
+        format!("{}:workers", self.ns)
+    }
+
+    /// A job's results: `id`, `answer` (the worker protocol's answer body),
+    /// `worker`.
+    pub(crate) fn results(&self, job: &str) -> String {
+        format!("{}:job:{job}:results", self.ns)
+    }
+
+    /// Exists while the job's caller lives (it renews the time to live).
+    pub(crate) fn alive(&self, job: &str) -> String {
+        format!("{}:job:{job}:alive", self.ns)
+    }
+}
+
+/// The default namespace of keys.
+pub const DEFAULT_NAMESPACE: &str = "concur";
+
+/// Whole seconds, at least one (Redis expiry times).
+pub(crate) fn secs(d: Duration) -> u64 {
+    d.as_secs().max(1)
+}
+
+/// Makes the consumer group (and the stream) unless they exist.
+pub(crate) fn ensure_group(con: &mut redis::Connection, keys: &Keys) -> redis::RedisResult<()> {
+    let made: redis::RedisResult<()> =
+        redis::cmd("XGROUP").arg("CREATE").arg(keys.tasks()).arg(GROUP).arg("0").arg("MKSTREAM").query(con);
+    match made {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// A connection to `client`, with a bound on how long any reply may take
+/// (blocking reads add their own block time to it).
+pub(crate) fn connect(client: &redis::Client, reply_within: Duration) -> redis::RedisResult<redis::Connection> {
+    let con = client.get_connection_with_timeout(reply_within)?;
+    con.set_read_timeout(Some(reply_within))?;
+    con.set_write_timeout(Some(reply_within))?;
+    Ok(con)
+}
+
+/// A fresh random hex id (a job's).
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 8];
+    // Without randomness, time and pid still make a job id unique enough.
+    if getrandom::fill(&mut bytes).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        bytes = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,187 @@
+//! A real `redis-server` per test, and worker processes of this test
+//! binary.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::PROMPTLY;
+
+/// A `redis-server` of this test alone: a free loopback port, a temporary
+/// directory, `appendonly yes` with every write synced (so a SIGKILL loses
+/// nothing), killed and removed when dropped. A machine without
+/// `redis-server` fails the test: it is never skipped.
+pub(crate) struct RedisServer {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl RedisServer {
+    pub(crate) fn start() -> Self {
+        let dir = temp_path("redis");
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let port = free_port();
+        let mut server = RedisServer { child: None, dir, port };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed for these tests (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + PROMPTLY;
+        let client = redis::Client::open(self.url()).expect("a valid URL");
+        loop {
+            if let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(1))
+                && redis::cmd("PING").query::<String>(&mut con).is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A connection for the test's own looks at the queue.
+    pub(crate) fn con(&self) -> redis::Connection {
+        let client = redis::Client::open(self.url()).expect("a valid URL");
+        client.get_connection_with_timeout(PROMPTLY).expect("the test's redis-server answers")
+    }
+
+    /// SIGKILL, as a crash.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory.
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("a bound address").port()
+}
+
+pub(crate) fn temp_path(what: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    std::env::temp_dir().join(format!("concur-queue-test-{}-{what}-{n}", std::process::id()))
+}
+
+/// Worker processes of this test binary serving a queue; killed when
+/// dropped.
+pub(crate) struct Workers(pub(crate) Vec<Child>);
+
+impl Workers {
+    /// `n` workers of the current test on `url`, claiming after
+    /// `claim_after`, dead letters after `max_deliveries`.
+    pub(crate) fn start(n: usize, url: &str, claim_after: Duration, max_deliveries: u32) -> Self {
+        let current = thread::current();
+        let test = current.name().expect("tests run on threads named after them");
+        let role = format!("{url};{};{max_deliveries}", claim_after.as_millis());
+        Workers(
+            (0..n)
+                .map(|_| {
+                    Command::new(std::env::current_exe().expect("the test binary"))
+                        .args(["--exact", test, "--nocapture", "--quiet"])
+                        .env(crate::WORKER_ROLE, &role)
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .expect("a worker starts")
+                })
+                .collect(),
+        )
+    }
+
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.0.iter().map(Child::id).collect()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub(crate) fn signal(pid: u32, signal: Signal) {
+    let pid = i32::try_from(pid).expect("pids fit in i32");
+    kill(Pid::from_raw(pid), signal).expect("the worker can be signalled");
+}
+
+/// Waits (bounded) until `path` exists and gives its text.
+pub(crate) fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + PROMPTLY;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && !text.is_empty()
+        {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits (bounded) until `done` holds.
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PROMPTLY;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Entries of the group's pending list.
+pub(crate) fn pending(con: &mut redis::Connection) -> i64 {
+    let summary: redis::Value =
+        redis::cmd("XPENDING").arg("concur:tasks").arg("workers").query(con).expect("the group exists");
+    match summary {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// Writes `text` to `path` all at once (a reader never sees half of it).
+pub(crate) fn write_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("temp file written");
+    std::fs::rename(&tmp, path).expect("temp file renamed");
+}
