@@ -97,6 +97,34 @@ Examples:
   rates man | man -l -
   rates man --dir man/man1                # rates.1 and one page per subcommand";
 
+const CACHE_HELP: &str = "\
+Examples:
+  rates cache info
+  rates cache clear --cache /tmp/rates-store
+
+Exit codes:
+  0    done
+  1    the store cannot be read or cleared
+  2    bad usage or input";
+const WORKER_HELP: &str = "\
+Examples:
+  rates worker --queue redis://127.0.0.1:6379/0 --concurrency 8
+  rates -v worker --queue redis://broker:6379/0 --claim-after 1m
+
+Exit codes:
+  0    drained after Ctrl-C or SIGTERM: what it held was finished and acknowledged
+  1    the broker cannot be reached or was lost
+  2    bad usage or input";
+const QUEUE_HELP: &str = "\
+Examples:
+  rates queue status --queue redis://127.0.0.1:6379/0
+  rates queue status --queue redis://broker:6379/0
+
+Exit codes:
+  0    done
+  1    the broker cannot be reached
+  2    bad usage or input";
+
 /// Exchange rates with every concurrency model of the chapter.
 #[derive(Debug, Parser)]
 #[command(
@@ -134,6 +162,7 @@ pub enum Command {
     #[command(after_help = BENCH_HELP)]
     Bench(bench::BenchArgs),
     /// The local store of an external API's answers: where it is, what it holds; clear it.
+    #[command(after_help = CACHE_HELP)]
     Cache(cache::CacheArgs),
     /// Print a shell completion script on stdout.
     #[command(after_help = COMPLETIONS_HELP)]
@@ -142,8 +171,10 @@ pub enum Command {
     #[command(after_help = MAN_HELP)]
     Man(ManArgs),
     /// Serve a Redis queue: run the requests of `--queue` runs from any host.
+    #[command(after_help = WORKER_HELP)]
     Worker(worker::WorkerArgs),
     /// Look at a Redis queue.
+    #[command(after_help = QUEUE_HELP)]
     Queue(queue::QueueArgs),
     /// One model once, measured (what `bench` runs in a child process).
     #[command(hide = true)]

@@ -11,11 +11,16 @@ use std::collections::BTreeSet;
 use common::run;
 
 /// The subcommands a user types.
-const SUBCOMMANDS: [&str; 6] = ["fetch", "serve", "history", "bench", "completions", "man"];
+const SUBCOMMANDS: [&str; 9] = ["fetch", "serve", "history", "bench", "cache", "worker", "queue", "completions", "man"];
 
 /// The `--help` of `rates sub` (`None`: of `rates` itself).
 fn help(sub: Option<&str>) -> String {
-    let args: Vec<&str> = sub.into_iter().chain(["--help"]).collect();
+    help_of(&sub.into_iter().collect::<Vec<_>>())
+}
+
+/// The `--help` of `rates WORDS`.
+fn help_of(words: &[&str]) -> String {
+    let args: Vec<&str> = words.iter().copied().chain(["--help"]).collect();
     let (code, out, err) = run(&args);
     assert_eq!(code, 0, "{args:?}: {err}");
     out
@@ -146,14 +151,24 @@ fn every_option_in_the_readme_is_in_the_help_of_its_subcommand() {
         let mut words = cmd.split_whitespace().skip(1).skip_while(|w| w.starts_with('-'));
         let Some(sub) = words.next().map(|w| w.trim_matches('`')) else { continue };
         let Some((_, sub_help)) = helps.iter().find(|(s, _)| *s == sub) else { continue };
+        // `rates queue status`, `rates cache info`: the options are the action's.
+        let nested;
+        let sub_help = match (sub, words.next().map(|w| w.trim_matches('`'))) {
+            ("queue" | "cache", Some(action)) if !action.starts_with('-') => {
+                nested = help_of(&[sub, action]);
+                &nested
+            }
+            _ => sub_help,
+        };
         for opt in long_options(cmd) {
             assert!(offers(sub_help, &opt), "README line {line:?}: `rates {sub} --help` has no {opt}");
             checked.insert(opt);
         }
     }
     // Any other option the prose names must exist somewhere (the lines
-    // that run `cargo` name cargo's own options).
-    let prose: String = readme.lines().filter(|l| !l.contains("cargo ")).collect::<Vec<_>>().join("\n");
+    // that run `cargo` or `redis-server` name those programs' options).
+    let prose: String =
+        readme.lines().filter(|l| !l.contains("cargo ") && !l.contains("redis-server ")).collect::<Vec<_>>().join("\n");
     for opt in long_options(&prose) {
         let known = offers(&top, &opt) || helps.iter().any(|(_, h)| offers(h, &opt));
         assert!(known, "README names {opt}, which no `rates` command takes");

@@ -92,7 +92,6 @@ fn peak_from_status(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-
 /// The requests of the I/O workload: the chapter's bases in turn, with the
 /// chapter's symbols, for the latest day.
 pub(super) fn io_requests(items: usize) -> Vec<RateRequest> {
