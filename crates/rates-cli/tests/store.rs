@@ -119,7 +119,8 @@ fn an_interrupted_history_resumes_where_it_stopped_and_a_repeat_costs_nothing() 
         std::thread::sleep(Duration::from_millis(5));
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGINT).unwrap();
-    let (code, first, err) = finish(child);
+    let (code, first, first_err) = finish(child);
+    let err = first_err.clone();
     assert_eq!(code, Some(130), "{err}");
     assert!(err.contains("rates: not fetched: "), "{err}");
     let first_rows = first.lines().count() - 1;
@@ -134,7 +135,10 @@ fn an_interrupted_history_resumes_where_it_stopped_and_a_repeat_costs_nothing() 
     }
     // Each weekday once over both runs, but those in flight at the stop.
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.len() <= workers && twice.iter().all(|(_, n)| **n == 2), "{twice:?}");
+    assert!(
+        twice.len() <= workers && twice.iter().all(|(_, n)| **n == 2),
+        "{twice:?}\nthe first run said: {first_err}\nthe second run said: {err}"
+    );
     assert!(server.total() as usize <= all.len() + workers, "{} requests", server.total());
 
     // The same bytes as one uninterrupted run (without a store).

@@ -184,10 +184,18 @@ impl Fetcher {
         let outcome = self
             .retry
             .run_async(|| async {
+                // As on the blocking path: once the run is cancelled no
+                // request starts, even before the task itself is dropped.
+                if self.cancel.is_cancelled() {
+                    return Err(FetchError::Cancelled);
+                }
                 if let Some(t) = &self.throttle {
                     let asked = tokio::time::Instant::now();
                     t.acquire_async().await;
                     log_throttle_wait(asked.elapsed());
+                }
+                if self.cancel.is_cancelled() {
+                    return Err(FetchError::Cancelled);
                 }
                 client.fetch(req).await
             })
