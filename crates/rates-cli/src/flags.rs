@@ -1,7 +1,7 @@
 //! The raw flags the user typed, one clap group per concern, declared once
 //! and flattened into every subcommand that takes them, so an option is
 //! spelled the same everywhere. Nothing here is checked beyond its syntax:
-//! [`crate::config`] turns these into the validated configuration a run
+//! `config.rs` turns these into the validated configuration a run
 //! uses, once, before any work.
 
 use std::num::NonZeroU32;
