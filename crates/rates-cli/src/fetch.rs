@@ -58,19 +58,28 @@ struct Plan {
     symbols: Vec<Currency>,
 }
 
-fn plan(args: &FetchArgs, ds: &rates::Dataset) -> Result<Plan, Usage> {
-    let bases = known_currencies(ds, "bases", &args.bases)?;
-    let symbols = known_currencies(ds, "symbols", &args.symbols)?;
+fn plan(args: &FetchArgs, known: impl Fn(Currency) -> bool + Copy) -> Result<Plan, Usage> {
+    let bases = known_currencies(known, "bases", &args.bases)?;
+    let symbols = known_currencies(known, "symbols", &args.symbols)?;
     let date = args.date.as_deref().map(rates::parse_date).transpose().map_err(|e| Usage(format!("--date: {e}")))?;
     let requests = bases.into_iter().map(|base| RateRequest { base, symbols: symbols.clone(), date }).collect();
     Ok(Plan { requests, symbols })
 }
 
 pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
-    let ds = dataset(args.client.data.as_ref())?;
-    let plan = plan(&args, &ds)?;
+    // With `--api` and the embedded data, the codes come from the data's
+    // header alone: parsing the whole table would only slow the start.
+    let ds = match (&args.client.api, &args.client.data) {
+        (Some(_), None) => None,
+        (_, data) => Some(dataset(data.as_ref())?),
+    };
+    let plan = match &ds {
+        Some(ds) => plan(&args, |c| ds.knows(c))?,
+        None => plan(&args, |c| rates::Dataset::embedded_currencies().contains(&c))?,
+    };
     let config = RunConfig::new(&args.client, &args.sim, Defaults::FETCH)?;
-    let session = Session::start(ds, &config, None)?;
+    let data = args.client.data.clone();
+    let session = Session::start(|| ds.map_or_else(|| dataset(data.as_ref()), Ok), &config, None)?;
     let ran = session.run(args.model, &plan.requests, args.workers)?;
 
     let answers: Vec<&rates::Rates> = ran.outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();

@@ -108,12 +108,13 @@ struct Plan {
 /// so, so that `--from 0001-01-01` means "from the start" and cannot ask
 /// for millions of days.
 fn plan(args: &HistoryArgs, ds: &rates::Dataset, today: NaiveDate) -> Result<Plan, Usage> {
-    let base = match known_currencies(ds, "base", &args.base)?[..] {
+    let known = |c| ds.knows(c);
+    let base = match known_currencies(known, "base", &args.base)?[..] {
         [base] => base,
         _ => return Err(Usage(format!("--base: expected one currency, got '{}'", args.base))),
     };
     // Never empty: an empty list is refused as an invalid code.
-    let symbols = known_currencies(ds, "symbols", &args.symbols)?;
+    let symbols = known_currencies(known, "symbols", &args.symbols)?;
     let from = rates::parse_date(&args.from).map_err(|e| Usage(format!("--from: {e}")))?;
     let to = rates::parse_date(&args.to).map_err(|e| Usage(format!("--to: {e}")))?;
     if from > to {
@@ -329,7 +330,7 @@ fn fetch(
             sink.answer(r);
         }
     });
-    let session = Session::start(ds, config, Some(progress))?;
+    let session = Session::start(|| Ok(ds), config, Some(progress))?;
     let ran = session.run(args.model, &requests, args.workers)?;
     bar.finish_and_clear();
     Ok(ran)

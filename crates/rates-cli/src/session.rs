@@ -19,11 +19,15 @@ use rates_server::RunningServer;
 use crate::Usage;
 use crate::config::{RunConfig, Target};
 
-/// The currencies of a comma-separated `--flag` value, each one the
-/// dataset knows: a bad or unknown code is refused before any request.
-pub(crate) fn known_currencies(ds: &Dataset, flag: &str, list: &str) -> Result<Vec<Currency>, Usage> {
+/// The currencies of a comma-separated `--flag` value, each one `known`:
+/// a bad or unknown code is refused before any request.
+pub(crate) fn known_currencies(
+    known: impl Fn(Currency) -> bool,
+    flag: &str,
+    list: &str,
+) -> Result<Vec<Currency>, Usage> {
     let codes = Currency::parse_list(list).map_err(|e| Usage(format!("--{flag}: {e}")))?;
-    match codes.iter().find(|c| !ds.knows(**c)) {
+    match codes.iter().find(|c| !known(**c)) {
         Some(c) => Err(Usage(format!("--{flag}: unknown currency '{c}'"))),
         None => Ok(codes),
     }
@@ -49,13 +53,18 @@ pub(crate) struct Ran {
 }
 
 impl Session {
-    /// Starts the embedded server over `ds` unless the configuration names
-    /// an API, and makes the fetcher every worker of the run shares.
-    pub fn start(ds: Arc<Dataset>, config: &RunConfig, progress: Option<Progress>) -> anyhow::Result<Self> {
+    /// Starts the embedded server over the dataset `ds` gives (asked only
+    /// then) unless the configuration names an API, and makes the fetcher
+    /// every worker of the run shares.
+    pub fn start(
+        ds: impl FnOnce() -> anyhow::Result<Arc<Dataset>>,
+        config: &RunConfig,
+        progress: Option<Progress>,
+    ) -> anyhow::Result<Self> {
         let (server, api) = match &config.target {
             Target::Remote(api) => (None, api.clone()),
             Target::Embedded(sim) => {
-                let s = rates_server::spawn(ds, sim.clone()).context("cannot start the embedded server")?;
+                let s = rates_server::spawn(ds()?, sim.clone()).context("cannot start the embedded server")?;
                 let url = s.url().to_string();
                 (Some(s), url)
             }
