@@ -230,10 +230,25 @@ fn bench_honours_rates_api_and_spells_the_simulation_as_fetch_does() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["workload"]["api"], server.url());
-    assert_eq!(server.metrics().snapshot().count(200), 4, "the requests went to RATES_API");
+    // Four measured, and six that probed the API's latency first.
+    assert_eq!(server.metrics().snapshot().count(200), 4 + 6, "the requests went to RATES_API");
 
     let v = bench_json(&["--models", "sync", "--requests", "2", "--repeat", "1", "--sim-latency", "7ms"]);
     assert_eq!(v["workload"]["latency_s"], 0.007);
     let (code, _, err) = run(&["bench", "--api", server.url(), "--sim-latency", "7ms"]);
     assert_eq!(code, 2, "the simulation needs the embedded server: {err}");
+}
+
+#[test]
+fn bench_against_an_api_probes_its_latency_for_the_bound() {
+    let options = rates_server::ServerOptions { latency: std::time::Duration::from_millis(50), ..Default::default() };
+    let server = rates_server::spawn(rates::Dataset::embedded(), options).unwrap();
+    let v = bench_json(&["--api", server.url(), "--models", "sync", "--requests", "3", "--repeat", "1"]);
+    let w = &v["workload"];
+    assert_eq!(w["latency_probed"], true, "{w}");
+    // The server holds every answer 50 ms: the probe cannot see less.
+    assert!(w["latency_s"].as_f64().unwrap() >= 0.05, "{w}");
+    let sync = &v["models"][0];
+    assert!(sync["ideal_s"].as_f64().unwrap() >= 0.15, "three requests one after another: {sync}");
+    assert!(sync["ratio"].as_f64().is_some(), "{sync}");
 }

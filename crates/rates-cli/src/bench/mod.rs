@@ -62,7 +62,6 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rates::{Model, Workers};
-use rates_server::ServerOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Defaults, RunConfig, Target};
@@ -194,6 +193,13 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         (Target::Remote(api), _) => Some(api.clone()),
         (Target::Embedded(_), s) => s.as_ref().map(|s| s.url().to_string()),
     };
+    // The latency the bound is counted from: the embedded server's own, or
+    // what an API answers in when asked alone (its network and its work).
+    let latency = match (sim, &config.target, &api) {
+        (Some(sim), _, _) => Some(sim.latency.as_secs_f64()),
+        (None, Target::Remote(_), Some(api)) if io => probe_latency(api, config.client),
+        _ => None,
+    };
     let per_round = if io { 0.0 } else { seconds_per_round() };
     let rounds = match args.work {
         _ if io => 0,
@@ -263,7 +269,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             progress.inc(1);
         }
         if report.skipped.is_none() {
-            let ideal = if io { io_bound(&config, sim, n, c) } else { cpu_bound(n, c.min(cores), item_s) };
+            let ideal = if io { io_bound(&config, latency, n, c) } else { cpu_bound(n, c.min(cores), item_s) };
             report.summary = summarise(runs, n, ideal);
         }
         reports.push(report);
@@ -279,7 +285,8 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             workers,
             cores,
             api: args.client.api.clone(),
-            latency_s: sim.map(|o| o.latency.as_secs_f64()),
+            latency_s: latency,
+            latency_probed: latency.is_some() && sim.is_none(),
             jitter_s: sim.map(|o| o.jitter.as_secs_f64()),
             fail_rate: sim.map(|o| o.fail_rate),
             rate: config.throttle.map(|q| q.rate()).filter(|_| io),
@@ -303,14 +310,30 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(if any_failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-/// The I/O bound: ⌈N/c⌉·latency on the embedded server (latency unknown
-/// with `--api`), and (N − burst)/rate + latency when throttled.
-fn io_bound(config: &RunConfig, sim: Option<&ServerOptions>, n: usize, c: usize) -> Option<f64> {
-    let latency = sim.map_or(0.0, |o| o.latency.as_secs_f64());
+/// The I/O bound: ⌈N/c⌉·latency (the embedded server's, or the one
+/// probed from `--api`), and (N − burst)/rate + latency when throttled.
+fn io_bound(config: &RunConfig, latency: Option<f64>, n: usize, c: usize) -> Option<f64> {
+    let latency = latency.unwrap_or(0.0);
     let waves = n.div_ceil(c.max(1)) as f64 * latency;
     let throttled = config.throttle.map(|q| n.saturating_sub(q.burst() as usize) as f64 / q.rate() + latency);
     let bound = waves.max(throttled.unwrap_or(0.0));
     (bound > 0.0).then_some(bound)
+}
+
+/// How long one request to `api` takes when nothing else runs: the fastest
+/// of a few, one after another on one kept-alive connection, after one to
+/// open it. `None` if the API does not answer.
+fn probe_latency(api: &str, config: rates::ClientConfig) -> Option<f64> {
+    const PROBES: usize = 5;
+    let client = rates::BlockingClient::new(api, config).ok()?;
+    let req = rates::RateRequest { base: rates::Currency::EUR, symbols: vec![], date: None };
+    client.fetch(&req).ok()?;
+    (0..PROBES)
+        .filter_map(|_| {
+            let started = std::time::Instant::now();
+            client.fetch(&req).ok().map(|_| started.elapsed().as_secs_f64())
+        })
+        .min_by(f64::total_cmp)
 }
 
 /// The CPU bound: ⌈N/p⌉ items of `item_s` each on `p` cores.

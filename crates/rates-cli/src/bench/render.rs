@@ -30,7 +30,8 @@ pub(super) fn describe(w: &WorkloadInfo) -> String {
         }
     };
     if let Some(l) = w.latency_s {
-        let _ = write!(s, ", latency {}", secs(l));
+        let probed = if w.latency_probed { " (probed)" } else { "" };
+        let _ = write!(s, ", latency {}{probed}", secs(l));
     }
     if let Some(j) = w.jitter_s.filter(|j| *j > 0.0) {
         let _ = write!(s, " + jitter {}", secs(j));

@@ -70,6 +70,8 @@ pub(super) struct WorkloadInfo {
     pub(super) cores: usize,
     pub(super) api: Option<String>,
     pub(super) latency_s: Option<f64>,
+    /// The latency was measured from the API (`--api`), not set.
+    pub(super) latency_probed: bool,
     pub(super) jitter_s: Option<f64>,
     pub(super) fail_rate: Option<f64>,
     pub(super) rate: Option<f64>,
