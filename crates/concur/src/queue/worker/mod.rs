@@ -24,6 +24,12 @@ use crate::CancelToken;
 use crate::process_pool::registry::Registry;
 use crate::process_pool::wire;
 
+pub use options::WorkerOptions;
+use writer::Writer;
+
+mod options;
+mod writer;
+
 /// How long any one reply may take before the connection is taken for dead.
 const REPLY_WITHIN: Duration = Duration::from_secs(5);
 /// How long a blocking read waits before the reader looks around (for a
@@ -31,107 +37,6 @@ const REPLY_WITHIN: Duration = Duration::from_secs(5);
 const BLOCK: Duration = Duration::from_millis(500);
 /// Results written in one transaction, at most.
 const WRITE_BATCH: usize = 256;
-
-/// Options of [`serve_queue`].
-#[derive(Debug, Clone)]
-pub struct WorkerOptions {
-    concurrency: usize,
-    prefetch: usize,
-    namespace: String,
-    claim_after: Duration,
-    max_deliveries: u32,
-    broker_timeout: Duration,
-    name: Option<String>,
-    stop: CancelToken,
-}
-
-impl Default for WorkerOptions {
-    fn default() -> Self {
-        WorkerOptions {
-            concurrency: 1,
-            prefetch: 0,
-            namespace: DEFAULT_NAMESPACE.to_owned(),
-            claim_after: Duration::from_secs(30),
-            max_deliveries: 5,
-            broker_timeout: Duration::from_secs(60),
-            name: None,
-            stop: CancelToken::new(),
-        }
-    }
-}
-
-impl WorkerOptions {
-    /// One task at a time and none read ahead, namespace `concur`, claims
-    /// after 30 s, dead letters after 5 deliveries.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Tasks run at once (threads; at least 1).
-    #[must_use]
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n.max(1);
-        self
-    }
-
-    /// Tasks read ahead of the runners (default 0: only as many as can
-    /// start at once). Many short tasks want more, to be read in fewer
-    /// round trips; long ones want none, since a task read ahead waits here
-    /// while another worker may be idle.
-    #[must_use]
-    pub fn prefetch(mut self, n: usize) -> Self {
-        self.prefetch = n;
-        self
-    }
-
-    /// The namespace of the queue's keys (the pool's).
-    #[must_use]
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-
-    /// How long a task held by another worker must be idle before this one
-    /// takes it over. Live workers renew their tasks every third of it, so
-    /// it only has to be longer than a stall, not than a task.
-    #[must_use]
-    pub fn claim_after(mut self, d: Duration) -> Self {
-        self.claim_after = d.max(Duration::from_millis(30));
-        self
-    }
-
-    /// A task delivered more than this many times (at least 1) goes to the
-    /// dead letters instead of running again.
-    #[must_use]
-    pub fn max_deliveries(mut self, n: u32) -> Self {
-        self.max_deliveries = n.max(1);
-        self
-    }
-
-    /// How long to keep trying to reach a broker that went away while
-    /// results wait to be written (the worker then exits with an error;
-    /// its unacknowledged tasks go to other workers).
-    #[must_use]
-    pub fn broker_timeout(mut self, d: Duration) -> Self {
-        self.broker_timeout = d;
-        self
-    }
-
-    /// The consumer name (default `HOST-PID`).
-    #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Stops serving when `stop` is cancelled: no new task is read, those
-    /// held are finished and acknowledged, then [`serve_queue`] returns.
-    #[must_use]
-    pub fn stop_on(mut self, stop: CancelToken) -> Self {
-        self.stop = stop;
-        self
-    }
-}
 
 /// A task read from the stream, to run.
 struct Held {
@@ -580,88 +485,5 @@ impl Reader {
                 .query::<()>(con)?;
         }
         Ok(())
-    }
-}
-
-struct Writer {
-    client: redis::Client,
-    keys: Keys,
-    me: String,
-    in_flight: Arc<InFlight>,
-    broker_timeout: Duration,
-    /// Cancelled if results can no longer be written: the worker stops
-    /// reading, since what it ran would be lost.
-    stop: CancelToken,
-}
-
-impl Writer {
-    /// Writes answers as they come, in batches, until the runners are done;
-    /// gives how many were written.
-    fn run(&self, done: &Receiver<Done>) -> Result<u64, QueueError> {
-        let mut con: Option<redis::Connection> = None;
-        let mut written = 0;
-        while let Ok(first) = done.recv() {
-            let batch: Vec<Done> = std::iter::once(first).chain(done.try_iter().take(WRITE_BATCH - 1)).collect();
-            if let Err(e) = self.write(&mut con, &batch) {
-                eprintln!("concur worker {}: {e}; stopping (its unacknowledged tasks go to other workers)", self.me);
-                self.stop.cancel();
-                return Err(e);
-            }
-            written += batch.len() as u64;
-            let mut held = self.in_flight.lock();
-            for d in &batch {
-                held.remove(&d.entry);
-            }
-            self.in_flight.freed.notify_all();
-        }
-        Ok(written)
-    }
-
-    /// One transaction: every result, its expiry, the acknowledgements and
-    /// the removal of the entries. Retried whole on a lost connection (a
-    /// result written twice is dropped by the caller).
-    fn write(&self, con: &mut Option<redis::Connection>, batch: &[Done]) -> Result<(), QueueError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut expiries: HashMap<&str, u64> = HashMap::new();
-        for d in batch {
-            pipe.cmd("XADD")
-                .arg(self.keys.results(&d.job))
-                .arg("*")
-                .arg("id")
-                .arg(d.id)
-                .arg("answer")
-                .arg(d.answer.as_slice())
-                .arg("worker")
-                .arg(&self.me)
-                .ignore();
-            expiries.insert(&d.job, d.ttl);
-        }
-        for (job, ttl) in expiries {
-            pipe.cmd("EXPIRE").arg(self.keys.results(job)).arg(ttl).ignore();
-        }
-        let entries: Vec<&str> = batch.iter().map(|d| d.entry.as_str()).collect();
-        pipe.cmd("XACK").arg(self.keys.tasks()).arg(GROUP).arg(&entries).ignore();
-        pipe.cmd("XDEL").arg(self.keys.tasks()).arg(&entries).ignore();
-        let started = Instant::now();
-        loop {
-            let result = match con.as_mut() {
-                Some(c) => pipe.query::<()>(c),
-                None => match connect(&self.client, REPLY_WITHIN) {
-                    Ok(c) => pipe.query::<()>(con.insert(c)),
-                    Err(e) => Err(e),
-                },
-            };
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) if started.elapsed() >= self.broker_timeout => {
-                    return Err(QueueError::Redis { what: "cannot write results".into(), source: e });
-                }
-                Err(_) => {
-                    *con = None;
-                    thread::sleep(Duration::from_millis(200));
-                }
-            }
-        }
     }
 }
