@@ -69,10 +69,10 @@ pub enum TaskError {
     /// The pool was closed before the task was submitted; it was not queued.
     #[error("pool is closed: no new work is accepted")]
     Closed,
-    /// The worker running the task died (for a process: its exit status or
-    /// signal).
+    /// The worker running the task died: how (its exit status or signal,
+    /// kept as numbers too).
     #[error("worker died: {0}")]
-    WorkerDied(String),
+    WorkerDied(WorkerExit),
     /// The task or its output could not be (de)serialised.
     #[error("serialisation failed: {0}")]
     Serialize(String),
@@ -80,6 +80,24 @@ pub enum TaskError {
     /// stopped: for a process pool, its worker was killed and replaced.
     #[error("task exceeded its time limit of {0:?}")]
     TimedOut(Duration),
+}
+
+/// How a worker process ended, for [`TaskError::WorkerDied`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerExit {
+    /// Its exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+    /// What happened, in words, e.g. `killed by signal 9 (SIGKILL) while
+    /// starting`.
+    pub detail: String,
+}
+
+impl fmt::Display for WorkerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
 }
 
 /// The pool interface of the chapter: `map`, `imap`, `imap_unordered` and

@@ -248,10 +248,10 @@ impl Manager {
                     untaken += 1;
                     continue;
                 }
-                How::Died => TaskError::WorkerDied(self.describe(status)),
+                How::Died => Self::died(status, self.describe(status)),
                 How::TimedOut(limit) if lost.taken => TaskError::TimedOut(limit),
                 How::TimedOut(limit) => {
-                    TaskError::WorkerDied(format!("did not take its task within {limit:?}, and was killed"))
+                    Self::died(status, format!("did not take its task within {limit:?}, and was killed"))
                 }
                 How::Garbled(error) => {
                     TaskError::Failed(format!("the worker broke the protocol and was killed: {error}"))
@@ -286,11 +286,14 @@ impl Manager {
             NotReady::Died { wrote } if !wrote.is_empty() && status.is_some_and(sys::exited) => {
                 Start::Failed(self.not_a_worker(&wrote))
             }
-            NotReady::Died { .. } => Start::Died(TaskError::WorkerDied(format!(
-                "{} while starting: does {} call concur::worker_main first thing in main?",
-                self.describe(status),
-                self.shared.config.program.display()
-            ))),
+            NotReady::Died { .. } => Start::Died(Self::died(
+                status,
+                format!(
+                    "{} while starting: does {} call concur::worker_main first thing in main?",
+                    self.describe(status),
+                    self.shared.config.program.display()
+                ),
+            )),
         })
     }
 
@@ -426,6 +429,16 @@ impl Manager {
             text.push_str(": the pool was terminated");
         }
         text
+    }
+
+    /// A worker's death, its status kept as numbers beside `detail`.
+    fn died(status: Option<ExitStatus>, detail: String) -> TaskError {
+        use std::os::unix::process::ExitStatusExt;
+        TaskError::WorkerDied(crate::pool::WorkerExit {
+            code: status.and_then(|s| s.code()),
+            signal: status.and_then(|s| s.signal()),
+            detail,
+        })
     }
 }
 

@@ -27,7 +27,8 @@ fn a_program_that_is_not_a_worker_fails_tasks_not_the_caller() {
     for r in pool.map((0..3).map(Square)) {
         match r {
             Err(TaskError::WorkerDied(m)) => {
-                assert!(m.starts_with("exited with status 0 while starting"), "{m}");
+                assert!(m.detail.starts_with("exited with status 0 while starting"), "{m}");
+                assert_eq!((m.code, m.signal), (Some(0), None));
             }
             other => panic!("expected WorkerDied, got {other:?}"),
         }
@@ -237,7 +238,10 @@ fn a_program_that_closes_stdout_before_it_exits_keeps_its_own_status() {
         .build()
         .expect("starts");
     match pool.apply_async(Square(1)).wait() {
-        Err(TaskError::WorkerDied(m)) => assert!(m.starts_with("exited with status 5 while starting"), "{m}"),
+        Err(TaskError::WorkerDied(m)) => {
+            assert!(m.detail.starts_with("exited with status 5 while starting"), "{m}");
+            assert_eq!((m.code, m.signal), (Some(5), None));
+        }
         other => panic!("expected WorkerDied, got {other:?}"),
     }
 }

@@ -84,8 +84,15 @@ pub(crate) fn is_running(pid: u32) -> bool {
     process_state(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
 }
 
+/// The error of a worker that died as `how` says, its status as the
+/// numbers in the text: "exited with status 7", "killed by signal 9 ...".
 pub(crate) fn died(how: &str) -> TaskError {
-    TaskError::WorkerDied(how.to_owned())
+    let number = |prefix: &str| how.strip_prefix(prefix)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok();
+    TaskError::WorkerDied(concur::pool::WorkerExit {
+        code: number("exited with status "),
+        signal: number("killed by signal "),
+        detail: how.to_owned(),
+    })
 }
 
 /// Every task but `bad` succeeds; those fail with `error`.
