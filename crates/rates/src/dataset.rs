@@ -75,10 +75,12 @@ pub enum RatesError {
     NoData,
 }
 
-/// The first line of the `.csv` member of a zip archive, decompressing
-/// no more than it takes.
-fn header_of_zip(bytes: &[u8]) -> Result<String, DatasetError> {
-    use std::io::BufRead;
+/// Reads the `.csv` member of a zip archive with `read`, given a reader of
+/// its decompressed bytes; an error names the member.
+fn read_csv_member<T>(
+    bytes: &[u8],
+    read: impl FnOnce(&mut zip::read::ZipFile<'_, std::io::Cursor<&[u8]>>) -> std::io::Result<T>,
+) -> Result<T, DatasetError> {
     let zip_err = |e: zip::result::ZipError| DatasetError::Zip(e.to_string());
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(zip_err)?;
     let name = archive
@@ -86,10 +88,19 @@ fn header_of_zip(bytes: &[u8]) -> Result<String, DatasetError> {
         .find(|n| n.to_ascii_lowercase().ends_with(".csv"))
         .map(str::to_owned)
         .ok_or_else(|| DatasetError::Zip("no .csv member".into()))?;
-    let member = archive.by_name(&name).map_err(zip_err)?;
-    let mut line = String::new();
-    std::io::BufReader::new(member).read_line(&mut line).map_err(|e| DatasetError::Zip(format!("{name}: {e}")))?;
-    Ok(line.trim_end().to_string())
+    let mut member = archive.by_name(&name).map_err(zip_err)?;
+    read(&mut member).map_err(|e| DatasetError::Zip(format!("{name}: {e}")))
+}
+
+/// The first line of the `.csv` member of a zip archive, decompressing
+/// no more than it takes.
+fn header_of_zip(bytes: &[u8]) -> Result<String, DatasetError> {
+    use std::io::BufRead;
+    read_csv_member(bytes, |member| {
+        let mut line = String::new();
+        std::io::BufReader::new(member).read_line(&mut line)?;
+        Ok(line.trim_end().to_string())
+    })
 }
 
 impl Dataset {
@@ -144,16 +155,11 @@ impl Dataset {
 
     /// Parses a zip archive holding one `.csv` member.
     pub fn from_zip(bytes: &[u8]) -> Result<Dataset, DatasetError> {
-        let zip_err = |e: zip::result::ZipError| DatasetError::Zip(e.to_string());
-        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(zip_err)?;
-        let name = archive
-            .file_names()
-            .find(|n| n.to_ascii_lowercase().ends_with(".csv"))
-            .map(str::to_owned)
-            .ok_or_else(|| DatasetError::Zip("no .csv member".into()))?;
-        let mut member = archive.by_name(&name).map_err(zip_err)?;
-        let mut text = String::with_capacity(member.size() as usize);
-        member.read_to_string(&mut text).map_err(|e| DatasetError::Zip(format!("{name}: {e}")))?;
+        let text = read_csv_member(bytes, |member| {
+            let mut text = String::with_capacity(member.size() as usize);
+            member.read_to_string(&mut text)?;
+            Ok(text)
+        })?;
         Dataset::parse_csv(&text)
     }
 
