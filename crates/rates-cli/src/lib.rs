@@ -297,11 +297,20 @@ pub fn main_with(cli: Cli) -> ExitCode {
     raise_open_files_limit();
     match run(cli) {
         Ok(code) => code,
+        // A reader that stopped early (`rates fetch | head -1`) is no
+        // failure of ours: stop quietly, as other Unix tools do.
+        Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(is_broken_pipe)) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("rates: {e:#}");
             if e.downcast_ref::<Usage>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
+}
+
+fn is_broken_pipe(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
 }
 
 /// Raises the soft limit on open files to the hard one. With unlimited

@@ -231,3 +231,19 @@ fn data_option_loads_a_newer_csv() {
     assert!(err.contains("missing.zip"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_reader_that_stops_early_is_no_error() {
+    // `rates fetch | head -1`: the pipe closes after the first line.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("rates"))
+        .args(["fetch", "--sim-latency", "0"])
+        .env_remove("RATES_API")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // closed before anything is written
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
