@@ -5,7 +5,6 @@
 //! stays within the server's rate limit.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -98,7 +97,6 @@ struct Server {
 }
 
 fn server_failing_on(failing: &'static str) -> Server {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let shared = rates_server::Shared::new(Dataset::embedded(), rates_server::ServerOptions::default()).unwrap();
     let (requests, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (seen, fails) = (Arc::clone(&requests), Arc::clone(&failed));
@@ -114,13 +112,7 @@ fn server_failing_on(failing: &'static str) -> Server {
             next.run(req).await
         }
     }));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
-    });
+    let (url, rt) = common::serve_app(app, 1);
     Server { url, requests, failed, _rt: rt }
 }
 

@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
@@ -30,7 +29,6 @@ struct Server {
 
 impl Server {
     fn start(ds: Arc<Dataset>, latency: Duration) -> Server {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let options = ServerOptions { latency, ..ServerOptions::default() };
         let shared = rates_server::Shared::new(ds, options).unwrap();
         let seen = Arc::new(Mutex::new(BTreeMap::new()));
@@ -40,13 +38,7 @@ impl Server {
             *counts.lock().unwrap().entry(day.unwrap_or("").to_string()).or_insert(0) += 1;
             next.run(req)
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        rt.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
-        });
+        let (url, rt) = common::serve_app(app, 2);
         Server { url, seen, _rt: rt }
     }
 

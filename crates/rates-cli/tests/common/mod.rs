@@ -175,3 +175,19 @@ impl Drop for Served {
         }
     }
 }
+
+/// Serves `app` (the rates router with a test's own middleware, say) on an
+/// ephemeral loopback port, on a runtime of `threads` workers that serves
+/// until it is dropped. Gives the base URL and the runtime.
+pub fn serve_app(app: axum::Router, threads: usize) -> (String, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app).await
+    });
+    (url, rt)
+}

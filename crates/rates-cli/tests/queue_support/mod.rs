@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rates::Dataset;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -222,7 +222,6 @@ pub struct Api {
 
 impl Api {
     pub fn start(latency: Duration) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let options = rates_server::ServerOptions { latency, ..Default::default() };
         let shared = rates_server::Shared::new(Dataset::embedded(), options).unwrap();
         let dates = Arc::new(Mutex::new(Vec::new()));
@@ -237,13 +236,7 @@ impl Api {
                 next.run(req).await
             }
         }));
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        rt.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
-        });
+        let (url, rt) = crate::common::serve_app(app, 2);
         Api { url, dates, times, _rt: rt }
     }
 
