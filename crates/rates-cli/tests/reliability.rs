@@ -258,3 +258,39 @@ fn an_inherited_worker_variable_does_not_hijack_the_program() {
         assert!(stderr.contains("CONCUR_WORKER"), "{value}: {stderr}");
     }
 }
+
+#[test]
+fn a_second_signal_leaves_no_temporary_file_behind() {
+    // The output's temporary file exists from the start; an exit at once
+    // must remove it too, and leave no half-written target.
+    let dir = std::env::temp_dir().join(format!("rates-second-signal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("usd.csv");
+    let (code, _, err) = signalled(
+        &[
+            "history",
+            "--base",
+            "USD",
+            "--symbols",
+            "EUR",
+            "--from",
+            "2019-01-01",
+            "--to",
+            "2019-01-31",
+            "--model",
+            "sync",
+            "--sim-latency",
+            "30s",
+            "--timeout",
+            "60s",
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+        &[(SECOND, SIGINT), (Duration::from_millis(300), SIGTERM)],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(143), "{err}");
+    assert!(err.contains("stopping at once"), "{err}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing left in the folder");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
