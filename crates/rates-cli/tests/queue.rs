@@ -20,7 +20,7 @@ use queue_support::*;
 fn a_worker_killed_holding_a_task_loses_nothing() {
     let redis = Redis::start();
     let api = Api::start(Duration::from_millis(300));
-    let workers = Workers::start(2, &redis.url(), &["--claim-after", "500ms"]);
+    let workers = Workers::start(2, &redis, &["--claim-after", "500ms"]);
     let history = History::start(&api, &redis.url(), "2024-01-12");
     let victim = workers.pid(0);
     let mut fetching = None;
@@ -44,7 +44,7 @@ fn a_task_delivered_too_often_is_a_dead_letter_named_by_history() {
     let redis = Redis::start();
     let api = Api::start(Duration::from_millis(300));
     // One delivery allowed: the task the killed worker held is not run again.
-    let workers = Workers::start(2, &redis.url(), &["--claim-after", "500ms", "--max-deliveries", "1"]);
+    let workers = Workers::start(2, &redis, &["--claim-after", "500ms", "--max-deliveries", "1"]);
     let history = History::start(&api, &redis.url(), "2024-01-12");
     let victim = workers.pid(0);
     wait_until("the first worker holds a task", || redis.holds(victim));
@@ -61,7 +61,7 @@ fn a_task_delivered_too_often_is_a_dead_letter_named_by_history() {
 fn two_workers_finishing_one_task_write_it_once() {
     let redis = Redis::start();
     let api = Api::start(Duration::from_millis(200));
-    let workers = Workers::start(2, &redis.url(), &["--claim-after", "500ms"]);
+    let workers = Workers::start(2, &redis, &["--claim-after", "500ms"]);
     let history = History::start(&api, &redis.url(), "2024-01-31");
     let slow = workers.pid(0);
     let mut fetching = None;
@@ -87,7 +87,7 @@ fn two_workers_finishing_one_task_write_it_once() {
 fn a_worker_drains_on_sigterm_and_exits_0() {
     let redis = Redis::start();
     let api = Api::start(Duration::from_millis(300));
-    let mut workers = Workers::start(2, &redis.url(), &[]);
+    let mut workers = Workers::start(2, &redis, &[]);
     let history = History::start(&api, &redis.url(), "2024-01-12");
     let leaving = workers.pid(0);
     wait_until("the first worker holds a task", || redis.holds(leaving));
@@ -107,7 +107,7 @@ fn a_worker_drains_on_sigterm_and_exits_0() {
 fn the_broker_restarted_mid_job_loses_nothing() {
     let mut redis = Redis::start();
     let api = Api::start(Duration::from_millis(100));
-    let _workers = Workers::start(2, &redis.url(), &[]);
+    let _workers = Workers::start(2, &redis, &[]);
     let history = History::start(&api, &redis.url(), "2024-01-31");
     wait_until("the job is under way", || api.requests() >= 4);
     redis.restart();
@@ -120,7 +120,7 @@ fn the_broker_restarted_mid_job_loses_nothing() {
 fn one_rate_limit_holds_across_callers_and_workers() {
     let redis = Redis::start();
     let api = Api::start(Duration::from_millis(5));
-    let _workers = Workers::start(3, &redis.url(), &[]);
+    let _workers = Workers::start(3, &redis, &[]);
     let (rate, burst) = (20.0, 2.0);
     let limit = ["--rate", "20", "--burst", "2"];
     // Two callers at once: each alone keeping 20/s would make 40/s.
@@ -172,7 +172,7 @@ fn ctrl_c_stops_a_run_that_no_worker_serves() {
 #[test]
 fn bench_runs_the_workload_on_the_queue_as_one_row() {
     let redis = Redis::start();
-    let _workers = Workers::start(2, &redis.url(), &[]);
+    let _workers = Workers::start(2, &redis, &[]);
     for workload in ["io", "cpu"] {
         let args = ["bench", "--queue", &redis.url(), "--workload", workload, "--requests", "12"];
         let (code, out, err) = common::run(&[&args[..], &["--repeat", "1", "--cpu-ms", "1", "--json"]].concat());

@@ -27,14 +27,23 @@ impl RedisServer {
     pub(crate) fn start() -> Self {
         let dir = temp_path("redis");
         std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let port = free_port();
-        let mut server = RedisServer { child: None, dir, port };
-        server.spawn();
-        server
+        let mut server = RedisServer { child: None, dir, port: 0 };
+        // A port found free can be taken before redis-server binds it (by
+        // another test's server or a client's ephemeral port): then try
+        // another rather than talk to a server that is not ours.
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn().is_ok() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+    /// Starts redis-server and waits until it answers; `Err` when it
+    /// exited (its port was taken).
+    fn spawn(&mut self) -> Result<(), ()> {
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"])
             .arg("--dir")
@@ -42,14 +51,17 @@ impl RedisServer {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed for these tests (apt-get install redis-server)");
-        self.child = Some(child);
         let deadline = Instant::now() + PROMPTLY;
         let client = redis::Client::open(self.url()).expect("a valid URL");
         loop {
+            if child.try_wait().expect("redis-server's status").is_some() {
+                return Err(());
+            }
             if let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(1))
-                && redis::cmd("PING").query::<String>(&mut con).is_ok()
+                && serves_from(&mut con, &self.dir)
             {
-                return;
+                self.child = Some(child);
+                return Ok(());
             }
             assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
             thread::sleep(Duration::from_millis(20));
@@ -77,7 +89,8 @@ impl RedisServer {
     /// Starts it again on the same port and directory.
     pub(crate) fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        let started = self.spawn();
+        assert!(started.is_ok(), "redis-server did not restart on port {}", self.port);
     }
 }
 
@@ -184,4 +197,13 @@ pub(crate) fn write_file(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).expect("temp file written");
     std::fs::rename(&tmp, path).expect("temp file renamed");
+}
+
+/// Whether the server on `con` is the one started in `dir`, not another
+/// test's that took the port first.
+fn serves_from(con: &mut redis::Connection, dir: &std::path::Path) -> bool {
+    let answer: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG").arg("GET").arg("dir").query(con);
+    // Redis reports the directory it changed into: compare real paths.
+    let ours = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    answer.is_ok_and(|kv| kv.get(1).is_some_and(|d| std::path::Path::new(d) == ours))
 }

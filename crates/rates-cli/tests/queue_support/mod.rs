@@ -34,13 +34,23 @@ impl Redis {
     pub fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("rates-queue-test-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut r = Redis { child: None, dir, port: free_port() };
-        r.spawn();
-        r
+        let mut r = Redis { child: None, dir, port: 0 };
+        // A port found free can be taken before redis-server binds it (by
+        // another test's server or a client's ephemeral port): then try
+        // another rather than talk to a server that is not ours.
+        for _ in 0..5 {
+            r.port = free_port();
+            if r.spawn().is_ok() {
+                return r;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
-    pub fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+    /// Starts redis-server and waits until it answers; `Err` when it
+    /// exited (its port was taken).
+    pub fn spawn(&mut self) -> Result<(), ()> {
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"])
             .arg("--dir")
@@ -48,13 +58,20 @@ impl Redis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed for these tests (apt-get install redis-server)");
-        self.child = Some(child);
         let client = redis::Client::open(self.url()).unwrap();
+        let mut exited = false;
         wait_until("redis-server answers", || {
-            client
-                .get_connection_with_timeout(Duration::from_secs(1))
-                .is_ok_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
+            exited = child.try_wait().unwrap().is_some();
+            exited
+                || client
+                    .get_connection_with_timeout(Duration::from_secs(1))
+                    .is_ok_and(|mut c| serves_from(&mut c, &self.dir))
         });
+        if exited {
+            return Err(());
+        }
+        self.child = Some(child);
+        Ok(())
     }
 
     pub fn url(&self) -> String {
@@ -67,7 +84,8 @@ impl Redis {
 
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        let started = self.spawn();
+        assert!(started.is_ok(), "redis-server did not restart on port {}", self.port);
     }
 
     pub fn kill(&mut self) {
@@ -133,6 +151,11 @@ impl Redis {
         dates
     }
 
+    /// The names of the workers that have recorded themselves alive.
+    pub fn workers_seen(&self) -> Vec<String> {
+        redis::cmd("HKEYS").arg("concur:workers").query(&mut self.con()).unwrap_or_default()
+    }
+
     pub fn dead_letters(&self) -> i64 {
         redis::cmd("XLEN").arg("concur:dead").query(&mut self.con()).unwrap()
     }
@@ -169,12 +192,16 @@ pub fn signal(pid: u32, s: Signal) {
 pub struct Workers(pub Vec<Child>);
 
 impl Workers {
-    pub fn start(n: usize, url: &str, extra: &[&str]) -> Self {
-        Workers(
+    /// Starts `n` workers and waits until each has recorded itself on the
+    /// broker, which it does just before its first read: a test that then
+    /// queues work knows every worker takes part, however slowly a loaded
+    /// machine started them.
+    pub fn start(n: usize, redis: &Redis, extra: &[&str]) -> Self {
+        let workers = Workers(
             (0..n)
                 .map(|_| {
                     Command::new(assert_cmd::cargo::cargo_bin("rates"))
-                        .args(["worker", "--queue", url, "--concurrency", "1"])
+                        .args(["worker", "--queue", &redis.url(), "--concurrency", "1"])
                         .args(extra)
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
@@ -182,7 +209,12 @@ impl Workers {
                         .unwrap()
                 })
                 .collect(),
-        )
+        );
+        wait_until("every worker is reading the queue", || {
+            let seen = redis.workers_seen();
+            workers.0.iter().all(|w| seen.iter().any(|name| name.ends_with(&format!("-{}", w.id()))))
+        });
+        workers
     }
 
     pub fn pid(&self, i: usize) -> u32 {
@@ -308,3 +340,12 @@ pub fn dates_written(csv: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------
 // The tests
 // ---------------------------------------------------------------------------
+
+/// Whether the server on `con` is the one started in `dir`, not another
+/// test's that took the port first.
+fn serves_from(con: &mut redis::Connection, dir: &std::path::Path) -> bool {
+    let answer: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG").arg("GET").arg("dir").query(con);
+    // Redis reports the directory it changed into: compare real paths.
+    let ours = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    answer.is_ok_and(|kv| kv.get(1).is_some_and(|d| std::path::Path::new(d) == ours))
+}
