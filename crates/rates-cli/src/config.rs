@@ -141,6 +141,8 @@ fn sim_options(sim: &SimFlags, defaults: Defaults) -> Result<ServerOptions, Usag
         jitter: sim.sim_jitter,
         fail_rate: sim.sim_fail_rate,
         rate_limit: rate_limit.map(Quota::rate_limit),
+        rate_limit_headers: !sim.sim_no_rate_limit_headers,
+        capacity: sim.sim_capacity.as_deref().map(|n| capacity("--sim-capacity", n)).transpose()?,
         // Only this process's own client connects, and "unlimited" workers
         // must mean every request in flight at once, not the cap's worth.
         limits: ConnLimits { max_connections: EMBEDDED_MAX_CONNECTIONS, ..ConnLimits::default() },
@@ -158,12 +160,23 @@ pub(crate) fn serve_options(faults: &FaultFlags, conn: &ConnFlags) -> Result<Ser
         jitter: faults.jitter,
         fail_rate: faults.fail_rate,
         rate_limit: rate_limit.map(Quota::rate_limit),
+        rate_limit_headers: !faults.no_rate_limit_headers,
+        capacity: faults.capacity.as_deref().map(|n| capacity("--capacity", n)).transpose()?,
         limits: ConnLimits {
             header_timeout: conn.header_timeout,
             idle_timeout: conn.idle_timeout,
             max_connections: conn.max_connections,
         },
     })
+}
+
+/// A server's capacity: a number of requests from 1 up (the server checks
+/// the most).
+fn capacity(flag: &str, value: &str) -> Result<usize, Usage> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Usage(format!("{flag}: invalid capacity '{value}': expected a number of requests, at least 1"))),
+    }
 }
 
 fn checked(options: ServerOptions) -> Result<ServerOptions, Usage> {

@@ -68,6 +68,12 @@ pub struct SimFlags {
     /// Embedded server: burst of --sim-rate-limit.
     #[arg(long, default_value = "1", requires = "sim_rate_limit", value_name = "B")]
     pub sim_burst: NonZeroU32,
+    /// Embedded server: no rate-limit headers, only a 429's Retry-After (as vatcomply).
+    #[arg(long, requires = "sim_rate_limit")]
+    pub sim_no_rate_limit_headers: bool,
+    /// Embedded server: serves at most N requests at once, the rest wait their turn.
+    #[arg(long, value_name = "N", conflicts_with = "api")]
+    pub sim_capacity: Option<String>,
 }
 
 /// The faults `rates serve` injects into its own answers.
@@ -88,6 +94,15 @@ pub struct FaultFlags {
     /// With --rate-limit: requests allowed at once.
     #[arg(long, default_value = "1", requires = "rate_limit", value_name = "B")]
     pub burst: NonZeroU32,
+    /// With --rate-limit: answers say nothing of it (no RateLimit-Policy,
+    /// RateLimit, X-RateLimit-* headers), only a 429's Retry-After, as
+    /// vatcomply's do.
+    #[arg(long, requires = "rate_limit")]
+    pub no_rate_limit_headers: bool,
+    /// Serve at most N requests at once; the rest wait their turn, so
+    /// latency grows with load, as on a saturated server.
+    #[arg(long, value_name = "N")]
+    pub capacity: Option<String>,
 }
 
 /// How `rates serve` protects itself from clients that hold connections.

@@ -1,6 +1,38 @@
 //! Fault injection (`API.md`, "What the project's server adds"): a per-client
-//! rate limit, latency with jitter, and random failures — the misbehaviour of
-//! a real remote service, reproduced on loopback.
+//! rate limit that says what it allows in its answers' headers, a capacity
+//! that queues requests beyond it, latency with jitter, and random failures
+//! — the misbehaviour of a real remote service, reproduced on loopback.
+//!
+//! # The rate-limit headers
+//!
+//! Under a rate limit every answer (429s included) carries the fields of
+//! the IETF draft `draft-ietf-httpapi-ratelimit-headers-10` (September
+//! 2025: a policy item is a quoted string, `t` is the time until more quota
+//! is available) and the common `X-RateLimit-*` ones:
+//!
+//! ```text
+//! RateLimit-Policy: "default";q=5;w=1
+//! RateLimit: "default";r=4;t=1
+//! X-RateLimit-Limit: 5
+//! X-RateLimit-Remaining: 4
+//! X-RateLimit-Reset: 1
+//! ```
+//!
+//! The limiter is a token bucket (rate `R`/s, burst `B`), which has no
+//! window; [`Policy::of`] maps it to the largest quota `q` per whole-second
+//! window `w` with `q ≤ B` and `q ≤ R·w`. So a client that sends at
+//! `q/w` per second never exceeds `R`, and one that sends `q` at once at
+//! the start of each window never finds the bucket empty either (it holds
+//! `B ≥ q`, and refills `R·w ≥ q` per window). The policy is exact when
+//! `R` is a whole number not above `B` (`--rate-limit 5 --burst 5`: 5 per
+//! 1 s) or `B/R` is (`2/s`, burst 4: 4 per 2 s); otherwise it is below `R`
+//! (burst 1 at 10/s: 1 per 1 s, since a window is at least a second).
+//!
+//! `r` and `X-RateLimit-Remaining` are the whole requests left in the
+//! bucket (at most `q`); `t` is the seconds, rounded up, until one more is
+//! (on a 429 the same as `Retry-After`); `X-RateLimit-Reset` the seconds,
+//! rounded up, until the bucket is full again. `RateLimit-Policy` and
+//! `X-RateLimit-Limit` never change.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -8,10 +40,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use concur::Throttle;
+use concur::throttle::{Clock, SystemClock};
 use rand::Rng;
 
 use crate::app::detail;
@@ -42,18 +74,129 @@ impl RateLimit {
     }
 }
 
-/// One `concur::Throttle` per client IP, created on its first request.
-/// Buckets that have filled up again are forgotten once there are many, so
-/// a stream of distinct clients cannot grow the map without bound.
+/// A rate limit as the headers advertise it: `quota` requests per `window`
+/// seconds (see the module docs for the mapping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Requests per window (`q`, `X-RateLimit-Limit`).
+    pub quota: u64,
+    /// The window in whole seconds (`w`).
+    pub window: u64,
+}
+
+/// The largest integer structured fields allow (RFC 9651).
+const SF_INTEGER_MAX: u64 = 999_999_999_999_999;
+
+/// The most windows [`Policy::of`] tries below the one that holds a whole
+/// burst: it runs once per server, and a limit slower than this many
+/// seconds per request is a test's, not a service's.
+const POLICY_SEARCH: u64 = 100_000;
+
+/// Slack in token counts, so that a client that paces itself exactly is not
+/// refused for a rounding error of the floating-point refill.
+const EPS: f64 = 1e-9;
+
+impl Policy {
+    /// The policy of `limit`: the largest `q/w` over whole seconds `w` with
+    /// `q ≤ burst` and `q ≤ rate·w`, the longer window on a tie (it shows
+    /// more of the burst).
+    pub fn of(limit: RateLimit) -> Policy {
+        let burst = u64::from(limit.burst);
+        // Long enough to refill a whole burst: `burst` per it is within the rate.
+        let fill = (f64::from(limit.burst) / limit.rate).ceil().clamp(1.0, SF_INTEGER_MAX as f64) as u64;
+        let mut best = Policy { quota: burst, window: fill };
+        for window in 1..fill.min(POLICY_SEARCH) {
+            let quota = ((limit.rate * window as f64 + EPS).floor() as u64).min(burst);
+            // quota/window > best.quota/best.window, without rounding.
+            if quota >= 1 && u128::from(quota) * u128::from(best.window) > u128::from(best.quota) * u128::from(window) {
+                best = Policy { quota, window };
+            }
+        }
+        best
+    }
+}
+
+/// One client's bucket after a request, as the headers report it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Standing {
+    /// Whole requests left in the bucket.
+    pub remaining: u64,
+    /// Until one more request is allowed (zero when the bucket is full).
+    pub next: Duration,
+    /// Until the bucket is full again.
+    pub full: Duration,
+}
+
+/// A request refused by the rate limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Refused {
+    /// How long the client should wait.
+    pub wait: Duration,
+    /// The bucket, which the refusal did not change.
+    pub standing: Standing,
+}
+
+/// Seconds as a duration, saturating instead of panicking on huge values.
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+/// A duration in whole seconds, rounded up.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// A token bucket's contents at an instant.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Duration,
+}
+
+impl Bucket {
+    /// The tokens at `now`, refilled since the last look.
+    fn refill(&mut self, now: Duration, limit: RateLimit) -> f64 {
+        let elapsed = now.saturating_sub(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * limit.rate).min(f64::from(limit.burst));
+        self.at = now;
+        self.tokens
+    }
+
+    fn standing(&self, limit: RateLimit) -> Standing {
+        let whole = (self.tokens + EPS).floor().max(0.0);
+        let burst = f64::from(limit.burst);
+        let next = if whole >= burst { Duration::ZERO } else { secs((whole + 1.0 - self.tokens) / limit.rate) };
+        Standing { remaining: whole as u64, next, full: secs((burst - self.tokens) / limit.rate) }
+    }
+
+    /// Takes a token at `now` if there is one.
+    fn take(&mut self, now: Duration, limit: RateLimit) -> Result<Standing, Refused> {
+        let tokens = self.refill(now, limit);
+        if tokens + EPS >= 1.0 {
+            self.tokens = (tokens - 1.0).max(0.0);
+            Ok(self.standing(limit))
+        } else {
+            Err(Refused { wait: secs((1.0 - tokens) / limit.rate), standing: self.standing(limit) })
+        }
+    }
+}
+
+/// A token bucket per client IP, created on its first request. Buckets
+/// that have filled up again are forgotten once there are many, so a
+/// stream of distinct clients cannot grow the map without bound.
+///
+/// Its own small bucket rather than `concur::Throttle`, which answers only
+/// "yes" or "not until": the headers need what is left.
 #[derive(Debug)]
-pub(crate) struct Limiter {
+pub(crate) struct Limiter<C = SystemClock> {
     limit: Option<RateLimit>,
+    clock: C,
     buckets: Mutex<Buckets>,
 }
 
 #[derive(Debug)]
 struct Buckets {
-    by_ip: HashMap<IpAddr, Arc<Throttle>>,
+    by_ip: HashMap<IpAddr, Bucket>,
     /// Prune when the map reaches this size: twice the survivors of the
     /// last pruning, so pruning costs O(1) per new client, amortised.
     prune_at: usize,
@@ -64,7 +207,13 @@ const PRUNE_MIN: usize = 1024;
 
 impl Limiter {
     pub(crate) fn new(limit: Option<RateLimit>) -> Self {
-        Limiter { limit, buckets: Mutex::new(Buckets { by_ip: HashMap::new(), prune_at: PRUNE_MIN }) }
+        Limiter::with_clock(limit, SystemClock::new())
+    }
+}
+
+impl<C: Clock> Limiter<C> {
+    pub(crate) fn with_clock(limit: Option<RateLimit>, clock: C) -> Self {
+        Limiter { limit, clock, buckets: Mutex::new(Buckets { by_ip: HashMap::new(), prune_at: PRUNE_MIN }) }
     }
 
     /// Buckets held now.
@@ -73,97 +222,110 @@ impl Limiter {
         self.buckets.lock().unwrap_or_else(|p| p.into_inner()).by_ip.len()
     }
 
-    /// `Ok` to serve the request, or how long the client should wait.
-    fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        let Some(limit) = self.limit else {
-            return Ok(());
-        };
-        let bucket = {
-            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-            match buckets.by_ip.get(&ip) {
-                Some(b) => Arc::clone(b),
-                None => {
-                    // Validated when the server was built.
-                    let Ok(t) = Throttle::new(limit.rate, limit.burst) else {
-                        return Ok(());
-                    };
-                    if buckets.by_ip.len() >= buckets.prune_at {
-                        // A full bucket is the same as a new one.
-                        buckets.by_ip.retain(|_, b| !b.is_full());
-                        buckets.prune_at = (2 * buckets.by_ip.len()).max(PRUNE_MIN);
-                    }
-                    Arc::clone(buckets.by_ip.entry(ip).or_insert(Arc::new(t)))
-                }
-            }
-        };
-        bucket.try_acquire().map_err(|not_until| not_until.wait_time())
+    /// `None` without a rate limit; else whether to serve the request from
+    /// `ip`, and the client's bucket after it.
+    pub(crate) fn check(&self, ip: IpAddr) -> Option<Result<Standing, Refused>> {
+        let limit = self.limit?;
+        let now = self.clock.now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if !buckets.by_ip.contains_key(&ip) && buckets.by_ip.len() >= buckets.prune_at {
+            // A full bucket is the same as a new one.
+            let burst = f64::from(limit.burst);
+            buckets.by_ip.retain(|_, b| b.refill(now, limit) + EPS < burst);
+            buckets.prune_at = (2 * buckets.by_ip.len()).max(PRUNE_MIN);
+        }
+        let bucket = buckets.by_ip.entry(ip).or_insert(Bucket { tokens: f64::from(limit.burst), at: now });
+        Some(bucket.take(now, limit))
     }
 }
 
-/// The middleware: count the request, refuse it over the rate limit, delay
-/// it, and fail it at the configured rate.
+/// What the rate limit's headers say on every answer: the fixed fields,
+/// made once.
+#[derive(Debug, Clone)]
+pub(crate) struct Advertised {
+    policy: Policy,
+    policy_field: HeaderValue,
+}
+
+impl Advertised {
+    pub(crate) fn new(limit: RateLimit) -> Self {
+        let policy = Policy::of(limit);
+        let text = format!("\"default\";q={};w={}", policy.quota, policy.window);
+        // Digits and ASCII punctuation only: always a valid value.
+        let policy_field = HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static(""));
+        Advertised { policy, policy_field }
+    }
+
+    /// Adds the fields for a client whose bucket is `s`; `t` is the seconds
+    /// until the next request is allowed.
+    fn annotate(&self, headers: &mut HeaderMap, s: &Standing, t: u64) {
+        let remaining = s.remaining.min(self.policy.quota);
+        headers.insert(HeaderName::from_static("ratelimit-policy"), self.policy_field.clone());
+        if let Ok(v) = HeaderValue::try_from(format!("\"default\";r={remaining};t={t}")) {
+            headers.insert(HeaderName::from_static("ratelimit"), v);
+        }
+        headers.insert(HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(self.policy.quota));
+        headers.insert(HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from(remaining));
+        headers.insert(HeaderName::from_static("x-ratelimit-reset"), HeaderValue::from(ceil_secs(s.full)));
+    }
+}
+
+/// The middleware: count the request, refuse it over the rate limit, wait
+/// for capacity, delay it, and fail it at the configured rate.
 pub(crate) async fn inject(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let _in_flight = shared.metrics.start();
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let response = async {
-        if let Some(ip) = peer
-            && let Err(wait) = shared.limiter.check(ip)
-        {
+    let verdict = peer.and_then(|ip| shared.limiter.check(ip));
+    let mut response = match verdict {
+        Some(Err(refused)) => {
             shared.metrics.rate_limited();
             let mut r = detail(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
             // Whole seconds, rounded up, as the header requires.
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let secs = ceil_secs(refused.wait).max(1);
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return r;
+            if let Some(ad) = &shared.advertised {
+                ad.annotate(r.headers_mut(), &refused.standing, secs);
+            }
+            r
         }
-        let opts = &shared.options;
-        let (delay, fail) = {
-            let mut rng = rand::rng();
-            let jitter = if opts.jitter.is_zero() { Duration::ZERO } else { opts.jitter.mul_f64(rng.random()) };
-            (opts.latency + jitter, opts.fail_rate > 0.0 && rng.random::<f64>() < opts.fail_rate)
-        };
-        if !delay.is_zero() {
-            // A timer, not a blocked thread: other requests go on meanwhile.
-            tokio::time::sleep(delay).await;
-        }
-        if fail {
-            return detail(StatusCode::INTERNAL_SERVER_ERROR, "Injected failure.");
-        }
-        next.run(req).await
+        _ => serve(&shared, req, next).await,
+    };
+    if let (Some(Ok(standing)), Some(ad)) = (verdict, &shared.advertised) {
+        ad.annotate(response.headers_mut(), &standing, ceil_secs(standing.next));
     }
-    .await;
     shared.metrics.finish(response.status().as_u16());
     response
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ip(n: u32) -> IpAddr {
-        IpAddr::from(n.to_be_bytes())
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn buckets_of_gone_clients_are_forgotten() {
-        let limiter = Limiter::new(Some(RateLimit { rate: 10.0, burst: 1 }));
-        for n in 0..3000 {
-            assert_eq!(limiter.check(ip(n)), Ok(()));
+/// A request the rate limit let through: its turn at the capacity, the
+/// latency, the failure rate, the handler.
+async fn serve(shared: &Shared, req: Request, next: Next) -> Response {
+    // FIFO (tokio's semaphore is fair); held until the answer is made. The
+    // wait is bounded by the connections open: one request each.
+    let _turn = match &shared.capacity {
+        Some(capacity) => {
+            let _waiting = shared.metrics.waiting();
+            // Never closed; were it, the request would go ahead unqueued.
+            capacity.acquire().await.ok()
         }
-        // Still draining: none may be forgotten, or a client could reset
-        // its limit by waiting for others to arrive.
-        assert_eq!(limiter.len(), 3000);
-        assert!(limiter.check(ip(0)).is_err());
-        // A tenth of a second later every bucket is full again: the new
-        // client that brings the map to 4096 (twice 2048, the size at the
-        // last pruning) prunes them all.
-        tokio::time::advance(Duration::from_millis(100)).await;
-        for n in 3000..4200 {
-            assert_eq!(limiter.check(ip(n)), Ok(()));
-        }
-        // Only the clients since the advance are left.
-        assert_eq!(limiter.len(), 1200);
-        // An active client keeps its state across a pruning.
-        assert!(limiter.check(ip(3000)).is_err());
+        None => None,
+    };
+    let _serving = shared.metrics.serving();
+    let opts = &shared.options;
+    let (delay, fail) = {
+        let mut rng = rand::rng();
+        let jitter = if opts.jitter.is_zero() { Duration::ZERO } else { opts.jitter.mul_f64(rng.random()) };
+        (opts.latency + jitter, opts.fail_rate > 0.0 && rng.random::<f64>() < opts.fail_rate)
+    };
+    if !delay.is_zero() {
+        // A timer, not a blocked thread: other requests go on meanwhile.
+        tokio::time::sleep(delay).await;
     }
+    if fail {
+        return detail(StatusCode::INTERNAL_SERVER_ERROR, "Injected failure.");
+    }
+    next.run(req).await
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,8 @@
 //! A vatcomply-compatible exchange-rates server over the ECB dataset
-//! (`API.md`), with fault injection — latency, jitter, failures and a
-//! per-client rate limit — so clients, tests and benchmarks can reproduce a
-//! real network on loopback.
+//! (`API.md`), with fault injection — latency, jitter, failures, a
+//! per-client rate limit that advertises itself in headers, and a capacity
+//! beyond which requests queue — so clients, tests and benchmarks can
+//! reproduce a real network on loopback.
 //!
 //! [`spawn`] starts it in-process on an ephemeral loopback port and hands
 //! back its URL: the `rates` command's default API and what every test uses.
@@ -30,12 +31,12 @@ use std::time::Duration;
 
 pub use app::{ACCESS_LOG, router};
 pub use conn::ConnLimits;
-pub use faults::RateLimit;
+pub use faults::{Policy, RateLimit};
 pub use metrics::{Metrics, Snapshot};
 use rates::Dataset;
 
 /// Fault injection, all off by default, and the limits on connections.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerOptions {
     /// Every answer waits this long, without blocking other requests.
     pub latency: Duration,
@@ -45,6 +46,15 @@ pub struct ServerOptions {
     pub fail_rate: f64,
     /// A token bucket per client IP; over it, 429 with `Retry-After`.
     pub rate_limit: Option<RateLimit>,
+    /// Whether answers under a rate limit say what it allows, in the IETF
+    /// `RateLimit-Policy`/`RateLimit` and the `X-RateLimit-*` headers (on by
+    /// default). Off, only a 429's `Retry-After` tells, as on vatcomply.
+    pub rate_limit_headers: bool,
+    /// At most this many requests are served (waited on and answered) at
+    /// once; the rest wait their turn, first come first served, and the
+    /// wait counts in their latency. Nothing is dropped: the queue is at
+    /// most one request per open connection, so the connection cap bounds it.
+    pub capacity: Option<usize>,
     /// Time limits on connections and a cap on how many are open.
     pub limits: ConnLimits,
 }
@@ -61,6 +71,25 @@ pub struct OptionError {
     pub expected: &'static str,
 }
 
+impl Default for ServerOptions {
+    /// No faults, no limits but the default connection limits; rate-limit
+    /// headers on (they show only once a rate limit is set).
+    fn default() -> Self {
+        ServerOptions {
+            latency: Duration::ZERO,
+            jitter: Duration::ZERO,
+            fail_rate: 0.0,
+            rate_limit: None,
+            rate_limit_headers: true,
+            capacity: None,
+            limits: ConnLimits::default(),
+        }
+    }
+}
+
+/// The largest capacity: as many as the connections a server may keep.
+const MAX_CAPACITY: usize = 1 << 20;
+
 impl ServerOptions {
     /// Checks the options, naming the first bad one.
     pub fn validate(&self) -> Result<(), OptionError> {
@@ -74,6 +103,15 @@ impl ServerOptions {
         if let Some(l) = &self.rate_limit {
             l.validate()?;
         }
+        if let Some(n) = self.capacity
+            && !(1..=MAX_CAPACITY).contains(&n)
+        {
+            return Err(OptionError {
+                name: "capacity",
+                value: n.to_string(),
+                expected: "a number of requests from 1 to 1048576",
+            });
+        }
         self.limits.validate()
     }
 }
@@ -85,6 +123,10 @@ pub struct Shared {
     options: ServerOptions,
     metrics: Metrics,
     limiter: faults::Limiter,
+    /// The rate limit's headers, if it has them.
+    advertised: Option<faults::Advertised>,
+    /// The requests that may be served at once, if limited.
+    capacity: Option<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -92,7 +134,9 @@ impl Shared {
     pub fn new(dataset: Arc<Dataset>, options: ServerOptions) -> Result<Arc<Shared>, OptionError> {
         options.validate()?;
         let limiter = faults::Limiter::new(options.rate_limit);
-        Ok(Arc::new(Shared { dataset, options, metrics: Metrics::default(), limiter }))
+        let advertised = options.rate_limit.filter(|_| options.rate_limit_headers).map(faults::Advertised::new);
+        let capacity = options.capacity.map(tokio::sync::Semaphore::new);
+        Ok(Arc::new(Shared { dataset, options, metrics: Metrics::default(), limiter, advertised, capacity }))
     }
 
     /// The server's counters.

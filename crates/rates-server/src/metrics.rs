@@ -3,7 +3,8 @@
 //! - [`Snapshot`]: plain numbers read in-process (tests and `rates bench`
 //!   prove a model's concurrency bound from them): the API's requests by
 //!   status, in flight now, the most ever in flight at once, those refused
-//!   with 429; connections open now, those closed by the server's own limits
+//!   with 429, those waiting for capacity and being served (the most at
+//!   once too); connections open now, those closed by the server's own limits
 //!   (timeouts, the cap), and accept errors.
 //! - [`Metrics::render`]: the Prometheus text exposition, through
 //!   `prometheus-client`: the same counters, every request (`/metrics`
@@ -92,6 +93,9 @@ struct Counters {
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     rate_limited: AtomicU64,
+    waiting: AtomicU64,
+    in_service: AtomicU64,
+    max_in_service: AtomicU64,
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     header_timeouts: AtomicU64,
@@ -124,6 +128,14 @@ pub struct Snapshot {
     pub max_in_flight: u64,
     /// Requests refused by the rate limiter.
     pub rate_limited: u64,
+    /// Requests waiting for the server's capacity now.
+    pub waiting: u64,
+    /// Requests being served now: past the rate limit and the capacity's
+    /// queue, in the injected latency or the handler.
+    pub in_service: u64,
+    /// The most requests served at once since start (or the last reset):
+    /// never above the capacity.
+    pub max_in_service: u64,
     /// Connections open now.
     pub connections_open: u64,
     /// Connections accepted.
@@ -161,6 +173,9 @@ impl Default for Counters {
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            in_service: AtomicU64::new(0),
+            max_in_service: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
@@ -200,7 +215,38 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Marks one request waiting for capacity until dropped.
+pub(crate) struct Waiting<'a>(&'a Counters);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Marks one request being served until dropped.
+pub(crate) struct Serving<'a>(&'a Counters);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.in_service.fetch_sub(1, Relaxed);
+    }
+}
+
 impl Metrics {
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
+        let c = &*self.counters;
+        c.waiting.fetch_add(1, Relaxed);
+        Waiting(c)
+    }
+
+    pub(crate) fn serving(&self) -> Serving<'_> {
+        let c = &*self.counters;
+        let now = c.in_service.fetch_add(1, Relaxed) + 1;
+        c.max_in_service.fetch_max(now, Relaxed);
+        Serving(c)
+    }
+
     pub(crate) fn start(&self) -> InFlight<'_> {
         let c = &*self.counters;
         let now = c.in_flight.fetch_add(1, Relaxed) + 1;
@@ -272,6 +318,7 @@ impl Metrics {
             c.store(0, Relaxed);
         }
         c.max_in_flight.store(c.in_flight.load(Relaxed), Relaxed);
+        c.max_in_service.store(c.in_service.load(Relaxed), Relaxed);
         self.requests.clear();
         self.durations.clear();
     }
@@ -289,6 +336,9 @@ impl Metrics {
             in_flight: c.in_flight.load(Relaxed),
             max_in_flight: c.max_in_flight.load(Relaxed),
             rate_limited: c.rate_limited.load(Relaxed),
+            waiting: c.waiting.load(Relaxed),
+            in_service: c.in_service.load(Relaxed),
+            max_in_service: c.max_in_service.load(Relaxed),
             connections_open: c.connections_open.load(Relaxed),
             connections_total: c.connections_total.load(Relaxed),
             header_timeouts: c.header_timeouts.load(Relaxed),
@@ -323,6 +373,9 @@ impl Collector for Counters {
         for (name, help, v) in [
             ("rates_requests_in_flight", "Requests being handled now.", load(&self.in_flight)),
             ("rates_requests_in_flight_max", "Most requests handled at once.", load(&self.max_in_flight)),
+            ("rates_requests_waiting", "Requests waiting for the server's capacity now.", load(&self.waiting)),
+            ("rates_requests_in_service", "Requests being served now (past the capacity's queue).", load(&self.in_service)),
+            ("rates_requests_in_service_max", "Most requests served at once.", load(&self.max_in_service)),
             ("rates_connections_open", "Connections open now.", load(&self.connections_open)),
         ] {
             let gauge = ConstGauge::new(v as i64);
@@ -375,16 +428,27 @@ mod tests {
         let _c = m.start();
         m.finish(200);
         m.rate_limited();
+        {
+            let _w = m.waiting();
+            let _s = m.serving();
+            let _t = m.serving();
+            assert_eq!((m.snapshot().waiting, m.snapshot().in_service), (1, 2));
+        }
+        let _u = m.serving();
         m.observe(Route::Rates, 200, 0.003);
         m.observe(Route::Rates, 200, 0.2);
         m.observe(Route::Other, 404, 0.0001);
         let s = m.snapshot();
         assert_eq!((s.count(200), s.count(500), s.total()), (2, 1, 3));
         assert_eq!((s.in_flight, s.max_in_flight, s.rate_limited), (1, 2, 1));
+        assert_eq!((s.waiting, s.in_service, s.max_in_service), (0, 1, 2));
         let text = m.render();
         assert!(text.contains("rates_requests_total{code=\"200\",route=\"/rates\"} 2\n"), "{text}");
         assert!(text.contains("rates_requests_total{code=\"404\",route=\"other\"} 1\n"), "{text}");
         assert!(text.contains("rates_requests_in_flight_max 2\n"));
+        assert!(text.contains("rates_requests_waiting 0\n"), "{text}");
+        assert!(text.contains("rates_requests_in_service 1\n"), "{text}");
+        assert!(text.contains("rates_requests_in_service_max 2\n"), "{text}");
         assert!(text.contains("# TYPE rates_request_duration_seconds histogram\n"), "{text}");
         assert!(
             text.contains("rates_request_duration_seconds_bucket{code=\"200\",route=\"/rates\",le=\"0.005\"} 1\n"),
@@ -393,6 +457,7 @@ mod tests {
         assert!(text.contains("rates_request_duration_seconds_count{code=\"200\",route=\"/rates\"} 2\n"), "{text}");
         m.reset();
         assert_eq!(m.snapshot().max_in_flight, 1);
+        assert_eq!(m.snapshot().max_in_service, 1);
         assert_eq!(m.snapshot().total(), 0);
         assert!(!m.render().contains("rates_requests_total{"), "the requests by route start again");
     }

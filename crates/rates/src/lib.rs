@@ -27,7 +27,8 @@ pub mod store;
 
 pub use api::{DateError, RateRequest, Rates, parse_date};
 pub use client::{
-    AsyncClient, AsyncClientError, BadUrl, BlockingClient, ClientConfig, FetchError, PUBLIC_API, parse_api_url,
+    AsyncClient, AsyncClientError, BadUrl, BlockingClient, ClientConfig, FetchError, PUBLIC_API, RateLimitInfo, Reply,
+    parse_api_url,
 };
 /// The flag that stops a run: [`concur::CancelToken`] under the name the
 /// models have always used. Ctrl-C sets it.

@@ -291,3 +291,110 @@ fn limits_are_validated() {
     let none = ConnLimits { max_connections: 0, ..Default::default() };
     assert_eq!(none.validate().unwrap_err().name, "max connections");
 }
+
+/// The value of header `name` (lower case, as hyper writes it) in `answer`.
+fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let head = answer.split("\r\n\r\n").next()?;
+    head.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_beyond_the_capacity_wait_their_turn() {
+    let (clients, servers): (Vec<_>, Vec<_>) = (0..6).map(|_| tokio::io::duplex(64 * 1024)).unzip();
+    let options = crate::ServerOptions {
+        capacity: Some(2),
+        latency: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let (shared, _, _stop) = start_with(servers.into_iter().map(Ok).collect(), options);
+    let mut answers = tokio::task::JoinSet::new();
+    for mut client in clients {
+        answers.spawn(async move {
+            client.write_all(GET).await.unwrap();
+            read_answer(&mut client).await
+        });
+    }
+    let answers = tokio::time::timeout(Duration::from_secs(60), answers.join_all()).await.expect("no hang");
+    assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 200 OK")), "{answers:?}");
+    let s = shared.metrics().snapshot();
+    // All six were in at once, two at a time were served.
+    assert_eq!((s.count(200), s.max_in_flight, s.max_in_service), (6, 6, 2), "{s:?}");
+    assert_eq!((s.waiting, s.in_service), (0, 0));
+    // The wait counts in the latency the server records: two answers
+    // took one latency, two took two, two took three.
+    let text = shared.metrics().render();
+    for (le, n) in [("0.1", 0), ("0.25", 2), ("0.5", 4), ("1.0", 6)] {
+        let line = format!("rates_request_duration_seconds_bucket{{code=\"200\",route=\"/rates\",le=\"{le}\"}} {n}\n");
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_capacity_nothing_waits() {
+    let (clients, servers): (Vec<_>, Vec<_>) = (0..6).map(|_| tokio::io::duplex(64 * 1024)).unzip();
+    let options = crate::ServerOptions { latency: Duration::from_millis(200), ..Default::default() };
+    let (shared, _, _stop) = start_with(servers.into_iter().map(Ok).collect(), options);
+    let mut answers = tokio::task::JoinSet::new();
+    for mut client in clients {
+        answers.spawn(async move {
+            client.write_all(GET).await.unwrap();
+            read_answer(&mut client).await
+        });
+    }
+    let answers = tokio::time::timeout(Duration::from_secs(60), answers.join_all()).await.expect("no hang");
+    assert_eq!(answers.len(), 6);
+    assert_eq!(shared.metrics().snapshot().max_in_service, 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_follows_the_advertised_policy_gets_no_429() {
+    for (rate, burst) in [(5.0, 5), (2.0, 4), (3.0, 5), (0.5, 1)] {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let options =
+            crate::ServerOptions { rate_limit: Some(crate::RateLimit { rate, burst }), ..Default::default() };
+        let (shared, _, _stop) = start_with(vec![Ok(server)], options);
+        let mut policy = None;
+        for _ in 0..40 {
+            client.write_all(GET).await.unwrap();
+            let answer = read_answer(&mut client).await;
+            assert!(answer.starts_with("HTTP/1.1 200 OK"), "{rate}/s burst {burst}: {answer}");
+            // The client's own parser reads the policy; it never changes.
+            let info = rates::RateLimitInfo::from_headers(|name| header(&answer, name)).expect("headers");
+            assert_eq!(*policy.get_or_insert((info.limit, info.window)), (info.limit, info.window));
+            // One request every window/limit: rate = limit / window.
+            tokio::time::sleep(info.window / info.limit).await;
+        }
+        assert_eq!(shared.metrics().snapshot().rate_limited, 0);
+        // Twice as fast is refused, or the test above proves nothing.
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let options =
+            crate::ServerOptions { rate_limit: Some(crate::RateLimit { rate, burst }), ..Default::default() };
+        let (shared, _, _stop) = start_with(vec![Ok(server)], options);
+        let (limit, window) = policy.expect("learnt");
+        for _ in 0..40 {
+            client.write_all(GET).await.unwrap();
+            read_answer(&mut client).await;
+            tokio::time::sleep(window / limit / 2).await;
+        }
+        assert!(shared.metrics().snapshot().rate_limited > 0, "{rate}/s burst {burst}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_headers_only_retry_after_tells() {
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let options = crate::ServerOptions {
+        rate_limit: Some(crate::RateLimit { rate: 1.0, burst: 1 }),
+        rate_limit_headers: false,
+        ..Default::default()
+    };
+    let (_shared, _, _stop) = start_with(vec![Ok(server)], options);
+    for expected in ["HTTP/1.1 200 OK", "HTTP/1.1 429 Too Many Requests"] {
+        client.write_all(GET).await.unwrap();
+        let answer = read_answer(&mut client).await;
+        assert!(answer.starts_with(expected), "{answer}");
+        for name in ["ratelimit", "ratelimit-policy", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
+            assert_eq!(header(&answer, name), None, "{name} in {answer}");
+        }
+    }
+}

@@ -9,8 +9,16 @@ use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
-use super::{BadUrl, ClientConfig, FetchError, check_answer, decode_rates, parse_api_url};
+use super::{BadUrl, ClientConfig, FetchError, RateLimitInfo, Reply, check_answer, decode_rates, parse_api_url};
 use crate::{RateRequest, Rates};
+
+/// An answer as [`BlockingClient::get`] reads it.
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    limit: Option<RateLimitInfo>,
+    body: Vec<u8>,
+}
 
 /// A blocking client of the rates API, cheap to share between threads
 /// (`&BlockingClient` or `Arc<BlockingClient>`).
@@ -45,14 +53,21 @@ impl BlockingClient {
 
     /// One attempt at `GET /rates` for `req`.
     pub fn fetch(&self, req: &RateRequest) -> Result<Rates, FetchError> {
+        self.fetch_reply(req).map(|r| r.rates)
+    }
+
+    /// [`fetch`](Self::fetch), with what the answer's headers said about the
+    /// server's rate limit.
+    pub fn fetch_reply(&self, req: &RateRequest) -> Result<Reply, FetchError> {
         let url = format!("{}/rates?{}", self.api, req.query());
-        let (status, retry_after, body) = self.get(&url)?;
-        check_answer(req, decode_rates(status, retry_after.as_deref(), &body)?)
+        let a = self.get(&url)?;
+        let rates = check_answer(req, decode_rates(a.status, a.retry_after.as_deref(), &a.body)?)?;
+        Ok(Reply { rates, limit: a.limit })
     }
 
     /// `GET /currencies`: code → name.
     pub fn currencies(&self) -> Result<std::collections::BTreeMap<String, String>, FetchError> {
-        let (status, retry_after, body) = self.get(&format!("{}/currencies", self.api))?;
+        let Answer { status, retry_after, body, .. } = self.get(&format!("{}/currencies", self.api))?;
         if status != 200 {
             return Err(decode_rates(status, retry_after.as_deref(), &body)
                 .err()
@@ -67,12 +82,17 @@ impl BlockingClient {
         Ok(map.into_iter().map(|(k, v)| (k, v.name)).collect())
     }
 
-    fn get(&self, url: &str) -> Result<(u16, Option<String>, Vec<u8>), FetchError> {
+    fn get(&self, url: &str) -> Result<Answer, FetchError> {
         let mut resp = self.agent.get(url).call().map_err(|e| self.map_error(e))?;
         let status = resp.status().as_u16();
-        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let headers = resp.headers();
+        let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // Only a success is given back with its limit: no parsing otherwise.
+        let limit = resp.status().is_success().then(|| {
+            RateLimitInfo::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+        });
         let body = resp.body_mut().with_config().limit(16 << 20).read_to_vec().map_err(|e| self.map_error(e))?;
-        Ok((status, retry_after, body))
+        Ok(Answer { status, retry_after, limit: limit.flatten(), body })
     }
 
     fn map_error(&self, e: ureq::Error) -> FetchError {

@@ -2,9 +2,11 @@
 //! chapter's `requests`, and [`AsyncClient`] on reqwest, its `aiohttp`. Both
 //! clients share the URL check, the decoding of
 //! answers and the typed [`FetchError`], so every model reports failures the
-//! same way.
+//! same way. A successful answer may also say what the server's rate limit
+//! is ([`Reply`], [`RateLimitInfo`]), which an adaptive limiter can follow.
 
 mod blocking;
+mod limits;
 mod nonblocking;
 
 use std::time::Duration;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use blocking::BlockingClient;
+pub use limits::RateLimitInfo;
 pub use nonblocking::{AsyncClient, AsyncClientError};
 
 use crate::{RateRequest, Rates};
@@ -33,6 +36,15 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig { connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(10) }
     }
+}
+
+/// A successful answer and what its headers said about the rate limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The rates.
+    pub rates: Rates,
+    /// The server's rate limit, if its headers gave one.
+    pub limit: Option<RateLimitInfo>,
 }
 
 /// Why one request for rates failed. Serialisable, so a failure can cross a

@@ -1,7 +1,7 @@
 //! [`AsyncClient`]: the rates API over reqwest, the chapter's `aiohttp`
 //! session — one client, one connection pool, shared by every task.
 
-use super::{BadUrl, ClientConfig, FetchError, check_answer, decode_rates, parse_api_url};
+use super::{BadUrl, ClientConfig, FetchError, RateLimitInfo, Reply, check_answer, decode_rates, parse_api_url};
 use crate::{RateRequest, Rates};
 
 /// An async client of the rates API; clone it freely (clones share the pool).
@@ -35,13 +35,26 @@ impl AsyncClient {
 
     /// One attempt at `GET /rates` for `req`.
     pub async fn fetch(&self, req: &RateRequest) -> Result<Rates, FetchError> {
+        self.fetch_reply(req).await.map(|r| r.rates)
+    }
+
+    /// [`fetch`](Self::fetch), with what the answer's headers said about the
+    /// server's rate limit.
+    pub async fn fetch_reply(&self, req: &RateRequest) -> Result<Reply, FetchError> {
         let url = format!("{}/rates?{}", self.api, req.query());
         let resp = self.http.get(&url).send().await.map_err(|e| self.map_error(e))?;
         let status = resp.status().as_u16();
-        let retry_after =
-            resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let headers = resp.headers();
+        let retry_after = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // Only a success is given back with its limit: no parsing otherwise.
+        let limit = resp
+            .status()
+            .is_success()
+            .then(|| RateLimitInfo::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok())))
+            .flatten();
         let body = resp.bytes().await.map_err(|e| self.map_error(e))?;
-        check_answer(req, decode_rates(status, retry_after.as_deref(), &body)?)
+        let rates = check_answer(req, decode_rates(status, retry_after.as_deref(), &body)?)?;
+        Ok(Reply { rates, limit })
     }
 
     fn map_error(&self, e: reqwest::Error) -> FetchError {
