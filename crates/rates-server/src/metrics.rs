@@ -374,7 +374,11 @@ impl Collector for Counters {
             ("rates_requests_in_flight", "Requests being handled now.", load(&self.in_flight)),
             ("rates_requests_in_flight_max", "Most requests handled at once.", load(&self.max_in_flight)),
             ("rates_requests_waiting", "Requests waiting for the server's capacity now.", load(&self.waiting)),
-            ("rates_requests_in_service", "Requests being served now (past the capacity's queue).", load(&self.in_service)),
+            (
+                "rates_requests_in_service",
+                "Requests being served now (past the capacity's queue).",
+                load(&self.in_service),
+            ),
             ("rates_requests_in_service_max", "Most requests served at once.", load(&self.max_in_service)),
             ("rates_connections_open", "Connections open now.", load(&self.connections_open)),
         ] {

@@ -148,3 +148,37 @@ fn currencies_endpoint() {
     let table = client(s.url()).currencies().unwrap();
     assert_eq!(table.get("USD").map(String::as_str), Some("US Dollar"));
 }
+
+/// One `fetch_reply` with each client, the blocking one first.
+fn both_replies(url: &str) -> [Result<rates::Reply, FetchError>; 2] {
+    let blocking = client(url).fetch_reply(&usd());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let nonblocking =
+        rt.block_on(async { AsyncClient::new(url, ClientConfig::default()).unwrap().fetch_reply(&usd()).await });
+    [blocking, nonblocking]
+}
+
+#[test]
+fn replies_carry_the_advertised_rate_limit() {
+    // 0.01/s: no token comes back during the test, so the numbers are exact.
+    let limited = ServerOptions { rate_limit: Some(RateLimit { rate: 0.01, burst: 3 }), ..Default::default() };
+    let s = server(limited.clone());
+    let [a, b] = both_replies(s.url());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.rates.base.as_str(), "USD");
+    // 3 per 300 s: the whole burst, refilled within the window.
+    let info = |remaining, reset| rates::RateLimitInfo {
+        limit: 3,
+        window: Duration::from_secs(300),
+        remaining: Some(remaining),
+        reset: Some(Duration::from_secs(reset)),
+    };
+    assert_eq!((a.limit, b.limit), (Some(info(2, 100)), Some(info(1, 100))));
+    // Headers off, or no rate limit: nothing to read.
+    let quiet = server(ServerOptions { rate_limit_headers: false, ..limited });
+    let plain = server(ServerOptions::default());
+    for s in [&quiet, &plain] {
+        let [a, b] = both_replies(s.url());
+        assert_eq!((a.unwrap().limit, b.unwrap().limit), (None, None));
+    }
+}

@@ -120,3 +120,92 @@ fn bad_options_are_refused() {
     );
     assert!(bad.is_err());
 }
+
+/// `GET path` → (status, every rate-limit header, by lower-case name).
+fn limit_headers(a: &ureq::Agent, s: &rates_server::RunningServer, path: &str) -> (u16, Vec<(String, String)>) {
+    let r = a.get(format!("{}{path}", s.url())).call().unwrap();
+    let mut found: Vec<(String, String)> = r
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str().contains("ratelimit") || name.as_str() == "retry-after")
+        .map(|(name, v)| (name.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+        .collect();
+    found.sort();
+    (r.status().as_u16(), found)
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn rate_limited_answers_carry_the_rate_limit_headers() {
+    // 0.01/s: no token comes back during the test, so the numbers are
+    // exact; the policy is the burst of 3 per the 300 s that refill it.
+    let s = server(ServerOptions { rate_limit: Some(RateLimit { rate: 0.01, burst: 3 }), ..Default::default() });
+    let a = agent();
+    let policy = ("ratelimit-policy", "\"default\";q=3;w=300");
+    for (remaining, full) in [("2", "100"), ("1", "200"), ("0", "300")] {
+        let state = format!("\"default\";r={remaining};t=100");
+        let expected = [
+            policy,
+            ("ratelimit", state.as_str()),
+            ("x-ratelimit-limit", "3"),
+            ("x-ratelimit-remaining", remaining),
+            ("x-ratelimit-reset", full),
+        ];
+        assert_eq!(limit_headers(&a, &s, "/rates"), (200, pairs(&expected)));
+    }
+    // Refused: the same fields, `t` agreeing with Retry-After.
+    let refused = [
+        policy,
+        ("ratelimit", "\"default\";r=0;t=100"),
+        ("retry-after", "100"),
+        ("x-ratelimit-limit", "3"),
+        ("x-ratelimit-remaining", "0"),
+        ("x-ratelimit-reset", "300"),
+    ];
+    assert_eq!(limit_headers(&a, &s, "/currencies"), (429, pairs(&refused)));
+    // Monitoring is neither limited nor annotated.
+    assert_eq!(limit_headers(&a, &s, "/metrics"), (200, vec![]));
+}
+
+#[test]
+fn without_headers_or_without_a_limit_answers_say_nothing() {
+    let quiet = server(ServerOptions {
+        rate_limit: Some(RateLimit { rate: 0.01, burst: 1 }),
+        rate_limit_headers: false,
+        ..Default::default()
+    });
+    let a = agent();
+    assert_eq!(limit_headers(&a, &quiet, "/rates"), (200, vec![]));
+    assert_eq!(limit_headers(&a, &quiet, "/rates"), (429, pairs(&[("retry-after", "100")])));
+    let plain = server(ServerOptions::default());
+    assert_eq!(limit_headers(&a, &plain, "/rates"), (200, vec![]));
+}
+
+#[test]
+fn at_capacity_requests_queue_and_all_are_answered() {
+    let s = server(ServerOptions { capacity: Some(2), latency: Duration::from_millis(200), ..Default::default() });
+    let a = agent();
+    let barrier = std::sync::Barrier::new(6);
+    std::thread::scope(|scope| {
+        for _ in 0..6 {
+            scope.spawn(|| {
+                barrier.wait();
+                assert_eq!(get(&a, &s, "/rates?base=USD").0, 200);
+            });
+        }
+    });
+    let m = s.metrics().snapshot();
+    assert_eq!((m.count(200), m.max_in_service, m.waiting, m.in_service), (6, 2, 0, 0), "{m:?}");
+}
+
+#[test]
+fn a_capacity_of_zero_is_refused() {
+    let bad =
+        rates_server::spawn(rates::Dataset::embedded(), ServerOptions { capacity: Some(0), ..Default::default() });
+    assert!(bad.is_err_and(|e| e.to_string() == "invalid capacity '0': a number of requests from 1 to 1048576"));
+}

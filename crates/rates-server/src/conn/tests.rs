@@ -301,11 +301,7 @@ fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
 #[tokio::test(start_paused = true)]
 async fn requests_beyond_the_capacity_wait_their_turn() {
     let (clients, servers): (Vec<_>, Vec<_>) = (0..6).map(|_| tokio::io::duplex(64 * 1024)).unzip();
-    let options = crate::ServerOptions {
-        capacity: Some(2),
-        latency: Duration::from_millis(200),
-        ..Default::default()
-    };
+    let options = crate::ServerOptions { capacity: Some(2), latency: Duration::from_millis(200), ..Default::default() };
     let (shared, _, _stop) = start_with(servers.into_iter().map(Ok).collect(), options);
     let mut answers = tokio::task::JoinSet::new();
     for mut client in clients {
@@ -323,7 +319,7 @@ async fn requests_beyond_the_capacity_wait_their_turn() {
     // The wait counts in the latency the server records: two answers
     // took one latency, two took two, two took three.
     let text = shared.metrics().render();
-    for (le, n) in [("0.1", 0), ("0.25", 2), ("0.5", 4), ("1.0", 6)] {
+    for (le, n) in [("0.1", 0), ("0.25", 2), ("0.5", 4), ("1", 6)] {
         let line = format!("rates_request_duration_seconds_bucket{{code=\"200\",route=\"/rates\",le=\"{le}\"}} {n}\n");
         assert!(text.contains(&line), "{line} in {text}");
     }
@@ -350,8 +346,7 @@ async fn without_a_capacity_nothing_waits() {
 async fn a_client_that_follows_the_advertised_policy_gets_no_429() {
     for (rate, burst) in [(5.0, 5), (2.0, 4), (3.0, 5), (0.5, 1)] {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let options =
-            crate::ServerOptions { rate_limit: Some(crate::RateLimit { rate, burst }), ..Default::default() };
+        let options = crate::ServerOptions { rate_limit: Some(crate::RateLimit { rate, burst }), ..Default::default() };
         let (shared, _, _stop) = start_with(vec![Ok(server)], options);
         let mut policy = None;
         for _ in 0..40 {
@@ -367,8 +362,7 @@ async fn a_client_that_follows_the_advertised_policy_gets_no_429() {
         assert_eq!(shared.metrics().snapshot().rate_limited, 0);
         // Twice as fast is refused, or the test above proves nothing.
         let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let options =
-            crate::ServerOptions { rate_limit: Some(crate::RateLimit { rate, burst }), ..Default::default() };
+        let options = crate::ServerOptions { rate_limit: Some(crate::RateLimit { rate, burst }), ..Default::default() };
         let (shared, _, _stop) = start_with(vec![Ok(server)], options);
         let (limit, window) = policy.expect("learnt");
         for _ in 0..40 {
@@ -393,7 +387,8 @@ async fn without_headers_only_retry_after_tells() {
         client.write_all(GET).await.unwrap();
         let answer = read_answer(&mut client).await;
         assert!(answer.starts_with(expected), "{answer}");
-        for name in ["ratelimit", "ratelimit-policy", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
+        for name in ["ratelimit", "ratelimit-policy", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"]
+        {
             assert_eq!(header(&answer, name), None, "{name} in {answer}");
         }
     }

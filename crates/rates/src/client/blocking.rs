@@ -88,9 +88,10 @@ impl BlockingClient {
         let headers = resp.headers();
         let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         // Only a success is given back with its limit: no parsing otherwise.
-        let limit = resp.status().is_success().then(|| {
-            RateLimitInfo::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
-        });
+        let limit = resp
+            .status()
+            .is_success()
+            .then(|| RateLimitInfo::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok())));
         let body = resp.body_mut().with_config().limit(16 << 20).read_to_vec().map_err(|e| self.map_error(e))?;
         Ok(Answer { status, retry_after, limit: limit.flatten(), body })
     }

@@ -236,12 +236,7 @@ mod tests {
     }
 
     fn info(limit: u32, window: u64, remaining: Option<u32>, reset: Option<u64>) -> RateLimitInfo {
-        RateLimitInfo {
-            limit,
-            window: Duration::from_secs(window),
-            remaining,
-            reset: reset.map(Duration::from_secs),
-        }
+        RateLimitInfo { limit, window: Duration::from_secs(window), remaining, reset: reset.map(Duration::from_secs) }
     }
 
     #[test]
@@ -270,11 +265,8 @@ mod tests {
 
     #[test]
     fn ietf_preferred_to_x_fields() {
-        let both = [
-            ("ratelimit-policy", "\"default\";q=4;w=2"),
-            ("x-ratelimit-limit", "99"),
-            ("x-ratelimit-remaining", "98"),
-        ];
+        let both =
+            [("ratelimit-policy", "\"default\";q=4;w=2"), ("x-ratelimit-limit", "99"), ("x-ratelimit-remaining", "98")];
         assert_eq!(parse(&both), Some(info(4, 2, None, None)));
         // A malformed policy falls back to them.
         let bad_policy = [("ratelimit-policy", "\"default\";q=x"), ("x-ratelimit-limit", "99")];
@@ -291,11 +283,8 @@ mod tests {
         let got = parse(&short).expect("valid");
         assert_eq!((got.window, got.reset), (Duration::from_secs(1), Some(Duration::from_millis(500))));
         // GitHub's Unix timestamp: 40 minutes from now.
-        let github = [
-            ("x-ratelimit-limit", "5000"),
-            ("x-ratelimit-remaining", "4999"),
-            ("x-ratelimit-reset", "1700002400"),
-        ];
+        let github =
+            [("x-ratelimit-limit", "5000"), ("x-ratelimit-remaining", "4999"), ("x-ratelimit-reset", "1700002400")];
         assert_eq!(parse(&github), Some(info(5000, 2400, Some(4999), Some(2400))));
         // A timestamp in the past: reset now.
         let past = [("x-ratelimit-limit", "10"), ("x-ratelimit-reset", "1600000000")];
