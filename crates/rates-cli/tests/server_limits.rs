@@ -1,0 +1,152 @@
+//! `rates serve` under a rate limit says what it allows in its answers'
+//! headers (or, with `--no-rate-limit-headers`, nothing, as vatcomply);
+//! `--capacity` serves at most that many requests at once and queues the
+//! rest, for `rates serve` and the embedded server alike; bad capacities
+//! are refused with exit 2 and one line naming the value.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Served, run};
+use nix::sys::signal::Signal;
+
+/// Starts `rates serve --addr 127.0.0.1:0 args`.
+fn serve(args: &[&str]) -> Served {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("rates"));
+    cmd.args(["-q", "serve", "--addr", "127.0.0.1:0"]).args(args);
+    Served::start(cmd)
+}
+
+/// `GET path` on a new connection: (status line, headers as `name: value`
+/// lines in lower case names, body).
+fn get(addr: &str, path: &str) -> (String, Vec<String>, String) {
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(sock, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    sock.read_to_string(&mut out).expect("an answer within 30 s");
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{out:?}"));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or_default().to_string();
+    (status, lines.map(str::to_owned).collect(), body.to_string())
+}
+
+/// The rate-limit headers among `headers`, sorted.
+fn limit_headers(headers: &[String]) -> Vec<&str> {
+    let mut found: Vec<&str> = headers.iter().map(String::as_str).filter(|h| h.contains("ratelimit")).collect();
+    found.sort();
+    found
+}
+
+/// The value of metric line `name` in `text`.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn a_rate_limited_server_advertises_its_limit() {
+    let served = serve(&["--rate-limit", "5", "--burst", "5"]);
+    let (status, headers, _) = get(&served.addr, "/rates?base=USD&symbols=PLN");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // The first answer of a fresh bucket: 4 of 5 left, one back in 0.2 s.
+    assert_eq!(
+        limit_headers(&headers),
+        [
+            "ratelimit-policy: \"default\";q=5;w=1",
+            "ratelimit: \"default\";r=4;t=1",
+            "x-ratelimit-limit: 5",
+            "x-ratelimit-remaining: 4",
+            "x-ratelimit-reset: 1",
+        ]
+    );
+    assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
+}
+
+#[test]
+fn without_rate_limit_headers_the_server_says_nothing_but_retry_after() {
+    let served = serve(&["--rate-limit", "0.01", "--burst", "1", "--no-rate-limit-headers"]);
+    let (status, headers, _) = get(&served.addr, "/rates");
+    assert_eq!((status.as_str(), limit_headers(&headers)), ("HTTP/1.1 200 OK", vec![]));
+    let (status, headers, _) = get(&served.addr, "/rates");
+    assert_eq!((status.as_str(), limit_headers(&headers)), ("HTTP/1.1 429 Too Many Requests", vec![]));
+    assert!(headers.iter().any(|h| h.starts_with("retry-after: ")), "{headers:?}");
+    assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
+}
+
+#[test]
+fn no_rate_limit_headers_needs_a_rate_limit() {
+    let (code, _, err) = run(&["serve", "--addr", "127.0.0.1:0", "--no-rate-limit-headers"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--rate-limit"), "{err}");
+}
+
+#[test]
+fn serve_queues_requests_beyond_its_capacity() {
+    // Six requests held a second each: without the capacity, all six
+    // would be served at once.
+    let served = serve(&["--capacity", "2", "--latency", "1s"]);
+    let addr = served.addr.clone();
+    let barrier = std::sync::Barrier::new(6);
+    std::thread::scope(|scope| {
+        for _ in 0..6 {
+            scope.spawn(|| {
+                barrier.wait();
+                assert_eq!(get(&addr, "/rates").0, "HTTP/1.1 200 OK");
+            });
+        }
+    });
+    let (_, _, text) = get(&addr, "/metrics");
+    let most = metric(&text, "rates_requests_in_service_max");
+    assert!((1..=2).contains(&most), "{text}");
+    assert_eq!(metric(&text, "rates_requests_total{code=\"200\",route=\"/rates\"}"), 6, "{text}");
+    assert_eq!(metric(&text, "rates_requests_waiting"), 0, "{text}");
+    assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
+}
+
+#[test]
+fn fetch_works_against_an_embedded_server_of_small_capacity() {
+    let (code, out, err) = run(&[
+        "fetch",
+        "--sim-capacity",
+        "2",
+        "--sim-latency",
+        "10ms",
+        "--model",
+        "thread-pool",
+        "--workers",
+        "5",
+        "--date",
+        "2018-10-12",
+        "--bases",
+        "USD,EUR,PLN,NOK,CZK",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 6, "a header and five bases: {out}");
+    assert!(out.contains("2018-10-12,USD,"), "{out}");
+}
+
+#[test]
+fn bad_capacities_exit_2_naming_the_value() {
+    for (args, named) in [
+        (&["serve", "--addr", "127.0.0.1:0", "--capacity", "0"][..], "'0'"),
+        (&["serve", "--addr", "127.0.0.1:0", "--capacity", "x"][..], "'x'"),
+        (&["serve", "--addr", "127.0.0.1:0", "--capacity=-3"][..], "'-3'"),
+        (&["serve", "--addr", "127.0.0.1:0", "--capacity", "9999999"][..], "'9999999'"),
+        (&["fetch", "--sim-capacity", "0"][..], "'0'"),
+        (&["fetch", "--sim-capacity", "x"][..], "'x'"),
+    ] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(named) && err.contains("capacity") && err.lines().count() == 1, "{args:?}: {err}");
+        assert_eq!(out, "");
+    }
+}
