@@ -57,6 +57,15 @@ impl RateLimitInfo {
     ///
     /// Values that do not fit (`u32` counts, seconds as a [`Duration`])
     /// are malformed.
+    ///
+    /// ```
+    /// use rates::RateLimitInfo;
+    ///
+    /// let headers = [("ratelimit-policy", "\"default\";q=5;w=1"), ("ratelimit", "\"default\";r=4;t=1")];
+    /// let info = RateLimitInfo::from_headers(|name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v));
+    /// // 5 requests a second; 4 left, one more in a second.
+    /// assert_eq!(info.map(|i| (i.limit, i.window.as_secs(), i.remaining)), Some((5, 1, Some(4))));
+    /// ```
     pub fn from_headers<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Self> {
         Self::from_headers_at(get, SystemTime::now())
     }
