@@ -12,7 +12,7 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use super::{BadUrl, ClientConfig, FetchError, RateLimitInfo, Reply, check_answer, decode_rates, parse_api_url};
 use crate::{RateRequest, Rates};
 
-/// An answer as [`BlockingClient::get`] reads it.
+/// An answer as `BlockingClient::get` reads it.
 struct Answer {
     status: u16,
     retry_after: Option<String>,
