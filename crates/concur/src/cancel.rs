@@ -5,7 +5,8 @@
 //! and drop what they were doing. A [`Throttle`](crate::Throttle) waiter
 //! given the token is woken too, and gives its reserved slot back.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 /// A cancellation flag; clones share it. Once set it stays set.
@@ -33,6 +34,23 @@ struct Inner {
     wake_threads: Condvar,
     #[cfg(feature = "async")]
     wake_tasks: tokio::sync::Notify,
+    /// Other waits to wake on cancel (threads blocked on another lock's
+    /// condition variable, see [`CancelToken::watch`]).
+    watchers: Watchers,
+}
+
+/// A wake-up call for a wait on another condition variable: it takes that
+/// wait's lock and notifies, so a waiter between its check of the flag and
+/// its wait cannot miss it.
+pub(crate) type Watcher = dyn Fn() + Send + Sync;
+
+#[derive(Default)]
+struct Watchers(Mutex<Vec<Weak<Watcher>>>);
+
+impl fmt::Debug for Watchers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Watchers")
+    }
 }
 
 /// The error of an operation stopped by a [`CancelToken`].
@@ -52,6 +70,23 @@ impl CancelToken {
         self.0.wake_threads.notify_all();
         #[cfg(feature = "async")]
         self.0.wake_tasks.notify_waiters();
+        // Called outside the list's lock: a watcher takes its own lock.
+        let watchers: Vec<_> =
+            self.0.watchers.0.lock().unwrap_or_else(PoisonError::into_inner).iter().filter_map(Weak::upgrade).collect();
+        for wake in watchers {
+            wake();
+        }
+    }
+
+    /// Calls `wake` when the token is cancelled, while the caller keeps
+    /// the `Arc` alive (a dropped one is forgotten). For a thread blocked
+    /// on a condition variable of its own: `wake` takes that lock and
+    /// notifies, and the thread checks the flag under the lock before
+    /// each wait.
+    pub(crate) fn watch(&self, wake: &Arc<Watcher>) {
+        let mut watchers = self.0.watchers.0.lock().unwrap_or_else(PoisonError::into_inner);
+        watchers.retain(|w| w.strong_count() > 0);
+        watchers.push(Arc::downgrade(wake));
     }
 
     /// Whether the flag is set.

@@ -243,6 +243,7 @@
 //! | a function over borrowed data | [`scoped_map`]: no `'static` needed |
 #![warn(missing_docs)]
 
+pub mod adaptive;
 #[cfg(feature = "async")]
 pub mod bridge;
 mod cancel;
@@ -260,6 +261,7 @@ mod test_support;
 
 // The types most programs use, at the root; the rest (iterators, handles,
 // clocks) in their modules.
+pub use crate::adaptive::{AdaptiveConcurrency, AdaptiveRate};
 #[cfg(feature = "async")]
 pub use crate::bridge::Bridge;
 pub use crate::cancel::{CancelToken, Cancelled};

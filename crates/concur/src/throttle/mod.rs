@@ -65,6 +65,12 @@ pub struct NotUntil {
 }
 
 impl NotUntil {
+    /// A refusal at `now` of a token due `at`; for the other limiters of
+    /// this crate.
+    pub(crate) fn new(now: Duration, at: Duration) -> Self {
+        NotUntil { wait: at.saturating_sub(now), at }
+    }
+
     /// How long from the refusal until a token is due (if nobody else takes
     /// it first).
     pub fn wait_time(&self) -> Duration {

@@ -1,0 +1,605 @@
+//! The adaptive rate: a token bucket whose rate is learnt from the answers.
+//!
+//! # The algorithm
+//!
+//! AIMD (additive increase, multiplicative decrease, as TCP's congestion
+//! control), with two refinements so that a server's fixed limit is met
+//! with few 429s and little idle time:
+//!
+//! - **Increase.** After each `interval` (1 s) in which answers came back,
+//!   no 429 did, and the caller used at least half of the rate (an idle
+//!   caller proves nothing about the server), the rate rises. Until the
+//!   first 429 by `max(increase, growth·rate)`: additive at low rates (+1/s
+//!   per second from 1/s), about 10 % a second at high ones, so that both a
+//!   5/s and a 1000/s API are found in well under a minute. After a 429 it
+//!   only probes, by `probe·rate` (2 %) a second: the server's ceiling is
+//!   known to be near, and staying just under it is worth more than finding
+//!   a little more (CUBIC's plateau around its last loss, BBR's "known
+//!   bottleneck").
+//! - **Decrease.** A 429 (or 503) cuts the rate, at most once per
+//!   `interval` (the other requests in flight meet the same full server and
+//!   say nothing new), to the rate the server was seen to *deliver* since
+//!   the previous cut (successes per second), less 5 %, but never by more
+//!   than the factor `decrease` (½) nor by less than 5 %. Against a token
+//!   bucket server that delivered rate is its limit: its bucket is empty at
+//!   each 429, so what it let through in between is what it refilled. A
+//!   bare ½ would leave the rate far below the limit for tens of seconds
+//!   after every 429, which against 5/s costs more than the 429s.
+//! - **Retry-After.** No grant before it has elapsed; tokens accrue
+//!   meanwhile as the server's do, up to the burst, and every waiter
+//!   queues again behind it.
+//! - **Policy.** When the server states its limit (`RateLimit-Policy`,
+//!   `X-RateLimit-*`), the rate is `limit / window` at once and never
+//!   probes above it; the burst is one second's worth (at most `limit`), so
+//!   a token bucket server with that policy is never overrun. `remaining`
+//!   caps the tokens at hand, and `remaining == 0` holds grants until
+//!   `reset`. A 429 still cuts; the rate then climbs back to the policy,
+//!   halving the gap each interval.
+//!
+//! # The bucket
+//!
+//! As [`Throttle`](crate::Throttle): a waiter reserves the next slot under
+//! a lock and sleeps exactly until it, once. Since the rate changes under
+//! sleeping waiters, each change (and each hold) revokes the slots not yet
+//! due: their tokens go back in the bucket, and their waiters, when they
+//! wake, reserve again at the new rate. Every grant thus falls on a slot of
+//! one bucket at one rate, and in any window of length `w` within which
+//! the rate stays `r`, at most `burst + r·w` are granted.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crate::cancel::{CancelToken, Cancelled};
+use crate::throttle::{Clock, NotUntil, SystemClock};
+
+/// What an answer said about the rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateSignal {
+    /// A request succeeded (not rate-limited).
+    Success,
+    /// 429 or 503: cut multiplicatively; wait out `retry_after` (no grant
+    /// before now + `retry_after`).
+    Limited {
+        /// The server's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The server stated its policy (`RateLimit-Policy`, `RateLimit`,
+    /// `X-RateLimit-*`): `limit` requests per `window`; optionally
+    /// `remaining` in the current window, which resets in `reset`.
+    Policy {
+        /// Requests per window.
+        limit: u32,
+        /// The window.
+        window: Duration,
+        /// Requests left in the current window.
+        remaining: Option<u32>,
+        /// Time until the current window resets.
+        reset: Option<Duration>,
+    },
+}
+
+/// A change of the learnt rate, for an observer ([`AdaptiveRate::on_change`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateChange {
+    /// The rate before, requests per second.
+    pub from: f64,
+    /// The rate after, requests per second.
+    pub to: f64,
+    /// Why it changed, in a few words.
+    pub why: &'static str,
+}
+
+/// How an [`AdaptiveRate`] starts and moves. Values out of range are
+/// brought into it (see each field).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateConfig {
+    /// The starting rate, requests per second (within `min..=max`).
+    pub initial: f64,
+    /// The lowest rate a 429 can cut to (above 0).
+    pub min: f64,
+    /// The highest rate (at least `min`).
+    pub max: f64,
+    /// The burst until the server states its own (at least 1).
+    pub burst: u32,
+    /// The additive step before the first 429, requests per second added
+    /// per interval.
+    pub increase: f64,
+    /// The same as a fraction of the rate, when larger than `increase`.
+    pub growth: f64,
+    /// After a 429, the fraction of the rate added per interval.
+    pub probe: f64,
+    /// The deepest cut: a 429 leaves at least `decrease · rate` (in `0..1`).
+    pub decrease: f64,
+    /// How often the rate may rise, and how soon after a cut it may be cut
+    /// again.
+    pub interval: Duration,
+}
+
+impl Default for RateConfig {
+    /// A safe start: 1 request per second, no burst, which no public API
+    /// refuses (vatcomply's is 2/s with a burst of 4); at most 1000/s, and
+    /// no lower than one request per 10 s.
+    fn default() -> Self {
+        RateConfig {
+            initial: 1.0,
+            min: 0.1,
+            max: 1000.0,
+            burst: 1,
+            increase: 1.0,
+            growth: 0.1,
+            probe: 0.02,
+            decrease: 0.5,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RateConfig {
+    /// The same, each field brought into its range.
+    fn sane(self) -> Self {
+        let finite = |x: f64, or: f64| if x.is_finite() { x } else { or };
+        let min = finite(self.min, 0.1).max(1e-3);
+        let max = finite(self.max, 1000.0).max(min);
+        RateConfig {
+            initial: finite(self.initial, min).clamp(min, max),
+            min,
+            max,
+            burst: self.burst.max(1),
+            increase: finite(self.increase, 1.0).max(0.0),
+            growth: finite(self.growth, 0.1).max(0.0),
+            probe: finite(self.probe, 0.02).max(0.0),
+            decrease: finite(self.decrease, 0.5).clamp(0.01, 0.95),
+            interval: self.interval.max(Duration::from_millis(1)),
+        }
+    }
+}
+
+/// A cut leaves at most this fraction of the rate, and of the delivered rate.
+const MARGIN: f64 = 0.95;
+
+type Observer = Box<dyn Fn(&RateChange) + Send + Sync>;
+
+/// A request rate learnt from the server's answers: a token bucket whose
+/// rate rises while requests succeed, falls on 429s, waits out
+/// `Retry-After`, and takes a stated policy as given (see the module docs
+/// for the algorithm).
+///
+/// Share it as `Arc<AdaptiveRate>`: take a token before each request
+/// ([`acquire_cancellable`](Self::acquire_cancellable),
+/// [`acquire_async`](Self::acquire_async),
+/// [`try_acquire`](Self::try_acquire)) and [`record`](Self::record) what
+/// each answer said.
+///
+/// ```
+/// use concur::adaptive::{AdaptiveRate, RateConfig, RateSignal};
+/// use concur::throttle::{Clock, FakeClock};
+/// use std::time::Duration;
+///
+/// let clock = FakeClock::new();
+/// let rate = AdaptiveRate::with_clock(RateConfig { initial: 4.0, ..RateConfig::default() }, clock.clone());
+/// let cancel = concur::CancelToken::new();
+/// rate.acquire_cancellable(&cancel)?;
+/// rate.record(RateSignal::Limited { retry_after: Some(Duration::from_secs(2)) });
+/// assert_eq!(rate.rate(), 2.0); // halved
+/// rate.acquire_cancellable(&cancel)?; // not before the Retry-After
+/// assert!(clock.now() >= Duration::from_secs(2));
+/// # Ok::<(), concur::Cancelled>(())
+/// ```
+pub struct AdaptiveRate<C: Clock = SystemClock> {
+    clock: C,
+    config: RateConfig,
+    state: Mutex<State>,
+    observer: Option<Observer>,
+}
+
+/// Everything that changes, under one lock.
+#[derive(Debug)]
+struct State {
+    rate: f64,
+    burst: u32,
+    /// Tokens as of `last` (negative: reservations not yet due).
+    tokens: f64,
+    /// When `tokens` was counted; in the future while a hold lasts.
+    last: Duration,
+    /// The reservations that wait, by `seq`, until their waiter wakes or
+    /// gives up.
+    waiting: BTreeMap<u64, Waiting>,
+    next_seq: u64,
+    /// The server's stated rate, and the numbers it came from.
+    policy: Option<(f64, u32, Duration)>,
+    /// Whether a 429 was ever met (the probe is slow from then on).
+    met_limit: bool,
+    /// When the current increase interval began, and the grants and
+    /// successes in it.
+    interval_start: Duration,
+    granted_in_interval: u64,
+    /// The last cut, if any.
+    last_cut: Option<Duration>,
+    /// Successes since `delivered_since` (the last cut, or the start).
+    delivered: u64,
+    delivered_since: Duration,
+    limited: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    due: Duration,
+    revoked: bool,
+}
+
+/// Seconds as a duration, saturating instead of panicking on huge values.
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+impl State {
+    /// Adds the tokens accrued up to `now` (nothing during a hold).
+    fn refill(&mut self, now: Duration) {
+        if now > self.last {
+            let accrued = (now - self.last).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + accrued).min(f64::from(self.burst));
+            self.last = now;
+        }
+    }
+
+    /// Takes a token, in debt if need be: the new `seq` and when it is due.
+    fn reserve(&mut self, now: Duration) -> (u64, Duration) {
+        self.refill(now);
+        self.tokens -= 1.0;
+        let base = now.max(self.last);
+        let due = if self.tokens >= 0.0 { base } else { base.saturating_add(secs(-self.tokens / self.rate)) };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.granted_in_interval += 1;
+        if due > now {
+            self.waiting.insert(seq, Waiting { due, revoked: false });
+        }
+        (seq, due)
+    }
+
+    /// Revokes every slot not yet due: its token goes back, its waiter
+    /// reserves again when it wakes. Called before the rate or a hold
+    /// changes, so that no slot of the old schedule crowds the new one.
+    fn revoke(&mut self, now: Duration) {
+        self.refill(now);
+        for w in self.waiting.values_mut() {
+            if !w.revoked && w.due > now {
+                w.revoked = true;
+                self.tokens += 1.0;
+            }
+        }
+        self.tokens = self.tokens.min(f64::from(self.burst));
+    }
+
+    /// Holds grants until `until`: the server has no tokens now, and
+    /// gains them meanwhile at the current rate, up to the burst. A hold
+    /// already longer stands, with no more tokens than that implies.
+    fn hold(&mut self, now: Duration, until: Duration) {
+        self.revoke(now);
+        let base = self.last.max(now);
+        let from_empty = (base - now).as_secs_f64() * self.rate;
+        self.tokens = self.tokens.min(from_empty);
+        if until > base {
+            let accrued = (until - base).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + accrued).min(f64::from(self.burst));
+            self.last = until;
+        }
+    }
+
+    /// The waiter `seq` woke at `now`: whether its slot stands (else it
+    /// must reserve again).
+    fn wake(&mut self, seq: u64) -> bool {
+        self.waiting.remove(&seq).is_none_or(|w| !w.revoked)
+    }
+
+    /// The waiter `seq` gave up at `now`: its slot goes back.
+    fn give_back(&mut self, seq: u64, now: Duration) {
+        let Some(w) = self.waiting.remove(&seq) else { return };
+        if w.revoked || w.due <= now {
+            return; // already back in the bucket, or its time has passed
+        }
+        if seq + 1 == self.next_seq {
+            // The latest reservation: undo it, exactly (the balance was in
+            // debt since, so no refill was capped).
+            self.tokens += 1.0;
+        } else {
+            // Later waiters sleep until their slots: a token put back would
+            // let a newcomer in beside them. Everyone queues again instead.
+            self.revoke(now);
+            self.tokens = (self.tokens + 1.0).min(f64::from(self.burst));
+        }
+    }
+}
+
+impl AdaptiveRate<SystemClock> {
+    /// A limiter on the system clock (which follows tokio's paused test
+    /// time).
+    pub fn new(config: RateConfig) -> Self {
+        Self::with_clock(config, SystemClock::new())
+    }
+}
+
+impl<C: Clock> AdaptiveRate<C> {
+    /// A limiter on the given clock. The bucket starts full.
+    pub fn with_clock(config: RateConfig, clock: C) -> Self {
+        let config = config.sane();
+        let now = clock.now();
+        let state = State {
+            rate: config.initial,
+            burst: config.burst,
+            tokens: f64::from(config.burst),
+            last: now,
+            waiting: BTreeMap::new(),
+            next_seq: 0,
+            policy: None,
+            met_limit: false,
+            interval_start: now,
+            granted_in_interval: 0,
+            last_cut: None,
+            delivered: 0,
+            delivered_since: now,
+            limited: 0,
+        };
+        AdaptiveRate { clock, config, state: Mutex::new(state), observer: None }
+    }
+
+    /// Calls `f` on every change of the learnt rate (after the change, on
+    /// the thread that recorded the answer, outside the limiter's lock).
+    pub fn on_change(mut self, f: impl Fn(&RateChange) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Box::new(f));
+        self
+    }
+
+    /// The limiter's clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// Takes a token, blocking the thread until it is due, unless `cancel`
+    /// is cancelled first: then it returns at once and its slot goes back,
+    /// so giving up costs no token. No polling: one sleep per slot (a
+    /// waiter whose slot a rate change revoked reserves again once).
+    ///
+    /// # Errors
+    ///
+    /// [`Cancelled`] if the token is cancelled before the slot is due.
+    pub fn acquire_cancellable(&self, cancel: &CancelToken) -> Result<(), Cancelled> {
+        if cancel.is_cancelled() {
+            return Err(Cancelled);
+        }
+        let mut slot = self.reserve();
+        loop {
+            let Some(r) = &slot else { return Ok(()) };
+            // On `Err` the reservation is dropped, which gives it back.
+            self.clock.sleep_until_cancellable(r.due, cancel)?;
+            slot = self.wake(slot);
+        }
+    }
+
+    /// Takes a token, sleeping the task until it is due (with
+    /// `tokio::time`, so it needs a tokio runtime with time enabled). A
+    /// future dropped before its slot is due gives the slot back.
+    #[cfg(feature = "async")]
+    pub async fn acquire_async(&self) {
+        let mut slot = self.reserve();
+        while let Some(r) = &slot {
+            let wait = r.due.saturating_sub(self.clock.now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            slot = self.wake(slot);
+        }
+    }
+
+    /// Takes a token if one is available now; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`NotUntil`], saying when a token will be due (if nobody takes it
+    /// first, and the rate does not change).
+    pub fn try_acquire(&self) -> Result<(), NotUntil> {
+        let mut s = self.lock();
+        let now = self.clock.now();
+        s.refill(now);
+        if now >= s.last && s.tokens >= 1.0 {
+            s.reserve(now);
+            return Ok(());
+        }
+        let at = now.max(s.last).saturating_add(secs((1.0 - s.tokens) / s.rate));
+        Err(NotUntil::new(now, at))
+    }
+
+    /// Learns from what an answer said (see [`RateSignal`]).
+    pub fn record(&self, signal: RateSignal) {
+        let change = {
+            let mut s = self.lock();
+            let now = self.clock.now();
+            match signal {
+                RateSignal::Success => self.on_success(&mut s, now),
+                RateSignal::Limited { retry_after } => self.on_limited(&mut s, now, retry_after),
+                RateSignal::Policy { limit, window, remaining, reset } => {
+                    self.on_policy(&mut s, now, limit, window, remaining, reset)
+                }
+            }
+        };
+        if let (Some(change), Some(observer)) = (change, &self.observer) {
+            observer(&change);
+        }
+    }
+
+    /// The learnt rate, requests per second.
+    pub fn rate(&self) -> f64 {
+        self.lock().rate
+    }
+
+    /// The burst: the configured one, or one the server's policy implies.
+    pub fn burst(&self) -> u32 {
+        self.lock().burst
+    }
+
+    /// How many `Limited` signals were recorded.
+    pub fn limited(&self) -> u64 {
+        self.lock().limited
+    }
+
+    fn on_success(&self, s: &mut State, now: Duration) -> Option<RateChange> {
+        s.delivered += 1;
+        let elapsed = now.saturating_sub(s.interval_start);
+        if elapsed < self.config.interval {
+            return None;
+        }
+        // Only a caller that used the rate learns that the server takes it.
+        let used = s.granted_in_interval as f64 >= 0.5 * s.rate * elapsed.as_secs_f64();
+        s.interval_start = now;
+        s.granted_in_interval = 0;
+        if !used {
+            return None;
+        }
+        let c = &self.config;
+        let cap = s.policy.map_or(c.max, |(p, ..)| p.min(c.max));
+        let (step, why) = match s.policy {
+            Some((p, ..)) if s.rate < p => {
+                (((p - s.rate) / 2.0).max(c.probe * s.rate), "recovering to the server's policy")
+            }
+            _ if s.met_limit => (c.probe * s.rate, "no 429 for an interval: probing"),
+            _ => (c.increase.max(c.growth * s.rate), "no 429 for an interval"),
+        };
+        let to = (s.rate + step).min(cap);
+        self.set_rate(s, now, to, why)
+    }
+
+    fn on_limited(&self, s: &mut State, now: Duration, retry_after: Option<Duration>) -> Option<RateChange> {
+        s.limited += 1;
+        let cut_due = s.last_cut.is_none_or(|t| now >= t.saturating_add(self.config.interval));
+        let mut change = None;
+        if cut_due {
+            let since = now.saturating_sub(s.delivered_since).as_secs_f64();
+            // Too short a span says nothing: then the plain factor.
+            let delivered = if since >= self.config.interval.as_secs_f64() { s.delivered as f64 / since } else { 0.0 };
+            let to = (delivered * MARGIN).min(s.rate * MARGIN).max(s.rate * self.config.decrease);
+            s.met_limit = true;
+            s.last_cut = Some(now);
+            s.delivered = 0;
+            s.delivered_since = now;
+            s.interval_start = now;
+            s.granted_in_interval = 0;
+            change = self.set_rate(s, now, to, "429 received");
+        }
+        s.hold(now, now.saturating_add(retry_after.unwrap_or_default()));
+        change
+    }
+
+    fn on_policy(
+        &self,
+        s: &mut State,
+        now: Duration,
+        limit: u32,
+        window: Duration,
+        remaining: Option<u32>,
+        reset: Option<Duration>,
+    ) -> Option<RateChange> {
+        let mut change = None;
+        if limit > 0 && !window.is_zero() && s.policy.is_none_or(|(_, l, w)| (l, w) != (limit, window)) {
+            let stated = f64::from(limit) / window.as_secs_f64();
+            let rate = stated.clamp(self.config.min, self.config.max);
+            // One second's worth, at most the whole window's.
+            let burst = (rate.ceil() as u32).clamp(1, limit);
+            s.policy = Some((rate, limit, window));
+            if burst != s.burst {
+                s.revoke(now);
+                s.burst = burst;
+            }
+            change = self.set_rate(s, now, rate, "server policy");
+        }
+        match remaining {
+            Some(0) => {
+                let until = now.saturating_add(reset.unwrap_or_else(|| secs(1.0 / s.rate)));
+                s.hold(now, until);
+            }
+            Some(left) => {
+                // During a hold the tokens are counted at its end: leave them.
+                s.refill(now);
+                if s.last <= now {
+                    s.tokens = s.tokens.min(f64::from(left));
+                }
+            }
+            None => {}
+        }
+        change
+    }
+
+    /// Sets the rate, revoking the slots of the old schedule; the change,
+    /// if any.
+    fn set_rate(&self, s: &mut State, now: Duration, to: f64, why: &'static str) -> Option<RateChange> {
+        let to = to.clamp(self.config.min, self.config.max);
+        let from = s.rate;
+        if to == from {
+            return None;
+        }
+        s.revoke(now); // refills at the old rate first
+        s.rate = to;
+        Some(RateChange { from, to, why })
+    }
+
+    /// Reserves a slot: `None` for a token granted at once.
+    fn reserve(&self) -> Option<Reservation<'_, C>> {
+        let mut s = self.lock();
+        let now = self.clock.now();
+        let (seq, due) = s.reserve(now);
+        (due > now).then_some(Reservation { limiter: self, seq, due, armed: true })
+    }
+
+    /// The waiter of `slot` woke: `None` if its slot stands, else a new one.
+    fn wake(&self, slot: Option<Reservation<'_, C>>) -> Option<Reservation<'_, C>> {
+        let r = slot?;
+        let mut s = self.lock();
+        let mut r = r;
+        r.armed = false; // its entry is gone: nothing to give back
+        if s.wake(r.seq) {
+            return None;
+        }
+        let now = self.clock.now();
+        let (seq, due) = s.reserve(now);
+        (due > now).then_some(Reservation { limiter: self, seq, due, armed: true })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is updated with plain arithmetic that cannot panic, so
+        // a poisoned lock still guards consistent numbers.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A slot that waits. Dropped before its waiter wakes (a cancelled or
+/// dropped waiter), it gives the slot back.
+struct Reservation<'a, C: Clock> {
+    limiter: &'a AdaptiveRate<C>,
+    seq: u64,
+    due: Duration,
+    /// Whether the slot is still the waiter's to give back.
+    armed: bool,
+}
+
+impl<C: Clock> Drop for Reservation<'_, C> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut s = self.limiter.lock();
+        let now = self.limiter.clock.now();
+        s.give_back(self.seq, now);
+    }
+}
+
+impl<C: Clock> fmt::Debug for AdaptiveRate<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.lock();
+        f.debug_struct("AdaptiveRate")
+            .field("rate", &s.rate)
+            .field("burst", &s.burst)
+            .field("limited", &s.limited)
+            .finish_non_exhaustive()
+    }
+}
