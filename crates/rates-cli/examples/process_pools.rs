@@ -39,7 +39,7 @@ fn main() {
     });
     for result in pool.map(tasks) {
         match result {
-            Ok(Ok(rates)) => println!("{}", present::chapter_line(&rates, &symbols)),
+            Ok(Ok(reply)) => println!("{}", present::chapter_line(&reply.rates, &symbols)),
             Ok(Err(e)) => eprintln!("error: {e}"),
             Err(e) => eprintln!("error: the worker failed: {e}"),
         }

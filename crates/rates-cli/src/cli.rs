@@ -56,6 +56,24 @@ pub fn rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A `--rate` value: a fixed rate, or `auto`, learnt from the server's
+/// answers (429s, `Retry-After`, rate-limit headers).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateArg {
+    /// At most this many requests per second.
+    Fixed(f64),
+    /// Learnt while the run goes.
+    Auto,
+}
+
+/// Parses `--rate`: a rate ([`rate`]) or `auto`.
+pub fn rate_or_auto(s: &str) -> Result<RateArg, String> {
+    match s.trim() {
+        "auto" => Ok(RateArg::Auto),
+        _ => rate(s).map(RateArg::Fixed).map_err(|e| format!("{e}, or auto")),
+    }
+}
+
 /// The longest time limit of one request accepted.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -68,14 +86,25 @@ pub fn timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Parses a worker count: a positive number, or `0`/`unlimited` for as
-/// many as there are items.
-pub fn workers(s: &str) -> Result<rates::Workers, String> {
+/// A `--workers` value: a fixed bound on the requests in flight, or `auto`,
+/// a bound learnt from the latency of the answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkersArg {
+    /// This many (or as many as there are items).
+    Fixed(rates::Workers),
+    /// Learnt while the run goes.
+    Auto,
+}
+
+/// Parses a worker count: a positive number, `0`/`unlimited` for as many
+/// as there are items, or `auto`.
+pub fn workers(s: &str) -> Result<WorkersArg, String> {
     match s.trim() {
-        "0" | "unlimited" => Ok(rates::Workers::Unlimited),
+        "0" | "unlimited" => Ok(WorkersArg::Fixed(rates::Workers::Unlimited)),
+        "auto" => Ok(WorkersArg::Auto),
         t => match t.parse::<usize>() {
-            Ok(n) if n <= 100_000 => Ok(rates::Workers::Bounded(n)),
-            _ => Err(format!("invalid worker count '{s}': expected a number from 1 to 100000, or 0/unlimited")),
+            Ok(n) if n <= 100_000 => Ok(WorkersArg::Fixed(rates::Workers::Bounded(n))),
+            _ => Err(format!("invalid worker count '{s}': expected a number from 1 to 100000, 0/unlimited, or auto")),
         },
     }
 }
@@ -99,9 +128,10 @@ mod tests {
 
     #[test]
     fn worker_counts() {
-        assert_eq!(workers("8"), Ok(rates::Workers::Bounded(8)));
-        assert_eq!(workers("unlimited"), Ok(rates::Workers::Unlimited));
-        assert_eq!(workers("0"), Ok(rates::Workers::Unlimited));
+        assert_eq!(workers("8"), Ok(WorkersArg::Fixed(rates::Workers::Bounded(8))));
+        assert_eq!(workers("unlimited"), Ok(WorkersArg::Fixed(rates::Workers::Unlimited)));
+        assert_eq!(workers("0"), Ok(WorkersArg::Fixed(rates::Workers::Unlimited)));
+        assert_eq!(workers("auto"), Ok(WorkersArg::Auto));
         assert!(workers("-1").is_err_and(|e| e.contains("'-1'")));
     }
 
@@ -112,6 +142,9 @@ mod tests {
         assert!(fraction("1.5").is_err() && fraction("x").is_err());
         assert_eq!(rate("2/s"), Ok(2.0));
         assert_eq!(rate("0.5"), Ok(0.5));
+        assert_eq!(rate_or_auto("auto"), Ok(RateArg::Auto));
+        assert_eq!(rate_or_auto("2/s"), Ok(RateArg::Fixed(2.0)));
+        assert!(rate_or_auto("fast").is_err_and(|e| e.contains("'fast'") && e.contains("auto")));
         assert!(rate("0").is_err() && rate("-1").is_err() && rate("inf").is_err());
         // A day per request is the slowest; slower would wait beyond a day.
         assert!(rate("0.0000116").is_ok());

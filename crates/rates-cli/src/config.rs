@@ -12,6 +12,7 @@ use rates::{ClientConfig, RetryPolicy};
 use rates_server::{ConnLimits, RateLimit, ServerOptions};
 
 use crate::Usage;
+use crate::cli::{RateArg, WorkersArg};
 use crate::flags::{ClientFlags, ConnFlags, FaultFlags, SimFlags};
 
 /// A rate and a burst that a throttle or a rate limit can work with:
@@ -88,6 +89,9 @@ pub(crate) struct RunConfig {
     pub client: ClientConfig,
     pub retry: RetryPolicy,
     pub throttle: Option<Quota>,
+    /// `--rate auto`: the rate is learnt from the answers, starting from
+    /// `--burst` at once.
+    pub auto_rate: Option<NonZeroU32>,
     /// The queue whose workers run the requests, if any.
     pub queue: Option<String>,
 }
@@ -99,7 +103,16 @@ impl RunConfig {
             Some(api) => Target::Remote(rates::parse_api_url(api).map_err(|e| Usage(e.to_string()))?),
             None => Target::Embedded(sim_options(sim, defaults)?),
         };
-        let throttle = client.rate.map(|r| Quota::new("--rate", r, client.burst)).transpose()?;
+        let (throttle, auto_rate) = match client.rate {
+            Some(RateArg::Fixed(r)) => (Some(Quota::new("--rate", r, client.burst)?), None),
+            Some(RateArg::Auto) if client.queue.is_some() => {
+                return Err(Usage(
+                    "--rate auto: not with --queue, whose limit is kept on the broker; give a rate".into(),
+                ));
+            }
+            Some(RateArg::Auto) => (None, Some(client.burst)),
+            None => (None, None),
+        };
         let queue = match &client.queue {
             Some(_) if !defaults.queue => {
                 return Err(Usage("--queue: this command does not run on a queue yet".into()));
@@ -112,8 +125,21 @@ impl RunConfig {
             client: ClientConfig { timeout: client.timeout, ..ClientConfig::default() },
             retry: RetryPolicy { retries: client.retries.unwrap_or(defaults.retries), ..RetryPolicy::default() },
             throttle,
+            auto_rate,
             queue,
         })
+    }
+
+    /// Checks `--workers` against the rest: `auto` learns a bound from the
+    /// answers' latency in this process, which a queue's workers on other
+    /// hosts cannot share.
+    pub fn workers(&self, workers: WorkersArg) -> Result<WorkersArg, Usage> {
+        match workers {
+            WorkersArg::Auto if self.queue.is_some() => {
+                Err(Usage("--workers auto: not with --queue; give the requests in flight as a number".into()))
+            }
+            w => Ok(w),
+        }
     }
 
     /// The embedded server's options, if the run uses it.
@@ -208,6 +234,19 @@ mod tests {
         assert_eq!(c.retry.retries, 0);
         assert_eq!(c.embedded().map(|o| o.latency), Some(Duration::from_millis(5)));
         assert_eq!(c.throttle.map(|q| (q.rate(), q.burst())), Some((2.0, 4)));
+    }
+
+    #[test]
+    fn auto_settings_are_refused_on_a_queue_only() {
+        let c = fetch(&["--rate", "auto", "--burst", "3"]).expect("valid");
+        assert_eq!(c.auto_rate.map(NonZeroU32::get), Some(3));
+        assert!(c.throttle.is_none());
+        assert!(matches!(c.workers(WorkersArg::Auto), Ok(WorkersArg::Auto)));
+        let e = fetch(&["--rate", "auto", "--queue", "redis://127.0.0.1:6379/0"]).expect_err("auto on a queue");
+        assert!(e.0.starts_with("--rate auto:"), "{e}");
+        let c = fetch(&["--queue", "redis://127.0.0.1:6379/0"]).expect("valid");
+        let e = c.workers(WorkersArg::Auto).expect_err("auto on a queue");
+        assert!(e.0.starts_with("--workers auto:"), "{e}");
     }
 
     #[test]

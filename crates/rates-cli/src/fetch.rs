@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use rates::{Currency, Model, RateRequest, Workers, present};
+use rates::{Currency, Model, RateRequest, present};
 
 use crate::config::{Defaults, RunConfig};
 use crate::flags::{ClientFlags, SimFlags};
@@ -31,9 +31,9 @@ pub struct FetchArgs {
     /// async, async-executor.
     #[arg(long, default_value = "sync")]
     pub model: Model,
-    /// Requests in flight at once for the pooled and async models (0 or "unlimited": all).
+    /// Requests in flight at once for the pooled and async models (0 or "unlimited": all; auto: learnt from latency).
     #[arg(long, default_value = "4", value_parser = cli::workers)]
-    pub workers: Workers,
+    pub workers: cli::WorkersArg,
     /// Base currencies, comma-separated.
     #[arg(long, default_value = rates::CHAPTER_CURRENCIES)]
     pub bases: String,
@@ -78,9 +78,13 @@ pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         None => plan(&args, |c| rates::Dataset::embedded_currencies().contains(&c))?,
     };
     let config = RunConfig::new(&args.client, &args.sim, Defaults::FETCH)?;
+    config.workers(args.workers)?;
     let data = args.client.data.clone();
     let session = Session::start(|| ds.map_or_else(|| dataset(data.as_ref()), Ok), &config, None)?;
     let ran = session.run(args.model, &plan.requests, args.workers)?;
+    if let Some(learnt) = &ran.learnt {
+        eprintln!("rates: {learnt}");
+    }
 
     let answers: Vec<&rates::Rates> = ran.outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
     let mut out = std::io::stdout().lock();

@@ -21,9 +21,10 @@ pub struct ClientFlags {
     /// A newer eurofxref-hist.csv or .zip for the embedded server and for checking codes.
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
-    /// At most this many requests per second, across all workers.
-    #[arg(long, value_parser = cli::rate, value_name = "R")]
-    pub rate: Option<f64>,
+    /// At most this many requests per second, across all workers; `auto`
+    /// learns it from the server's 429s, Retry-After and rate-limit headers.
+    #[arg(long, value_parser = cli::rate_or_auto, value_name = "R|auto")]
+    pub rate: Option<cli::RateArg>,
     /// With --rate: requests allowed at once after a quiet spell.
     #[arg(long, default_value = "1", requires = "rate", value_name = "B")]
     pub burst: NonZeroU32,

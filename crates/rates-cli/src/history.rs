@@ -27,7 +27,7 @@ use chrono::{Datelike, NaiveDate, Weekday};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rates::store::{Stored, Writer};
-use rates::{Currency, Failure, Model, RateRequest, Rates, Workers, present};
+use rates::{Currency, Failure, Model, RateRequest, Rates, present};
 
 use crate::cache::HistoryStore;
 use crate::config::{Defaults, RunConfig};
@@ -64,9 +64,9 @@ pub struct HistoryArgs {
     /// async, async-executor.
     #[arg(long, default_value = "async")]
     pub model: Model,
-    /// Requests in flight at once for the pooled and async models (0 or "unlimited": all).
+    /// Requests in flight at once for the pooled and async models (0 or "unlimited": all; auto: learnt from latency).
     #[arg(long, default_value = "8", value_parser = cli::workers)]
-    pub workers: Workers,
+    pub workers: cli::WorkersArg,
     /// Output format.
     #[arg(long, value_enum, default_value = "csv")]
     pub format: HistoryFormat,
@@ -183,6 +183,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.client.data.as_ref())?;
     let plan = plan(&args, &ds, chrono::Utc::now().date_naive())?;
     let config = RunConfig::new(&args.client, &args.sim, Defaults::FETCH)?;
+    config.workers(args.workers)?;
     let store = HistoryStore::open(&args.store, &config.target)?;
     // Proven writable before any request: results are not fetched to be lost.
     let out_file = args.out.as_deref().map(|p| OutFile::create("--out", p)).transpose()?;
@@ -333,6 +334,9 @@ fn fetch(
     let session = Session::start(|| Ok(ds), config, Some(progress))?;
     let ran = session.run(args.model, &requests, args.workers)?;
     bar.finish_and_clear();
+    if let Some(learnt) = &ran.learnt {
+        eprintln!("rates: {learnt}");
+    }
     Ok(ran)
 }
 

@@ -13,10 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use rates::models::{AutoLimits, Learnt, auto_pool_size};
 use rates::{Currency, Dataset, Failure, FetchError, Fetcher, Model, Outcome, Progress, RateRequest, Workers, models};
 use rates_server::RunningServer;
 
 use crate::Usage;
+use crate::cli::WorkersArg;
 use crate::config::{RunConfig, Target};
 
 /// The currencies of a comma-separated `--flag` value, each one `known`:
@@ -35,7 +37,9 @@ pub(crate) fn known_currencies(
 
 /// A fetcher and, unless `--api` names one, the embedded server it talks to.
 pub(crate) struct Session {
-    fetcher: Arc<Fetcher>,
+    fetcher: Fetcher,
+    /// `--rate auto`, from this burst.
+    auto_rate: Option<u32>,
     // Stopped when the session ends, after the run.
     server: Option<RunningServer>,
     /// The queue whose workers run the requests (`--queue`), if any.
@@ -50,6 +54,8 @@ pub(crate) struct Ran {
     /// A signal stopped the run: the requests it stopped are
     /// `FetchError::Cancelled`.
     pub stopped: Option<Stop>,
+    /// What `--rate auto` and `--workers auto` settled on, if asked.
+    pub learnt: Option<Learnt>,
 }
 
 impl Session {
@@ -82,7 +88,7 @@ impl Session {
         if let Some(p) = progress {
             fetcher = fetcher.with_progress(p);
         }
-        Ok(Session { fetcher: Arc::new(fetcher), server, queue: config.queue.clone() })
+        Ok(Session { fetcher, auto_rate: config.auto_rate.map(|b| b.get()), server, queue: config.queue.clone() })
     }
 
     /// Runs `requests` with `model`. Ctrl-C or SIGTERM cancels the run: no
@@ -90,11 +96,19 @@ impl Session {
     /// flight are dropped (async models) or finish (blocking ones), and the
     /// outcomes that arrived are returned. A second signal ends the process
     /// at once.
-    pub fn run(self, model: Model, requests: &[RateRequest], workers: Workers) -> anyhow::Result<Ran> {
+    pub fn run(self, model: Model, requests: &[RateRequest], workers: WorkersArg) -> anyhow::Result<Ran> {
+        // `--workers auto`: the model's pool is the most the limit may
+        // learn, and the limit decides how many of its workers send at once.
+        let (workers, auto_workers) = match workers {
+            WorkersArg::Fixed(w) => (w, None),
+            WorkersArg::Auto => (Workers::Bounded(auto_pool_size(model)), Some(auto_pool_size(model))),
+        };
+        let auto = AutoLimits::new(self.auto_rate, auto_workers);
+        let fetcher = Arc::new(auto.apply(self.fetcher));
         // A small runtime listens for the signals; the models run on this
         // thread (the async ones on a runtime of their own).
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let cancel = self.fetcher.cancel().clone();
+        let cancel = fetcher.cancel().clone();
         let mut signals = Signals::install(&rt)?;
         let stop = Arc::new(std::sync::OnceLock::new());
         rt.spawn({
@@ -111,14 +125,14 @@ impl Session {
         });
         let started = Instant::now();
         let outcomes = match &self.queue {
-            None => models::run(model, &self.fetcher, requests, workers),
-            Some(url) => crate::queue::run(url, &*self.fetcher, requests, workers)?,
+            None => models::run(model, &fetcher, requests, workers),
+            Some(url) => crate::queue::run(url, &*fetcher, requests, workers)?,
         };
         let elapsed = started.elapsed();
         let stopped = stop.get().copied();
         rt.shutdown_background();
         drop(self.server);
-        Ok(Ran { outcomes, elapsed, stopped })
+        Ok(Ran { outcomes, elapsed, stopped, learnt: auto.learnt() })
     }
 }
 

@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::Served;
+use common::{Served, get};
 use nix::sys::signal::Signal;
 
 /// Runs `rates args` with `RUST_LOG` unset (or set to `rust_log`):
@@ -138,16 +135,6 @@ fn serve(flags: &[&str]) -> Served {
     Served::start(cmd)
 }
 
-/// `GET path` on its own connection; the status line.
-fn get(addr: &str, path: &str) -> String {
-    let mut sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(sock, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    sock.read_to_string(&mut out).expect("an answer within 30 s");
-    out.lines().next().unwrap_or_default().to_string()
-}
-
 /// Stops a server with SIGTERM (it must exit 0) and gives the rest of its
 /// stderr and its stdout.
 fn stop(served: Served) -> (String, String) {
@@ -160,9 +147,9 @@ fn stop(served: Served) -> (String, String) {
 fn serve_logs_one_access_line_per_request_and_q_silences_it() {
     let served = serve(&[]);
     let addr = served.addr.clone();
-    assert_eq!(get(&addr, "/rates?base=USD&symbols=PLN"), "HTTP/1.1 200 OK");
-    assert_eq!(get(&addr, "/nope"), "HTTP/1.1 404 Not Found");
-    assert_eq!(get(&addr, "/metrics"), "HTTP/1.1 200 OK");
+    assert_eq!(get(&addr, "/rates?base=USD&symbols=PLN").status, "HTTP/1.1 200 OK");
+    assert_eq!(get(&addr, "/nope").status, "HTTP/1.1 404 Not Found");
+    assert_eq!(get(&addr, "/metrics").status, "HTTP/1.1 200 OK");
     let (err, out) = stop(served);
     assert_eq!(out, "", "nothing on stdout");
     let access: Vec<&str> = err.lines().filter(|l| l.contains("rates_server::access")).collect();
@@ -175,7 +162,7 @@ fn serve_logs_one_access_line_per_request_and_q_silences_it() {
     }
 
     let served = serve(&["-q"]);
-    assert_eq!(get(&served.addr, "/rates"), "HTTP/1.1 200 OK");
+    assert_eq!(get(&served.addr, "/rates").status, "HTTP/1.1 200 OK");
     let (err, _) = stop(served);
     assert!(!err.contains("rates_server::access"), "{err}");
 }
@@ -187,7 +174,7 @@ fn serve_keeps_answering_when_its_stderr_is_closed() {
     let mut served = serve(&[]);
     served.close_stderr();
     for _ in 0..3 {
-        assert_eq!(get(&served.addr, "/rates?base=USD&symbols=PLN"), "HTTP/1.1 200 OK");
+        assert_eq!(get(&served.addr, "/rates?base=USD&symbols=PLN").status, "HTTP/1.1 200 OK");
     }
     assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
 }

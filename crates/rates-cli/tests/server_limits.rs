@@ -7,12 +7,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
-use std::time::Duration;
 
-use common::{Served, run};
+use common::{Served, get, metric, run};
 use nix::sys::signal::Signal;
 
 /// Starts `rates serve --addr 127.0.0.1:0 args`.
@@ -22,20 +19,6 @@ fn serve(args: &[&str]) -> Served {
     Served::start(cmd)
 }
 
-/// `GET path` on a new connection: (status line, headers as `name: value`
-/// lines in lower case names, body).
-fn get(addr: &str, path: &str) -> (String, Vec<String>, String) {
-    let mut sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(sock, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    sock.read_to_string(&mut out).expect("an answer within 30 s");
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{out:?}"));
-    let mut lines = head.lines();
-    let status = lines.next().unwrap_or_default().to_string();
-    (status, lines.map(str::to_owned).collect(), body.to_string())
-}
-
 /// The rate-limit headers among `headers`, sorted.
 fn limit_headers(headers: &[String]) -> Vec<&str> {
     let mut found: Vec<&str> = headers.iter().map(String::as_str).filter(|h| h.contains("ratelimit")).collect();
@@ -43,17 +26,11 @@ fn limit_headers(headers: &[String]) -> Vec<&str> {
     found
 }
 
-/// The value of metric line `name` in `text`.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
-
 #[test]
 fn a_rate_limited_server_advertises_its_limit() {
     let served = serve(&["--rate-limit", "5", "--burst", "5"]);
-    let (status, headers, _) = get(&served.addr, "/rates?base=USD&symbols=PLN");
+    let answer = get(&served.addr, "/rates?base=USD&symbols=PLN");
+    let (status, headers) = (answer.status, answer.headers);
     assert_eq!(status, "HTTP/1.1 200 OK");
     // The first answer of a fresh bucket: 4 of 5 left, one back in 0.2 s.
     assert_eq!(
@@ -72,9 +49,11 @@ fn a_rate_limited_server_advertises_its_limit() {
 #[test]
 fn without_rate_limit_headers_the_server_says_nothing_but_retry_after() {
     let served = serve(&["--rate-limit", "0.01", "--burst", "1", "--no-rate-limit-headers"]);
-    let (status, headers, _) = get(&served.addr, "/rates");
+    let answer = get(&served.addr, "/rates");
+    let (status, headers) = (answer.status, answer.headers);
     assert_eq!((status.as_str(), limit_headers(&headers)), ("HTTP/1.1 200 OK", vec![]));
-    let (status, headers, _) = get(&served.addr, "/rates");
+    let answer = get(&served.addr, "/rates");
+    let (status, headers) = (answer.status, answer.headers);
     assert_eq!((status.as_str(), limit_headers(&headers)), ("HTTP/1.1 429 Too Many Requests", vec![]));
     assert!(headers.iter().any(|h| h.starts_with("retry-after: ")), "{headers:?}");
     assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
@@ -98,11 +77,11 @@ fn serve_queues_requests_beyond_its_capacity() {
         for _ in 0..6 {
             scope.spawn(|| {
                 barrier.wait();
-                assert_eq!(get(&addr, "/rates").0, "HTTP/1.1 200 OK");
+                assert_eq!(get(&addr, "/rates").status, "HTTP/1.1 200 OK");
             });
         }
     });
-    let (_, _, text) = get(&addr, "/metrics");
+    let text = get(&addr, "/metrics").body;
     let most = metric(&text, "rates_requests_in_service_max");
     assert!((1..=2).contains(&most), "{text}");
     assert_eq!(metric(&text, "rates_requests_total{code=\"200\",route=\"/rates\"}"), 6, "{text}");

@@ -548,7 +548,10 @@ impl<C: Clock> AdaptiveRate<C> {
         let mut s = self.lock();
         let now = self.clock.now();
         let (seq, due) = s.reserve(now);
-        (due > now).then_some(Reservation { limiter: self, seq, due, armed: true })
+        drop(s);
+        // Made only when kept: a reservation dropped gives its slot back,
+        // which takes the lock.
+        (due > now).then(|| Reservation { limiter: self, seq, due, armed: true })
     }
 
     /// The waiter of `slot` woke: `None` if its slot stands, else a new one.
@@ -562,7 +565,10 @@ impl<C: Clock> AdaptiveRate<C> {
         }
         let now = self.clock.now();
         let (seq, due) = s.reserve(now);
-        (due > now).then_some(Reservation { limiter: self, seq, due, armed: true })
+        drop(s);
+        // Made only when kept: a reservation dropped gives its slot back,
+        // which takes the lock.
+        (due > now).then(|| Reservation { limiter: self, seq, due, armed: true })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -25,6 +25,11 @@ pub(super) struct Spec {
     pub(super) items: usize,
     /// `None`: as many as there are items.
     pub(super) workers: Option<usize>,
+    /// `--workers auto`: `workers` is ignored, the model's pool is the
+    /// most the limit may learn.
+    pub(super) auto_workers: bool,
+    /// `--rate auto`, starting from this burst; `rate` is then `None`.
+    pub(super) auto_rate: Option<u32>,
     pub(super) api: Option<String>,
     pub(super) rate: Option<f64>,
     pub(super) burst: u32,
@@ -50,6 +55,10 @@ pub struct Measured {
     pub errors: usize,
     /// The first failure, if any.
     pub first_error: Option<String>,
+    /// What `--rate auto` and `--workers auto` ended the run with, as the
+    /// options that reuse it.
+    #[serde(default)]
+    pub learnt: Option<String>,
 }
 
 /// CPU time and peak memory of this process and its reaped children.
@@ -112,8 +121,12 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(url) => On::Queue(url.clone()),
         None => On::Model(spec.model.parse().map_err(|e: rates::models::UnknownModel| Usage(e.to_string()))?),
     };
-    let workers = spec.workers.map_or(Workers::Unlimited, Workers::Bounded);
+    let workers = match (&on, spec.auto_workers) {
+        (On::Model(model), true) => Workers::Bounded(rates::models::auto_pool_size(*model)),
+        _ => spec.workers.map_or(Workers::Unlimited, Workers::Bounded),
+    };
     let pool_size = workers.for_items(spec.items);
+    let auto = rates::models::AutoLimits::new(spec.auto_rate, spec.auto_workers.then_some(pool_size));
 
     // Set up outside the measurement: the fetcher, its clients, the requests.
     let prepared = match spec.workload {
@@ -122,7 +135,7 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
             let throttle = spec.rate.map(|r| concur::Throttle::new(r, spec.burst)).transpose()?.map(Arc::new);
             let config = ClientConfig { timeout: Duration::from_secs_f64(spec.timeout_s), ..ClientConfig::default() };
             let retry = RetryPolicy { retries: spec.retries, ..RetryPolicy::default() };
-            let fetcher = Fetcher::new(api, config)?.with_retry(retry).with_throttle(throttle);
+            let fetcher = auto.apply(Fetcher::new(api, config)?.with_retry(retry).with_throttle(throttle));
             Some((Arc::new(fetcher), io_requests(spec.items)))
         }
         Workload::Cpu => None,
@@ -163,6 +176,7 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
         ok: results.iter().filter(|r| r.is_ok()).count(),
         errors: results.iter().filter(|r| r.is_err()).count(),
         first_error: results.iter().find_map(|r| r.as_ref().err().cloned()),
+        learnt: auto.learnt().map(|l| l.to_string()),
     };
     println!("{}", serde_json::to_string(&measured)?);
     Ok(ExitCode::SUCCESS)

@@ -97,9 +97,14 @@ pub struct BenchArgs {
     /// Runs of each model; the median is reported, with the spread.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
-    /// Items in flight at once for the pooled and async models (0 or "unlimited": all).
+    /// Items in flight at once for the pooled and async models (0 or "unlimited": all; auto: learnt from latency).
     #[arg(long, default_value = "8", value_parser = cli::workers)]
-    pub workers: Workers,
+    pub workers: cli::WorkersArg,
+    /// Also run each model with --workers auto (and --rate auto when a
+    /// rate limit is in play: --rate or --sim-rate-limit), as a row
+    /// `MODEL auto` beside it: what learning the limits costs or saves.
+    #[arg(long)]
+    pub auto: bool,
     /// Time limit of one run of one model: past it the run is stopped and
     /// the model reported as failed.
     #[arg(long, value_parser = cli::duration, default_value = "10m")]
@@ -154,6 +159,16 @@ fn concurrency(model: Model, items: usize, workers: Workers) -> usize {
     }
 }
 
+/// A row of the report: a model, with fixed or learnt limits.
+struct Row {
+    name: String,
+    model: Model,
+    /// `--workers auto`.
+    auto_workers: bool,
+    /// `--rate auto`, from this burst.
+    auto_rate: Option<u32>,
+}
+
 /// `rates bench`.
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // Everything is checked before anything runs.
@@ -174,8 +189,17 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
     let config = RunConfig::new(&args.client, &args.sim, Defaults::BENCH)?;
-
     let io = args.workload == Workload::Io;
+    let auto_workers = config.workers(args.workers)? == cli::WorkersArg::Auto;
+    if !io && (auto_workers || args.auto || config.auto_rate.is_some()) {
+        return Err(
+            Usage("--workload cpu: the auto limits learn from a server's answers; use --workload io".into()).into()
+        );
+    }
+    if args.auto && config.queue.is_some() {
+        return Err(Usage("--auto: not with --queue".into()).into());
+    }
+
     let n = args.requests;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     // The simulated network of the embedded server, when the I/O workload uses it.
@@ -208,15 +232,29 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let item_s = per_round * rounds as f64;
 
-    let workers = match args.workers {
+    let fixed_workers = match args.workers {
+        cli::WorkersArg::Fixed(w) => w,
+        cli::WorkersArg::Auto => Workers::Unlimited,
+    };
+    let workers = match fixed_workers {
         Workers::Bounded(w) => Some(w.max(1)),
         Workers::Unlimited => None,
     };
+    // The rate limit in play (the client's own, or the embedded server's):
+    // what `--rate auto` has to learn, and what bounds the ideal time.
+    let limit = rate_limit(&config, sim);
+    let row = |model: Model, auto: bool| Row {
+        name: if auto { format!("{model} auto") } else { model.to_string() },
+        model,
+        auto_workers: auto || auto_workers,
+        auto_rate: config.auto_rate.map(|b| b.get()).or(limit.filter(|_| auto).map(|(_, b)| b)),
+    };
     // On a queue there is one row, the queue: it drives `--workers`
     // items at once, as the pooled models do; `--models` is ignored.
-    let rows: Vec<(String, Model)> = match &config.queue {
-        Some(_) => vec![("queue".to_owned(), Model::ThreadPool)],
-        None => models.iter().map(|m| (m.to_string(), *m)).collect(),
+    let rows: Vec<Row> = match &config.queue {
+        Some(_) => vec![Row { name: "queue".to_owned(), ..row(Model::ThreadPool, false) }],
+        None if args.auto => models.iter().flat_map(|m| [row(*m, false), row(*m, true)]).collect(),
+        None => models.iter().map(|m| row(*m, false)).collect(),
     };
     let progress = ProgressBar::new((rows.len() * args.repeat) as u64);
     progress.set_style(
@@ -227,18 +265,23 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     let mut reports = Vec::new();
     let mut any_failed = false;
-    for (name, model) in rows {
-        let c = concurrency(model, n, args.workers);
+    for Row { name, model, auto_workers, auto_rate } in rows {
+        let c = match auto_workers {
+            true => concurrency(model, n, Workers::Bounded(rates::models::auto_pool_size(model))),
+            false => concurrency(model, n, fixed_workers),
+        };
         let mut report = ModelReport { model: name.clone(), concurrency: c, skipped: None, summary: None };
         progress.set_message(name.clone());
         let spec = Spec {
-            model: name.clone(),
+            model: model.to_string(),
             queue: config.queue.clone(),
             workload: args.workload,
             items: n,
             workers,
+            auto_workers,
+            auto_rate,
             api: api.clone().filter(|_| io),
-            rate: config.throttle.map(|q| q.rate()),
+            rate: config.throttle.map(|q| q.rate()).filter(|_| auto_rate.is_none()),
             burst: config.throttle.map_or(1, |q| q.burst()),
             retries: config.retry.retries,
             timeout_s: config.client.timeout.as_secs_f64(),
@@ -269,7 +312,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             progress.inc(1);
         }
         if report.skipped.is_none() {
-            let ideal = if io { io_bound(&config, latency, n, c) } else { cpu_bound(n, c.min(cores), item_s) };
+            let ideal = if io { io_bound(limit, latency, n, c) } else { cpu_bound(n, c.min(cores), item_s) };
             report.summary = summarise(runs, n, ideal);
         }
         reports.push(report);
@@ -310,12 +353,23 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(if any_failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
+/// The rate limit a run is held to: the lower of `--rate` and the embedded
+/// server's own limit, as (rate, burst).
+fn rate_limit(config: &RunConfig, sim: Option<&rates_server::ServerOptions>) -> Option<(f64, u32)> {
+    let client = config.throttle.map(|q| (q.rate(), q.burst()));
+    let server = sim.and_then(|o| o.rate_limit.as_ref()).map(|l| (l.rate, l.burst));
+    match (client, server) {
+        (Some(c), Some(s)) => Some(if s.0 < c.0 { s } else { c }),
+        (c, s) => c.or(s),
+    }
+}
+
 /// The I/O bound: ⌈N/c⌉·latency (the embedded server's, or the one
-/// probed from `--api`), and (N − burst)/rate + latency when throttled.
-fn io_bound(config: &RunConfig, latency: Option<f64>, n: usize, c: usize) -> Option<f64> {
+/// probed from `--api`), and (N − burst)/rate + latency under a rate limit.
+fn io_bound(limit: Option<(f64, u32)>, latency: Option<f64>, n: usize, c: usize) -> Option<f64> {
     let latency = latency.unwrap_or(0.0);
     let waves = n.div_ceil(c.max(1)) as f64 * latency;
-    let throttled = config.throttle.map(|q| n.saturating_sub(q.burst() as usize) as f64 / q.rate() + latency);
+    let throttled = limit.map(|(rate, burst)| n.saturating_sub(burst as usize) as f64 / rate + latency);
     let bound = waves.max(throttled.unwrap_or(0.0));
     (bound > 0.0).then_some(bound)
 }
@@ -360,5 +414,9 @@ mod tests {
         assert_eq!(concurrency(Model::Sync, 10, Workers::Bounded(4)), 1);
         assert_eq!(concurrency(Model::ThreadPerItem, 10, Workers::Bounded(4)), 10);
         assert_eq!(concurrency(Model::ThreadPool, 3, Workers::Bounded(4)), 3);
+        // 10 requests, 2 at once, 50 ms each: 5 waves.
+        assert_eq!(io_bound(None, Some(0.05), 10, 2), Some(0.25));
+        // At 5/s with 5 at once, the last of 105 leaves 20 s in.
+        assert_eq!(io_bound(Some((5.0, 5)), Some(0.05), 105, 100), Some(20.05));
     }
 }

@@ -66,6 +66,9 @@ pub(super) fn table(report: &Report) -> String {
         "ratio",
     ];
     let dash = || "-".to_string();
+    // The auto rows' learnt limits, in a last column only when there are any.
+    let learnt = report.models.iter().any(|m| m.summary.as_ref().is_some_and(|s| s.learnt.is_some()));
+    let header: Vec<&str> = header.into_iter().chain(learnt.then_some("learnt")).collect();
     // A row of cells, or a model that was not run: its name and why.
     let mut rows: Vec<Result<Vec<String>, (String, String)>> = vec![Ok(header.iter().map(|h| h.to_string()).collect())];
     for m in &report.models {
@@ -86,7 +89,10 @@ pub(super) fn table(report: &Report) -> String {
             s.max_in_flight.map_or_else(dash, |r| r.to_string()),
             s.ideal_s.map_or_else(dash, secs),
             s.ratio.map_or_else(dash, |r| format!("{r:.2}")),
-        ]));
+        ]
+        .into_iter()
+        .chain(learnt.then(|| s.learnt.as_deref().map_or_else(dash, |l| l.trim_start_matches("learnt: ").to_owned())))
+        .collect()));
     }
     let width = |c: usize| {
         let cells = rows.iter().filter_map(|r| r.as_ref().ok()).map(|r| r[c].chars().count());

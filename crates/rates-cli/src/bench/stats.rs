@@ -44,6 +44,8 @@ pub(super) struct Summary {
     /// wall ÷ ideal.
     pub(super) ratio: Option<f64>,
     pub(super) first_error: Option<String>,
+    /// What the auto limits learnt in the last run.
+    pub(super) learnt: Option<String>,
     pub(super) runs: Vec<Run>,
 }
 
@@ -134,6 +136,7 @@ pub(super) fn summarise(runs: Vec<Run>, items: usize, ideal_s: Option<f64>) -> O
         ideal_s,
         ratio: ideal_s.filter(|i| *i > 0.0).map(|i| wall_s / i),
         first_error: runs.iter().find_map(|r| r.measured.first_error.clone()),
+        learnt: runs.iter().rev().find_map(|r| r.measured.learnt.clone()),
         runs,
     })
 }

@@ -191,3 +191,33 @@ pub fn serve_app(app: axum::Router, threads: usize) -> (String, tokio::runtime::
     });
     (url, rt)
 }
+
+/// An answer to [`get`].
+pub struct Answer {
+    /// `HTTP/1.1 200 OK`.
+    pub status: String,
+    /// `name: value` lines, as sent.
+    pub headers: Vec<String>,
+    pub body: String,
+}
+
+/// `GET path` on a new connection that asks to be closed after the answer.
+pub fn get(addr: &str, path: &str) -> Answer {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(sock, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    sock.read_to_string(&mut out).expect("an answer within 30 s");
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{out:?}"));
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or_default().to_string();
+    Answer { status, headers: lines.map(str::to_owned).collect(), body: body.to_string() }
+}
+
+/// The value of metric line `name` in `text` (a `/metrics` page).
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}

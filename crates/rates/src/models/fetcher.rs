@@ -8,13 +8,15 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use concur::adaptive::{AdaptiveConcurrency, AdaptiveRate, Permit, RateSignal};
+use concur::throttle::SystemClock;
 use concur::{Pool, Task, Throttle};
 use serde::{Deserialize, Serialize};
 
 use super::Job;
 use crate::client::AsyncClientError;
 use crate::{
-    AsyncClient, BadUrl, BlockingClient, Cancel, ClientConfig, FetchError, RateRequest, Rates, RetryPolicy,
+    AsyncClient, BadUrl, BlockingClient, Cancel, ClientConfig, FetchError, RateRequest, Rates, Reply, RetryPolicy,
     retry::Failure,
 };
 
@@ -30,6 +32,8 @@ pub struct Fetcher {
     retry: RetryPolicy,
     throttle: Option<Arc<Throttle>>,
     shared_limit: Option<Arc<dyn SharedLimit>>,
+    adaptive_rate: Option<Arc<AdaptiveRate>>,
+    concurrency: Option<Arc<AdaptiveConcurrency>>,
     cancel: Cancel,
     progress: Option<Progress>,
     worker_program: Option<std::path::PathBuf>,
@@ -68,6 +72,8 @@ impl Fetcher {
             retry: RetryPolicy::default(),
             throttle: None,
             shared_limit: None,
+            adaptive_rate: None,
+            concurrency: None,
             cancel: Cancel::new(),
             progress: None,
             worker_program: None,
@@ -92,6 +98,22 @@ impl Fetcher {
     /// throttle if there is one: a limit shared with other processes.
     pub fn with_shared_limit(mut self, limit: Arc<dyn SharedLimit>) -> Self {
         self.shared_limit = Some(limit);
+        self
+    }
+
+    /// Takes a grant from `rate` before every attempt, and tells it what
+    /// each answer said (a success, a 429 or 503 and its `Retry-After`, the
+    /// server's stated policy): `--rate auto`.
+    pub fn with_adaptive_rate(mut self, rate: Arc<AdaptiveRate>) -> Self {
+        self.adaptive_rate = Some(rate);
+        self
+    }
+
+    /// Holds a permit of `limit` around every attempt, and tells it how the
+    /// attempt went (its latency, or an overload: a timeout, a refused
+    /// connection, a 429 or 503): `--workers auto`.
+    pub fn with_adaptive_concurrency(mut self, limit: Arc<AdaptiveConcurrency>) -> Self {
+        self.concurrency = Some(limit);
         self
     }
 
@@ -139,13 +161,13 @@ impl Fetcher {
     /// gives up early (as `Cancelled`) once the run is cancelled.
     pub fn fetch(&self, req: &RateRequest) -> Outcome {
         let _span = span(req).entered();
-        self.fetch_with(|| self.client.fetch(req))
+        self.fetch_with(|| self.client.fetch_reply(req))
     }
 
     /// [`Fetcher::fetch`] with each attempt made by `attempt` (e.g. on a pool
     /// worker): the throttle, the retries, cancellation and progress stay
     /// with the caller.
-    pub fn fetch_with(&self, attempt: impl Fn() -> Result<Rates, FetchError>) -> Outcome {
+    pub fn fetch_with(&self, attempt: impl Fn() -> Result<Reply, FetchError>) -> Outcome {
         let outcome = self.retry.run(
             || {
                 // A cancelled run takes no slot, and a wait for one ends
@@ -158,16 +180,62 @@ impl Fetcher {
                 if let Some(l) = &self.shared_limit {
                     l.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
                 }
+                if let Some(r) = &self.adaptive_rate {
+                    r.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
+                }
+                // Taken last, just before the request: a permit's latency
+                // is the request's alone, not the rate limit's waits.
+                let permit = match &self.concurrency {
+                    Some(c) => Some(c.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?),
+                    None => None,
+                };
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
                 }
-                attempt()
+                let answer = attempt();
+                self.learn(permit, &answer);
+                answer.map(|reply| reply.rates)
             },
             |d| {
                 self.cancel.sleep(d);
             },
         );
         self.done(outcome)
+    }
+
+    /// Tells the adaptive limits what an attempt's answer said.
+    fn learn(&self, permit: Option<Permit<'_, SystemClock>>, answer: &Result<Reply, FetchError>) {
+        let rate = self.adaptive_rate.as_deref();
+        match answer {
+            Ok(reply) => {
+                if let Some(p) = permit {
+                    p.success();
+                }
+                if let Some(r) = rate {
+                    if let Some(l) = reply.limit {
+                        r.record(RateSignal::Policy {
+                            limit: l.limit,
+                            window: l.window,
+                            remaining: l.remaining,
+                            reset: l.reset,
+                        });
+                    }
+                    r.record(RateSignal::Success);
+                }
+            }
+            Err(e) if is_overload(e) => {
+                if let Some(p) = permit {
+                    p.overload();
+                }
+                if let (Some(r), FetchError::Status { retry_after, .. }) = (rate, e) {
+                    r.record(RateSignal::Limited { retry_after: *retry_after });
+                }
+            }
+            // Cancelled, or an answer that says nothing of the server's
+            // load (a 404, a 500 of its own, a malformed body): the permit
+            // is given back without a sample.
+            Err(_) => drop(permit),
+        }
     }
 
     fn done(&self, outcome: Outcome) -> Outcome {
@@ -194,14 +262,33 @@ impl Fetcher {
                     t.acquire_async().await;
                     log_throttle_wait(asked.elapsed());
                 }
+                if let Some(r) = &self.adaptive_rate {
+                    r.acquire_async().await;
+                }
+                let permit = match &self.concurrency {
+                    Some(c) => Some(c.acquire_async().await),
+                    None => None,
+                };
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
                 }
-                client.fetch(req).await
+                let answer = client.fetch_reply(req).await;
+                self.learn(permit, &answer);
+                answer.map(|reply| reply.rates)
             })
             .instrument(span(req))
             .await;
         self.done(outcome)
+    }
+}
+
+/// Whether a failed attempt says the server is overloaded or limiting us:
+/// a 429 or 503, a timeout, a connection refused or cut.
+fn is_overload(e: &FetchError) -> bool {
+    match e {
+        FetchError::Status { status, .. } => matches!(status, 429 | 503),
+        FetchError::Timeout(_) | FetchError::Connect(_) | FetchError::Transport(_) => true,
+        _ => false,
     }
 }
 
@@ -294,11 +381,13 @@ pub struct FetchOnce {
 }
 
 impl Task for FetchOnce {
-    type Output = Result<Rates, FetchError>;
+    /// The answer with its rate-limit headers, which the caller's adaptive
+    /// rate learns from.
+    type Output = Result<Reply, FetchError>;
     const NAME: &'static str = "rates::FetchOnce";
 
     fn run(self) -> Self::Output {
-        client(&self.api, self.config)?.fetch(&self.request)
+        client(&self.api, self.config)?.fetch_reply(&self.request)
     }
 }
 

@@ -22,10 +22,12 @@
 //! (`fetcher.rs`): throttle, retries and progress around each request.
 
 mod asyncio;
+mod auto;
 mod fetcher;
 mod processes;
 mod threads;
 
+pub use auto::{AutoLimits, Learnt, auto_pool_size};
 pub use fetcher::{FetchOnce, Fetcher, Outcome, Progress, SharedLimit, registry};
 
 use std::fmt;
