@@ -446,10 +446,9 @@ fn runs(log: &Path) -> Vec<usize> {
 }
 
 /// Starts a resumable job of [`gated`] tasks under ids 0..20, waits for
-/// the five free ones, then gives it up (cancels its caller) and drops
-/// the pool: the others are held by the worker or still queued. The job's
-/// id.
-fn give_up_half_way(url: &str, about: &str, log: &Path, gate: &Path) -> String {
+/// the five free ones, then gives it up (cancels its caller): the others
+/// are held by the worker or still queued. The pool, given up.
+fn give_up_half_way(url: &str, about: &str, log: &Path, gate: &Path) -> RedisPool {
     let cancel = CancelToken::new();
     let pool = RedisPool::builder(url).describe(about).cancel_on(cancel.clone()).build().expect("pool connects");
     let mut handles: Vec<_> =
@@ -463,7 +462,7 @@ fn give_up_half_way(url: &str, about: &str, log: &Path, gate: &Path) -> String {
         let got = h.wait_timeout(PROMPTLY).expect("answered promptly once cancelled");
         assert_eq!(got, Err(TaskError::Cancelled));
     }
-    pool.job().to_owned()
+    pool
 }
 
 #[test]
@@ -472,7 +471,9 @@ fn a_job_given_up_and_resumed_runs_each_task_once_waiting_for_those_still_queued
     let redis = RedisServer::start();
     let _workers = Workers::start(1, &redis.url(), CLAIM_AFTER, 5);
     let (log, gate) = (temp_path("log"), temp_path("gate"));
-    let job = give_up_half_way(&redis.url(), "twenty logged", &log, &gate);
+    let given_up = give_up_half_way(&redis.url(), "twenty logged", &log, &gate);
+    let job = given_up.job().to_owned();
+    drop(given_up);
 
     let pool = RedisPool::builder(redis.url()).describe("twenty logged").resume(&job).build().expect("resumes");
     assert_eq!(pool.job(), job);
@@ -500,15 +501,17 @@ fn a_resumed_job_gives_what_workers_finished_after_its_caller_left_without_runni
     let redis = RedisServer::start();
     let _workers = Workers::start(1, &redis.url(), CLAIM_AFTER, 5);
     let (log, gate) = (temp_path("log"), temp_path("gate"));
-    let job = give_up_half_way(&redis.url(), "twenty logged", &log, &gate);
-    // The job lives on without its caller: the worker goes on with its
-    // tasks rather than skip them.
+    let given_up = give_up_half_way(&redis.url(), "twenty logged", &log, &gate);
+    let job = given_up.job().to_owned();
+    // The job lives on though its caller gave it up: the worker goes on
+    // with its tasks rather than skip them.
     support::write_file(&gate, "open");
     let mut con = redis.con();
     wait_until("the worker has run the job's tasks", || {
         redis::cmd("XLEN").arg("concur:tasks").query::<i64>(&mut con).expect("XLEN") == 0 && pending(&mut con) == 0
     });
     assert_eq!(runs(&log), vec![1; 20], "every task ran once, none skipped");
+    drop(given_up);
 
     let pool = RedisPool::builder(redis.url()).describe("twenty logged").resume(&job).build().expect("resumes");
     assert_eq!(pool.answered(), (0..20).collect::<Vec<u64>>());
