@@ -232,9 +232,10 @@ fn job_of(err: &str) -> String {
 #[test]
 fn a_run_stopped_by_ctrl_c_resumes_by_job_id_fetching_only_the_missing_days() {
     let redis = Redis::start();
-    let api = Api::start(Duration::from_millis(100));
+    // Slow enough that the run is far from done when it is stopped.
+    let api = Api::start(Duration::from_millis(200));
     let _workers = Workers::start(2, &redis, &[]);
-    let to = "2024-01-31";
+    let to = "2024-02-29";
     // No store: the queue's job alone remembers what was fetched.
     let first = History::start_with(&api, &redis.url(), to, &["--no-cache"]);
     wait_until("some days were fetched", || api.requests() >= 6);

@@ -34,6 +34,10 @@ const WORKER_ROLE: &str = "CONCUR_TEST_QUEUE_WORKER";
 /// tasks on a job that lives 1 s past its caller, writes the job id to
 /// `marker`, and waits to be killed.
 const CALLER_ROLE: &str = "CONCUR_TEST_QUEUE_CALLER";
+/// Set in a caller process: `url;log;gate;marker`. It starts the
+/// resumable job of [`give_up_half_way`], waits for its five free tasks,
+/// writes the job id to `marker`, and waits to be killed.
+const RESUMABLE_CALLER_ROLE: &str = "CONCUR_TEST_QUEUE_RESUMABLE_CALLER";
 /// Claims come quickly in tests; it is an option, not a wait.
 const CLAIM_AFTER: Duration = Duration::from_millis(300);
 
@@ -159,6 +163,22 @@ fn enter() {
         let [url, log, marker] = parts[..] else { panic!("bad caller role {role:?}") };
         let pool = RedisPool::builder(url).job_ttl(Duration::from_secs(1)).build().expect("pool connects");
         let _handles: Vec<_> = (0..5).map(|_| pool.apply_async(Counted(PathBuf::from(log)))).collect();
+        support::write_file(Path::new(marker), pool.job());
+        std::thread::sleep(SUITE_LIMIT);
+        std::process::exit(0);
+    }
+    if let Ok(role) = std::env::var(RESUMABLE_CALLER_ROLE) {
+        let parts: Vec<&str> = role.split(';').collect();
+        let [url, log, gate, marker] = parts[..] else { panic!("bad caller role {role:?}") };
+        let pool = RedisPool::builder(url).describe("twenty logged").build().expect("pool connects");
+        let handles: Vec<_> = gated(Path::new(log), Path::new(gate))
+            .into_iter()
+            .enumerate()
+            .map(|(id, task)| pool.apply_with_id(id as u64, task))
+            .collect();
+        for (value, h) in handles.into_iter().take(5).enumerate() {
+            assert_eq!(h.wait(), Ok(value as u64));
+        }
         support::write_file(Path::new(marker), pool.job());
         std::thread::sleep(SUITE_LIMIT);
         std::process::exit(0);
@@ -567,4 +587,36 @@ fn resuming_an_unknown_a_finished_an_expired_or_another_job_is_refused() {
     // Ids from 2^63 are the pool's own.
     let pool = RedisPool::connect(&url).expect("pool connects");
     assert!(matches!(pool.apply_with_id(1 << 63, Square(1)).wait(), Err(TaskError::Failed(_))));
+}
+
+#[test]
+fn the_job_of_a_killed_caller_is_resumed_by_another_and_each_task_runs_once() {
+    enter();
+    let redis = RedisServer::start();
+    let _workers = Workers::start(1, &redis.url(), CLAIM_AFTER, 5);
+    let (log, gate, marker) = (temp_path("log"), temp_path("gate"), temp_path("job"));
+    let current = std::thread::current();
+    let test = current.name().expect("tests run on threads named after them");
+    let role = format!("{};{};{};{}", redis.url(), log.display(), gate.display(), marker.display());
+    let mut caller = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", test, "--nocapture", "--quiet"])
+        .env(RESUMABLE_CALLER_ROLE, role)
+        .spawn()
+        .expect("the caller starts");
+    let job = wait_for_file(&marker);
+    // As a host gone: nothing is cleaned up.
+    caller.kill().expect("the caller can be killed");
+    caller.wait().expect("reaped");
+
+    let pool = RedisPool::builder(redis.url()).describe("twenty logged").resume(&job).build().expect("resumes");
+    assert_eq!(pool.answered(), (0..5).collect::<Vec<u64>>());
+    assert_eq!(pool.still_queued(), (5..20).collect::<Vec<u64>>());
+    let handles: Vec<_> =
+        gated(&log, &gate).into_iter().enumerate().map(|(id, task)| pool.apply_with_id(id as u64, task)).collect();
+    support::write_file(&gate, "open");
+    for (value, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.wait(), Ok(value as u64), "task {value}");
+    }
+    assert_eq!(runs(&log), vec![1; 20], "each task ran exactly once");
+    assert_eq!(pending(&mut redis.con()), 0);
 }
