@@ -620,3 +620,22 @@ fn the_job_of_a_killed_caller_is_resumed_by_another_and_each_task_runs_once() {
     assert_eq!(runs(&log), vec![1; 20], "each task ran exactly once");
     assert_eq!(pending(&mut redis.con()), 0);
 }
+
+#[test]
+fn a_job_cancelled_after_its_last_answer_can_still_be_resumed() {
+    enter();
+    let redis = RedisServer::start();
+    let _workers = Workers::start(1, &redis.url(), CLAIM_AFTER, 5);
+    let cancel = CancelToken::new();
+    let pool = RedisPool::builder(redis.url()).describe("squares").cancel_on(cancel.clone()).build().expect("connects");
+    assert_eq!(pool.apply_with_id(0, Square(3)).wait(), Ok(9));
+    // Cancelled with nothing waiting (the caller had items left unasked),
+    // and dropped before the results thread looks at the token.
+    cancel.cancel();
+    let job = pool.job().to_owned();
+    drop(pool);
+    let pool = RedisPool::builder(redis.url()).describe("squares").resume(&job).build().expect("resumes");
+    assert_eq!(pool.answered(), [0]);
+    assert_eq!(pool.apply_with_id(0, Square(3)).wait(), Ok(9));
+    assert_eq!(pool.apply_with_id(1, Square(4)).wait(), Ok(16));
+}

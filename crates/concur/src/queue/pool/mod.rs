@@ -83,7 +83,7 @@ struct Shared {
     changed: Condvar,
     next_id: AtomicU64,
     closed: AtomicBool,
-    /// The job was given up (cancelled) with tasks waiting.
+    /// The job was given up (its cancel token was cancelled).
     abandoned: AtomicBool,
     /// The connection tasks are queued on; `None` after it failed.
     submit: Mutex<Option<redis::Connection>>,
@@ -566,7 +566,12 @@ impl Drop for RedisPool {
             if let Some(handle) = lock(&self.collector).take() {
                 let _ = handle.join();
             }
-            if self.shared.about.is_some() && self.shared.abandoned.load(Ordering::SeqCst) {
+            // Cancelled counts even if the results thread has not seen it
+            // yet: the answers may all have come first, but the caller may
+            // have left items unasked.
+            let given_up = self.shared.abandoned.load(Ordering::SeqCst)
+                || self.shared.cancel.as_ref().is_some_and(CancelToken::is_cancelled);
+            if self.shared.about.is_some() && given_up {
                 let _ = self.shared.renew(&mut con);
             } else {
                 let _: redis::RedisResult<()> =
