@@ -16,12 +16,17 @@ With an external API, the answers are kept in the local store
 asked for: a stopped run resumes, a repeated one makes no request, and
 `--offline` makes none at all. Days without data (failed, stopped, or not
 stored) are named on stderr, and the chart's lines break at them.
+
+On a queue (`--queue`), the run is a job of the queue whose id is said on
+stderr when it starts and again if a signal stops it; `--resume JOB` takes
+that job up within its time to live (`queue::RESUMABLE_FOR`): the days it
+already has are not fetched again ([`crate::queue::run_job`]).
 */
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{Datelike, NaiveDate, Weekday};
 use clap::{Args, ValueEnum};
@@ -33,6 +38,7 @@ use crate::cache::HistoryStore;
 use crate::config::{Defaults, RunConfig};
 use crate::flags::{ClientFlags, SimFlags, StoreFlags};
 use crate::output::OutFile;
+use crate::queue::QueueJob;
 use crate::session::{self, Ran, Session, known_currencies};
 use crate::{Usage, cli, dataset, plot};
 
@@ -76,6 +82,11 @@ pub struct HistoryArgs {
     /// Also draw the series as a line chart in this SVG file.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// With --queue: resume the job of a stopped run (its id is said on stderr when a run starts and
+    /// when it stops), with the same --base, --symbols, --from and --to: the days it already fetched
+    /// are kept, and only the missing ones are fetched. A stopped run can be resumed for 60 s.
+    #[arg(long, value_name = "JOB", requires = "queue")]
+    pub resume: Option<String>,
     #[command(flatten)]
     pub client: ClientFlags,
     #[command(flatten)]
@@ -198,8 +209,15 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         None => vec![Stored::Missing; plan.days.len()],
     };
     let offline = store.as_ref().is_some_and(|s| s.offline);
-    let wanted: Vec<NaiveDate> =
-        plan.days.iter().zip(&stored).filter(|(_, s)| **s == Stored::Missing).map(|(d, _)| *d).collect();
+    // Each with its place in the whole range: its item number in a job.
+    let (wanted_at, wanted): (Vec<u64>, Vec<NaiveDate>) = plan
+        .days
+        .iter()
+        .zip(&stored)
+        .enumerate()
+        .filter(|(_, (_, s))| **s == Stored::Missing)
+        .map(|(i, (d, _))| (i as u64, *d))
+        .unzip();
     let writer = match store {
         Some(s) if !offline && !wanted.is_empty() => Some(s.writer(&plan.symbols)?),
         _ => None,
@@ -208,8 +226,10 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         // Nothing to ask: no server, no connection.
         None
     } else {
-        Some(fetch(&args, ds, &config, &plan, &wanted, writer.as_ref())?)
+        Some(fetch(&args, ds, &config, &plan, (&wanted, wanted_at), writer.as_ref())?)
     };
+    let job = ran.as_ref().and_then(|(_, job)| job.clone());
+    let ran = ran.map(|(ran, _)| ran);
     let fetched: &[rates::Outcome] = ran.as_ref().map_or(&[], |r| &r.outcomes);
 
     // Every day asked, in date order, from the store or the run.
@@ -269,6 +289,13 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     if !cancelled.is_empty() {
         eprintln!("rates: not fetched: {}", ranges(&cancelled, &plan.days, 20));
     }
+    if let (Some(job), Some(_)) = (&job, ran.as_ref().and_then(|r| r.stopped)) {
+        eprintln!(
+            "rates: job {job} stopped: resume it within {} with --resume {job} (and the same --base, --symbols, \
+             --from and --to)",
+            crate::queue::RESUMABLE_FOR
+        );
+    }
     if offline {
         let absent: Vec<NaiveDate> =
             days.iter().filter(|(_, d)| matches!(d, Day::NotStored)).map(|(day, _)| *day).collect();
@@ -303,16 +330,25 @@ fn finish_store(writer: Writer, base: Currency, wanted: &[NaiveDate], fetched: &
     }
 }
 
-/// Asks for `wanted` with the run's model, a progress bar on stderr, and
-/// each answer handed to `writer` as it arrives.
+/// What the job of a run on a queue is: its base, symbols and range
+/// (which give its days), as text.
+fn describe(plan: &Plan) -> String {
+    let symbols: Vec<&str> = plan.symbols.iter().map(Currency::as_str).collect();
+    format!("history of {} in {} from {} to {}", plan.base, symbols.join(","), plan.from, plan.to)
+}
+
+/// Asks for `wanted` (each with its place in the plan's days) with the
+/// run's model, a progress bar on stderr, and each answer handed to
+/// `writer` as it arrives. On a queue, the requests are a job that can be
+/// resumed, whose id comes back with the run.
 fn fetch(
     args: &HistoryArgs,
     ds: Arc<rates::Dataset>,
     config: &RunConfig,
     plan: &Plan,
-    wanted: &[NaiveDate],
+    (wanted, wanted_at): (&[NaiveDate], Vec<u64>),
     writer: Option<&Writer>,
-) -> anyhow::Result<Ran> {
+) -> anyhow::Result<(Ran, Option<String>)> {
     let requests: Vec<RateRequest> = wanted
         .iter()
         .map(|&day| RateRequest { base: plan.base, symbols: plan.symbols.clone(), date: Some(day) })
@@ -331,13 +367,25 @@ fn fetch(
             sink.answer(r);
         }
     });
-    let session = Session::start(|| Ok(ds), config, Some(progress))?;
+    let job = config.queue.as_ref().map(|_| {
+        Arc::new(QueueJob {
+            resume: args.resume.clone(),
+            about: describe(plan),
+            items: wanted_at,
+            progress: Some(Arc::clone(&progress)),
+            id: OnceLock::new(),
+        })
+    });
+    let mut session = Session::start(|| Ok(ds), config, Some(progress))?;
+    if let Some(job) = &job {
+        session = session.with_job(Arc::clone(job));
+    }
     let ran = session.run(args.model, &requests, args.workers)?;
     bar.finish_and_clear();
     if let Some(learnt) = &ran.learnt {
         eprintln!("rates: {learnt}");
     }
-    Ok(ran)
+    Ok((ran, job.and_then(|j| j.id.get().cloned())))
 }
 
 /// The chart: a panel per symbol, its line broken at every missing day,

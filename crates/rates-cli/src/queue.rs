@@ -1,19 +1,22 @@
 //! The queue's side of `rates`: `rates queue status`, and the run of a
 //! `fetch` or `history` whose requests go to a queue's workers
-//! (`--queue`).
+//! (`--queue`), a `history`'s as a job that can be resumed
+//! ([`run_job`]).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use concur::{QueueStatus, RedisPool, RedisThrottle};
-use rates::models::Job;
-use rates::models::SharedLimit;
-use rates::{Cancel, Workers, models};
+use concur::{AsyncResult, Pool, QueueError, QueueStatus, RedisPool, RedisThrottle, Task, TaskError};
+use rates::models::{FetchOnce, Job, SharedLimit};
+use rates::{Cancel, FetchError, Fetcher, Outcome, Progress, RateRequest, Workers, models};
 
+use crate::Usage;
 use crate::config::Quota;
 use crate::{config, flags};
 
@@ -73,11 +76,193 @@ pub(crate) fn run<J: Job>(url: &str, job: &J, items: &[J::Item], workers: Worker
         pool = pool.cancel_on(cancel.clone());
     }
     let pool = pool.build().with_context(|| format!("cannot use the queue at {url}"))?;
-    // Not an error: workers may be started after the run.
+    warn_if_no_worker(url);
+    Ok(models::run_on_pool(&pool, job, items, workers))
+}
+
+/// How long a job outlives a run that stopped (the pool's default
+/// `job_ttl`): the window in which `--resume` can take it up.
+pub(crate) const RESUMABLE_FOR: &str = "60 s";
+
+/// The bits of a task id that number an item's attempts: a task id is
+/// `item << ATTEMPT_BITS | attempt`.
+const ATTEMPT_BITS: u32 = 20;
+const LAST_ATTEMPT: u64 = (1 << ATTEMPT_BITS) - 1;
+
+fn task_id(item: u64, attempt: u64) -> u64 {
+    (item << ATTEMPT_BITS) | attempt.min(LAST_ATTEMPT)
+}
+
+/// A `history`'s requests as a job of the queue that a later run can
+/// resume (`--resume`) after this one was stopped.
+pub(crate) struct QueueJob {
+    /// The job to take up, or `None` to start one.
+    pub resume: Option<String>,
+    /// What the job is (the command's base, symbols and range): a run
+    /// resuming it must describe the same.
+    pub about: String,
+    /// Each request's item number in the job (its day's place in the whole
+    /// range, whichever days this run asks for), so two runs name a day
+    /// alike.
+    pub items: Vec<u64>,
+    /// Told about each request the job had already answered, as the
+    /// fetcher tells about the others.
+    pub progress: Option<Progress>,
+    /// The job's id, once started or taken up.
+    pub id: OnceLock<String>,
+}
+
+/// Runs a `history`'s `requests` as the job `spec` on the queue at `url`,
+/// `workers` in flight at once: the job's id is said at the start, and a
+/// resumed job's answers are taken as they are.
+///
+/// Each request is one item of the job; each attempt at it (the fetcher's
+/// retries stay here) is one task, whose id is the item's number and the
+/// attempt's. Resuming, an item with a good answer among its tasks is
+/// done: it is neither fetched nor queued. An item whose task is still in
+/// the work stream (queued, or held by a worker when the first run
+/// stopped) waits for that task's answer rather than queue another: the
+/// day is fetched once, at the price of waiting for that task's worker
+/// (or, if it died, for another to claim the task). Any other item is
+/// fetched, its attempts numbered after those the job has seen.
+///
+/// # Errors
+///
+/// An unknown, finished or expired job, or one of other requests, is
+/// refused as a usage error (exit 2); a broker that cannot be reached is
+/// an error.
+pub(crate) fn run_job(
+    url: &str,
+    fetcher: &Fetcher,
+    requests: &[RateRequest],
+    workers: Workers,
+    spec: &QueueJob,
+) -> anyhow::Result<Vec<Outcome>> {
+    let mut builder = RedisPool::builder(url).describe(&spec.about).cancel_on(fetcher.cancel().clone());
+    if let Some(job) = &spec.resume {
+        builder = builder.resume(job);
+    }
+    let pool = builder.build().map_err(|e| match e {
+        QueueError::UnknownJob(job) => anyhow::Error::new(Usage(format!(
+            "--resume {job}: no such job on {url} (unknown, finished, or expired: a stopped run can be resumed \
+             for {RESUMABLE_FOR})"
+        ))),
+        QueueError::NotTheSameJob { job, was, .. } => anyhow::Error::new(Usage(format!(
+            "--resume {job}: that job is {was}, not {}: give the stopped run's --base, --symbols, --from and --to",
+            spec.about
+        ))),
+        other => anyhow::Error::new(other).context(format!("cannot use the queue at {url}")),
+    })?;
+    let job = pool.job().to_owned();
+    eprintln!("rates: job {job} (resume with --resume {job})");
+    let _ = spec.id.set(job);
+    warn_if_no_worker(url);
+
+    // What the job holds, per item: a good answer, the last attempt seen,
+    // a task still in the work stream.
+    let mut done: HashMap<u64, rates::Rates> = HashMap::new();
+    let mut attempts: HashMap<u64, u64> = HashMap::new();
+    for id in pool.answered() {
+        let (item, attempt) = (id >> ATTEMPT_BITS, id & LAST_ATTEMPT);
+        let seen = attempts.entry(item).or_default();
+        *seen = (*seen).max(attempt + 1);
+        if let Some(Ok(Ok(reply))) = pool.answer::<FetchOnce>(id) {
+            done.entry(item).or_insert(reply.rates);
+        }
+    }
+    let mut carried: HashMap<u64, u64> = HashMap::new();
+    for id in pool.still_queued() {
+        let (item, attempt) = (id >> ATTEMPT_BITS, id & LAST_ATTEMPT);
+        let seen = attempts.entry(item).or_default();
+        *seen = (*seen).max(attempt + 1);
+        carried.insert(item, id);
+    }
+
+    let mut outcomes: Vec<Option<Outcome>> = (0..requests.len()).map(|_| None).collect();
+    let mut todo = Vec::new();
+    for (i, item) in spec.items.iter().enumerate().take(requests.len()) {
+        match done.remove(item) {
+            Some(rates) => {
+                let outcome: Outcome = Ok(rates);
+                if let Some(p) = &spec.progress {
+                    p(&outcome);
+                }
+                outcomes[i] = Some(outcome);
+            }
+            None => todo.push(i),
+        }
+    }
+    let next = AtomicUsize::new(0);
+    let cancelled_task = FetchError::Worker(TaskError::Cancelled.to_string());
+    let fetched = Mutex::new(Vec::with_capacity(todo.len()));
+    std::thread::scope(|s| {
+        for n in 0..workers.for_items(todo.len()) {
+            let spawned = std::thread::Builder::new().name(format!("queue-{n}")).spawn_scoped(s, || {
+                while let Some(&i) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let item = spec.items[i];
+                    let tasks = ItemTasks {
+                        pool: &pool,
+                        item,
+                        next: AtomicU64::new(attempts.get(&item).copied().unwrap_or(0)),
+                        carried: Mutex::new(carried.get(&item).copied()),
+                    };
+                    let outcome =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fetcher.run_on(&tasks, &requests[i])))
+                            .unwrap_or_else(|_| fetcher.failed("the thread handling this request panicked".into()));
+                    // A task the stop cancelled is a day not fetched (to
+                    // resume), not a worker's failure.
+                    let outcome = match outcome {
+                        Err(f) if fetcher.cancel().is_cancelled() && f.error == cancelled_task => fetcher.cancelled(),
+                        other => other,
+                    };
+                    fetched.lock().unwrap_or_else(PoisonError::into_inner).push((i, outcome));
+                }
+            });
+            // With no thread at all nothing runs: every request fails below.
+            if spawned.is_err() {
+                break;
+            }
+        }
+    });
+    for (i, outcome) in fetched.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        outcomes[i] = Some(outcome);
+    }
+    Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| fetcher.failed("no thread could run it".into()))).collect())
+}
+
+/// The job's pool as one item sees it: each task it is given is the
+/// item's next attempt, under that attempt's id; the first waits for the
+/// item's task the job still had queued, if any.
+struct ItemTasks<'a> {
+    pool: &'a RedisPool,
+    item: u64,
+    /// The next attempt's number.
+    next: AtomicU64,
+    carried: Mutex<Option<u64>>,
+}
+
+impl Pool for ItemTasks<'_> {
+    fn imap_unordered<T: Task>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+    ) -> impl Iterator<Item = (usize, Result<T::Output, TaskError>)> {
+        let handles: Vec<AsyncResult<T::Output>> = items.into_iter().map(|t| self.apply_async(t)).collect();
+        handles.into_iter().enumerate().map(|(i, h)| (i, h.wait()))
+    }
+
+    fn apply_async<T: Task>(&self, task: T) -> AsyncResult<T::Output> {
+        let carried = self.carried.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let id = carried.unwrap_or_else(|| task_id(self.item, self.next.fetch_add(1, Ordering::Relaxed)));
+        self.pool.apply_with_id(id, task)
+    }
+}
+
+/// Says so when no worker serves the queue yet (not an error: workers may
+/// be started after the run).
+fn warn_if_no_worker(url: &str) {
     if concur::queue_status(url, concur::queue::DEFAULT_NAMESPACE).is_ok_and(|s| s.workers.is_empty()) {
         eprintln!("rates: no worker serves {url} yet: the requests wait for one (start `rates worker --queue {url}`)");
     }
-    Ok(models::run_on_pool(&pool, job, items, workers))
 }
 
 /// `--rate` with `--queue`: a limit kept on the queue's broker, shared by

@@ -44,6 +44,8 @@ pub(crate) struct Session {
     server: Option<RunningServer>,
     /// The queue whose workers run the requests (`--queue`), if any.
     queue: Option<String>,
+    /// On the queue, the requests as a job that can be resumed (`history`).
+    job: Option<Arc<crate::queue::QueueJob>>,
 }
 
 /// What a run produced.
@@ -88,7 +90,14 @@ impl Session {
         if let Some(p) = progress {
             fetcher = fetcher.with_progress(p);
         }
-        Ok(Session { fetcher, auto_rate: config.auto_rate.map(|b| b.get()), server, queue: config.queue.clone() })
+        let auto_rate = config.auto_rate.map(|b| b.get());
+        Ok(Session { fetcher, auto_rate, server, queue: config.queue.clone(), job: None })
+    }
+
+    /// On a queue, runs the requests as `job`, which a later run can resume.
+    pub fn with_job(mut self, job: Arc<crate::queue::QueueJob>) -> Self {
+        self.job = Some(job);
+        self
     }
 
     /// Runs `requests` with `model`. Ctrl-C or SIGTERM cancels the run: no
@@ -124,9 +133,10 @@ impl Session {
             }
         });
         let started = Instant::now();
-        let outcomes = match &self.queue {
-            None => models::run(model, &fetcher, requests, workers),
-            Some(url) => crate::queue::run(url, &*fetcher, requests, workers)?,
+        let outcomes = match (&self.queue, &self.job) {
+            (None, _) => models::run(model, &fetcher, requests, workers),
+            (Some(url), Some(job)) => crate::queue::run_job(url, &fetcher, requests, workers, job)?,
+            (Some(url), None) => crate::queue::run(url, &*fetcher, requests, workers)?,
         };
         let elapsed = started.elapsed();
         let stopped = stop.get().copied();

@@ -4,8 +4,8 @@
 //! in-test API server that records every request it answers: a worker
 //! SIGKILLed while it holds a task, a task delivered too often named as a
 //! dead letter, two workers finishing one task, a worker drained by
-//! SIGTERM, the broker restarted mid-job, and the default path with no
-//! Redis at all.
+//! SIGTERM, the broker restarted mid-job, a run stopped by Ctrl-C and
+//! resumed by its job's id, and the default path with no Redis at all.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -221,4 +221,78 @@ fn the_default_path_needs_no_redis() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot use the queue"));
     let _ = std::fs::remove_dir(&empty);
+}
+
+/// The job id a `history` on a queue says on stderr when it starts.
+fn job_of(err: &str) -> String {
+    let line = err.lines().find(|l| l.starts_with("rates: job ")).unwrap_or_else(|| panic!("no job id said: {err}"));
+    line["rates: job ".len()..].split(' ').next().unwrap().to_owned()
+}
+
+#[test]
+fn a_run_stopped_by_ctrl_c_resumes_by_job_id_fetching_only_the_missing_days() {
+    let redis = Redis::start();
+    // Slow enough that the run is far from done when it is stopped.
+    let api = Api::start(Duration::from_millis(200));
+    let _workers = Workers::start(2, &redis, &[]);
+    let to = "2024-02-29";
+    // No store: the queue's job alone remembers what was fetched.
+    let first = History::start_with(&api, &redis.url(), to, &["--no-cache"]);
+    wait_until("some days were fetched", || api.requests() >= 6);
+    signal(first.0.id(), Signal::SIGINT);
+    let (code, out, err) = first.finish();
+    assert_eq!(code, 130, "{err}");
+    let job = job_of(&err);
+    assert!(err.contains(&format!("rates: job {job} (resume with --resume {job})")), "said at the start: {err}");
+    assert!(err.contains(&format!("job {job} stopped: resume it within 60 s with --resume {job}")), "{err}");
+    assert!(err.contains("not fetched: "), "{err}");
+    assert!(!err.contains("cancelled before it ran"), "a day in flight is not fetched, not failed: {err}");
+    let written_first = dates_written(&out);
+    assert!(written_first.len() < days(to).len(), "the run was stopped half-way: {written_first:?}");
+
+    let resumed = History::start_with(&api, &redis.url(), to, &["--no-cache", "--resume", &job]);
+    let (code, out, err) = resumed.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("rates: job {job} ")), "the same job: {err}");
+    assert_eq!(dates_written(&out), days(to), "every day exactly once");
+    // The days fetched before the stop, and those in flight then (which
+    // the workers finished, or the resumed run waited for), were not
+    // fetched again: each day was asked once over both runs.
+    let mut asked = api.dates.lock().unwrap().clone();
+    asked.sort();
+    assert_eq!(asked, days(to), "each day fetched once");
+}
+
+#[test]
+fn a_resume_of_an_unknown_job_or_of_another_range_is_refused() {
+    let redis = Redis::start();
+    let api = Api::start(Duration::from_millis(1));
+    // No worker: the run's first tasks stay queued until it is stopped.
+    let run = History::start_with(&api, &redis.url(), "2024-01-12", &["--no-cache"]);
+    wait_until("tasks are queued", || {
+        redis::cmd("XLEN").arg("concur:tasks").query::<i64>(&mut redis.con()).unwrap_or(0) > 0
+    });
+    signal(run.0.id(), Signal::SIGINT);
+    let (code, _, err) = run.finish();
+    assert_eq!(code, 130, "{err}");
+    let job = job_of(&err);
+    let history = |job: &str, to: &str| {
+        let args = ["history", "--api", &api.url, "--queue", &redis.url(), "--resume", job, "--no-cache"];
+        common::run(&[&args[..], &["--base", "EUR", "--symbols", "USD", "--from", FROM, "--to", to]].concat())
+    };
+    let (code, out, err) = history(&job, "2024-01-19");
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains(&format!("--resume {job}: that job is ")) && err.contains("2024-01-12"), "{err}");
+    assert_eq!(out, "");
+    let (code, out, err) = history("0123abcd", "2024-01-12");
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("--resume 0123abcd: no such job") && err.contains("expired"), "{err}");
+    assert_eq!(out, "");
+    assert_eq!(api.requests(), 0);
+    // Only with a queue.
+    let (code, _, err) = common::run(&["history", "--resume", &job, "--base", "EUR", "--symbols", "USD"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--queue"), "{err}");
 }

@@ -27,6 +27,14 @@
 //!   caller renews a key with a time to live; workers skip (acknowledge
 //!   without running) the tasks of a job whose key has expired, and a
 //!   job's results stream expires too.
+//! - **An interrupted job can be resumed.** A job started with a
+//!   description ([`RedisPoolBuilder::describe`]) and given up by its
+//!   caller (cancelled, or the caller killed) is left for its `job_ttl`:
+//!   workers go on with its tasks still queued, and a new caller that
+//!   names it ([`RedisPoolBuilder::resume`]) gets the answers already
+//!   given back ([`RedisPool::answered`]) and waits for the tasks still in
+//!   the work stream instead of queueing them again. Tasks queued with
+//!   [`RedisPool::apply_with_id`] keep their ids across the two callers.
 //! - **A broker restart loses nothing** when Redis runs with
 //!   `appendonly yes` and `appendfsync always`; both sides reconnect and
 //!   go on. (With the default `appendfsync everysec`, a crash can lose the
@@ -62,6 +70,22 @@ pub enum QueueError {
     /// An option or a reply made no sense.
     #[error("{0}")]
     Invalid(String),
+    /// [`resume`](RedisPoolBuilder::resume): no such job on the broker
+    /// (never started, finished, or expired: a job outlives its caller by
+    /// its `job_ttl` only).
+    #[error("no job {0} to resume: unknown, finished, or expired")]
+    UnknownJob(String),
+    /// [`resume`](RedisPoolBuilder::resume): the job was started for other
+    /// work than the description given.
+    #[error("job {job} was started for {was:?}, not {asked:?}")]
+    NotTheSameJob {
+        /// The job's id.
+        job: String,
+        /// The description the job was started with.
+        was: String,
+        /// The description given to resume it.
+        asked: String,
+    },
 }
 
 impl QueueError {
@@ -110,6 +134,12 @@ impl Keys {
     /// Exists while the job's caller lives (it renews the time to live).
     pub(crate) fn alive(&self, job: &str) -> String {
         format!("{}:job:{job}:alive", self.ns)
+    }
+
+    /// What a resumable job is (its description), with the job's time to
+    /// live: a caller resuming it must give the same.
+    pub(crate) fn about(&self, job: &str) -> String {
+        format!("{}:job:{job}:about", self.ns)
     }
 }
 

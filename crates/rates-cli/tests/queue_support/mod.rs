@@ -290,6 +290,11 @@ impl History {
 
     pub fn start_with(api: &Api, queue: &str, to: &str, extra: &[&str]) -> Self {
         let child = Command::new(assert_cmd::cargo::cargo_bin("rates"))
+            // A store of its own: the user's would keep this run's answers
+            // under the API's address, and a later test whose API gets the
+            // same port would find its days stored and ask for none.
+            .env_remove("RATES_API")
+            .env("RATES_CACHE", crate::common::fresh_cache())
             .args(["history", "--api", &api.url, "--queue", queue, "--base", "EUR", "--symbols", "USD"])
             .args(extra)
             .args(["--from", FROM, "--to", to, "--workers", "4", "--retries", "0", "--format", "csv"])

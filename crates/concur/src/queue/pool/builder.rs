@@ -1,5 +1,6 @@
 //! How a [`RedisPool`](super::RedisPool) is made: its broker, namespace,
-//! job lifetime and cancellation.
+//! job lifetime and cancellation, and whether it starts a job that can be
+//! resumed or resumes one.
 
 #![allow(clippy::wildcard_imports)]
 
@@ -13,6 +14,8 @@ pub struct RedisPoolBuilder {
     pub(super) job_ttl: Duration,
     pub(super) broker_timeout: Duration,
     pub(super) cancel: Option<CancelToken>,
+    pub(super) about: Option<String>,
+    pub(super) resume: Option<String>,
 }
 
 impl RedisPoolBuilder {
@@ -52,26 +55,61 @@ impl RedisPoolBuilder {
         self
     }
 
+    /// Makes the job one that can be resumed, and says what it is (e.g. a
+    /// digest of its items): a caller resuming it must give the same
+    /// description. Given up (cancelled through
+    /// [`cancel_on`](Self::cancel_on), or its caller killed), such a job is
+    /// not ended but left for `job_ttl`: workers go on with its tasks still
+    /// queued, their answers are kept, and [`resume`](Self::resume) takes
+    /// it up. ([`RedisPool::terminate`] still ends it.)
+    #[must_use]
+    pub fn describe(mut self, about: impl Into<String>) -> Self {
+        self.about = Some(about.into());
+        self
+    }
+
+    /// Resumes the job `job` (its [`RedisPool::job`] id), given up by its
+    /// caller less than its `job_ttl` ago, instead of starting one: the
+    /// pool gives the answers the job already holds
+    /// ([`RedisPool::answered`]), waits for its tasks still in the work
+    /// stream rather than queueing them again, and takes new tasks as any
+    /// pool. Needs the job's [`describe`](Self::describe) description.
+    #[must_use]
+    pub fn resume(mut self, job: impl Into<String>) -> Self {
+        self.resume = Some(job.into());
+        self
+    }
+
     /// Connects, makes the stream and the group if needed, and starts the
-    /// job.
+    /// job, or resumes it.
     ///
     /// # Errors
     ///
-    /// A bad URL, or a broker that cannot be reached.
+    /// A bad URL, or a broker that cannot be reached; when resuming, a job
+    /// the broker does not hold ([`QueueError::UnknownJob`]: never started,
+    /// finished, or expired) or one started for other work
+    /// ([`QueueError::NotTheSameJob`]).
     pub fn build(self) -> Result<RedisPool, QueueError> {
         let client = redis::Client::open(self.url.as_str()).map_err(QueueError::redis("bad queue URL"))?;
         let mut con =
             connect(&client, REPLY_WITHIN).map_err(QueueError::redis(format!("cannot reach {}", self.url)))?;
         let keys = Keys::new(&self.namespace);
         ensure_group(&mut con, &keys).map_err(QueueError::redis("cannot create the consumer group"))?;
-        let job = random_id();
-        redis::cmd("SET")
-            .arg(keys.alive(&job))
-            .arg(1)
-            .arg("EX")
-            .arg(secs(self.job_ttl))
-            .query::<()>(&mut con)
-            .map_err(QueueError::redis("cannot start the job"))?;
+        let ttl = secs(self.job_ttl);
+        let (job, left) = match (&self.resume, &self.about) {
+            (Some(job), Some(about)) => (job.clone(), resume::reattach(&mut con, &keys, job, about, ttl)?),
+            (Some(_), None) => return Err(QueueError::Invalid("resuming a job needs its description".into())),
+            (None, about) => {
+                let job = random_id();
+                let mut pipe = redis::pipe();
+                pipe.atomic().cmd("SET").arg(keys.alive(&job)).arg(1).arg("EX").arg(ttl).ignore();
+                if let Some(about) = about {
+                    pipe.cmd("SET").arg(keys.about(&job)).arg(about).arg("EX").arg(ttl).ignore();
+                }
+                pipe.query::<()>(&mut con).map_err(QueueError::redis("cannot start the job"))?;
+                (job, resume::Left::default())
+            }
+        };
         let shared = Arc::new(Shared {
             keys,
             job,
@@ -79,17 +117,20 @@ impl RedisPoolBuilder {
             job_ttl: self.job_ttl,
             broker_timeout: self.broker_timeout,
             cancel: self.cancel,
+            about: self.about,
+            found: Mutex::new(left.found),
             state: Mutex::new(State { waiting: HashMap::new(), stopping: false }),
             changed: Condvar::new(),
-            next_id: AtomicU64::new(0),
+            next_id: AtomicU64::new(left.next_id),
             closed: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             submit: Mutex::new(Some(con)),
         });
         let collector = std::thread::Builder::new()
             .name("concur-queue-results".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || collect(&shared)
+                move || collect(&shared, left.read_to)
             })
             .map_err(|e| QueueError::Invalid(format!("cannot start the results thread: {e}")))?;
         Ok(RedisPool { shared, collector: Mutex::new(Some(collector)) })

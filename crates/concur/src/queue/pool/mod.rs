@@ -1,7 +1,7 @@
 //! The caller's side: [`RedisPool`], which queues tasks on the work stream
 //! and hands each task's first result to its caller.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -15,6 +15,7 @@ use crate::process_pool::registry::{decode, encode};
 use crate::process_pool::wire;
 
 mod builder;
+mod resume;
 pub use builder::RedisPoolBuilder;
 
 /// How long any one reply of the broker may take before the connection is
@@ -26,6 +27,9 @@ const BLOCK: Duration = Duration::from_secs(1);
 const SUBMIT_BATCH: usize = 512;
 /// Results read in one round trip.
 const READ_BATCH: usize = 1024;
+/// The pool numbers the tasks it is not given ids for from here up, so
+/// they never meet the ids given to [`RedisPool::apply_with_id`].
+const AUTO_IDS: u64 = 1 << 63;
 
 /// Completes one task's handle with its answer (the serialised output, or
 /// the worker's error); dropping it unanswered cancels the task.
@@ -70,12 +74,31 @@ struct Shared {
     job_ttl: Duration,
     broker_timeout: Duration,
     cancel: Option<CancelToken>,
+    /// What the job is, for a job that can be resumed
+    /// ([`RedisPoolBuilder::describe`]).
+    about: Option<String>,
+    /// What a resumed job left. Locked before `state` when both are.
+    found: Mutex<Found>,
     state: Mutex<State>,
     changed: Condvar,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// The job was given up (its cancel token was cancelled).
+    abandoned: AtomicBool,
     /// The connection tasks are queued on; `None` after it failed.
     submit: Mutex<Option<redis::Connection>>,
+}
+
+/// What a job left for the caller that resumes it.
+#[derive(Debug, Default)]
+struct Found {
+    /// The first answer (its body) of each task answered before this pool
+    /// asked for it: read when the job was resumed, or arrived since for a
+    /// task of `queued`.
+    answers: HashMap<u64, Vec<u8>>,
+    /// Tasks of the job still in the work stream (queued, or held by a
+    /// worker) when it was resumed, and not asked for since.
+    queued: HashSet<u64>,
 }
 
 struct State {
@@ -108,6 +131,8 @@ impl RedisPool {
             job_ttl: Duration::from_secs(60),
             broker_timeout: Duration::from_secs(60),
             cancel: None,
+            about: None,
+            resume: None,
         }
     }
 
@@ -115,6 +140,86 @@ impl RedisPool {
     /// carry it.
     pub fn job(&self) -> &str {
         &self.shared.job
+    }
+
+    /// Queues `task` under the id `id` (below 2^63) instead of one the pool
+    /// picks, so that a caller resuming the job
+    /// ([`RedisPoolBuilder::resume`]) can tell its tasks apart: asking for
+    /// the same item under the same id in both callers gives it once.
+    ///
+    /// In a resumed pool, an id whose answer the job already holds gives
+    /// that answer at once, without queueing anything; an id whose task is
+    /// still in the work stream (queued, or held by a worker) from the
+    /// first caller waits for that task's answer instead of queueing it
+    /// again. So the task runs once, not twice; the cost is that its answer
+    /// comes when the worker holding it finishes, or, if that worker died,
+    /// after another claims it (`claim_after`). Queueing it again instead
+    /// would run it twice (the duplicate answer would be dropped) to save
+    /// that wait.
+    ///
+    /// An id must not be waiting twice at once (the second gives an
+    /// error); once answered, it may be used again for a new task.
+    pub fn apply_with_id<T: Task>(&self, id: u64, task: T) -> AsyncResult<T::Output> {
+        if self.is_closed() {
+            return AsyncResult::ready(Err(TaskError::Closed));
+        }
+        if id >= AUTO_IDS {
+            return AsyncResult::ready(Err(TaskError::Failed(format!(
+                "task id {id} is not below 2^63 (the pool numbers its own tasks from there)"
+            ))));
+        }
+        let (tx, handle) = AsyncResult::channel();
+        let waiter: Waiter = Box::new(move |answer| {
+            let _ = tx.send(answer.and_then(|bytes| decode(bytes, T::NAME)));
+        });
+        {
+            // `found` then `state`, as `arrived` takes them: an answer
+            // arriving now is either found here or given to the waiter.
+            let mut found = lock(&self.shared.found);
+            if let Some(body) = found.answers.get(&id) {
+                waiter(answer_of(body, id));
+                return handle;
+            }
+            let mut state = lock(&self.shared.state);
+            if state.waiting.contains_key(&id) {
+                return AsyncResult::ready(Err(TaskError::Failed(format!("task id {id} is waiting already"))));
+            }
+            if found.queued.remove(&id) {
+                state.waiting.insert(id, waiter);
+                return handle;
+            }
+        }
+        if let Some(queued) = self.shared.prepare_as(Some(id), &task, waiter) {
+            self.shared.send(T::NAME, &[queued]);
+        }
+        handle
+    }
+
+    /// The ids whose answers this pool holds without having queued their
+    /// tasks: in a resumed pool, the tasks the job answered before (and
+    /// those of [`still_queued`](Self::still_queued) answered since), in
+    /// order. Empty for a new job.
+    pub fn answered(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = lock(&self.shared.found).answers.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The answer the job holds for task `id`, as
+    /// [`answered`](Self::answered) lists them, read as task `T`'s output.
+    pub fn answer<T: Task>(&self, id: u64) -> Option<Result<T::Output, TaskError>> {
+        let found = lock(&self.shared.found);
+        found.answers.get(&id).map(|body| answer_of(body, id).and_then(|bytes| decode(bytes, T::NAME)))
+    }
+
+    /// The ids of the job's tasks that were still in the work stream
+    /// (queued, or held by a worker) when this pool resumed it, and not
+    /// asked for since, in order: [`apply_with_id`](Self::apply_with_id)
+    /// waits for their answers rather than queue them again.
+    pub fn still_queued(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = lock(&self.shared.found).queued.iter().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Tasks queued and not answered yet.
@@ -135,15 +240,16 @@ impl RedisPool {
     /// Refuses new work and abandons what is queued: every waiting task
     /// gives [`TaskError::Cancelled`], and workers skip the job's tasks
     /// they have not started (a task already running finishes, unseen).
+    /// The job ends: it cannot be resumed.
     pub fn terminate(&self) {
         self.close();
         let waiting = std::mem::take(&mut lock(&self.shared.state).waiting);
         drop(waiting);
         self.shared.changed.notify_all();
-        // Best effort: if the broker is away, the key expires by itself.
+        // Best effort: if the broker is away, the keys expire by themselves.
         if let Ok(mut con) = connect(&self.shared.client, REPLY_WITHIN) {
-            let _: redis::RedisResult<()> =
-                redis::cmd("DEL").arg(self.shared.keys.alive(&self.shared.job)).query(&mut con);
+            let (keys, job) = (&self.shared.keys, &self.shared.job);
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys.alive(job)).arg(keys.about(job)).query(&mut con);
         }
     }
 
@@ -172,7 +278,7 @@ impl RedisPool {
             let waiter: Waiter = Box::new(move |answer| {
                 let _ = tx.send((i, answer.and_then(|bytes| decode(bytes, T::NAME))));
             });
-            if let Some(queued) = self.shared.prepare(&task, waiter) {
+            if let Some(queued) = self.shared.prepare_as(None, &task, waiter) {
                 batch.push(queued);
             }
             if batch.len() >= SUBMIT_BATCH {
@@ -185,12 +291,13 @@ impl RedisPool {
 }
 
 impl Shared {
-    /// Serialises `task` and registers its waiter under a new task id;
-    /// `None` (the waiter answered at once) if it cannot be serialised.
-    fn prepare<T: Task>(&self, task: &T, waiter: Waiter) -> Option<(u64, Vec<u8>)> {
+    /// Serialises `task` and registers its waiter under `id`, or a new
+    /// task id; `None` (the waiter answered at once) if it cannot be
+    /// serialised.
+    fn prepare_as<T: Task>(&self, id: Option<u64>, task: &T, waiter: Waiter) -> Option<(u64, Vec<u8>)> {
         match encode(task, || format!("task {:?}", T::NAME)) {
             Ok(payload) => {
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let id = id.unwrap_or_else(|| self.next_id.fetch_add(1, Ordering::Relaxed));
                 lock(&self.state).waiting.insert(id, waiter);
                 Some((id, payload))
             }
@@ -274,6 +381,28 @@ impl Shared {
         }
     }
 
+    /// Gives task `id` the answer read from the results stream (`body`),
+    /// if it is waiting for one; keeps it for later if it is a task the job
+    /// had queued before it was resumed and nobody asked for it yet; drops
+    /// it otherwise (a duplicate).
+    fn arrived(&self, id: u64, body: &[u8]) {
+        let waiter = {
+            let mut found = lock(&self.found);
+            let mut state = lock(&self.state);
+            let waiter = state.waiting.remove(&id);
+            if waiter.is_none() && found.queued.remove(&id) {
+                found.answers.entry(id).or_insert_with(|| body.to_vec());
+            }
+            if state.waiting.is_empty() {
+                self.changed.notify_all();
+            }
+            waiter
+        };
+        if let Some(waiter) = waiter {
+            waiter(answer_of(body, id));
+        }
+    }
+
     /// Fails every waiting task with `why`.
     fn fail_all(&self, why: &str) {
         let waiting = std::mem::take(&mut lock(&self.state).waiting);
@@ -283,17 +412,38 @@ impl Shared {
         }
     }
 
-    /// Refuses new work, cancels what waits, and ends the job, so workers
+    /// Refuses new work and cancels what waits. A job that can be resumed
+    /// is left as it is, to expire after `job_ttl` unless resumed (workers
+    /// go on with its queued tasks meanwhile); any other ends, so workers
     /// skip its tasks.
     fn abandon(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.abandoned.store(true, Ordering::SeqCst);
         let waiting = std::mem::take(&mut lock(&self.state).waiting);
         drop(waiting);
         self.changed.notify_all();
+        if self.about.is_some() {
+            return;
+        }
         // Best effort: if the broker is away, the key expires by itself.
         if let Ok(mut con) = connect(&self.client, REPLY_WITHIN) {
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(self.keys.alive(&self.job)).query(&mut con);
         }
+    }
+
+    /// Gives the job's keys their whole time to live again: the caller
+    /// renews them while it lives, and a job given up can be resumed for
+    /// `job_ttl` after that.
+    fn renew(&self, con: &mut redis::Connection) -> redis::RedisResult<()> {
+        let ttl = secs(self.job_ttl);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(self.keys.alive(&self.job)).arg(1).arg("EX").arg(ttl).ignore();
+        if self.about.is_some() {
+            // The answers given so far are what a resumed job starts from.
+            pipe.cmd("EXPIRE").arg(self.keys.about(&self.job)).arg(ttl).ignore();
+            pipe.cmd("EXPIRE").arg(self.keys.results(&self.job)).arg(ttl).ignore();
+        }
+        pipe.query(con)
     }
 
     fn stopping(&self) -> bool {
@@ -307,14 +457,22 @@ impl Shared {
     }
 }
 
-/// The results thread: reads the job's results stream, hands each task
-/// its first answer, and keeps the job alive. Reconnects to a broker that
-/// went away; after `broker_timeout` without one, fails what is waiting.
-fn collect(shared: &Shared) {
+/// A task's answer out of the body a worker wrote.
+fn answer_of(body: &[u8], id: u64) -> Result<&[u8], TaskError> {
+    match wire::answer(body) {
+        Ok(wire::Answer::Task(result)) => result,
+        _ => Err(TaskError::Failed(format!("a malformed answer for task {id}"))),
+    }
+}
+
+/// The results thread: reads the job's results stream after entry `from`,
+/// hands each task its first answer, and keeps the job alive until it is
+/// given up. Reconnects to a broker that went away; after
+/// `broker_timeout` without one, fails what is waiting.
+fn collect(shared: &Shared, from: String) {
     let results = shared.keys.results(&shared.job);
-    let alive = shared.keys.alive(&shared.job);
     let renew_every = shared.job_ttl / 3;
-    let mut last = "0-0".to_owned();
+    let mut last = from;
     let mut con: Option<redis::Connection> = None;
     let mut renewed: Option<Instant> = None;
     let mut lost_since: Option<Instant> = None;
@@ -329,8 +487,10 @@ fn collect(shared: &Shared) {
                 Some(c) => c,
                 None => con.insert(connect(&shared.client, REPLY_WITHIN)?),
             };
-            if renewed.is_none_or(|t| t.elapsed() >= renew_every) {
-                redis::cmd("SET").arg(&alive).arg(1).arg("EX").arg(secs(shared.job_ttl)).query::<()>(c)?;
+            // A job given up is no longer renewed: it ends (or, resumable,
+            // waits to be resumed) when its time to live runs out.
+            if !abandoned && renewed.is_none_or(|t| t.elapsed() >= renew_every) {
+                shared.renew(c)?;
                 renewed = Some(Instant::now());
             }
             let reply: redis::Value = redis::cmd("XREAD")
@@ -350,11 +510,7 @@ fn collect(shared: &Shared) {
                 for entry in entries {
                     last.clone_from(&entry.id);
                     let Some(id) = entry.number::<u64>("id") else { continue };
-                    let answer = match entry.get("answer").map(wire::answer) {
-                        Some(Ok(wire::Answer::Task(result))) => result,
-                        _ => Err(TaskError::Failed(format!("a malformed answer for task {id} in {results}"))),
-                    };
-                    shared.finish(id, answer);
+                    shared.arrived(id, entry.get("answer").unwrap_or_default());
                 }
             }
             Err(e) => {
@@ -386,7 +542,7 @@ impl Pool for RedisPool {
         let waiter: Waiter = Box::new(move |answer| {
             let _ = tx.send(answer.and_then(|bytes| decode(bytes, T::NAME)));
         });
-        if let Some(queued) = self.shared.prepare(&task, waiter) {
+        if let Some(queued) = self.shared.prepare_as(None, &task, waiter) {
             self.shared.send(T::NAME, &[queued]);
         }
         handle
@@ -400,16 +556,27 @@ impl Drop for RedisPool {
         lock(&self.shared.state).stopping = true;
         self.shared.changed.notify_all();
         // Wakes the results thread from its blocking read, then removes the
-        // job's keys (best effort: they expire anyway).
+        // job's keys (best effort: they expire anyway), or, for a job given
+        // up that can be resumed, gives them their whole time to live.
         if let Ok(mut con) = connect(&self.shared.client, REPLY_WITHIN) {
-            let results = self.shared.keys.results(&self.shared.job);
+            let (keys, job) = (&self.shared.keys, &self.shared.job);
+            let results = keys.results(job);
             let _: redis::RedisResult<()> =
                 redis::cmd("XADD").arg(&results).arg("*").arg("wake").arg(1).query(&mut con);
             if let Some(handle) = lock(&self.collector).take() {
                 let _ = handle.join();
             }
-            let _: redis::RedisResult<()> =
-                redis::cmd("DEL").arg(&results).arg(self.shared.keys.alive(&self.shared.job)).query(&mut con);
+            // Cancelled counts even if the results thread has not seen it
+            // yet: the answers may all have come first, but the caller may
+            // have left items unasked.
+            let given_up = self.shared.abandoned.load(Ordering::SeqCst)
+                || self.shared.cancel.as_ref().is_some_and(CancelToken::is_cancelled);
+            if self.shared.about.is_some() && given_up {
+                let _ = self.shared.renew(&mut con);
+            } else {
+                let _: redis::RedisResult<()> =
+                    redis::cmd("DEL").arg(&results).arg(keys.alive(job)).arg(keys.about(job)).query(&mut con);
+            }
         } else if let Some(handle) = lock(&self.collector).take() {
             let _ = handle.join();
         }
