@@ -51,6 +51,7 @@ Examples:
   rates fetch --model thread-pool --workers 4
   rates fetch --format json --date 2018-10-12 --bases USD,EUR
   rates -v fetch --sim-fail-rate 0.3 --retries 3     # each retry logged on stderr
+  rates -v fetch --rate auto --sim-rate-limit 2       # the limit learnt from 429s, each change logged
 
 ",
     exit_codes!()
@@ -60,6 +61,7 @@ Examples:
   rates serve --addr 127.0.0.1:8080
   rates serve --latency 50ms --fail-rate 0.1 --rate-limit 2 --burst 4
   rates -q serve --max-connections 256          # no access log
+  rates serve --latency 20ms --capacity 8       # 8 answered at once, the rest queue
 
 Metrics in Prometheus' text format at /metrics.
 
@@ -73,6 +75,7 @@ Examples:
   rates history --base USD --symbols EUR,PLN --from 2020-01-01 --to 2020-12-31 --plot usd.svg
   rates history --base EUR --symbols USD --from 2024-01-01 --to 2024-03-31 --format json --out q1.json
   rates history --base USD --symbols EUR --from 2000-01-01 --to 2024-12-31 --rate 2 --api https://api.vatcomply.com
+  rates history --base USD --symbols EUR --from 2000-01-01 --to 2024-12-31 --rate auto --api https://api.vatcomply.com
 
 ",
     exit_codes!()
@@ -83,6 +86,7 @@ Examples:
   rates bench
   rates bench --models sync,async --requests 1000 --sim-latency 20ms --workers 16
   rates bench --workload cpu --json --plot cpu.svg
+  rates bench --models thread-pool,async --auto --sim-capacity 8   # each beside its auto row
 
 ",
     exit_codes!()
