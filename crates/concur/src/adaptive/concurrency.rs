@@ -407,7 +407,8 @@ enum Outcome {
 #[must_use = "a permit holds its slot until it is finished or dropped"]
 pub struct Permit<'a, C: Clock> {
     limiter: &'a AdaptiveConcurrency<C>,
-    start: Duration,
+    /// When it was taken, on the limiter's clock.
+    pub(super) start: Duration,
     epoch: u64,
     done: bool,
 }

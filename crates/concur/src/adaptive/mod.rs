@@ -6,6 +6,10 @@
 
 mod concurrency;
 mod rate;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
 
 pub use concurrency::{AdaptiveConcurrency, ConcurrencyConfig, LimitChange, Permit};
 pub use rate::{AdaptiveRate, RateChange, RateConfig, RateSignal};

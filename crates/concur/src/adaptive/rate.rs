@@ -229,10 +229,16 @@ struct Waiting {
     revoked: bool,
 }
 
-/// Seconds as a duration, saturating instead of panicking on huge values.
+/// Seconds as a duration, rounded up to the nanosecond (so that a wait
+/// never ends just before its token), saturating on huge values.
 fn secs(s: f64) -> Duration {
-    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
+    let nanos = (s.max(0.0) * 1e9).ceil();
+    if nanos >= u64::MAX as f64 { Duration::MAX } else { Duration::from_nanos(nanos as u64) }
 }
+
+/// Rounding slack in token counts: a token due by the clock is there,
+/// whatever the float arithmetic of its accrual.
+const EPS: f64 = 1e-9;
 
 impl State {
     /// Adds the tokens accrued up to `now` (nothing during a hold).
@@ -249,7 +255,7 @@ impl State {
         self.refill(now);
         self.tokens -= 1.0;
         let base = now.max(self.last);
-        let due = if self.tokens >= 0.0 { base } else { base.saturating_add(secs(-self.tokens / self.rate)) };
+        let due = if self.tokens >= -EPS { base } else { base.saturating_add(secs(-self.tokens / self.rate)) };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.granted_in_interval += 1;
@@ -403,7 +409,7 @@ impl<C: Clock> AdaptiveRate<C> {
         let mut s = self.lock();
         let now = self.clock.now();
         s.refill(now);
-        if now >= s.last && s.tokens >= 1.0 {
+        if now >= s.last && s.tokens >= 1.0 - EPS {
             s.reserve(now);
             return Ok(());
         }
@@ -548,7 +554,7 @@ impl<C: Clock> AdaptiveRate<C> {
         let mut s = self.lock();
         let now = self.clock.now();
         let (seq, due) = s.reserve(now);
-        (due > now).then_some(Reservation { limiter: self, seq, due, armed: true })
+        (due > now).then(|| Reservation { limiter: self, seq, due, armed: true })
     }
 
     /// The waiter of `slot` woke: `None` if its slot stands, else a new one.
@@ -562,7 +568,7 @@ impl<C: Clock> AdaptiveRate<C> {
         }
         let now = self.clock.now();
         let (seq, due) = s.reserve(now);
-        (due > now).then_some(Reservation { limiter: self, seq, due, armed: true })
+        (due > now).then(|| Reservation { limiter: self, seq, due, armed: true })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
