@@ -5,6 +5,8 @@
 //! independent: use either alone, or both (a permit, then a token).
 
 mod concurrency;
+#[cfg(test)]
+mod proptests;
 mod rate;
 #[cfg(test)]
 mod sim;

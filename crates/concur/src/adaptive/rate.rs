@@ -115,6 +115,9 @@ pub struct RateConfig {
     /// How often the rate may rise, and how soon after a cut it may be cut
     /// again.
     pub interval: Duration,
+    /// After a 429, how long the rate stays at what the server delivered
+    /// before it probes above it.
+    pub plateau: Duration,
 }
 
 impl Default for RateConfig {
@@ -128,10 +131,11 @@ impl Default for RateConfig {
             max: 1000.0,
             burst: 1,
             increase: 1.0,
-            growth: 0.1,
+            growth: 0.25,
             probe: 0.02,
             decrease: 0.5,
             interval: Duration::from_secs(1),
+            plateau: Duration::from_secs(10),
         }
     }
 }
@@ -152,12 +156,18 @@ impl RateConfig {
             probe: finite(self.probe, 0.02).max(0.0),
             decrease: finite(self.decrease, 0.5).clamp(0.01, 0.95),
             interval: self.interval.max(Duration::from_millis(1)),
+            plateau: self.plateau,
         }
     }
 }
 
 /// A cut leaves at most this fraction of the rate, and of the delivered rate.
 const MARGIN: f64 = 0.95;
+
+/// Half way from `rate` to `target`, or there when within 1 %.
+fn approach(rate: f64, target: f64) -> f64 {
+    if target - rate <= 0.01 * target { target } else { rate + (target - rate) / 2.0 }
+}
 
 type Observer = Box<dyn Fn(&RateChange) + Send + Sync>;
 
@@ -211,10 +221,16 @@ struct State {
     policy: Option<(f64, u32, Duration)>,
     /// Whether a 429 was ever met (the probe is slow from then on).
     met_limit: bool,
+    /// The rate the server delivered up to the last 429: where the rate
+    /// returns to after a cut, and stays for a plateau.
+    ceiling: f64,
     /// When the current increase interval began, and the grants and
     /// successes in it.
     interval_start: Duration,
     granted_in_interval: u64,
+    succeeded_in_interval: u64,
+    /// The successes of the previous interval, and its length.
+    recent: (u64, Duration),
     /// The last cut, if any.
     last_cut: Option<Duration>,
     /// Successes since `delivered_since` (the last cut, or the start).
@@ -341,8 +357,11 @@ impl<C: Clock> AdaptiveRate<C> {
             next_seq: 0,
             policy: None,
             met_limit: false,
+            ceiling: 0.0,
             interval_start: now,
             granted_in_interval: 0,
+            succeeded_in_interval: 0,
+            recent: (0, Duration::ZERO),
             last_cut: None,
             delivered: 0,
             delivered_since: now,
@@ -452,28 +471,36 @@ impl<C: Clock> AdaptiveRate<C> {
 
     fn on_success(&self, s: &mut State, now: Duration) -> Option<RateChange> {
         s.delivered += 1;
+        s.succeeded_in_interval += 1;
         let elapsed = now.saturating_sub(s.interval_start);
         if elapsed < self.config.interval {
             return None;
         }
         // Only a caller that used the rate learns that the server takes it.
         let used = s.granted_in_interval as f64 >= 0.5 * s.rate * elapsed.as_secs_f64();
+        s.recent = (s.succeeded_in_interval, elapsed);
         s.interval_start = now;
         s.granted_in_interval = 0;
+        s.succeeded_in_interval = 0;
         if !used {
             return None;
         }
         let c = &self.config;
-        let cap = s.policy.map_or(c.max, |(p, ..)| p.min(c.max));
-        let (step, why) = match s.policy {
-            Some((p, ..)) if s.rate < p => {
-                (((p - s.rate) / 2.0).max(c.probe * s.rate), "recovering to the server's policy")
+        let r = s.rate;
+        let (to, why) = match s.policy {
+            Some((p, ..)) if r < p => (approach(r, p), "recovering to the server's policy"),
+            _ if s.met_limit && r < s.ceiling => (approach(r, s.ceiling), "back to the rate the server delivered"),
+            _ if s.met_limit => {
+                let quiet = s.last_cut.is_none_or(|t| now >= t.saturating_add(c.plateau));
+                if !quiet {
+                    return None;
+                }
+                (r + c.probe * r, "no 429 for a while: probing")
             }
-            _ if s.met_limit => (c.probe * s.rate, "no 429 for an interval: probing"),
-            _ => (c.increase.max(c.growth * s.rate), "no 429 for an interval"),
+            _ => (r + c.increase.max(c.growth * r), "no 429 for an interval"),
         };
-        let to = (s.rate + step).min(cap);
-        self.set_rate(s, now, to, why)
+        let cap = s.policy.map_or(c.max, |(p, ..)| p.min(c.max));
+        self.set_rate(s, now, to.min(cap), why)
     }
 
     fn on_limited(&self, s: &mut State, now: Duration, retry_after: Option<Duration>) -> Option<RateChange> {
@@ -481,16 +508,28 @@ impl<C: Clock> AdaptiveRate<C> {
         let cut_due = s.last_cut.is_none_or(|t| now >= t.saturating_add(self.config.interval));
         let mut change = None;
         if cut_due {
-            let since = now.saturating_sub(s.delivered_since).as_secs_f64();
+            // What the server let through: since the last cut (its bucket
+            // was empty then and is now), or before the first, over the
+            // last interval or two (not the ramp up from the start).
+            let (ok, span) = if s.met_limit {
+                (s.delivered, now.saturating_sub(s.delivered_since))
+            } else {
+                (s.recent.0 + s.succeeded_in_interval, s.recent.1 + now.saturating_sub(s.interval_start))
+            };
             // Too short a span says nothing: then the plain factor.
-            let delivered = if since >= self.config.interval.as_secs_f64() { s.delivered as f64 / since } else { 0.0 };
+            let delivered = if span >= self.config.interval { ok as f64 / span.as_secs_f64() } else { 0.0 };
             let to = (delivered * MARGIN).min(s.rate * MARGIN).max(s.rate * self.config.decrease);
+            s.ceiling = if delivered > 0.0 { delivered.min(s.rate) } else { to };
             s.met_limit = true;
             s.last_cut = Some(now);
             s.delivered = 0;
+            // The hold counts: the server refills during it what it
+            // delivers after.
             s.delivered_since = now;
             s.interval_start = now;
             s.granted_in_interval = 0;
+            s.succeeded_in_interval = 0;
+            s.recent = (0, Duration::ZERO);
             change = self.set_rate(s, now, to, "429 received");
         }
         s.hold(now, now.saturating_add(retry_after.unwrap_or_default()));
