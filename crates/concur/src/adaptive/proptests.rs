@@ -116,3 +116,86 @@ proptest! {
         prop_assert!(ideal / run.finish.as_secs_f64() >= 0.9, "{:?} against {ideal} s", run.finish);
     }
 }
+
+#[derive(Debug, Clone)]
+enum Op {
+    Acquire,
+    Try,
+    Advance(u64),
+    Success,
+    Limited(Option<u64>),
+    Policy { limit: u32, window_ms: u64, remaining: Option<u32> },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => Just(Op::Acquire),
+        3 => Just(Op::Try),
+        3 => (0u64..2_000).prop_map(Op::Advance),
+        4 => Just(Op::Success),
+        1 => proptest::option::of(0u64..3_000).prop_map(Op::Limited),
+        1 => (1u32..20, 100u64..5_000, proptest::option::of(0u32..5))
+            .prop_map(|(limit, window_ms, remaining)| Op::Policy { limit, window_ms, remaining }),
+    ]
+}
+
+proptest! {
+    /// Any sequence of calls and answers: in every window, no more grants
+    /// than the largest burst plus the highest rate in force times the
+    /// window's length.
+    #[test]
+    fn grants_never_exceed_burst_plus_rate_times_window(
+        initial in 0.5f64..20.0,
+        burst in 1u32..5,
+        ops in proptest::collection::vec(op(), 1..200),
+    ) {
+        let clock = crate::throttle::FakeClock::new();
+        let config = RateConfig { initial, burst, ..RateConfig::default() };
+        let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rate = AdaptiveRate::with_clock(config, clock.clone()).on_change({
+            let (changes, clock) = (changes.clone(), clock.clone());
+            move |c| changes.lock().expect("not poisoned").push((crate::throttle::Clock::now(&clock), c.to))
+        });
+        let never = crate::CancelToken::new();
+        let mut grants = Vec::new();
+        let mut bursts = burst;
+        for op in ops {
+            match op {
+                Op::Acquire => {
+                    rate.acquire_cancellable(&never).expect("not cancelled");
+                    grants.push(crate::throttle::Clock::now(&clock));
+                }
+                Op::Try => {
+                    if rate.try_acquire().is_ok() {
+                        grants.push(crate::throttle::Clock::now(&clock));
+                    }
+                }
+                Op::Advance(ms) => clock.advance(Duration::from_millis(ms)),
+                Op::Success => rate.record(RateSignal::Success),
+                Op::Limited(after) => rate.record(RateSignal::Limited { retry_after: after.map(Duration::from_millis) }),
+                Op::Policy { limit, window_ms, remaining } => rate.record(RateSignal::Policy {
+                    limit,
+                    window: Duration::from_millis(window_ms),
+                    remaining,
+                    reset: Some(Duration::from_millis(500)),
+                }),
+            }
+            bursts = bursts.max(rate.burst());
+        }
+        let run = RateRun {
+            finish: crate::throttle::Clock::now(&clock),
+            sent: grants.len(),
+            limited: 0,
+            grants,
+            rates: changes.lock().expect("not poisoned").clone(),
+            rate: rate.rate(),
+            burst: bursts,
+        };
+        assert_windows(&run, rate_initial(&config), f64::from(bursts));
+    }
+}
+
+/// The rate a config starts at, as the limiter brings it into range.
+fn rate_initial(config: &RateConfig) -> f64 {
+    config.initial.clamp(config.min, config.max)
+}

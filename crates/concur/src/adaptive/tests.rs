@@ -433,3 +433,41 @@ fn a_server_without_limit_is_found_in_a_few_round_trips() {
     let best = best_fixed(server);
     assert!(run.finish.as_secs_f64() <= 1.1 * best, "auto {:?}, best fixed {best} s", run.finish);
 }
+
+#[test]
+fn a_full_bucket_holds_the_burst_and_no_more() {
+    let (rate, clock) = rate_on(RateConfig { initial: 2.0, burst: 3, ..RateConfig::default() });
+    clock.advance(Duration::from_secs(60)); // idle: the bucket fills, up to the burst
+    for _ in 0..3 {
+        rate.try_acquire().expect("the burst");
+    }
+    assert_eq!(rate.try_acquire().expect_err("burst spent").wait_time(), ms(500));
+}
+
+#[test]
+fn samples_wait_until_the_requests_of_a_higher_limit_have_ended() {
+    let (limiter, clock) = limiter_on(ConcurrencyConfig::default());
+    round(&limiter, ms(50));
+    round(&limiter, ms(50));
+    assert_eq!(limiter.limit(), 16);
+    let take = |n| (0..n).map(|_| limiter.try_acquire().expect("a slot")).collect::<Vec<_>>();
+    // Sixteen take 100 ms: the limit halves while eight others are queued.
+    let mut first = take(16);
+    clock.advance(ms(100));
+    first.drain(..8).for_each(Permit::success);
+    let queued = take(8);
+    first.into_iter().for_each(Permit::success);
+    assert_eq!(limiter.limit(), 8);
+    // Four started while the queue was still the old one's: slow, but
+    // not the new limit's fault.
+    let mut queued = queued.into_iter();
+    queued.by_ref().take(4).for_each(Permit::success);
+    let behind = take(4);
+    clock.advance(ms(100));
+    queued.for_each(Permit::success);
+    behind.into_iter().for_each(Permit::success);
+    assert_eq!(limiter.limit(), 8);
+    // The new limit's own requests answer at the unloaded latency: flat.
+    round(&limiter, ms(50));
+    assert_eq!(limiter.limit(), 9);
+}
