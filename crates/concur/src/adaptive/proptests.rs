@@ -9,15 +9,16 @@ use proptest::prelude::*;
 use std::time::Duration;
 
 /// In every window `[grants[i], grants[j]]`, at most `burst + r·w`
-/// grants, with `r` the highest learnt rate in force in that window.
+/// grants, with `r` the highest learnt rate in force at any time in that
+/// window (of several changes at one instant, each counts).
 fn assert_windows(run: &RateRun, initial: f64, burst: f64) {
     // The rate in force from each instant on.
     let mut steps = vec![(Duration::ZERO, initial)];
     steps.extend(run.rates.iter().copied());
-    let in_force = |t: Duration| steps.iter().rev().find(|(at, _)| *at <= t).map_or(initial, |(_, r)| *r);
     for i in 0..run.grants.len() {
-        let mut highest = in_force(run.grants[i]);
-        let mut next = steps.partition_point(|(at, _)| *at <= run.grants[i]);
+        // The rate in force just before the window, then every change in it.
+        let mut next = steps.partition_point(|(at, _)| *at < run.grants[i]);
+        let mut highest = steps[next.saturating_sub(1)].1;
         for j in i..run.grants.len() {
             while next < steps.len() && steps[next].0 <= run.grants[j] {
                 highest = highest.max(steps[next].1);
@@ -67,9 +68,10 @@ proptest! {
         let l = f64::from(limit);
         prop_assert!(low >= 0.5 * l && high <= 1.5 * l, "rate in {low:.2}..{high:.2} against {l}");
         // The time: the ramp from 1/s costs up to ten seconds, each 429 a
-        // second of Retry-After, and the rate sits a little under the limit.
+        // second of Retry-After, and between 429s the rate sits under the
+        // limit (what the server delivered is all it knows of it).
         let ideal = RateRun::ideal(&server);
-        prop_assert!(run.finish.as_secs_f64() <= 1.4 * ideal, "{:?} against an ideal {ideal:.1} s", run.finish);
+        prop_assert!(run.finish.as_secs_f64() <= 1.5 * ideal, "{:?} against an ideal {ideal:.1} s", run.finish);
     }
 
     /// The same with the server's policy in its answers: taken as given.
@@ -89,7 +91,9 @@ proptest! {
         assert_windows(&run, config.initial, f64::from(limit));
         prop_assert!(run.limited * 100 < run.sent, "{} 429s of {}", run.limited, run.sent);
         prop_assert_eq!(run.rate, f64::from(limit));
-        let ideal = RateRun::ideal(&server);
+        // `remaining: 0` holds until the reset, in whole seconds from the
+        // answer: each second's worth then costs a round trip more.
+        let ideal = RateRun::ideal(&server) * (1.0 + latency.as_secs_f64());
         prop_assert!(run.finish.as_secs_f64() <= 1.05 * ideal + 2.0 * latency.as_secs_f64(), "{:?} against an ideal {ideal:.1} s", run.finish);
     }
 
