@@ -9,22 +9,26 @@
 //! - **Increase.** After each `interval` (1 s) in which answers came back,
 //!   no 429 did, and the caller used at least half of the rate (an idle
 //!   caller proves nothing about the server), the rate rises. Until the
-//!   first 429 by `max(increase, growth·rate)`: additive at low rates (+1/s
-//!   per second from 1/s), about 10 % a second at high ones, so that both a
-//!   5/s and a 1000/s API are found in well under a minute. After a 429 it
-//!   only probes, by `probe·rate` (2 %) a second: the server's ceiling is
-//!   known to be near, and staying just under it is worth more than finding
-//!   a little more (CUBIC's plateau around its last loss, BBR's "known
-//!   bottleneck").
+//!   first 429 by `max(increase, growth·rate)`: +1/s per second at low
+//!   rates, 25 % a second from 4/s on, so that a 5/s API is found in five
+//!   seconds and a 1000/s one in half a minute.
 //! - **Decrease.** A 429 (or 503) cuts the rate, at most once per
-//!   `interval` (the other requests in flight meet the same full server and
-//!   say nothing new), to the rate the server was seen to *deliver* since
-//!   the previous cut (successes per second), less 5 %, but never by more
-//!   than the factor `decrease` (½) nor by less than 5 %. Against a token
-//!   bucket server that delivered rate is its limit: its bucket is empty at
-//!   each 429, so what it let through in between is what it refilled. A
-//!   bare ½ would leave the rate far below the limit for tens of seconds
-//!   after every 429, which against 5/s costs more than the 429s.
+//!   `interval` (the other requests in flight met the same empty server and
+//!   say nothing new), to 95 % of the rate the server was seen to
+//!   *deliver* (successes per second), but never by more than the factor
+//!   `decrease` (½) nor by less than 5 %. That delivered rate is the
+//!   ceiling: since the previous cut (a token bucket server is empty at
+//!   each 429, so what it let through in between is what it refilled), or
+//!   for the first cut over the last interval or two (not the ramp from
+//!   the start). A bare ½, TCP's, would leave the rate far below the limit
+//!   for tens of seconds after every 429, which against 5/s costs more
+//!   than the 429s.
+//! - **After a cut** the rate returns to the ceiling, halving the gap each
+//!   interval, and stays there for a `plateau` (10 s) before it probes above
+//!   it by `probe` (2 %) a second: the server's limit is known to be near,
+//!   and staying just under it is worth more than finding a little more
+//!   (CUBIC's plateau around its last loss, BBR's bottleneck estimate from
+//!   the delivery rate).
 //! - **Retry-After.** No grant before it has elapsed; tokens accrue
 //!   meanwhile as the server's do, up to the burst, and every waiter
 //!   queues again behind it.
@@ -123,7 +127,8 @@ pub struct RateConfig {
 impl Default for RateConfig {
     /// A safe start: 1 request per second, no burst, which no public API
     /// refuses (vatcomply's is 2/s with a burst of 4); at most 1000/s, and
-    /// no lower than one request per 10 s.
+    /// no lower than one request per 10 s. The other values are explained
+    /// in the module docs.
     fn default() -> Self {
         RateConfig {
             initial: 1.0,
