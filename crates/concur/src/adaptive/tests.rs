@@ -471,3 +471,21 @@ fn samples_wait_until_the_requests_of_a_higher_limit_have_ended() {
     round(&limiter, ms(50));
     assert_eq!(limiter.limit(), 9);
 }
+
+#[test]
+fn a_smaller_stated_burst_takes_effect_at_once() {
+    let (rate, _) = rate_on(RateConfig { initial: 100.0, burst: 10, ..RateConfig::default() });
+    rate.record(RateSignal::Policy { limit: 2, window: Duration::from_secs(1), remaining: None, reset: None });
+    assert_eq!(rate.burst(), 2);
+    rate.try_acquire().expect("1");
+    rate.try_acquire().expect("2");
+    assert!(rate.try_acquire().is_err(), "no more than the stated burst");
+}
+
+#[test]
+fn the_limiters_and_permits_cross_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<AdaptiveRate>();
+    shared::<AdaptiveConcurrency>();
+    shared::<Permit<'static, crate::throttle::SystemClock>>();
+}
