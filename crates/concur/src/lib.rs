@@ -206,6 +206,27 @@
 //! # Ok::<(), concur::ThrottleError>(())
 //! ```
 //!
+//! # Limits that tune themselves
+//!
+//! When the service's limit is unknown, the [`adaptive`] module learns it
+//! from the answers: an [`AdaptiveRate`] is a token bucket whose rate
+//! rises while requests succeed, is cut by a 429 and waits out its
+//! `Retry-After`, and takes a limit the server states in its headers as
+//! given; an [`AdaptiveConcurrency`] limits the requests in flight, growing
+//! while their latency stays near its minimum and shrinking when it rises
+//! or requests time out. Either works alone, or both together.
+//!
+//! ```
+//! use concur::adaptive::{AdaptiveRate, RateConfig, RateSignal};
+//! use std::time::Duration;
+//!
+//! let rate = AdaptiveRate::new(RateConfig::default());
+//! rate.record(RateSignal::Policy { limit: 10, window: Duration::from_secs(1), remaining: None, reset: None });
+//! assert_eq!(rate.rate(), 10.0); // the server said so
+//! rate.record(RateSignal::Limited { retry_after: None });
+//! assert!(rate.rate() < 10.0); // and a 429 still cuts
+//! ```
+//!
 //! # Blocking code from async code
 //!
 //! A blocking call inside async code stalls every task on its thread. A

@@ -9,7 +9,9 @@
 //! - Each [`Permit`] measures its request's latency. Samples are taken in
 //!   windows of `max(limit, 4)` answered requests, about one round trip,
 //!   and the limit changes at most once per window, from samples of
-//!   requests started under the current limit only. That keeps it
+//!   requests started under the current limit only (and after a decrease,
+//!   only once the requests of the higher limit have all ended, since
+//!   until then the server's queue is theirs). That keeps it
 //!   deterministic and free of the oscillation a per-sample rule shows.
 //! - The window's mean latency is compared with a baseline, the lowest
 //!   window mean of the last `baseline_windows` windows: a windowed
@@ -160,6 +162,12 @@ struct State {
     /// Counts the changes of the limit: a permit's samples count only
     /// under the limit it was taken under.
     epoch: u64,
+    /// Requests in flight from before the last decrease: until they have
+    /// all ended, the server's queue is theirs, and new samples would
+    /// overstate the latency under the new limit.
+    stale: usize,
+    /// The epoch of the last decrease: permits from before it are stale.
+    cut_epoch: u64,
     slow_start: bool,
     /// The current window: the sum of its latencies, in seconds, and how
     /// many.
@@ -186,6 +194,8 @@ impl<C: Clock> AdaptiveConcurrency<C> {
             in_flight: 0,
             threads_waiting: 0,
             epoch: 0,
+            stale: 0,
+            cut_epoch: 0,
             slow_start: true,
             window_sum: 0.0,
             window_len: 0,
@@ -290,17 +300,21 @@ impl<C: Clock> AdaptiveConcurrency<C> {
 
     fn take(&self, s: &mut State) -> Permit<'_, C> {
         s.in_flight += 1;
-        Permit { limiter: self, start: self.clock.now(), epoch: s.epoch, done: false }
+        Permit { limiter: self, start: self.clock.now(), epoch: s.epoch, clean: s.stale == 0, done: false }
     }
 
     /// Frees a permit's slot and learns from how its request went.
-    fn finish(&self, epoch: u64, outcome: Outcome) {
+    fn finish(&self, epoch: u64, clean: bool, outcome: Outcome) {
         let change = {
             let mut s = self.shared.lock();
             s.in_flight -= 1;
+            if epoch < s.cut_epoch {
+                s.stale = s.stale.saturating_sub(1);
+            }
             let change = if epoch == s.epoch {
                 match outcome {
-                    Outcome::Latency(latency) => self.sample(&mut s, latency),
+                    Outcome::Latency(latency) if clean => self.sample(&mut s, latency),
+                    Outcome::Latency(_) => None,
                     Outcome::Overload => {
                         let to = ((s.limit as f64 * self.config.backoff) as usize).max(self.config.min);
                         s.slow_start = false;
@@ -346,7 +360,9 @@ impl<C: Clock> AdaptiveConcurrency<C> {
         } else {
             s.slow_start = false;
             let gradient = (baseline / mean).max(0.5);
-            ((s.limit as f64 * gradient).round() as usize, "latency rose")
+            // Rounded up: by Little's law the product is the server's
+            // capacity, and a limit one short of it wastes a place.
+            ((s.limit as f64 * gradient - 1e-9).ceil() as usize, "latency rose")
         };
         self.set_limit(s, to.clamp(self.config.min, self.config.max), why)
     }
@@ -355,6 +371,11 @@ impl<C: Clock> AdaptiveConcurrency<C> {
         let from = s.limit;
         if to == from {
             return None;
+        }
+        if to < from {
+            // Every request in flight was started under the old limit.
+            s.stale = s.in_flight;
+            s.cut_epoch = s.epoch + 1;
         }
         s.limit = to;
         s.epoch += 1;
@@ -407,8 +428,11 @@ enum Outcome {
 #[must_use = "a permit holds its slot until it is finished or dropped"]
 pub struct Permit<'a, C: Clock> {
     limiter: &'a AdaptiveConcurrency<C>,
-    start: Duration,
+    /// When it was taken, on the limiter's clock.
+    pub(super) start: Duration,
     epoch: u64,
+    /// Started once the requests of a higher limit had all ended.
+    clean: bool,
     done: bool,
 }
 
@@ -417,21 +441,21 @@ impl<C: Clock> Permit<'_, C> {
     pub fn success(mut self) {
         self.done = true;
         let latency = self.limiter.clock.now().saturating_sub(self.start);
-        self.limiter.finish(self.epoch, Outcome::Latency(latency));
+        self.limiter.finish(self.epoch, self.clean, Outcome::Latency(latency));
     }
 
     /// The request timed out, or the server refused it for load (503,
     /// 429, connection refused): a congestion signal, which cuts the limit.
     pub fn overload(mut self) {
         self.done = true;
-        self.limiter.finish(self.epoch, Outcome::Overload);
+        self.limiter.finish(self.epoch, self.clean, Outcome::Overload);
     }
 }
 
 impl<C: Clock> Drop for Permit<'_, C> {
     fn drop(&mut self) {
         if !self.done {
-            self.limiter.finish(self.epoch, Outcome::Dropped);
+            self.limiter.finish(self.epoch, self.clean, Outcome::Dropped);
         }
     }
 }

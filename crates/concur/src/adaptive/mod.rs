@@ -5,7 +5,13 @@
 //! independent: use either alone, or both (a permit, then a token).
 
 mod concurrency;
+#[cfg(test)]
+mod proptests;
 mod rate;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
 
 pub use concurrency::{AdaptiveConcurrency, ConcurrencyConfig, LimitChange, Permit};
 pub use rate::{AdaptiveRate, RateChange, RateConfig, RateSignal};

@@ -9,22 +9,26 @@
 //! - **Increase.** After each `interval` (1 s) in which answers came back,
 //!   no 429 did, and the caller used at least half of the rate (an idle
 //!   caller proves nothing about the server), the rate rises. Until the
-//!   first 429 by `max(increase, growth·rate)`: additive at low rates (+1/s
-//!   per second from 1/s), about 10 % a second at high ones, so that both a
-//!   5/s and a 1000/s API are found in well under a minute. After a 429 it
-//!   only probes, by `probe·rate` (2 %) a second: the server's ceiling is
-//!   known to be near, and staying just under it is worth more than finding
-//!   a little more (CUBIC's plateau around its last loss, BBR's "known
-//!   bottleneck").
+//!   first 429 by `max(increase, growth·rate)`: +1/s per second at low
+//!   rates, 25 % a second from 4/s on, so that a 5/s API is found in five
+//!   seconds and a 1000/s one in half a minute.
 //! - **Decrease.** A 429 (or 503) cuts the rate, at most once per
-//!   `interval` (the other requests in flight meet the same full server and
-//!   say nothing new), to the rate the server was seen to *deliver* since
-//!   the previous cut (successes per second), less 5 %, but never by more
-//!   than the factor `decrease` (½) nor by less than 5 %. Against a token
-//!   bucket server that delivered rate is its limit: its bucket is empty at
-//!   each 429, so what it let through in between is what it refilled. A
-//!   bare ½ would leave the rate far below the limit for tens of seconds
-//!   after every 429, which against 5/s costs more than the 429s.
+//!   `interval` (the other requests in flight met the same empty server and
+//!   say nothing new), to 95 % of the rate the server was seen to
+//!   *deliver* (successes per second), but never by more than the factor
+//!   `decrease` (½) nor by less than 5 %. That delivered rate is the
+//!   ceiling: since the previous cut (a token bucket server is empty at
+//!   each 429, so what it let through in between is what it refilled), or
+//!   for the first cut over the last interval or two (not the ramp from
+//!   the start). A bare ½, TCP's, would leave the rate far below the limit
+//!   for tens of seconds after every 429, which against 5/s costs more
+//!   than the 429s.
+//! - **After a cut** the rate returns to the ceiling, halving the gap each
+//!   interval, and stays there for a `plateau` (10 s) before it probes above
+//!   it by `probe` (2 %) a second: the server's limit is known to be near,
+//!   and staying just under it is worth more than finding a little more
+//!   (CUBIC's plateau around its last loss, BBR's bottleneck estimate from
+//!   the delivery rate).
 //! - **Retry-After.** No grant before it has elapsed; tokens accrue
 //!   meanwhile as the server's do, up to the burst, and every waiter
 //!   queues again behind it.
@@ -115,12 +119,16 @@ pub struct RateConfig {
     /// How often the rate may rise, and how soon after a cut it may be cut
     /// again.
     pub interval: Duration,
+    /// After a 429, how long the rate stays at what the server delivered
+    /// before it probes above it.
+    pub plateau: Duration,
 }
 
 impl Default for RateConfig {
     /// A safe start: 1 request per second, no burst, which no public API
     /// refuses (vatcomply's is 2/s with a burst of 4); at most 1000/s, and
-    /// no lower than one request per 10 s.
+    /// no lower than one request per 10 s. The other values are explained
+    /// in the module docs.
     fn default() -> Self {
         RateConfig {
             initial: 1.0,
@@ -128,10 +136,11 @@ impl Default for RateConfig {
             max: 1000.0,
             burst: 1,
             increase: 1.0,
-            growth: 0.1,
+            growth: 0.25,
             probe: 0.02,
             decrease: 0.5,
             interval: Duration::from_secs(1),
+            plateau: Duration::from_secs(10),
         }
     }
 }
@@ -152,12 +161,18 @@ impl RateConfig {
             probe: finite(self.probe, 0.02).max(0.0),
             decrease: finite(self.decrease, 0.5).clamp(0.01, 0.95),
             interval: self.interval.max(Duration::from_millis(1)),
+            plateau: self.plateau,
         }
     }
 }
 
 /// A cut leaves at most this fraction of the rate, and of the delivered rate.
 const MARGIN: f64 = 0.95;
+
+/// Half way from `rate` to `target`, or there when within 1 %.
+fn approach(rate: f64, target: f64) -> f64 {
+    if target - rate <= 0.01 * target { target } else { rate + (target - rate) / 2.0 }
+}
 
 type Observer = Box<dyn Fn(&RateChange) + Send + Sync>;
 
@@ -211,10 +226,16 @@ struct State {
     policy: Option<(f64, u32, Duration)>,
     /// Whether a 429 was ever met (the probe is slow from then on).
     met_limit: bool,
+    /// The rate the server delivered up to the last 429: where the rate
+    /// returns to after a cut, and stays for a plateau.
+    ceiling: f64,
     /// When the current increase interval began, and the grants and
     /// successes in it.
     interval_start: Duration,
     granted_in_interval: u64,
+    succeeded_in_interval: u64,
+    /// The successes of the previous interval, and its length.
+    recent: (u64, Duration),
     /// The last cut, if any.
     last_cut: Option<Duration>,
     /// Successes since `delivered_since` (the last cut, or the start).
@@ -229,10 +250,16 @@ struct Waiting {
     revoked: bool,
 }
 
-/// Seconds as a duration, saturating instead of panicking on huge values.
+/// Seconds as a duration, rounded up to the nanosecond (so that a wait
+/// never ends just before its token), saturating on huge values.
 fn secs(s: f64) -> Duration {
-    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
+    let nanos = (s.max(0.0) * 1e9).ceil();
+    if nanos >= u64::MAX as f64 { Duration::MAX } else { Duration::from_nanos(nanos as u64) }
 }
+
+/// Rounding slack in token counts: a token due by the clock is there,
+/// whatever the float arithmetic of its accrual.
+const EPS: f64 = 1e-9;
 
 impl State {
     /// Adds the tokens accrued up to `now` (nothing during a hold).
@@ -249,7 +276,7 @@ impl State {
         self.refill(now);
         self.tokens -= 1.0;
         let base = now.max(self.last);
-        let due = if self.tokens >= 0.0 { base } else { base.saturating_add(secs(-self.tokens / self.rate)) };
+        let due = if self.tokens >= -EPS { base } else { base.saturating_add(secs(-self.tokens / self.rate)) };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.granted_in_interval += 1;
@@ -335,8 +362,11 @@ impl<C: Clock> AdaptiveRate<C> {
             next_seq: 0,
             policy: None,
             met_limit: false,
+            ceiling: 0.0,
             interval_start: now,
             granted_in_interval: 0,
+            succeeded_in_interval: 0,
+            recent: (0, Duration::ZERO),
             last_cut: None,
             delivered: 0,
             delivered_since: now,
@@ -403,7 +433,7 @@ impl<C: Clock> AdaptiveRate<C> {
         let mut s = self.lock();
         let now = self.clock.now();
         s.refill(now);
-        if now >= s.last && s.tokens >= 1.0 {
+        if now >= s.last && s.tokens >= 1.0 - EPS {
             s.reserve(now);
             return Ok(());
         }
@@ -446,28 +476,36 @@ impl<C: Clock> AdaptiveRate<C> {
 
     fn on_success(&self, s: &mut State, now: Duration) -> Option<RateChange> {
         s.delivered += 1;
+        s.succeeded_in_interval += 1;
         let elapsed = now.saturating_sub(s.interval_start);
         if elapsed < self.config.interval {
             return None;
         }
         // Only a caller that used the rate learns that the server takes it.
         let used = s.granted_in_interval as f64 >= 0.5 * s.rate * elapsed.as_secs_f64();
+        s.recent = (s.succeeded_in_interval, elapsed);
         s.interval_start = now;
         s.granted_in_interval = 0;
+        s.succeeded_in_interval = 0;
         if !used {
             return None;
         }
         let c = &self.config;
-        let cap = s.policy.map_or(c.max, |(p, ..)| p.min(c.max));
-        let (step, why) = match s.policy {
-            Some((p, ..)) if s.rate < p => {
-                (((p - s.rate) / 2.0).max(c.probe * s.rate), "recovering to the server's policy")
+        let r = s.rate;
+        let (to, why) = match s.policy {
+            Some((p, ..)) if r < p => (approach(r, p), "recovering to the server's policy"),
+            _ if s.met_limit && r < s.ceiling => (approach(r, s.ceiling), "back to the rate the server delivered"),
+            _ if s.met_limit => {
+                let quiet = s.last_cut.is_none_or(|t| now >= t.saturating_add(c.plateau));
+                if !quiet {
+                    return None;
+                }
+                (r + c.probe * r, "no 429 for a while: probing")
             }
-            _ if s.met_limit => (c.probe * s.rate, "no 429 for an interval: probing"),
-            _ => (c.increase.max(c.growth * s.rate), "no 429 for an interval"),
+            _ => (r + c.increase.max(c.growth * r), "no 429 for an interval"),
         };
-        let to = (s.rate + step).min(cap);
-        self.set_rate(s, now, to, why)
+        let cap = s.policy.map_or(c.max, |(p, ..)| p.min(c.max));
+        self.set_rate(s, now, to.min(cap), why)
     }
 
     fn on_limited(&self, s: &mut State, now: Duration, retry_after: Option<Duration>) -> Option<RateChange> {
@@ -475,16 +513,28 @@ impl<C: Clock> AdaptiveRate<C> {
         let cut_due = s.last_cut.is_none_or(|t| now >= t.saturating_add(self.config.interval));
         let mut change = None;
         if cut_due {
-            let since = now.saturating_sub(s.delivered_since).as_secs_f64();
+            // What the server let through: since the last cut (its bucket
+            // was empty then and is now), or before the first, over the
+            // last interval or two (not the ramp up from the start).
+            let (ok, span) = if s.met_limit {
+                (s.delivered, now.saturating_sub(s.delivered_since))
+            } else {
+                (s.recent.0 + s.succeeded_in_interval, s.recent.1 + now.saturating_sub(s.interval_start))
+            };
             // Too short a span says nothing: then the plain factor.
-            let delivered = if since >= self.config.interval.as_secs_f64() { s.delivered as f64 / since } else { 0.0 };
+            let delivered = if span >= self.config.interval { ok as f64 / span.as_secs_f64() } else { 0.0 };
             let to = (delivered * MARGIN).min(s.rate * MARGIN).max(s.rate * self.config.decrease);
+            s.ceiling = if delivered > 0.0 { delivered.min(s.rate) } else { to };
             s.met_limit = true;
             s.last_cut = Some(now);
             s.delivered = 0;
+            // The hold counts: the server refills during it what it
+            // delivers after.
             s.delivered_since = now;
             s.interval_start = now;
             s.granted_in_interval = 0;
+            s.succeeded_in_interval = 0;
+            s.recent = (0, Duration::ZERO);
             change = self.set_rate(s, now, to, "429 received");
         }
         s.hold(now, now.saturating_add(retry_after.unwrap_or_default()));

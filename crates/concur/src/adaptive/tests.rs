@@ -1,0 +1,491 @@
+//! The adaptive limiters' unit tests, on the fake clock (or tokio's paused
+//! time), and the simulations' figures against the targets.
+
+use super::sim::*;
+use super::*;
+use crate::test_support::{LIMIT, within};
+use crate::throttle::{Clock, FakeClock};
+use crate::{CancelToken, Cancelled};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn rate_on(config: RateConfig) -> (AdaptiveRate<FakeClock>, FakeClock) {
+    let clock = FakeClock::new();
+    (AdaptiveRate::with_clock(config, clock.clone()), clock)
+}
+
+/// Takes tokens (the fake clock jumps to each) and records a success for
+/// each, until `until`.
+fn succeed_until(rate: &AdaptiveRate<FakeClock>, until: Duration) {
+    let never = CancelToken::new();
+    while rate.clock().now() < until {
+        rate.acquire_cancellable(&never).expect("not cancelled");
+        rate.record(RateSignal::Success);
+    }
+}
+
+// The rate.
+
+#[test]
+fn rate_rises_while_successes_come() {
+    let (rate, _) = rate_on(RateConfig::default());
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let rate = rate.on_change({
+        let changes = changes.clone();
+        move |c| changes.lock().expect("not poisoned").push(c.clone())
+    });
+    assert_eq!(rate.rate(), 1.0);
+    succeed_until(&rate, Duration::from_secs(5));
+    // +1/s per second of success: 1, 2, 3, 4, 5 (some seconds take two
+    // grants to notice, so at least four steps).
+    assert!(rate.rate() >= 4.0, "{}", rate.rate());
+    let changes = changes.lock().expect("not poisoned");
+    assert!(changes.len() >= 3);
+    assert!(changes.iter().all(|c| c.to > c.from && c.why == "no 429 for an interval"), "{changes:?}");
+    assert_eq!(changes[0], RateChange { from: 1.0, to: 2.0, why: "no 429 for an interval" });
+}
+
+#[test]
+fn an_idle_caller_does_not_raise_the_rate() {
+    let (rate, clock) = rate_on(RateConfig { initial: 10.0, ..RateConfig::default() });
+    // Answers come, but the caller takes one token a second of the ten.
+    for _ in 0..10 {
+        rate.try_acquire().expect("a token a second is always there");
+        clock.advance(Duration::from_secs(1));
+        rate.record(RateSignal::Success);
+    }
+    assert_eq!(rate.rate(), 10.0);
+}
+
+#[test]
+fn a_429_cuts_by_the_factor_and_nothing_is_granted_before_retry_after() {
+    let (rate, clock) = rate_on(RateConfig { initial: 4.0, ..RateConfig::default() });
+    rate.try_acquire().expect("the burst");
+    clock.advance(ms(100));
+    rate.record(RateSignal::Limited { retry_after: Some(Duration::from_secs(2)) });
+    // Nothing delivered yet: the plain factor.
+    assert_eq!(rate.rate(), 2.0);
+    assert_eq!(rate.limited(), 1);
+    let refused = rate.try_acquire().expect_err("held");
+    assert_eq!(refused.earliest(), ms(2100));
+    clock.advance(ms(1999));
+    assert!(rate.try_acquire().is_err(), "still held 1 ms before the end");
+    clock.advance(ms(1));
+    assert_eq!(rate.try_acquire(), Ok(()));
+    // Then the learnt rate: 2/s, no burst.
+    assert_eq!(rate.try_acquire().expect_err("paced").earliest(), ms(2600));
+}
+
+#[test]
+fn a_blocking_acquire_waits_out_retry_after() {
+    let (rate, clock) = rate_on(RateConfig { initial: 4.0, burst: 3, ..RateConfig::default() });
+    rate.record(RateSignal::Limited { retry_after: Some(Duration::from_secs(3)) });
+    rate.acquire_cancellable(&CancelToken::new()).expect("not cancelled");
+    assert_eq!(clock.now(), Duration::from_secs(3));
+}
+
+#[test]
+fn a_429_without_retry_after_empties_the_bucket() {
+    let (rate, clock) = rate_on(RateConfig { initial: 4.0, burst: 4, ..RateConfig::default() });
+    rate.record(RateSignal::Limited { retry_after: None });
+    // Burst gone; the next token one interval of the new rate (2/s) on.
+    assert_eq!(rate.try_acquire().expect_err("empty").earliest(), ms(500));
+    assert_eq!(clock.now(), Duration::ZERO);
+}
+
+#[test]
+fn the_429s_of_one_interval_cut_once() {
+    let (rate, clock) = rate_on(RateConfig { initial: 8.0, ..RateConfig::default() });
+    for _ in 0..3 {
+        rate.record(RateSignal::Limited { retry_after: None });
+        clock.advance(ms(100));
+    }
+    assert_eq!(rate.rate(), 4.0);
+    assert_eq!(rate.limited(), 3);
+    clock.advance(Duration::from_secs(1));
+    rate.record(RateSignal::Limited { retry_after: None });
+    assert_eq!(rate.rate(), 2.0, "a later 429 cuts again");
+}
+
+#[test]
+fn a_cut_keeps_what_the_server_delivered() {
+    // 10/s taken for 3 s: the server delivered 10/s, so the cut is 5 %,
+    // not ½.
+    let config = RateConfig { initial: 10.0, increase: 0.0, growth: 0.0, ..RateConfig::default() };
+    let (rate, _) = rate_on(config);
+    succeed_until(&rate, Duration::from_secs(3));
+    rate.record(RateSignal::Limited { retry_after: None });
+    assert!((rate.rate() - 9.5).abs() < 0.5, "{}", rate.rate());
+    // After a 429 it only probes: 2 % a second.
+    let before = rate.rate();
+    succeed_until(&rate, Duration::from_secs(6));
+    assert!(rate.rate() > before && rate.rate() < before * 1.07, "{before} -> {}", rate.rate());
+}
+
+#[test]
+fn a_policy_sets_the_rate_and_burst_and_caps_the_probe() {
+    let (rate, _) = rate_on(RateConfig::default());
+    let policy = RateSignal::Policy { limit: 10, window: Duration::from_secs(2), remaining: None, reset: None };
+    rate.record(policy);
+    assert_eq!((rate.rate(), rate.burst()), (5.0, 5));
+    succeed_until(&rate, Duration::from_secs(5));
+    assert_eq!(rate.rate(), 5.0, "never above the stated rate");
+    // A 429 still cuts; the rate then climbs back to the policy, no higher.
+    rate.record(RateSignal::Limited { retry_after: None });
+    assert!(rate.rate() < 5.0);
+    rate.record(policy); // the same policy again: no reset of the cut
+    assert!(rate.rate() < 5.0);
+    succeed_until(&rate, Duration::from_secs(15));
+    assert_eq!(rate.rate(), 5.0);
+    // A larger window: one second's worth of burst.
+    rate.record(RateSignal::Policy { limit: 600, window: Duration::from_secs(60), remaining: None, reset: None });
+    assert_eq!((rate.rate(), rate.burst()), (10.0, 10));
+}
+
+#[test]
+fn no_requests_left_holds_until_reset() {
+    let (rate, clock) = rate_on(RateConfig { initial: 5.0, burst: 5, ..RateConfig::default() });
+    rate.try_acquire().expect("the burst");
+    let policy = |remaining| RateSignal::Policy {
+        limit: 5,
+        window: Duration::from_secs(1),
+        remaining: Some(remaining),
+        reset: Some(Duration::from_secs(2)),
+    };
+    rate.record(policy(1));
+    rate.try_acquire().expect("one left");
+    assert!(rate.try_acquire().is_err(), "the server said one was left");
+    rate.record(policy(0));
+    assert_eq!(rate.try_acquire().expect_err("held").earliest(), Duration::from_secs(2));
+    clock.advance(Duration::from_secs(2));
+    for _ in 0..5 {
+        rate.try_acquire().expect("refilled during the hold, up to the burst");
+    }
+    assert!(rate.try_acquire().is_err());
+}
+
+#[test]
+fn a_cancelled_acquire_returns_at_once_and_gives_its_slot_back() {
+    // One token per 1000 s, on the real clock: a wait that would hang.
+    let rate = Arc::new(AdaptiveRate::new(RateConfig { initial: 0.001, min: 0.001, ..RateConfig::default() }));
+    let cancel = CancelToken::new();
+    assert_eq!(rate.acquire_cancellable(&cancel), Ok(()));
+    let waiter = thread::spawn({
+        let (rate, cancel) = (rate.clone(), cancel.clone());
+        move || rate.acquire_cancellable(&cancel)
+    });
+    // Wait until it has reserved (the next free slot is then 2000 s away),
+    // so that there is a slot to give back.
+    for _ in 0..1000 {
+        if rate.try_acquire().expect_err("one token per 1000 s").wait_time() > Duration::from_secs(1500) {
+            break;
+        }
+        thread::sleep(ms(5));
+    }
+    assert!(rate.try_acquire().expect_err("in debt").wait_time() > Duration::from_secs(1500), "reserved");
+    cancel.cancel();
+    assert_eq!(within(move || waiter.join().expect("no panic")), Err(Cancelled));
+    // Its slot is back: the next is due within 1000 s, not 2000.
+    let next = rate.try_acquire().expect_err("one token per 1000 s");
+    assert!(next.wait_time() <= Duration::from_secs(1000), "{next:?}");
+    assert_eq!(rate.acquire_cancellable(&cancel), Err(Cancelled), "a cancelled token takes nothing");
+    assert!(rate.try_acquire().expect_err("still").wait_time() <= Duration::from_secs(1000));
+}
+
+#[cfg(feature = "async")]
+#[tokio::test(start_paused = true)]
+async fn async_acquire_paces_and_requeues_behind_a_429() {
+    let rate = Arc::new(AdaptiveRate::new(RateConfig { initial: 2.0, ..RateConfig::default() }));
+    let start = tokio::time::Instant::now();
+    rate.acquire_async().await;
+    rate.acquire_async().await;
+    assert_eq!(start.elapsed(), ms(500));
+    // A waiter asleep until 1 s; at 0.6 s a 429 says "retry after 3 s".
+    let waiter = tokio::spawn({
+        let rate = rate.clone();
+        async move { rate.acquire_async().await }
+    });
+    tokio::time::sleep(ms(100)).await;
+    rate.record(RateSignal::Limited { retry_after: Some(Duration::from_secs(3)) });
+    waiter.await.expect("joined");
+    assert_eq!(start.elapsed(), ms(3600), "granted at the end of the hold, not at its old slot");
+    // A dropped waiter takes nothing.
+    let before = rate.try_acquire().expect_err("paced").earliest();
+    assert!(tokio::time::timeout(ms(10), rate.acquire_async()).await.is_err());
+    assert_eq!(rate.try_acquire().expect_err("paced").earliest(), before);
+}
+
+#[test]
+fn nonsense_settings_are_brought_into_range() {
+    let config = RateConfig { initial: f64::NAN, min: -1.0, max: 0.0, burst: 0, ..RateConfig::default() };
+    let (rate, _) = rate_on(config);
+    assert!(rate.rate() > 0.0 && rate.rate().is_finite());
+    assert_eq!(rate.burst(), 1);
+    let limiter = AdaptiveConcurrency::with_clock(
+        ConcurrencyConfig { initial: 0, min: 0, max: 0, ..Default::default() },
+        FakeClock::new(),
+    );
+    assert_eq!(limiter.limit(), 1);
+}
+
+// The concurrency limit.
+
+fn limiter_on(config: ConcurrencyConfig) -> (AdaptiveConcurrency<FakeClock>, FakeClock) {
+    let clock = FakeClock::new();
+    (AdaptiveConcurrency::with_clock(config, clock.clone()), clock)
+}
+
+/// Fills the limit, lets `latency` pass, and answers them all.
+fn round(limiter: &AdaptiveConcurrency<FakeClock>, latency: Duration) {
+    let permits: Vec<_> = std::iter::from_fn(|| limiter.try_acquire()).collect();
+    assert_eq!(permits.len(), limiter.limit());
+    limiter.clock().advance(latency);
+    permits.into_iter().for_each(Permit::success);
+}
+
+#[test]
+fn slow_start_doubles_while_latency_is_flat() {
+    let (limiter, _) = limiter_on(ConcurrencyConfig::default());
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let limiter = limiter.on_change({
+        let changes = changes.clone();
+        move |c| changes.lock().expect("not poisoned").push(c.clone())
+    });
+    for _ in 0..4 {
+        round(&limiter, ms(50));
+    }
+    assert_eq!(limiter.limit(), 64);
+    let changes = changes.lock().expect("not poisoned");
+    assert_eq!(changes.iter().map(|c| c.to).collect::<Vec<_>>(), [8, 16, 32, 64]);
+    assert!(changes.iter().all(|c| c.why == "latency flat: slow start"));
+}
+
+#[test]
+fn the_limit_shrinks_when_latency_doubles_then_probes_by_one() {
+    let (limiter, _) = limiter_on(ConcurrencyConfig::default());
+    round(&limiter, ms(50));
+    round(&limiter, ms(50));
+    assert_eq!(limiter.limit(), 16);
+    round(&limiter, ms(100));
+    assert_eq!(limiter.limit(), 8, "halved: the gradient baseline/latency");
+    round(&limiter, ms(50));
+    assert_eq!(limiter.limit(), 9, "slow start is over: +1");
+}
+
+#[test]
+fn the_limit_shrinks_on_overload_once_per_limit() {
+    let (limiter, _) = limiter_on(ConcurrencyConfig { initial: 8, ..Default::default() });
+    let permits: Vec<_> = std::iter::from_fn(|| limiter.try_acquire()).collect();
+    let mut permits = permits.into_iter();
+    permits.next().expect("one").overload();
+    assert_eq!(limiter.limit(), 6);
+    // Started under the old limit: they say nothing new.
+    permits.next().expect("two").overload();
+    assert_eq!(limiter.limit(), 6);
+    drop(permits);
+    limiter.try_acquire().expect("a slot").overload();
+    assert_eq!(limiter.limit(), 4);
+}
+
+#[test]
+fn the_limit_stays_within_min_and_max() {
+    let config = ConcurrencyConfig { initial: 3, min: 2, max: 10, ..Default::default() };
+    let (limiter, _) = limiter_on(config);
+    for _ in 0..5 {
+        round(&limiter, ms(10));
+    }
+    assert_eq!(limiter.limit(), 10);
+    for _ in 0..10 {
+        limiter.try_acquire().expect("a slot").overload();
+    }
+    assert_eq!(limiter.limit(), 2);
+}
+
+#[test]
+fn permits_free_their_slots_however_they_end() {
+    let (limiter, _) = limiter_on(ConcurrencyConfig { initial: 3, min: 3, max: 3, ..Default::default() });
+    let a = limiter.try_acquire().expect("1");
+    let b = limiter.try_acquire().expect("2");
+    let c = limiter.try_acquire().expect("3");
+    assert!(limiter.try_acquire().is_none());
+    assert_eq!(limiter.in_flight(), 3);
+    a.success();
+    b.overload();
+    drop(c);
+    assert_eq!(limiter.in_flight(), 0);
+    assert_eq!(limiter.limit(), 3);
+}
+
+#[test]
+fn a_blocked_acquire_is_woken_by_a_freed_slot() {
+    let limiter =
+        Arc::new(AdaptiveConcurrency::new(ConcurrencyConfig { initial: 1, min: 1, max: 1, ..Default::default() }));
+    let held = limiter.try_acquire().expect("the one slot");
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let waiter = thread::spawn({
+        let limiter = limiter.clone();
+        move || {
+            let permit = limiter.acquire_cancellable(&CancelToken::new()).expect("not cancelled");
+            tx.send(limiter.in_flight()).expect("the test waits");
+            drop(permit);
+        }
+    });
+    assert!(rx.recv_timeout(ms(50)).is_err(), "blocked while the slot is held");
+    drop(held);
+    assert_eq!(rx.recv_timeout(LIMIT).expect("woken"), 1);
+    waiter.join().expect("no panic");
+    assert_eq!(limiter.in_flight(), 0);
+}
+
+#[test]
+fn a_cancelled_blocked_acquire_returns_at_once_holding_nothing() {
+    let limiter =
+        Arc::new(AdaptiveConcurrency::new(ConcurrencyConfig { initial: 1, min: 1, max: 1, ..Default::default() }));
+    let held = limiter.try_acquire().expect("the one slot");
+    let cancel = CancelToken::new();
+    let waiter = thread::spawn({
+        let (limiter, cancel) = (limiter.clone(), cancel.clone());
+        move || limiter.acquire_cancellable(&cancel).map(drop)
+    });
+    thread::sleep(ms(20)); // most likely blocked by now; either way it must end
+    cancel.cancel();
+    assert_eq!(within(move || waiter.join().expect("no panic")), Err(Cancelled));
+    assert_eq!(limiter.in_flight(), 1, "the held slot is still held");
+    assert_eq!(limiter.acquire_cancellable(&cancel).map(drop), Err(Cancelled));
+    drop(held);
+    assert_eq!(limiter.in_flight(), 0);
+    assert!(limiter.try_acquire().is_some());
+}
+
+#[cfg(feature = "async")]
+#[tokio::test(start_paused = true)]
+async fn async_acquire_waits_for_a_slot_without_blocking() {
+    let limiter =
+        Arc::new(AdaptiveConcurrency::new(ConcurrencyConfig { initial: 1, min: 1, max: 1, ..Default::default() }));
+    let held = limiter.acquire_async().await;
+    // A dropped waiter holds nothing.
+    assert!(tokio::time::timeout(ms(10), limiter.acquire_async()).await.is_err());
+    assert_eq!(limiter.in_flight(), 1);
+    let waiter = tokio::spawn({
+        let limiter = limiter.clone();
+        async move {
+            let permit = limiter.acquire_async().await;
+            tokio::time::sleep(ms(30)).await;
+            permit.success();
+        }
+    });
+    tokio::time::sleep(ms(20)).await;
+    assert!(!waiter.is_finished(), "waits while the slot is held");
+    held.success();
+    tokio::time::timeout(LIMIT, waiter).await.expect("woken").expect("joined");
+    assert_eq!(limiter.in_flight(), 0);
+}
+
+// Against simulated servers: the targets.
+
+#[test]
+fn five_per_second_without_headers_is_met_closely_with_few_429s() {
+    let server = RateServer { limit: 5.0, burst: 5, headers: false, latency: ms(20), workers: 4, requests: 300 };
+    let run = rate_run(server, RateConfig::default());
+    let ratio = run.finish.as_secs_f64() / RateRun::ideal(&server);
+    let share = run.limited as f64 / run.sent as f64;
+    assert!(ratio <= 1.15, "{ratio:.3} of the ideal time");
+    assert!(share < 0.05, "{:.1} % 429s", 100.0 * share);
+}
+
+#[test]
+fn five_per_second_with_headers_is_met_exactly() {
+    let server = RateServer { limit: 5.0, burst: 5, headers: true, latency: ms(20), workers: 4, requests: 300 };
+    let run = rate_run(server, RateConfig::default());
+    let ratio = run.finish.as_secs_f64() / RateRun::ideal(&server);
+    assert!(ratio <= 1.05, "{ratio:.3} of the ideal time");
+    assert!(run.limited * 100 < run.sent, "{} 429s of {}", run.limited, run.sent);
+    assert_eq!((run.rate, run.burst), (5.0, 5));
+}
+
+/// The fewest seconds any fixed worker count from 1 to 64 takes.
+fn best_fixed(server: CapacityServer) -> f64 {
+    (1..=64)
+        .map(|w| concurrency_run(CapacityServer { workers: w, ..server }, None).finish.as_secs_f64())
+        .fold(f64::MAX, f64::min)
+}
+
+#[test]
+fn a_server_of_capacity_eight_is_filled_without_queueing() {
+    let server = CapacityServer { capacity: 8, latency: ms(20), workers: 256, requests: 1000 };
+    let run = concurrency_run(server, Some(ConcurrencyConfig::default()));
+    let best = best_fixed(server);
+    assert!(best / run.finish.as_secs_f64() >= 0.9, "auto {:?}, best fixed {best} s", run.finish);
+    assert!(run.median() <= ms(30), "median {:?}", run.median());
+    let (low, high) = run.band(ms(200));
+    assert!(low >= 8 && high <= 12, "settled in {low}..={high}");
+}
+
+#[test]
+fn a_server_without_limit_is_found_in_a_few_round_trips() {
+    let server = CapacityServer { capacity: usize::MAX, latency: ms(50), workers: 256, requests: 1000 };
+    let run = concurrency_run(server, Some(ConcurrencyConfig::default()));
+    let best = best_fixed(server);
+    assert!(run.finish.as_secs_f64() <= 1.1 * best, "auto {:?}, best fixed {best} s", run.finish);
+}
+
+#[test]
+fn a_full_bucket_holds_the_burst_and_no_more() {
+    let (rate, clock) = rate_on(RateConfig { initial: 2.0, burst: 3, ..RateConfig::default() });
+    clock.advance(Duration::from_secs(60)); // idle: the bucket fills, up to the burst
+    for _ in 0..3 {
+        rate.try_acquire().expect("the burst");
+    }
+    assert_eq!(rate.try_acquire().expect_err("burst spent").wait_time(), ms(500));
+}
+
+#[test]
+fn samples_wait_until_the_requests_of_a_higher_limit_have_ended() {
+    let (limiter, clock) = limiter_on(ConcurrencyConfig::default());
+    round(&limiter, ms(50));
+    round(&limiter, ms(50));
+    assert_eq!(limiter.limit(), 16);
+    let take = |n| (0..n).map(|_| limiter.try_acquire().expect("a slot")).collect::<Vec<_>>();
+    // Sixteen take 100 ms: the limit halves while eight others are queued.
+    let mut first = take(16);
+    clock.advance(ms(100));
+    first.drain(..8).for_each(Permit::success);
+    let queued = take(8);
+    first.into_iter().for_each(Permit::success);
+    assert_eq!(limiter.limit(), 8);
+    // Four started while the queue was still the old one's: slow, but
+    // not the new limit's fault.
+    let mut queued = queued.into_iter();
+    queued.by_ref().take(4).for_each(Permit::success);
+    let behind = take(4);
+    clock.advance(ms(100));
+    queued.for_each(Permit::success);
+    behind.into_iter().for_each(Permit::success);
+    assert_eq!(limiter.limit(), 8);
+    // The new limit's own requests answer at the unloaded latency: flat.
+    round(&limiter, ms(50));
+    assert_eq!(limiter.limit(), 9);
+}
+
+#[test]
+fn a_smaller_stated_burst_takes_effect_at_once() {
+    let (rate, _) = rate_on(RateConfig { initial: 100.0, burst: 10, ..RateConfig::default() });
+    rate.record(RateSignal::Policy { limit: 2, window: Duration::from_secs(1), remaining: None, reset: None });
+    assert_eq!(rate.burst(), 2);
+    rate.try_acquire().expect("1");
+    rate.try_acquire().expect("2");
+    assert!(rate.try_acquire().is_err(), "no more than the stated burst");
+}
+
+#[test]
+fn the_limiters_and_permits_cross_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<AdaptiveRate>();
+    shared::<AdaptiveConcurrency>();
+    shared::<Permit<'static, crate::throttle::SystemClock>>();
+}
