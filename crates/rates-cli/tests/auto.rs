@@ -182,7 +182,7 @@ fn bench_puts_the_auto_rows_beside_the_fixed_ones() {
     let (code, out, err) = run(&[
         "bench",
         "--models",
-        "thread-pool,async",
+        "sync,thread-pool,async",
         "--auto",
         "--requests",
         "40",
@@ -195,8 +195,9 @@ fn bench_puts_the_auto_rows_beside_the_fixed_ones() {
     for row in ["thread-pool ", "thread-pool auto ", "async ", "async auto "] {
         assert!(out.lines().any(|l| l.starts_with(row)), "no row {row:?}: {out}");
     }
+    assert!(!out.lines().any(|l| l.starts_with("sync auto")), "one request at a time whatever the limit: {out}");
     let header = out.lines().nth(1).unwrap();
-    assert!(header.trim_end().ends_with("learnt"), "{out}");
+    assert!(header.trim_end().ends_with("learnt") && header.contains("p50 lat"), "{out}");
     let auto = out.lines().find(|l| l.starts_with("async auto ")).unwrap();
     assert!(auto.contains("--workers "), "{auto}");
 }

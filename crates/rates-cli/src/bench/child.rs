@@ -59,6 +59,12 @@ pub struct Measured {
     /// options that reuse it.
     #[serde(default)]
     pub learnt: Option<String>,
+    /// The I/O workload: the median and 99th percentile of the answered
+    /// requests' latency, as the caller saw it.
+    #[serde(default)]
+    pub latency_p50_s: Option<f64>,
+    #[serde(default)]
+    pub latency_p99_s: Option<f64>,
 }
 
 /// CPU time and peak memory of this process and its reaped children.
@@ -129,13 +135,18 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let auto = rates::models::AutoLimits::new(spec.auto_rate, spec.auto_workers.then_some(pool_size));
 
     // Set up outside the measurement: the fetcher, its clients, the requests.
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(spec.items)));
     let prepared = match spec.workload {
         Workload::Io => {
             let api = spec.api.as_deref().context("bench-run: no API for the I/O workload")?;
             let throttle = spec.rate.map(|r| concur::Throttle::new(r, spec.burst)).transpose()?.map(Arc::new);
             let config = ClientConfig { timeout: Duration::from_secs_f64(spec.timeout_s), ..ClientConfig::default() };
             let retry = RetryPolicy { retries: spec.retries, ..RetryPolicy::default() };
-            let fetcher = auto.apply(Fetcher::new(api, config)?.with_retry(retry).with_throttle(throttle));
+            let sink = Arc::clone(&latencies);
+            let fetcher =
+                auto.apply(Fetcher::new(api, config)?.with_retry(retry).with_throttle(throttle)).with_latency_sink(
+                    Arc::new(move |d: Duration| sink.lock().unwrap_or_else(|p| p.into_inner()).push(d.as_secs_f64())),
+                );
             Some((Arc::new(fetcher), io_requests(spec.items)))
         }
         Workload::Cpu => None,
@@ -177,9 +188,19 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
         errors: results.iter().filter(|r| r.is_err()).count(),
         first_error: results.iter().find_map(|r| r.as_ref().err().cloned()),
         learnt: auto.learnt().map(|l| l.to_string()),
+        latency_p50_s: percentile(&latencies, 0.5),
+        latency_p99_s: percentile(&latencies, 0.99),
     };
     println!("{}", serde_json::to_string(&measured)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `q` quantile (nearest rank) of the latencies recorded.
+fn percentile(latencies: &std::sync::Mutex<Vec<f64>>, q: f64) -> Option<f64> {
+    let mut v = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1));
+    v.get(rank - 1).copied()
 }
 
 /// Runs `spec` in a child process of this program, killing it if it runs
@@ -222,6 +243,16 @@ pub(super) fn run_child(spec: &Spec, limit: Duration) -> Result<Measured, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_ranks() {
+        let l = |v: Vec<f64>| std::sync::Mutex::new(v);
+        assert_eq!(percentile(&l(vec![]), 0.5), None);
+        assert_eq!(percentile(&l(vec![0.3, 0.1, 0.2]), 0.5), Some(0.2));
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&l(hundred.clone()), 0.5), Some(50.0));
+        assert_eq!(percentile(&l(hundred), 0.99), Some(99.0));
+    }
 
     #[test]
     fn the_peak_is_read_from_the_status_file() {

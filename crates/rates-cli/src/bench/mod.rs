@@ -253,7 +253,11 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // items at once, as the pooled models do; `--models` is ignored.
     let rows: Vec<Row> = match &config.queue {
         Some(_) => vec![Row { name: "queue".to_owned(), ..row(Model::ThreadPool, false) }],
-        None if args.auto => models.iter().flat_map(|m| [row(*m, false), row(*m, true)]).collect(),
+        // `sync` has one request in flight whatever the limit: no auto row.
+        None if args.auto => models
+            .iter()
+            .flat_map(|m| std::iter::once(row(*m, false)).chain((*m != Model::Sync).then(|| row(*m, true))))
+            .collect(),
         None => models.iter().map(|m| row(*m, false)).collect(),
     };
     let progress = ProgressBar::new((rows.len() * args.repeat) as u64);
@@ -312,7 +316,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             progress.inc(1);
         }
         if report.skipped.is_none() {
-            let ideal = if io { io_bound(limit, latency, n, c) } else { cpu_bound(n, c.min(cores), item_s) };
+            // A server that answers `capacity` at once serves no more.
+            let served = sim.and_then(|o| o.capacity).map_or(c, |cap| c.min(cap));
+            let ideal = if io { io_bound(limit, latency, n, served) } else { cpu_bound(n, c.min(cores), item_s) };
             report.summary = summarise(runs, n, ideal);
         }
         reports.push(report);

@@ -11,6 +11,12 @@ pub(super) fn secs(s: f64) -> String {
     if s < 1.0 { format!("{:.0}ms", s * 1e3) } else { format!("{s:.2}s") }
 }
 
+/// A latency in milliseconds, with one decimal below 10 ms.
+pub(super) fn ms(s: f64) -> String {
+    let ms = s * 1e3;
+    if ms < 10.0 { format!("{ms:.1}ms") } else { format!("{ms:.0}ms") }
+}
+
 pub(super) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -60,6 +66,7 @@ pub(super) fn table(report: &Report) -> String {
         "peak mem",
         if io { "req/s" } else { "items/s" },
         "errors",
+        "p50 lat",
         "requests",
         "in flight",
         "ideal",
@@ -85,6 +92,7 @@ pub(super) fn table(report: &Report) -> String {
             mib(s.peak_rss_bytes),
             format!("{:.1}", s.items_per_s),
             s.errors.to_string(),
+            s.latency_p50_s.map_or_else(dash, ms),
             s.requests.map_or_else(dash, |r| r.to_string()),
             s.max_in_flight.map_or_else(dash, |r| r.to_string()),
             s.ideal_s.map_or_else(dash, secs),

@@ -46,6 +46,9 @@ pub(super) struct Summary {
     pub(super) first_error: Option<String>,
     /// What the auto limits learnt in the last run.
     pub(super) learnt: Option<String>,
+    /// The I/O workload: the runs' median latency percentiles.
+    pub(super) latency_p50_s: Option<f64>,
+    pub(super) latency_p99_s: Option<f64>,
     pub(super) runs: Vec<Run>,
 }
 
@@ -137,6 +140,8 @@ pub(super) fn summarise(runs: Vec<Run>, items: usize, ideal_s: Option<f64>) -> O
         ratio: ideal_s.filter(|i| *i > 0.0).map(|i| wall_s / i),
         first_error: runs.iter().find_map(|r| r.measured.first_error.clone()),
         learnt: runs.iter().rev().find_map(|r| r.measured.learnt.clone()),
+        latency_p50_s: median(runs.iter().filter_map(|r| r.measured.latency_p50_s)),
+        latency_p99_s: median(runs.iter().filter_map(|r| r.measured.latency_p99_s)),
         runs,
     })
 }

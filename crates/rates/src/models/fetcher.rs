@@ -34,6 +34,7 @@ pub struct Fetcher {
     shared_limit: Option<Arc<dyn SharedLimit>>,
     adaptive_rate: Option<Arc<AdaptiveRate>>,
     concurrency: Option<Arc<AdaptiveConcurrency>>,
+    latency: Option<LatencySink>,
     cancel: Cancel,
     progress: Option<Progress>,
     worker_program: Option<std::path::PathBuf>,
@@ -46,6 +47,10 @@ pub trait SharedLimit: Send + Sync {
     /// Blocks until a grant; `Err` if `cancel` was cancelled first.
     fn acquire_cancellable(&self, cancel: &Cancel) -> Result<(), concur::Cancelled>;
 }
+
+/// Called with the time each answered attempt took, from its request to
+/// its answer (the rate limit's waits and retries' backoff excluded).
+pub type LatencySink = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// Called once per item when it is done (ok or failed), from the thread or
 /// task that fetched it: drives progress bars.
@@ -74,6 +79,7 @@ impl Fetcher {
             shared_limit: None,
             adaptive_rate: None,
             concurrency: None,
+            latency: None,
             cancel: Cancel::new(),
             progress: None,
             worker_program: None,
@@ -114,6 +120,12 @@ impl Fetcher {
     /// connection, a 429 or 503): `--workers auto`.
     pub fn with_adaptive_concurrency(mut self, limit: Arc<AdaptiveConcurrency>) -> Self {
         self.concurrency = Some(limit);
+        self
+    }
+
+    /// Calls `sink` with the latency of every attempt that got an answer.
+    pub fn with_latency_sink(mut self, sink: LatencySink) -> Self {
+        self.latency = Some(sink);
         self
     }
 
@@ -192,7 +204,9 @@ impl Fetcher {
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
                 }
+                let sent = self.latency.as_ref().map(|_| std::time::Instant::now());
                 let answer = attempt();
+                self.observe(sent, &answer);
                 self.learn(permit, &answer);
                 answer.map(|reply| reply.rates)
             },
@@ -201,6 +215,13 @@ impl Fetcher {
             },
         );
         self.done(outcome)
+    }
+
+    /// Gives the latency sink an answered attempt's time since `sent`.
+    fn observe(&self, sent: Option<std::time::Instant>, answer: &Result<Reply, FetchError>) {
+        if let (Some(sink), Some(sent), Ok(_)) = (&self.latency, sent, answer) {
+            sink(sent.elapsed());
+        }
     }
 
     /// Tells the adaptive limits what an attempt's answer said.
@@ -272,7 +293,9 @@ impl Fetcher {
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
                 }
+                let sent = self.latency.as_ref().map(|_| std::time::Instant::now());
                 let answer = client.fetch_reply(req).await;
+                self.observe(sent, &answer);
                 self.learn(permit, &answer);
                 answer.map(|reply| reply.rates)
             })

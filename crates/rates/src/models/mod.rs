@@ -28,7 +28,7 @@ mod processes;
 mod threads;
 
 pub use auto::{AutoLimits, Learnt, auto_pool_size};
-pub use fetcher::{FetchOnce, Fetcher, Outcome, Progress, SharedLimit, registry};
+pub use fetcher::{FetchOnce, Fetcher, LatencySink, Outcome, Progress, SharedLimit, registry};
 
 use std::fmt;
 use std::future::Future;
