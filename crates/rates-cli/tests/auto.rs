@@ -41,28 +41,17 @@ const FROM: &str = "2024-01-01";
 const TO: &str = "2024-02-26";
 const DAYS: usize = 40;
 
+/// `rates -v history` of [`DAYS`] days with `--rate auto` against `server`.
+fn history_with_auto_rate(server: &Served) -> (i32, String, String) {
+    let api = server.url();
+    let range = ["--base", "USD", "--symbols", "EUR", "--from", FROM, "--to", TO];
+    run(&[&["-v", "history", "--api", &api, "--rate", "auto", "--retries", "10"][..], &range].concat())
+}
+
 #[test]
 fn rate_auto_learns_a_silent_limit_from_429s_and_loses_no_day() {
     let server = limited_server("20", "4", false);
-    let api = server.url();
-    let (code, out, err) = run(&[
-        "history",
-        "--api",
-        &api,
-        "--base",
-        "USD",
-        "--symbols",
-        "EUR",
-        "--from",
-        FROM,
-        "--to",
-        TO,
-        "--rate",
-        "auto",
-        "--retries",
-        "10",
-        "-v",
-    ]);
+    let (code, out, err) = history_with_auto_rate(&server);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().skip(1).count(), DAYS, "every day once: {out}");
     // Each change of the rate is logged with its reason, and the result is
@@ -80,25 +69,7 @@ fn rate_auto_learns_a_silent_limit_from_429s_and_loses_no_day() {
 fn rate_auto_takes_a_stated_limit_from_the_headers() {
     // 10/s in bursts of 10: a policy of 10 per second, stated exactly.
     let server = limited_server("10", "10", true);
-    let api = server.url();
-    let (code, out, err) = run(&[
-        "history",
-        "--api",
-        &api,
-        "--base",
-        "USD",
-        "--symbols",
-        "EUR",
-        "--from",
-        FROM,
-        "--to",
-        TO,
-        "--rate",
-        "auto",
-        "--retries",
-        "10",
-        "-v",
-    ]);
+    let (code, out, err) = history_with_auto_rate(&server);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().skip(1).count(), DAYS, "{out}");
     let learnt = learnt_rate(&err);

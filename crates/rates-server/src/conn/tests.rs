@@ -298,10 +298,10 @@ fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
 }
 
-#[tokio::test(start_paused = true)]
-async fn requests_beyond_the_capacity_wait_their_turn() {
+/// Six clients send a request at once to a server of `options`: the
+/// server's state and the answers.
+async fn six_at_once(options: crate::ServerOptions) -> (Arc<Shared>, Vec<String>) {
     let (clients, servers): (Vec<_>, Vec<_>) = (0..6).map(|_| tokio::io::duplex(64 * 1024)).unzip();
-    let options = crate::ServerOptions { capacity: Some(2), latency: Duration::from_millis(200), ..Default::default() };
     let (shared, _, _stop) = start_with(servers.into_iter().map(Ok).collect(), options);
     let mut answers = tokio::task::JoinSet::new();
     for mut client in clients {
@@ -311,6 +311,13 @@ async fn requests_beyond_the_capacity_wait_their_turn() {
         });
     }
     let answers = tokio::time::timeout(Duration::from_secs(60), answers.join_all()).await.expect("no hang");
+    (shared, answers)
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_beyond_the_capacity_wait_their_turn() {
+    let options = crate::ServerOptions { capacity: Some(2), latency: Duration::from_millis(200), ..Default::default() };
+    let (shared, answers) = six_at_once(options).await;
     assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 200 OK")), "{answers:?}");
     let s = shared.metrics().snapshot();
     // All six were in at once, two at a time were served.
@@ -327,17 +334,8 @@ async fn requests_beyond_the_capacity_wait_their_turn() {
 
 #[tokio::test(start_paused = true)]
 async fn without_a_capacity_nothing_waits() {
-    let (clients, servers): (Vec<_>, Vec<_>) = (0..6).map(|_| tokio::io::duplex(64 * 1024)).unzip();
     let options = crate::ServerOptions { latency: Duration::from_millis(200), ..Default::default() };
-    let (shared, _, _stop) = start_with(servers.into_iter().map(Ok).collect(), options);
-    let mut answers = tokio::task::JoinSet::new();
-    for mut client in clients {
-        answers.spawn(async move {
-            client.write_all(GET).await.unwrap();
-            read_answer(&mut client).await
-        });
-    }
-    let answers = tokio::time::timeout(Duration::from_secs(60), answers.join_all()).await.expect("no hang");
+    let (shared, answers) = six_at_once(options).await;
     assert_eq!(answers.len(), 6);
     assert_eq!(shared.metrics().snapshot().max_in_service, 6);
 }
