@@ -217,9 +217,9 @@ impl Manager {
             if let Some(max) = self.shared.config.max_tasks_per_child {
                 end = end.min(next + max.saturating_sub(current.done).max(1));
             }
-            end = next + wire::tasks_that_fit(chunk.name, &chunk.tasks[next..end]);
+            end = next + wire::tasks_that_fit(chunk.name, &chunk.tasks, next, end);
             let deliver = &mut chunk.deliver;
-            let sent = current.run(chunk.name, &chunk.tasks[next..end], chunk.timeout, |k, answer| {
+            let sent = current.run(chunk.name, &chunk.tasks, next..end, chunk.timeout, |k, answer| {
                 deliver(next + k, answer);
             });
             let lost = match sent {
@@ -450,18 +450,19 @@ impl Worker {
     fn run(
         &mut self,
         name: &str,
-        tasks: &[Vec<u8>],
+        tasks: &wire::Payloads,
+        range: std::ops::Range<usize>,
         limit: Option<Duration>,
         mut deliver: impl FnMut(usize, Result<&[u8], TaskError>),
     ) -> Result<(), Lost> {
-        let frame = wire::run_frame(name, tasks);
+        let frame = wire::run_frame(name, tasks, range.start, range.end);
         if self.stdin.write_all(&frame).is_err() {
             // It never read the whole chunk, so it ran none of it.
             return Err(Lost { answered: 0, taken: false, how: How::Died });
         }
         drop(frame);
         let (mut answered, mut taken) = (0, false);
-        while answered < tasks.len() {
+        while answered < range.len() {
             let deadline = limit.map(|limit| Instant::now() + limit);
             let lost = |how| Lost { answered, taken, how };
             let body = match self.stdout.frame(deadline) {

@@ -113,7 +113,7 @@ pub use registry::Registry;
 pub use worker::worker_main;
 
 pub use per_call::PerCall;
-use registry::{decode, encode};
+use registry::decode;
 use slot::Slot;
 
 /// Tasks of one type sent to a worker in one message, and where their
@@ -121,7 +121,7 @@ use slot::Slot;
 /// learn those were cancelled.
 struct Chunk {
     name: &'static str,
-    tasks: Vec<Vec<u8>>,
+    tasks: wire::Payloads,
     deliver: Deliver,
     /// How long each task may run.
     timeout: Option<Duration>,
@@ -379,13 +379,12 @@ impl ProcessPool {
         let mut n = 0;
         let mut chunks = Vec::new();
         let mut indices = Vec::new();
-        let mut tasks = Vec::new();
+        let mut tasks = wire::Payloads::default();
         for (i, task) in items.into_iter().enumerate() {
             n = i + 1;
-            match encode(&task, || format!("task {:?}", T::NAME)) {
-                Ok(bytes) => {
+            match tasks.push(&task, || format!("task {:?}", T::NAME)) {
+                Ok(()) => {
                     indices.push(i);
-                    tasks.push(bytes);
                     if tasks.len() == chunksize {
                         let (indices, tasks) = (std::mem::take(&mut indices), std::mem::take(&mut tasks));
                         chunks.push(chunk_of::<T>(indices, tasks, tx.clone(), timeout));
@@ -407,14 +406,14 @@ impl ProcessPool {
     }
 
     fn apply_async_within<T: Task>(&self, task: T, timeout: Option<Duration>) -> AsyncResult<T::Output> {
-        let bytes = match encode(&task, || format!("task {:?}", T::NAME)) {
-            Ok(bytes) => bytes,
-            Err(e) => return AsyncResult::ready(Err(e)),
-        };
+        let mut tasks = wire::Payloads::default();
+        if let Err(e) = tasks.push(&task, || format!("task {:?}", T::NAME)) {
+            return AsyncResult::ready(Err(e));
+        }
         let (tx, handle) = AsyncResult::channel();
         let chunk = Chunk {
             name: T::NAME,
-            tasks: vec![bytes],
+            tasks,
             deliver: Box::new(move |_, result| {
                 // The caller may have dropped the handle.
                 let _ = tx.send(result.and_then(|bytes| decode(bytes, T::NAME)));
@@ -446,7 +445,7 @@ impl Pool for ProcessPool {
 /// A chunk whose answers go to `tx` under the tasks' input indices.
 fn chunk_of<T: Task>(
     indices: Vec<usize>,
-    tasks: Vec<Vec<u8>>,
+    tasks: wire::Payloads,
     tx: Sender<(usize, Result<T::Output, TaskError>)>,
     timeout: Option<Duration>,
 ) -> Chunk {
