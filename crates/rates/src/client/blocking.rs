@@ -20,6 +20,10 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// Each of a connection's input and output buffers: larger than any
+/// answer's headers (a body is read through it in pieces).
+const BUFFER_SIZE: usize = 16 * 1024;
+
 /// A blocking client of the rates API, cheap to share between threads
 /// (`&BlockingClient` or `Arc<BlockingClient>`).
 #[derive(Debug, Clone)]
@@ -40,6 +44,12 @@ impl BlockingClient {
             .timeout_connect(Some(config.connect_timeout))
             .timeout_global(Some(config.timeout))
             .max_idle_connections_per_host(64)
+            // ureq's default buffers are 128 KiB each way per connection,
+            // zero-filled when first used: 256 KiB resident for every
+            // connection, most of thread-per-item's memory. An answer and
+            // its headers are a few hundred bytes.
+            .input_buffer_size(BUFFER_SIZE)
+            .output_buffer_size(BUFFER_SIZE)
             .user_agent(concat!("rates/", env!("CARGO_PKG_VERSION")))
             .build();
         let agent = Agent::with_parts(agent, DefaultConnector::new(), LiteralFirst(DefaultResolver::default()));
