@@ -96,8 +96,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::pool::{AsyncResult, ImapUnordered, Pool, Task, TaskError};
+use crate::pool::{AsyncResult, Pool, Task, TaskError};
 
+mod answers;
 mod builder;
 mod manager;
 mod per_call;
@@ -112,6 +113,7 @@ pub use builder::ProcessPoolBuilder;
 pub use registry::Registry;
 pub use worker::worker_main;
 
+use answers::{Answers, Batch, Batches};
 pub use per_call::PerCall;
 use registry::decode;
 use slot::Slot;
@@ -122,21 +124,31 @@ use slot::Slot;
 struct Chunk {
     name: &'static str,
     tasks: wire::Payloads,
-    deliver: Deliver,
+    deliver: Box<dyn Deliver>,
     /// How long each task may run.
     timeout: Option<Duration>,
 }
 
-/// Takes the answer for the task at an index of a chunk: its serialised
-/// output, or why there is none. Called once per task.
-type Deliver = Box<dyn FnMut(usize, Result<&[u8], TaskError>) + Send>;
+/// Where the answers of a chunk's tasks go.
+trait Deliver: Send {
+    /// Takes the answer for the task at an index of the chunk: its
+    /// serialised output, or why there is none. Called once per task.
+    fn answer(&mut self, k: usize, result: Result<&[u8], TaskError>);
+
+    /// Hands the answers taken so far to the caller. The manager calls it
+    /// whenever it is about to wait, so answers are held back only while
+    /// more are already at hand: the caller is woken once per batch of
+    /// answers rather than once per answer. Dropping also flushes.
+    fn flush(&mut self) {}
+}
 
 impl Chunk {
     /// Answers every task from `from` on with `error`.
     fn fail_from(&mut self, from: usize, error: &TaskError) {
         for k in from..self.tasks.len() {
-            (self.deliver)(k, Err(error.clone()));
+            self.deliver.answer(k, Err(error.clone()));
         }
+        self.deliver.flush();
     }
 }
 
@@ -374,7 +386,7 @@ impl ProcessPool {
         items: impl IntoIterator<Item = T>,
         timeout: Option<Duration>,
         chunksize: usize,
-    ) -> ImapUnordered<T::Output> {
+    ) -> Answers<T::Output> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut n = 0;
         let mut chunks = Vec::new();
@@ -391,7 +403,7 @@ impl ProcessPool {
                     }
                 }
                 // Cannot fail: `rx` is alive in this frame.
-                Err(e) => drop(tx.send((i, Err(e)))),
+                Err(e) => drop(tx.send(vec![(i, Err(e))])),
             }
         }
         if !tasks.is_empty() {
@@ -402,7 +414,7 @@ impl ProcessPool {
                 chunk.fail_from(0, &TaskError::Closed);
             }
         }
-        ImapUnordered::new(rx, n)
+        Answers::new(rx, n)
     }
 
     fn apply_async_within<T: Task>(&self, task: T, timeout: Option<Duration>) -> AsyncResult<T::Output> {
@@ -411,15 +423,7 @@ impl ProcessPool {
             return AsyncResult::ready(Err(e));
         }
         let (tx, handle) = AsyncResult::channel();
-        let chunk = Chunk {
-            name: T::NAME,
-            tasks,
-            deliver: Box::new(move |_, result| {
-                // The caller may have dropped the handle.
-                let _ = tx.send(result.and_then(|bytes| decode(bytes, T::NAME)));
-            }),
-            timeout,
-        };
+        let chunk = Chunk { name: T::NAME, tasks, deliver: Box::new(One::<T> { tx }), timeout };
         match self.execute(vec![chunk]) {
             Ok(()) => handle,
             Err(_) => AsyncResult::ready(Err(TaskError::Closed)),
@@ -442,23 +446,26 @@ impl Pool for ProcessPool {
     }
 }
 
-/// A chunk whose answers go to `tx` under the tasks' input indices.
+/// A chunk whose answers go to `tx`, in batches, under the tasks' input
+/// indices.
 fn chunk_of<T: Task>(
     indices: Vec<usize>,
     tasks: wire::Payloads,
-    tx: Sender<(usize, Result<T::Output, TaskError>)>,
+    tx: Sender<Batch<T::Output>>,
     timeout: Option<Duration>,
 ) -> Chunk {
-    Chunk {
-        name: T::NAME,
-        tasks,
-        deliver: Box::new(move |k, result| {
-            if let Some(&i) = indices.get(k) {
-                // The caller may have dropped the iterator.
-                let _ = tx.send((i, result.and_then(|bytes| decode(bytes, T::NAME))));
-            }
-        }),
-        timeout,
+    Chunk { name: T::NAME, tasks, deliver: Box::new(Batches::<T>::new(indices, tx)), timeout }
+}
+
+/// The answer of one task, for [`Pool::apply_async`].
+struct One<T: Task> {
+    tx: Sender<Result<T::Output, TaskError>>,
+}
+
+impl<T: Task> Deliver for One<T> {
+    fn answer(&mut self, _: usize, result: Result<&[u8], TaskError>) {
+        // The caller may have dropped the handle.
+        let _ = self.tx.send(result.and_then(|bytes| decode(bytes, T::NAME)));
     }
 }
 
@@ -486,6 +493,7 @@ impl std::fmt::Debug for ProcessPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::ImapUnordered;
 
     #[test]
     fn results_cancel_what_never_comes() {

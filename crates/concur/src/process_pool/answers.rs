@@ -1,0 +1,174 @@
+//! How answers travel from the managers to the caller of
+//! `imap_unordered` (and so `map` and `imap`): in batches, one channel
+//! message per batch instead of one per task, so that a chunk of many
+//! small tasks wakes the caller a few times rather than once per task.
+
+use std::marker::PhantomData;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{Deliver, decode};
+use crate::pool::{Task, TaskError};
+
+/// A batch of `(input index, result)`.
+pub(super) type Batch<R> = Vec<(usize, Result<R, TaskError>)>;
+
+/// The [`Deliver`] of a chunk of `imap_unordered`: decodes each answer,
+/// keeps it under its input index, and sends what it holds on
+/// [`flush`](Deliver::flush) or when dropped.
+pub(super) struct Batches<T: Task> {
+    indices: Vec<usize>,
+    held: Batch<T::Output>,
+    tx: Sender<Batch<T::Output>>,
+    task: PhantomData<fn(T)>,
+}
+
+impl<T: Task> Batches<T> {
+    pub(super) fn new(indices: Vec<usize>, tx: Sender<Batch<T::Output>>) -> Self {
+        Batches { indices, held: Vec::new(), tx, task: PhantomData }
+    }
+}
+
+impl<T: Task> Deliver for Batches<T> {
+    fn answer(&mut self, k: usize, result: Result<&[u8], TaskError>) {
+        if let Some(&i) = self.indices.get(k) {
+            self.held.push((i, result.and_then(|bytes| decode(bytes, T::NAME))));
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.held.is_empty() {
+            // The caller may have dropped the iterator.
+            let _ = self.tx.send(std::mem::take(&mut self.held));
+        }
+    }
+}
+
+impl<T: Task> Drop for Batches<T> {
+    /// Answers taken are passed on before the sender goes, so only the
+    /// tasks that got none are taken for cancelled.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Results of the process pool's `imap_unordered`: `(input index, result)`
+/// in completion order, each index exactly once; the indices whose chunks
+/// were dropped without an answer come last, as `Cancelled` (as
+/// [`ImapUnordered`](crate::pool::ImapUnordered) does, one batch at a time).
+pub(super) struct Answers<R> {
+    batches: Receiver<Batch<R>>,
+    batch: std::vec::IntoIter<(usize, Result<R, TaskError>)>,
+    seen: Vec<bool>,
+    left: usize,
+    /// Once every chunk has reported or been dropped, the indices not
+    /// seen were cancelled; this is where the search for them resumes.
+    cancelled_from: Option<usize>,
+}
+
+impl<R> Answers<R> {
+    /// Results of `n` tasks, answered in batches of `(index, result)`.
+    pub(super) fn new(batches: Receiver<Batch<R>>, n: usize) -> Self {
+        Answers { batches, batch: Vec::new().into_iter(), seen: vec![false; n], left: n, cancelled_from: None }
+    }
+}
+
+impl<R> Iterator for Answers<R> {
+    type Item = (usize, Result<R, TaskError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        if self.cancelled_from.is_none() {
+            loop {
+                for (i, result) in self.batch.by_ref() {
+                    if let Some(seen @ false) = self.seen.get_mut(i) {
+                        *seen = true;
+                        self.left -= 1;
+                        return Some((i, result));
+                    }
+                }
+                // Blocks until a chunk reports, or until every chunk's
+                // sender is gone (all ran or were cancelled): never hangs.
+                match self.batches.recv() {
+                    Ok(batch) => self.batch = batch.into_iter(),
+                    Err(_) => break,
+                }
+            }
+            self.cancelled_from = Some(0);
+        }
+        let from = self.cancelled_from.unwrap_or(0);
+        let i = from + self.seen[from..].iter().position(|seen| !seen)?;
+        self.seen[i] = true;
+        self.left -= 1;
+        self.cancelled_from = Some(i + 1);
+        Some((i, Err(TaskError::Cancelled)))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<R> ExactSizeIterator for Answers<R> {}
+impl<R> std::iter::FusedIterator for Answers<R> {}
+
+impl<R> std::fmt::Debug for Answers<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answers").field("left", &self.left).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    struct Echo(u32);
+
+    impl Task for Echo {
+        type Output = u32;
+        const NAME: &'static str = "echo";
+        fn run(self) -> u32 {
+            self.0
+        }
+    }
+
+    fn bytes(n: u32) -> Vec<u8> {
+        postcard::to_allocvec(&n).expect("encodes")
+    }
+
+    #[test]
+    fn batches_cancel_what_never_comes_and_skip_repeats() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        tx.send(vec![(2, Ok(20)), (2, Ok(21))]).expect("receiver alive");
+        tx.send(vec![(0, Ok(0))]).expect("receiver alive");
+        drop(tx);
+        let results = Answers::new(rx, 4);
+        assert_eq!(results.len(), 4);
+        let got: Vec<_> = results.collect();
+        assert_eq!(got, [(2, Ok(20)), (0, Ok(0)), (1, Err(TaskError::Cancelled)), (3, Err(TaskError::Cancelled))]);
+    }
+
+    #[test]
+    fn answers_wait_for_a_flush_and_a_drop_flushes() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut deliver = Batches::<Echo>::new(vec![10, 11, 12], tx);
+        deliver.answer(0, Ok(&bytes(7)));
+        deliver.answer(1, Err(TaskError::Panicked("boom".into())));
+        assert!(rx.is_empty(), "held until flushed");
+        deliver.flush();
+        assert_eq!(rx.try_recv(), Ok(vec![(10, Ok(7)), (11, Err(TaskError::Panicked("boom".into())))]));
+        deliver.flush();
+        assert!(rx.is_empty(), "an empty batch is not sent");
+        // Taken, never flushed, then dropped (the chunk was cancelled):
+        // still passed on, so only the unanswered task counts as cancelled.
+        deliver.answer(2, Ok(&bytes(9)));
+        drop(deliver);
+        assert_eq!(rx.try_recv(), Ok(vec![(12, Ok(9))]));
+        assert!(rx.try_recv().is_err(), "the sender is gone");
+    }
+}
