@@ -20,9 +20,14 @@ struct Answer {
     body: Vec<u8>,
 }
 
-/// Each of a connection's input and output buffers: larger than any
-/// answer's headers (a body is read through it in pieces).
-const BUFFER_SIZE: usize = 16 * 1024;
+/// A connection's input buffer: it must hold an answer's whole head
+/// (status line and headers), so it is kept well above any real one; a
+/// body is read through it in pieces.
+const INPUT_BUFFER: usize = 16 * 1024;
+
+/// A connection's output buffer: it holds a request's head, a line and a
+/// few headers.
+const OUTPUT_BUFFER: usize = 4 * 1024;
 
 /// A blocking client of the rates API, cheap to share between threads
 /// (`&BlockingClient` or `Arc<BlockingClient>`).
@@ -46,10 +51,10 @@ impl BlockingClient {
             .max_idle_connections_per_host(64)
             // ureq's default buffers are 128 KiB each way per connection,
             // zero-filled when first used: 256 KiB resident for every
-            // connection, most of thread-per-item's memory. An answer and
-            // its headers are a few hundred bytes.
-            .input_buffer_size(BUFFER_SIZE)
-            .output_buffer_size(BUFFER_SIZE)
+            // connection, most of thread-per-item's memory. An answer's
+            // head and a request's are a few hundred bytes.
+            .input_buffer_size(INPUT_BUFFER)
+            .output_buffer_size(OUTPUT_BUFFER)
             .user_agent(concat!("rates/", env!("CARGO_PKG_VERSION")))
             .build();
         let agent = Agent::with_parts(agent, DefaultConnector::new(), LiteralFirst(DefaultResolver::default()));
