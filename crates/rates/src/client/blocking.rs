@@ -182,4 +182,13 @@ mod tests {
         // A name goes to ureq's resolver.
         assert!(resolve("http://localhost:8080/").is_ok_and(|a| !a.is_empty()));
     }
+
+    #[test]
+    fn connections_get_small_buffers() {
+        // ureq's defaults, 128 KiB each way, are zero-filled per connection:
+        // with a thread per item they were most of the memory.
+        let client = BlockingClient::new("http://127.0.0.1:1", ClientConfig::default()).expect("a valid URL");
+        let config = client.agent.config();
+        assert_eq!((config.input_buffer_size(), config.output_buffer_size()), (16 * 1024, 4 * 1024));
+    }
 }
