@@ -10,15 +10,20 @@ use crossbeam_channel::{Receiver, Sender};
 use super::{Deliver, decode};
 use crate::pool::{Task, TaskError};
 
-/// A batch of `(input index, result)`.
-pub(super) type Batch<R> = Vec<(usize, Result<R, TaskError>)>;
+/// Answers in one message: `(input index, result)`. A lone answer (every
+/// answer of chunks of one task) travels without a vector, so that it
+/// costs no allocation, as it did before answers were batched.
+pub(super) enum Batch<R> {
+    One(usize, Result<R, TaskError>),
+    Many(Vec<(usize, Result<R, TaskError>)>),
+}
 
 /// The [`Deliver`] of a chunk of `imap_unordered`: decodes each answer,
 /// keeps it under its input index, and sends what it holds on
 /// [`flush`](Deliver::flush) or when dropped.
 pub(super) struct Batches<T: Task> {
     indices: Vec<usize>,
-    held: Batch<T::Output>,
+    held: Vec<(usize, Result<T::Output, TaskError>)>,
     tx: Sender<Batch<T::Output>>,
     task: PhantomData<fn(T)>,
 }
@@ -37,10 +42,16 @@ impl<T: Task> Deliver for Batches<T> {
     }
 
     fn flush(&mut self) {
-        if !self.held.is_empty() {
-            // The caller may have dropped the iterator.
-            let _ = self.tx.send(std::mem::take(&mut self.held));
-        }
+        let batch = match self.held.len() {
+            0 => return,
+            1 => match self.held.pop() {
+                Some((i, result)) => Batch::One(i, result),
+                None => return,
+            },
+            _ => Batch::Many(std::mem::take(&mut self.held)),
+        };
+        // The caller may have dropped the iterator.
+        let _ = self.tx.send(batch);
     }
 }
 
@@ -92,7 +103,14 @@ impl<R> Iterator for Answers<R> {
                 // Blocks until a chunk reports, or until every chunk's
                 // sender is gone (all ran or were cancelled): never hangs.
                 match self.batches.recv() {
-                    Ok(batch) => self.batch = batch.into_iter(),
+                    Ok(Batch::Many(batch)) => self.batch = batch.into_iter(),
+                    Ok(Batch::One(i, result)) => {
+                        if let Some(seen @ false) = self.seen.get_mut(i) {
+                            *seen = true;
+                            self.left -= 1;
+                            return Some((i, result));
+                        }
+                    }
                     Err(_) => break,
                 }
             }
@@ -144,8 +162,9 @@ mod tests {
     #[test]
     fn batches_cancel_what_never_comes_and_skip_repeats() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        tx.send(vec![(2, Ok(20)), (2, Ok(21))]).expect("receiver alive");
-        tx.send(vec![(0, Ok(0))]).expect("receiver alive");
+        tx.send(Batch::Many(vec![(2, Ok(20)), (2, Ok(21))])).expect("receiver alive");
+        tx.send(Batch::One(0, Ok(0))).expect("receiver alive");
+        tx.send(Batch::One(0, Ok(1))).expect("receiver alive");
         drop(tx);
         let results = Answers::new(rx, 4);
         assert_eq!(results.len(), 4);
@@ -161,14 +180,15 @@ mod tests {
         deliver.answer(1, Err(TaskError::Panicked("boom".into())));
         assert!(rx.is_empty(), "held until flushed");
         deliver.flush();
-        assert_eq!(rx.try_recv(), Ok(vec![(10, Ok(7)), (11, Err(TaskError::Panicked("boom".into())))]));
+        let Ok(Batch::Many(batch)) = rx.try_recv() else { panic!("one batch of two") };
+        assert_eq!(batch, [(10, Ok(7)), (11, Err(TaskError::Panicked("boom".into())))]);
         deliver.flush();
         assert!(rx.is_empty(), "an empty batch is not sent");
         // Taken, never flushed, then dropped (the chunk was cancelled):
         // still passed on, so only the unanswered task counts as cancelled.
         deliver.answer(2, Ok(&bytes(9)));
         drop(deliver);
-        assert_eq!(rx.try_recv(), Ok(vec![(12, Ok(9))]));
+        assert!(matches!(rx.try_recv(), Ok(Batch::One(12, Ok(9)))));
         assert!(rx.try_recv().is_err(), "the sender is gone");
     }
 }

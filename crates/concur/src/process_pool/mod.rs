@@ -403,7 +403,7 @@ impl ProcessPool {
                     }
                 }
                 // Cannot fail: `rx` is alive in this frame.
-                Err(e) => drop(tx.send(vec![(i, Err(e))])),
+                Err(e) => drop(tx.send(Batch::One(i, Err(e)))),
             }
         }
         if !tasks.is_empty() {
