@@ -13,7 +13,8 @@
 //! The parts: `builder.rs` (options), `registry.rs` (tasks by name),
 //! `worker.rs` (the child's side), `manager.rs` (the pool's thread per
 //! worker: dispatch, time limits, respawn), `reader.rs` (its reader of
-//! answers), `slot.rs` (a worker as the pool sees it), `wire.rs` (frames)
+//! answers), `answers.rs` (answers on their way to the caller, in
+//! batches), `slot.rs` (a worker as the pool sees it), `wire.rs` (frames)
 //! and `sys.rs` (every call into the operating system).
 //!
 //! # The protocol
