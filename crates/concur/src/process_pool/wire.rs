@@ -486,6 +486,27 @@ mod tests {
             prop_assert_eq!(got, tasks);
         }
 
+        /// A frame of part of a chunk (what is sent after a worker died
+        /// mid-chunk, or was recycled) holds exactly those tasks.
+        #[test]
+        fn part_of_a_chunk_round_trips(
+            tasks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..32), 1..12),
+            cut in any::<(usize, usize)>(),
+        ) {
+            let from = cut.0 % tasks.len();
+            let to = from + 1 + cut.1 % (tasks.len() - from);
+            let payloads = payloads(&tasks);
+            let frame = run_frame("t", &payloads, from, to);
+            prop_assert_eq!(frame.len(), run_frame_len("t", &payloads, from, to));
+            prop_assert_eq!(tasks_that_fit("t", &payloads, from, to), to - from);
+            let body = body(&frame);
+            let Ok(Request::Run { tasks: got, .. }) = Request::parse(&body) else {
+                panic!("not a run request");
+            };
+            let got: Vec<Vec<u8>> = got.map(|t| t.expect("whole").to_vec()).collect();
+            prop_assert_eq!(&got[..], &tasks[from..to]);
+        }
+
         /// Error answers keep their kind and message.
         #[test]
         fn error_frames_round_trip(message in ".{0,40}") {
