@@ -129,6 +129,20 @@ impl<R> Iterator for Answers<R> {
     }
 }
 
+impl<R> Answers<R> {
+    /// Every result, in input order: what `map` gives. Each answer goes
+    /// straight to its index's place, so nothing is sorted or buffered
+    /// in a map as the lazy, in-order `imap` must.
+    pub(super) fn in_input_order(self) -> Vec<Result<R, TaskError>> {
+        let mut slots: Vec<Option<Result<R, TaskError>>> = (0..self.seen.len()).map(|_| None).collect();
+        for (i, result) in self {
+            slots[i] = Some(result);
+        }
+        // Cannot be `None`: every index is given exactly once.
+        slots.into_iter().map(|slot| slot.unwrap_or(Err(TaskError::Cancelled))).collect()
+    }
+}
+
 impl<R> ExactSizeIterator for Answers<R> {}
 impl<R> std::iter::FusedIterator for Answers<R> {}
 
@@ -170,6 +184,18 @@ mod tests {
         assert_eq!(results.len(), 4);
         let got: Vec<_> = results.collect();
         assert_eq!(got, [(2, Ok(20)), (0, Ok(0)), (1, Err(TaskError::Cancelled)), (3, Err(TaskError::Cancelled))]);
+    }
+
+    #[test]
+    fn in_input_order_places_every_answer_and_cancels_the_rest() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        tx.send(Batch::Many(vec![(3, Ok(30)), (0, Ok(0))])).expect("receiver alive");
+        tx.send(Batch::One(2, Err(TaskError::Panicked("p".into())))).expect("receiver alive");
+        drop(tx);
+        assert_eq!(
+            Answers::new(rx, 4).in_input_order(),
+            [Ok(0), Err(TaskError::Cancelled), Err(TaskError::Panicked("p".into())), Ok(30)]
+        );
     }
 
     #[test]

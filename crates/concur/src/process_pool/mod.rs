@@ -433,6 +433,10 @@ impl ProcessPool {
 }
 
 impl Pool for ProcessPool {
+    fn map<T: Task>(&self, items: impl IntoIterator<Item = T>) -> Vec<Result<T::Output, TaskError>> {
+        self.imap_unordered_within(items, self.task_timeout, self.chunksize).in_input_order()
+    }
+
     /// Serialises every task now, sends them to the workers `chunksize` at
     /// a time, and yields `(index, result)` as answers arrive.
     fn imap_unordered<T: Task>(
