@@ -5,7 +5,11 @@
 //!   with `chunksize` 1 and 100, and through a `ThreadPool` for comparison.
 //!   Criterion's time is per batch; divide by 1,000 (or read the
 //!   throughput) for the time per task. Target: under 20 µs per task with
-//!   chunksize 1.
+//!   chunksize 1, and at chunksize 100 no more than CPython's
+//!   `multiprocessing.Pool(2).map` on the same machine, which
+//!   `process_pool_round_trip.py` beside this file measures (run it in the
+//!   same session, as the machine's load moves both):
+//!   `python3 crates/concur/benches/process_pool_round_trip.py`.
 //! - `cpu_bound`: 100 tasks of about 10 ms of pure computation on 1 and 2
 //!   workers, threads and processes. Target: 2 workers at least 1.8× as
 //!   fast as 1 (on a machine with 2 free cores).

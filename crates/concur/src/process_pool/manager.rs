@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use super::reader::{FrameReader, ReadError};
 use super::slot::Slot;
 use super::worker::{Handshake, WORKER_ENV, new_nonce};
-use super::{Chunk, Shared, lock, sys, wire};
+use super::{Chunk, Deliver, Shared, lock, sys, wire};
 use crate::pool::TaskError;
 
 /// How long a worker whose stdin was closed may take to exit before it is
@@ -194,6 +194,9 @@ impl Manager {
         // so that a chunk no worker survives cannot loop forever.
         let mut untaken = 0;
         while next < total {
+            // Whatever comes next may wait (a worker to start, a chunk to
+            // run): answers taken so far go to the caller first.
+            chunk.deliver.flush();
             if self.terminated() {
                 return; // dropping the chunk cancels what is left
             }
@@ -217,11 +220,8 @@ impl Manager {
             if let Some(max) = self.shared.config.max_tasks_per_child {
                 end = end.min(next + max.saturating_sub(current.done).max(1));
             }
-            end = next + wire::tasks_that_fit(chunk.name, &chunk.tasks[next..end]);
-            let deliver = &mut chunk.deliver;
-            let sent = current.run(chunk.name, &chunk.tasks[next..end], chunk.timeout, |k, answer| {
-                deliver(next + k, answer);
-            });
+            end = next + wire::tasks_that_fit(chunk.name, &chunk.tasks, next, end);
+            let sent = current.run(chunk.name, &chunk.tasks, next..end, chunk.timeout, &mut *chunk.deliver);
             let lost = match sent {
                 Ok(()) => {
                     current.done += end - next;
@@ -258,7 +258,7 @@ impl Manager {
                 }
             };
             tracing::info!(target: LOG, slot = self.slot, "worker lost: {error}");
-            (chunk.deliver)(next, Err(error));
+            chunk.deliver.answer(next, Err(error));
             next += 1;
             untaken = 0;
         }
@@ -443,27 +443,31 @@ impl Manager {
 }
 
 impl Worker {
-    /// Sends `tasks` as one chunk and passes each answer to `deliver` with
-    /// the task's index in `tasks`, as it arrives. Each task may take
-    /// `limit`, counted from the worker's acknowledgement or the answer
-    /// before.
+    /// Sends tasks `range` as one chunk and passes each answer to
+    /// `deliver` with the task's index, as it arrives, flushing it before
+    /// every wait. Each task may take `limit`, counted from the worker's
+    /// acknowledgement or the answer before.
     fn run(
         &mut self,
         name: &str,
-        tasks: &[Vec<u8>],
+        tasks: &wire::Payloads,
+        range: std::ops::Range<usize>,
         limit: Option<Duration>,
-        mut deliver: impl FnMut(usize, Result<&[u8], TaskError>),
+        deliver: &mut dyn Deliver,
     ) -> Result<(), Lost> {
-        let frame = wire::run_frame(name, tasks);
+        let frame = wire::run_frame(name, tasks, range.start, range.end);
         if self.stdin.write_all(&frame).is_err() {
             // It never read the whole chunk, so it ran none of it.
             return Err(Lost { answered: 0, taken: false, how: How::Died });
         }
         drop(frame);
         let (mut answered, mut taken) = (0, false);
-        while answered < tasks.len() {
+        while answered < range.len() {
             let deadline = limit.map(|limit| Instant::now() + limit);
             let lost = |how| Lost { answered, taken, how };
+            if !self.stdout.has_frame() {
+                deliver.flush();
+            }
             let body = match self.stdout.frame(deadline) {
                 Ok(body) => body,
                 Err(ReadError::Closed) => return Err(lost(How::Died)),
@@ -473,7 +477,7 @@ impl Worker {
             match wire::answer(body) {
                 Ok(wire::Answer::Ack) if !taken => taken = true,
                 Ok(wire::Answer::Task(answer)) if taken => {
-                    deliver(answered, answer);
+                    deliver.answer(range.start + answered, answer);
                     answered += 1;
                 }
                 Ok(_) => return Err(lost(How::Garbled(io::Error::other("an answer out of turn")))),

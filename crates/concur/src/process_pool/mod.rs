@@ -13,7 +13,8 @@
 //! The parts: `builder.rs` (options), `registry.rs` (tasks by name),
 //! `worker.rs` (the child's side), `manager.rs` (the pool's thread per
 //! worker: dispatch, time limits, respawn), `reader.rs` (its reader of
-//! answers), `slot.rs` (a worker as the pool sees it), `wire.rs` (frames)
+//! answers), `answers.rs` (answers on their way to the caller, in
+//! batches), `slot.rs` (a worker as the pool sees it), `wire.rs` (frames)
 //! and `sys.rs` (every call into the operating system).
 //!
 //! # The protocol
@@ -96,8 +97,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::pool::{AsyncResult, ImapUnordered, Pool, Task, TaskError};
+use crate::pool::{AsyncResult, Pool, Task, TaskError};
 
+mod answers;
 mod builder;
 mod manager;
 mod per_call;
@@ -112,8 +114,9 @@ pub use builder::ProcessPoolBuilder;
 pub use registry::Registry;
 pub use worker::worker_main;
 
+use answers::{Answers, Batch, Batches};
 pub use per_call::PerCall;
-use registry::{decode, encode};
+use registry::decode;
 use slot::Slot;
 
 /// Tasks of one type sent to a worker in one message, and where their
@@ -121,22 +124,32 @@ use slot::Slot;
 /// learn those were cancelled.
 struct Chunk {
     name: &'static str,
-    tasks: Vec<Vec<u8>>,
-    deliver: Deliver,
+    tasks: wire::Payloads,
+    deliver: Box<dyn Deliver>,
     /// How long each task may run.
     timeout: Option<Duration>,
 }
 
-/// Takes the answer for the task at an index of a chunk: its serialised
-/// output, or why there is none. Called once per task.
-type Deliver = Box<dyn FnMut(usize, Result<&[u8], TaskError>) + Send>;
+/// Where the answers of a chunk's tasks go.
+trait Deliver: Send {
+    /// Takes the answer for the task at an index of the chunk: its
+    /// serialised output, or why there is none. Called once per task.
+    fn answer(&mut self, k: usize, result: Result<&[u8], TaskError>);
+
+    /// Hands the answers taken so far to the caller. The manager calls it
+    /// whenever it is about to wait, so answers are held back only while
+    /// more are already at hand: the caller is woken once per batch of
+    /// answers rather than once per answer. Dropping also flushes.
+    fn flush(&mut self) {}
+}
 
 impl Chunk {
     /// Answers every task from `from` on with `error`.
     fn fail_from(&mut self, from: usize, error: &TaskError) {
         for k in from..self.tasks.len() {
-            (self.deliver)(k, Err(error.clone()));
+            self.deliver.answer(k, Err(error.clone()));
         }
+        self.deliver.flush();
     }
 }
 
@@ -374,25 +387,24 @@ impl ProcessPool {
         items: impl IntoIterator<Item = T>,
         timeout: Option<Duration>,
         chunksize: usize,
-    ) -> ImapUnordered<T::Output> {
+    ) -> Answers<T::Output> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut n = 0;
         let mut chunks = Vec::new();
         let mut indices = Vec::new();
-        let mut tasks = Vec::new();
+        let mut tasks = wire::Payloads::default();
         for (i, task) in items.into_iter().enumerate() {
             n = i + 1;
-            match encode(&task, || format!("task {:?}", T::NAME)) {
-                Ok(bytes) => {
+            match tasks.push(&task, || format!("task {:?}", T::NAME)) {
+                Ok(()) => {
                     indices.push(i);
-                    tasks.push(bytes);
                     if tasks.len() == chunksize {
                         let (indices, tasks) = (std::mem::take(&mut indices), std::mem::take(&mut tasks));
                         chunks.push(chunk_of::<T>(indices, tasks, tx.clone(), timeout));
                     }
                 }
                 // Cannot fail: `rx` is alive in this frame.
-                Err(e) => drop(tx.send((i, Err(e)))),
+                Err(e) => drop(tx.send(Batch::One(i, Err(e)))),
             }
         }
         if !tasks.is_empty() {
@@ -403,24 +415,16 @@ impl ProcessPool {
                 chunk.fail_from(0, &TaskError::Closed);
             }
         }
-        ImapUnordered::new(rx, n)
+        Answers::new(rx, n)
     }
 
     fn apply_async_within<T: Task>(&self, task: T, timeout: Option<Duration>) -> AsyncResult<T::Output> {
-        let bytes = match encode(&task, || format!("task {:?}", T::NAME)) {
-            Ok(bytes) => bytes,
-            Err(e) => return AsyncResult::ready(Err(e)),
-        };
+        let mut tasks = wire::Payloads::default();
+        if let Err(e) = tasks.push(&task, || format!("task {:?}", T::NAME)) {
+            return AsyncResult::ready(Err(e));
+        }
         let (tx, handle) = AsyncResult::channel();
-        let chunk = Chunk {
-            name: T::NAME,
-            tasks: vec![bytes],
-            deliver: Box::new(move |_, result| {
-                // The caller may have dropped the handle.
-                let _ = tx.send(result.and_then(|bytes| decode(bytes, T::NAME)));
-            }),
-            timeout,
-        };
+        let chunk = Chunk { name: T::NAME, tasks, deliver: Box::new(One::<T> { tx }), timeout };
         match self.execute(vec![chunk]) {
             Ok(()) => handle,
             Err(_) => AsyncResult::ready(Err(TaskError::Closed)),
@@ -429,6 +433,10 @@ impl ProcessPool {
 }
 
 impl Pool for ProcessPool {
+    fn map<T: Task>(&self, items: impl IntoIterator<Item = T>) -> Vec<Result<T::Output, TaskError>> {
+        self.imap_unordered_within(items, self.task_timeout, self.chunksize).in_input_order()
+    }
+
     /// Serialises every task now, sends them to the workers `chunksize` at
     /// a time, and yields `(index, result)` as answers arrive.
     fn imap_unordered<T: Task>(
@@ -443,23 +451,26 @@ impl Pool for ProcessPool {
     }
 }
 
-/// A chunk whose answers go to `tx` under the tasks' input indices.
+/// A chunk whose answers go to `tx`, in batches, under the tasks' input
+/// indices.
 fn chunk_of<T: Task>(
     indices: Vec<usize>,
-    tasks: Vec<Vec<u8>>,
-    tx: Sender<(usize, Result<T::Output, TaskError>)>,
+    tasks: wire::Payloads,
+    tx: Sender<Batch<T::Output>>,
     timeout: Option<Duration>,
 ) -> Chunk {
-    Chunk {
-        name: T::NAME,
-        tasks,
-        deliver: Box::new(move |k, result| {
-            if let Some(&i) = indices.get(k) {
-                // The caller may have dropped the iterator.
-                let _ = tx.send((i, result.and_then(|bytes| decode(bytes, T::NAME))));
-            }
-        }),
-        timeout,
+    Chunk { name: T::NAME, tasks, deliver: Box::new(Batches::<T>::new(indices, tx)), timeout }
+}
+
+/// The answer of one task, for [`Pool::apply_async`].
+struct One<T: Task> {
+    tx: Sender<Result<T::Output, TaskError>>,
+}
+
+impl<T: Task> Deliver for One<T> {
+    fn answer(&mut self, _: usize, result: Result<&[u8], TaskError>) {
+        // The caller may have dropped the handle.
+        let _ = self.tx.send(result.and_then(|bytes| decode(bytes, T::NAME)));
     }
 }
 
@@ -487,6 +498,7 @@ impl std::fmt::Debug for ProcessPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::ImapUnordered;
 
     #[test]
     fn results_cancel_what_never_comes() {

@@ -33,6 +33,10 @@ impl PerCall<'_> {
 }
 
 impl Pool for PerCall<'_> {
+    fn map<T: Task>(&self, items: impl IntoIterator<Item = T>) -> Vec<Result<T::Output, TaskError>> {
+        self.pool.imap_unordered_within(items, self.timeout, self.chunksize).in_input_order()
+    }
+
     fn imap_unordered<T: Task>(
         &self,
         items: impl IntoIterator<Item = T>,

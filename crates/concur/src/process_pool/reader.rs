@@ -75,6 +75,12 @@ impl FrameReader {
         }
     }
 
+    /// Whether a whole frame is buffered, so [`frame`](Self::frame) will
+    /// not wait.
+    pub(super) fn has_frame(&self) -> bool {
+        matches!(wire::body_len(self.buffered()), Ok(Some(len)) if self.end - self.start >= 4 + len)
+    }
+
     /// The body of the next frame.
     pub(super) fn frame(&mut self, deadline: Option<Instant>) -> Result<&[u8], ReadError> {
         loop {

@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 use super::wire;
 use crate::pool::{Task, TaskError, panic_message};
 
-/// Runs one serialised task and gives the complete reply frame.
-type RunFn = fn(&[u8]) -> Vec<u8>;
+/// Runs one serialised task and appends the complete reply frame to the
+/// buffer: a worker reuses one buffer for every answer.
+pub(super) type RunFn = fn(&[u8], &mut Vec<u8>);
 
 /// The tasks a worker process can run, by [`Task::NAME`].
 ///
@@ -69,21 +70,32 @@ impl Registry {
 
     /// Runs the task called `name` on `payload` and gives the reply frame.
     pub(crate) fn run(&self, name: &str, payload: &[u8]) -> Vec<u8> {
-        match self.tasks.get(name) {
-            Some((_, run)) => run(payload),
-            None => {
-                let mut known: Vec<_> = self.names().collect();
-                known.sort_unstable();
-                wire::error_frame(
-                    wire::FAILED,
-                    &format!(
-                        "no task named {name:?} is registered in the worker \
-                         (registered: {known:?}); register it in the call to \
-                         concur::worker_main"
-                    ),
-                )
-            }
+        let mut frame = Vec::new();
+        match self.runner(name) {
+            Some(run) => run(payload, &mut frame),
+            None => frame = self.unknown(name),
         }
+        frame
+    }
+
+    /// The code for tasks called `name`: looked up once per chunk, not
+    /// once per task.
+    pub(super) fn runner(&self, name: &str) -> Option<RunFn> {
+        self.tasks.get(name).map(|&(_, run)| run)
+    }
+
+    /// The error frame for a task whose name is not registered.
+    pub(super) fn unknown(&self, name: &str) -> Vec<u8> {
+        let mut known: Vec<_> = self.names().collect();
+        known.sort_unstable();
+        wire::error_frame(
+            wire::FAILED,
+            &format!(
+                "no task named {name:?} is registered in the worker \
+                 (registered: {known:?}); register it in the call to \
+                 concur::worker_main"
+            ),
+        )
     }
 }
 
@@ -98,28 +110,43 @@ impl std::fmt::Debug for Registry {
 /// The worker's handling of one task of type `T`: decode, run with panics
 /// caught, encode the output. Every failure is an error frame for this
 /// task only.
-fn run_task<T: Task>(payload: &[u8]) -> Vec<u8> {
+fn run_task<T: Task>(payload: &[u8], frame: &mut Vec<u8>) {
     let task: T = match postcard::from_bytes(payload) {
         Ok(task) => task,
         Err(e) => {
-            return wire::error_frame(wire::SERIALIZE, &format!("cannot deserialise task {:?}: {e}", T::NAME));
+            let message = format!("cannot deserialise task {:?}: {e}", T::NAME);
+            return frame.extend_from_slice(&wire::error_frame(wire::SERIALIZE, &message));
         }
     };
     match catch_unwind(AssertUnwindSafe(|| task.run())) {
-        Ok(output) => wire::output_frame(&output, T::NAME),
-        Err(payload) => wire::error_frame(wire::PANICKED, &panic_message(&*payload)),
+        Ok(output) => wire::push_output_frame(frame, &output, T::NAME),
+        Err(payload) => frame.extend_from_slice(&wire::error_frame(wire::PANICKED, &panic_message(&*payload))),
     }
 }
 
 /// Serialises `value` with postcard, turning a failure into a message.
 /// `what` names the value in messages; it is only built on failure.
 pub(crate) fn encode<V: Serialize>(value: &V, what: impl FnOnce() -> String) -> Result<Vec<u8>, TaskError> {
-    match catch_unwind(AssertUnwindSafe(|| postcard::to_allocvec(value))) {
-        Ok(Ok(bytes)) if bytes.len() <= wire::MAX_VALUE => Ok(bytes),
-        Ok(Ok(bytes)) => Err(TaskError::Serialize(format!(
+    let mut bytes = Vec::new();
+    encode_into(&mut bytes, value, what)?;
+    Ok(bytes)
+}
+
+/// Like [`encode`], but appends the bytes to `buf` (serialising many values
+/// into one buffer allocates once, not per value). On failure `buf` is left
+/// as it was.
+pub(crate) fn encode_into<V: Serialize>(
+    buf: &mut Vec<u8>,
+    value: &V,
+    what: impl FnOnce() -> String,
+) -> Result<(), TaskError> {
+    let start = buf.len();
+    let result = match catch_unwind(AssertUnwindSafe(|| postcard::serialize_with_flavor(value, Append(buf)))) {
+        Ok(Ok(())) if buf.len() - start <= wire::MAX_VALUE => Ok(()),
+        Ok(Ok(())) => Err(TaskError::Serialize(format!(
             "{} is {} bytes, over the {}-byte limit of a value",
             what(),
-            bytes.len(),
+            buf.len() - start,
             wire::MAX_VALUE
         ))),
         Ok(Err(e)) => {
@@ -128,6 +155,31 @@ pub(crate) fn encode<V: Serialize>(value: &V, what: impl FnOnce() -> String) -> 
         Err(payload) => {
             Err(TaskError::Panicked(format!("serialising {} panicked: {}", what(), panic_message(&*payload))))
         }
+    };
+    if result.is_err() {
+        buf.truncate(start);
+    }
+    result
+}
+
+/// Lets postcard append to a buffer it borrows.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 

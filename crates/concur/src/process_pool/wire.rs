@@ -68,18 +68,77 @@ pub(super) fn init_frame(name: &str, payload: &[u8]) -> Vec<u8> {
     finish(frame)
 }
 
-/// The size of the frame [`run_frame`] makes of `tasks`.
-pub(super) fn run_frame_len(name: &str, tasks: &[Vec<u8>]) -> usize {
-    4 + 1 + 4 + name.len() + 4 + tasks.iter().map(|t| 4 + t.len()).sum::<usize>()
+/// The serialised tasks of one chunk, back to back as they go in a run
+/// frame (each with its length before it), in one buffer: one allocation
+/// per chunk rather than one per task, and a frame is built with one copy.
+#[derive(Debug, Default)]
+pub(super) struct Payloads {
+    records: Vec<u8>,
+    /// Where each task's record (its length, then its bytes) starts.
+    starts: Vec<usize>,
 }
 
-/// How many of `tasks`, from the first, fit in one run frame (at least 1:
-/// a single task always fits, as values are at most [`MAX_VALUE`]).
-pub(super) fn tasks_that_fit(name: &str, tasks: &[Vec<u8>]) -> usize {
-    let mut size = run_frame_len(name, &[]);
+impl Payloads {
+    /// Serialises `task` as the next payload; on failure nothing is added.
+    pub(super) fn push<V: serde::Serialize>(
+        &mut self,
+        task: &V,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), TaskError> {
+        let at = self.records.len();
+        self.records.extend_from_slice(&[0; 4]);
+        if let Err(e) = super::registry::encode_into(&mut self.records, task, what) {
+            self.records.truncate(at);
+            return Err(e);
+        }
+        // Values are at most MAX_VALUE, so this fits.
+        let len = u32::try_from(self.records.len() - at - 4).unwrap_or(u32::MAX);
+        self.records[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.starts.push(at);
+        Ok(())
+    }
+
+    /// Adds an already serialised payload.
+    #[cfg(test)]
+    pub(super) fn push_bytes(&mut self, bytes: &[u8]) {
+        self.starts.push(self.records.len());
+        put_bytes(&mut self.records, bytes);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// The byte range of the records of tasks `from..to`.
+    fn span(&self, from: usize, to: usize) -> std::ops::Range<usize> {
+        let start = |k: usize| self.starts.get(k).copied().unwrap_or(self.records.len());
+        start(from)..start(to)
+    }
+}
+
+/// The size of the frame [`run_frame`] makes of tasks `from..to`.
+pub(super) fn run_frame_len(name: &str, tasks: &Payloads, from: usize, to: usize) -> usize {
+    4 + 1 + 4 + name.len() + 4 + tasks.span(from, to).len()
+}
+
+/// How many of tasks `from..to`, from the first, fit in one run frame (at
+/// least 1: a single task always fits, as values are at most
+/// [`MAX_VALUE`]).
+pub(super) fn tasks_that_fit(name: &str, tasks: &Payloads, from: usize, to: usize) -> usize {
+    records_that_fit(name, (from..to.min(tasks.len())).map(|k| tasks.span(k, k + 1).len()))
+}
+
+/// How many records of these sizes (length prefix included), from the
+/// first, fit in one run frame (at least 1).
+fn records_that_fit(name: &str, sizes: impl Iterator<Item = usize>) -> usize {
+    let mut size = 4 + 1 + 4 + name.len() + 4;
     let mut n = 0;
-    for task in tasks {
-        size += 4 + task.len();
+    for record in sizes {
+        size += record;
         if size > 4 + MAX_FRAME && n > 0 {
             break;
         }
@@ -88,13 +147,12 @@ pub(super) fn tasks_that_fit(name: &str, tasks: &[Vec<u8>]) -> usize {
     n
 }
 
-pub(super) fn run_frame(name: &str, tasks: &[Vec<u8>]) -> Vec<u8> {
-    let mut frame = start(RUN, run_frame_len(name, tasks) - 5);
+/// The frame that asks a worker to run tasks `from..to`.
+pub(super) fn run_frame(name: &str, tasks: &Payloads, from: usize, to: usize) -> Vec<u8> {
+    let mut frame = start(RUN, run_frame_len(name, tasks, from, to) - 5);
     put_bytes(&mut frame, name.as_bytes());
-    put_u32(&mut frame, tasks.len());
-    for task in tasks {
-        put_bytes(&mut frame, task);
-    }
+    put_u32(&mut frame, to - from);
+    frame.extend_from_slice(&tasks.records[tasks.span(from, to)]);
     finish(frame)
 }
 
@@ -117,15 +175,32 @@ pub(crate) fn error_frame(kind: u8, message: &str) -> Vec<u8> {
 
 /// The answer for a task that gave `output`: the output, or the error
 /// that serialising it gave.
+#[cfg(test)]
 pub(super) fn output_frame<O: serde::Serialize>(output: &O, task: &str) -> Vec<u8> {
-    match super::registry::encode(output, || format!("the output of task {task:?}")) {
-        Ok(bytes) => {
-            let mut frame = start(OUTPUT, bytes.len());
-            frame.extend_from_slice(&bytes);
-            finish(frame)
+    let mut frame = Vec::new();
+    push_output_frame(&mut frame, output, task);
+    frame
+}
+
+/// Appends to `buf` the answer for a task that gave `output`: the output,
+/// serialised in place, or the error that serialising it gave.
+pub(super) fn push_output_frame<O: serde::Serialize>(buf: &mut Vec<u8>, output: &O, task: &str) {
+    let at = buf.len();
+    buf.extend_from_slice(&[0, 0, 0, 0, OUTPUT]);
+    match super::registry::encode_into(buf, output, || format!("the output of task {task:?}")) {
+        Ok(()) => {
+            // Values are at most MAX_VALUE, so this fits; saturate anyway.
+            let len = u32::try_from(buf.len() - at - 4).unwrap_or(u32::MAX);
+            buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
         }
-        Err(TaskError::Panicked(message)) => error_frame(PANICKED, &message),
-        Err(other) => error_frame(SERIALIZE, &other.to_string()),
+        Err(error) => {
+            buf.truncate(at);
+            let frame = match error {
+                TaskError::Panicked(message) => error_frame(PANICKED, &message),
+                other => error_frame(SERIALIZE, &other.to_string()),
+            };
+            buf.extend_from_slice(&frame);
+        }
     }
 }
 
@@ -281,6 +356,14 @@ mod tests {
         body
     }
 
+    fn payloads(tasks: &[Vec<u8>]) -> Payloads {
+        let mut payloads = Payloads::default();
+        for task in tasks {
+            payloads.push_bytes(task);
+        }
+        payloads
+    }
+
     fn task_answer(frame: &[u8]) -> Result<Vec<u8>, TaskError> {
         match answer(&body(frame)).expect("an answer") {
             Answer::Task(result) => result.map(<[u8]>::to_vec),
@@ -290,9 +373,9 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let tasks = vec![vec![1, 2, 3], vec![], vec![9; 1000]];
-        let frame = run_frame("square", &tasks);
-        assert_eq!(frame.len(), run_frame_len("square", &tasks));
+        let tasks = payloads(&[vec![1, 2, 3], vec![], vec![9; 1000]]);
+        let frame = run_frame("square", &tasks, 0, 3);
+        assert_eq!(frame.len(), run_frame_len("square", &tasks, 0, 3));
         let body = body(&frame);
         let Request::Run { name, tasks: got } = Request::parse(&body).expect("parses") else {
             panic!("not a run request");
@@ -337,11 +420,17 @@ mod tests {
 
     #[test]
     fn chunks_are_split_where_their_frame_would_be_too_large() {
-        let big = vec![0; MAX_VALUE];
-        let tasks = vec![big.clone(), vec![1], big];
-        assert_eq!(tasks_that_fit("t", &tasks), 2);
-        assert_eq!(tasks_that_fit("t", &tasks[2..]), 1);
-        assert_eq!(tasks_that_fit("t", &[vec![1], vec![2]]), 2);
+        // Sizes of records (length prefix included) rather than 2 GiB of
+        // payloads.
+        let big = 4 + MAX_VALUE;
+        let tasks = [big, 4 + 1, big];
+        assert_eq!(records_that_fit("t", tasks.into_iter()), 2);
+        assert_eq!(records_that_fit("t", tasks[2..].iter().copied()), 1);
+        assert_eq!(tasks_that_fit("t", &payloads(&[vec![1], vec![2]]), 0, 2), 2);
+        // A chunk is sent from where its last frame ended, up to a limit.
+        let three = payloads(&[vec![1], vec![2], vec![3]]);
+        assert_eq!(tasks_that_fit("t", &three, 1, 3), 2);
+        assert_eq!(tasks_that_fit("t", &three, 0, 1), 1);
     }
 
     #[test]
@@ -385,8 +474,9 @@ mod tests {
             name in "[a-z_]{0,20}",
             tasks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16),
         ) {
-            let frame = run_frame(&name, &tasks);
-            prop_assert_eq!(frame.len(), run_frame_len(&name, &tasks));
+            let payloads = payloads(&tasks);
+            let frame = run_frame(&name, &payloads, 0, tasks.len());
+            prop_assert_eq!(frame.len(), run_frame_len(&name, &payloads, 0, tasks.len()));
             let body = body(&frame);
             let Ok(Request::Run { name: got_name, tasks: got }) = Request::parse(&body) else {
                 panic!("not a run request");
@@ -394,6 +484,27 @@ mod tests {
             prop_assert_eq!(got_name, name.as_str());
             let got: Vec<Vec<u8>> = got.map(|t| t.expect("whole").to_vec()).collect();
             prop_assert_eq!(got, tasks);
+        }
+
+        /// A frame of part of a chunk (what is sent after a worker died
+        /// mid-chunk, or was recycled) holds exactly those tasks.
+        #[test]
+        fn part_of_a_chunk_round_trips(
+            tasks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..32), 1..12),
+            cut in any::<(usize, usize)>(),
+        ) {
+            let from = cut.0 % tasks.len();
+            let to = from + 1 + cut.1 % (tasks.len() - from);
+            let payloads = payloads(&tasks);
+            let frame = run_frame("t", &payloads, from, to);
+            prop_assert_eq!(frame.len(), run_frame_len("t", &payloads, from, to));
+            prop_assert_eq!(tasks_that_fit("t", &payloads, from, to), to - from);
+            let body = body(&frame);
+            let Ok(Request::Run { tasks: got, .. }) = Request::parse(&body) else {
+                panic!("not a run request");
+            };
+            let got: Vec<Vec<u8>> = got.map(|t| t.expect("whole").to_vec()).collect();
+            prop_assert_eq!(&got[..], &tasks[from..to]);
         }
 
         /// Error answers keep their kind and message.

@@ -130,6 +130,8 @@ fn serve(registry: &Registry, pool: u32) -> io::Result<()> {
     let (input, mut output) = sys::take_protocol_pipes()?;
     let mut input = BufReader::with_capacity(1 << 16, input);
     output.write_all(&wire::hello_frame())?;
+    // Every answer is built in this one buffer.
+    let mut answer = Vec::new();
     while let Some(frame) = wire::read_frame(&mut input)? {
         match wire::Request::parse(&frame)? {
             wire::Request::Init { name, payload } => {
@@ -145,10 +147,18 @@ fn serve(registry: &Registry, pool: u32) -> io::Result<()> {
                 // reaches the pool ran none of the chunk, so the chunk is
                 // given to another worker instead of failed.
                 output.write_all(&wire::ack_frame())?;
+                let run = registry.runner(name);
                 for payload in tasks {
+                    let payload = payload?;
+                    answer.clear();
+                    match run {
+                        Some(run) => run(payload, &mut answer),
+                        None => answer = registry.unknown(name),
+                    }
                     // One write per answer, as soon as it is ready: the
-                    // pool learns exactly which tasks are done.
-                    output.write_all(&registry.run(name, payload?))?;
+                    // pool learns exactly which tasks are done, and an
+                    // answer written survives the worker's death.
+                    output.write_all(&answer)?;
                 }
             }
         }

@@ -227,3 +227,34 @@ fn random_kills_lose_no_task_and_leave_no_process() {
         assert!(left.is_empty(), "processes left behind: {left:?}");
     }
 }
+
+#[test]
+fn answers_of_a_chunk_arrive_while_a_later_task_still_runs() {
+    crate::enter();
+    // One chunk: two quick tasks, then one that hangs. The quick ones'
+    // results must reach the caller before the chunk ends (answers are
+    // batched, but never held while the pool waits for the next one).
+    let pool = pool(1, 3);
+    let pid_file = temp_path("hanger");
+    let tasks = [Crash::fine(1), Crash::fine(2), Crash { value: 3, how: How::ReportAndHang(pid_file.clone()) }];
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::scope(|scope| {
+        let results = pool.imap_unordered(tasks);
+        scope.spawn(move || {
+            for result in results {
+                if tx.send(result).is_err() {
+                    break;
+                }
+            }
+        });
+        let pid = wait_for_pid(&pid_file);
+        let mut early: Vec<_> =
+            (0..2).map(|_| rx.recv_timeout(PROMPTLY).expect("a result while task 3 hangs")).collect();
+        early.sort_by_key(|(i, _)| *i);
+        assert_eq!(early, [(0, Ok(1)), (1, Ok(2))]);
+        sigkill(pid);
+        let (i, last) = rx.recv_timeout(PROMPTLY).expect("the hung task's result");
+        assert_eq!(i, 2);
+        assert_eq!(last, Err(died("killed by signal 9 (SIGKILL)")));
+    });
+}

@@ -20,6 +20,15 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// A connection's input buffer: it must hold an answer's whole head
+/// (status line and headers), so it is kept well above any real one; a
+/// body is read through it in pieces.
+const INPUT_BUFFER: usize = 16 * 1024;
+
+/// A connection's output buffer: it holds a request's head, a line and a
+/// few headers.
+const OUTPUT_BUFFER: usize = 4 * 1024;
+
 /// A blocking client of the rates API, cheap to share between threads
 /// (`&BlockingClient` or `Arc<BlockingClient>`).
 #[derive(Debug, Clone)]
@@ -40,6 +49,12 @@ impl BlockingClient {
             .timeout_connect(Some(config.connect_timeout))
             .timeout_global(Some(config.timeout))
             .max_idle_connections_per_host(64)
+            // ureq's default buffers are 128 KiB each way per connection,
+            // zero-filled when first used: 256 KiB resident for every
+            // connection, most of thread-per-item's memory. An answer's
+            // head and a request's are a few hundred bytes.
+            .input_buffer_size(INPUT_BUFFER)
+            .output_buffer_size(OUTPUT_BUFFER)
             .user_agent(concat!("rates/", env!("CARGO_PKG_VERSION")))
             .build();
         let agent = Agent::with_parts(agent, DefaultConnector::new(), LiteralFirst(DefaultResolver::default()));
@@ -166,5 +181,14 @@ mod tests {
         assert_eq!(resolve("https://10.0.0.1/").ok(), Some(vec![addr("10.0.0.1:443")]));
         // A name goes to ureq's resolver.
         assert!(resolve("http://localhost:8080/").is_ok_and(|a| !a.is_empty()));
+    }
+
+    #[test]
+    fn connections_get_small_buffers() {
+        // ureq's defaults, 128 KiB each way, are zero-filled per connection:
+        // with a thread per item they were most of the memory.
+        let client = BlockingClient::new("http://127.0.0.1:1", ClientConfig::default()).expect("a valid URL");
+        let config = client.agent.config();
+        assert_eq!((config.input_buffer_size(), config.output_buffer_size()), (16 * 1024, 4 * 1024));
     }
 }
