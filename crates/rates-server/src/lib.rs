@@ -127,6 +127,8 @@ pub struct Shared {
     advertised: Option<faults::Advertised>,
     /// The requests that may be served at once, if limited.
     capacity: Option<tokio::sync::Semaphore>,
+    /// The `/rates` answers made so far.
+    answers: app::Answers,
 }
 
 impl Shared {
@@ -136,7 +138,8 @@ impl Shared {
         let limiter = faults::Limiter::new(options.rate_limit);
         let advertised = options.rate_limit.filter(|_| options.rate_limit_headers).map(faults::Advertised::new);
         let capacity = options.capacity.map(tokio::sync::Semaphore::new);
-        Ok(Arc::new(Shared { dataset, options, metrics: Metrics::default(), limiter, advertised, capacity }))
+        let answers = app::Answers::default();
+        Ok(Arc::new(Shared { dataset, options, metrics: Metrics::default(), limiter, advertised, capacity, answers }))
     }
 
     /// The server's counters.

@@ -39,7 +39,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -145,7 +144,7 @@ pub(crate) async fn serve<A: Accept>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let router = crate::router(Arc::clone(&shared));
+    let routes = crate::app::routes(Arc::clone(&shared));
     let limits = shared.options.limits;
     let metrics = shared.metrics();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -210,7 +209,7 @@ pub(crate) async fn serve<A: Accept>(
             conn,
             open: Arc::clone(&open),
             shared: Arc::clone(&shared),
-            router: router.clone(),
+            routes: routes.clone(),
             remote,
             stop: stop_rx.clone(),
             _permit: permit,
@@ -443,7 +442,7 @@ struct Connection {
     conn: Arc<Conn>,
     open: Arc<Registry>,
     shared: Arc<Shared>,
-    router: Router,
+    routes: Router,
     remote: SocketAddr,
     stop: watch::Receiver<()>,
     _permit: OwnedSemaphorePermit,
@@ -452,7 +451,12 @@ struct Connection {
 impl Connection {
     async fn run<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(mut self, io: I) {
         let io = TokioIo::new(Guarded { io, conn: Arc::clone(&self.conn), rewrite: None });
-        let service = Service { router: self.router.clone(), conn: Arc::clone(&self.conn), remote: self.remote };
+        let service = Service {
+            routes: self.routes.clone(),
+            shared: Arc::clone(&self.shared),
+            conn: Arc::clone(&self.conn),
+            remote: self.remote,
+        };
         let served = hyper::server::conn::http1::Builder::new().max_buf_size(MAX_HEAD).serve_connection(io, service);
         let mut served = std::pin::pin!(served);
         let watchdog = self.conn.watchdog();
