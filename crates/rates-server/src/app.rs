@@ -226,3 +226,36 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 async fn not_found() -> Response {
     detail(StatusCode::NOT_FOUND, "Not found.")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_kept_by_query_string() {
+        let answers = Answers::default();
+        assert_eq!(answers.get("base=USD"), None);
+        answers.put("base=USD", Bytes::from_static(b"usd"));
+        answers.put("base=GBP", Bytes::from_static(b"gbp"));
+        assert_eq!(answers.get("base=USD").as_deref(), Some(&b"usd"[..]));
+        assert_eq!(answers.get("base=GBP").as_deref(), Some(&b"gbp"[..]));
+        assert_eq!(answers.get("base=usd"), None, "the key is the exact query string");
+    }
+
+    #[test]
+    fn answers_stay_bounded() {
+        let answers = Answers::default();
+        let long = format!("base=USD&x={}", "y".repeat(MAX_ANSWER_KEY));
+        answers.put(&long, Bytes::from_static(b"long"));
+        assert_eq!(answers.get(&long), None, "a long query string is not kept");
+        for i in 0..MAX_ANSWERS {
+            answers.put(&format!("date={i}"), Bytes::from_static(b"x"));
+        }
+        assert!(answers.get("date=0").is_some());
+        // One more than fits: the cache starts again with just it.
+        answers.put("base=USD", Bytes::from_static(b"usd"));
+        assert_eq!(answers.get("date=0"), None);
+        assert!(answers.get("base=USD").is_some());
+        assert_eq!(answers.0.read().map(|m| m.len()).unwrap_or_default(), 1);
+    }
+}
