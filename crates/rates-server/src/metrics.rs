@@ -91,8 +91,9 @@ struct Requests {
 #[derive(Debug, Default)]
 struct Series {
     count: AtomicU64,
-    /// The sum of their durations in seconds, as an `f64`'s bits.
-    sum: AtomicU64,
+    /// The sum of their durations in nanoseconds: an addition, where a
+    /// sum of `f64` seconds would need a compare-and-swap loop.
+    sum_ns: AtomicU64,
     /// How many fell in each bucket (not cumulative); the last is `+Inf`.
     buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
 }
@@ -114,13 +115,13 @@ impl Requests {
         // `prometheus-client` counts; NaN in `+Inf`.
         let bucket = DURATION_BUCKETS.iter().position(|b| *b >= seconds).unwrap_or(DURATION_BUCKETS.len());
         s.buckets[bucket].fetch_add(1, Relaxed);
-        let _ = s.sum.fetch_update(Relaxed, Relaxed, |bits| Some((f64::from_bits(bits) + seconds).to_bits()));
+        s.sum_ns.fetch_add((seconds * 1e9).round() as u64, Relaxed);
         s.count.fetch_add(1, Relaxed);
     }
 
     fn reset(&self) {
         for s in self.series.iter().filter_map(OnceLock::get) {
-            for c in s.buckets.iter().chain([&s.count, &s.sum]) {
+            for c in s.buckets.iter().chain([&s.count, &s.sum_ns]) {
                 c.store(0, Relaxed);
             }
         }
@@ -161,7 +162,7 @@ impl Collector for Requests {
         for (labels, s, count) in self.live() {
             let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
             let buckets: Vec<(f64, u64)> = bounds.zip(s.buckets.iter().map(|b| b.load(Relaxed))).collect();
-            let sum = f64::from_bits(s.sum.load(Relaxed));
+            let sum = s.sum_ns.load(Relaxed) as f64 / 1e9;
             durations.encode_family(&labels)?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
         Ok(())
@@ -329,14 +330,20 @@ impl Metrics {
     pub(crate) fn serving(&self) -> Serving<'_> {
         let c = &*self.counters;
         let now = c.in_service.fetch_add(1, Relaxed) + 1;
-        c.max_in_service.fetch_max(now, Relaxed);
+        // Read first: the maximum rarely changes, and a read leaves the
+        // cache line shared between the threads where a write would not.
+        if now > c.max_in_service.load(Relaxed) {
+            c.max_in_service.fetch_max(now, Relaxed);
+        }
         Serving(c)
     }
 
     pub(crate) fn start(&self) -> InFlight<'_> {
         let c = &*self.counters;
         let now = c.in_flight.fetch_add(1, Relaxed) + 1;
-        c.max_in_flight.fetch_max(now, Relaxed);
+        if now > c.max_in_flight.load(Relaxed) {
+            c.max_in_flight.fetch_max(now, Relaxed);
+        }
         InFlight(c)
     }
 
@@ -542,6 +549,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("rates_request_duration_seconds_count{code=\"200\",route=\"/rates\"} 2\n"), "{text}");
+        // The sum of the durations, kept in nanoseconds.
+        assert!(text.contains("rates_request_duration_seconds_sum{code=\"200\",route=\"/rates\"} 0.203\n"), "{text}");
         m.reset();
         assert_eq!(m.snapshot().max_in_flight, 1);
         assert_eq!(m.snapshot().max_in_service, 1);
