@@ -281,8 +281,14 @@ pub async fn run(
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    conn::serve(listener, shared, shutdown, GRACE).await;
-    Ok(())
+    // On a worker of the runtime, not the thread that awaits this: the
+    // connection tasks the loop spawns then start in that worker's own
+    // queue, with no hand-off to wake another thread for each connection.
+    match tokio::spawn(conn::serve(listener, shared, shutdown, GRACE)).await {
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled only when the runtime shuts down.
+        Ok(()) | Err(_) => Ok(()),
+    }
 }
 
 /// Serves at `addr` (the `rates serve` command) until Ctrl-C or SIGTERM.
