@@ -32,7 +32,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -191,6 +191,9 @@ pub(crate) async fn serve<A: Accept>(
             if let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
                 break Some(p);
             }
+            // Asked before looking, so that a connection that becomes
+            // sheddable after the look tells (see `Room`).
+            open.room.wanted.store(true, SeqCst);
             let shed = open.shed_one();
             if !shed && !counted {
                 metrics.cap_full();
@@ -200,9 +203,10 @@ pub(crate) async fn serve<A: Accept>(
                 biased;
                 () = &mut shutdown => break None,
                 p = Arc::clone(&slots).acquire_owned() => break p.ok(),
-                () = open.sheddable.notified(), if !shed => {}
+                () = open.room.notify.notified(), if !shed => {}
             }
         };
+        open.room.wanted.store(false, SeqCst);
         let Some(permit) = permit else { break };
         let conn = open.add(Instant::now(), limits, metrics);
         let task = Connection {
@@ -230,9 +234,30 @@ pub(crate) async fn serve<A: Accept>(
 struct Registry {
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
-    /// Wakes an accept loop waiting at the cap when a connection becomes
-    /// sheddable.
-    sheddable: Arc<Notify>,
+    /// Where connections tell the accept loop they became sheddable.
+    room: Arc<Room>,
+}
+
+/// Wakes an accept loop waiting at the cap when a connection becomes
+/// sheddable. Connections tell only while the loop wants to know: a
+/// notification per request on one `Notify` that every connection shares
+/// would bounce its cache line between the runtime's threads. The loop
+/// sets `wanted` before it looks for a connection to shed; a connection
+/// changes its phase under its lock and then reads `wanted`, so either the
+/// loop's look finds it sheddable or the connection sees `wanted` and
+/// tells.
+#[derive(Debug, Default)]
+struct Room {
+    wanted: AtomicBool,
+    notify: Notify,
+}
+
+impl Room {
+    fn tell(&self) {
+        if self.wanted.load(SeqCst) {
+            self.notify.notify_one();
+        }
+    }
 }
 
 impl Registry {
@@ -242,7 +267,7 @@ impl Registry {
 
     fn add(&self, now: Instant, limits: ConnLimits, metrics: &crate::Metrics) -> Arc<Conn> {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let conn = Arc::new(Conn::new(id, now, limits, Arc::clone(&self.sheddable)));
+        let conn = Arc::new(Conn::new(id, now, limits, Arc::clone(&self.room)));
         self.lock().insert(id, Arc::clone(&conn));
         metrics.opened();
         conn
@@ -275,7 +300,7 @@ struct Conn {
     /// deadline it sleeps until.
     changed: Notify,
     /// The registry's: told when this connection becomes sheddable.
-    sheddable: Arc<Notify>,
+    room: Arc<Room>,
 }
 
 #[derive(Debug)]
@@ -321,9 +346,9 @@ impl Phase {
 }
 
 impl Conn {
-    fn new(id: u64, now: Instant, limits: ConnLimits, sheddable: Arc<Notify>) -> Self {
+    fn new(id: u64, now: Instant, limits: ConnLimits, room: Arc<Room>) -> Self {
         let phase = Phase::Waiting { since: now, head: Some(now), got_bytes: false, found_silent: false };
-        Conn { id, limits, state: Mutex::new(State { phase, armed: None }), changed: Notify::new(), sheddable }
+        Conn { id, limits, state: Mutex::new(State { phase, armed: None }), changed: Notify::new(), room }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -362,7 +387,7 @@ impl Conn {
         if let Phase::Waiting { found_silent: found @ false, .. } = &mut state.phase {
             *found = true;
             drop(state);
-            self.sheddable.notify_one();
+            self.room.tell();
         }
     }
 
@@ -390,7 +415,7 @@ impl Conn {
         if state.phase == (Phase::Answering { done: true }) {
             let idle = Phase::Waiting { since: Instant::now(), head: None, got_bytes: false, found_silent: true };
             self.set(state, idle);
-            self.sheddable.notify_one();
+            self.room.tell();
         }
     }
 
