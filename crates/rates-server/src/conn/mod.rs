@@ -43,7 +43,7 @@ use axum::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::metrics::Closed;
@@ -149,7 +149,6 @@ pub(crate) async fn serve<A: Accept>(
     let metrics = shared.metrics();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let open = Arc::new(Registry::default());
-    let (stop_tx, stop_rx) = watch::channel(());
     let mut backoff = BACKOFF_MIN;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -215,7 +214,6 @@ pub(crate) async fn serve<A: Accept>(
             shared: Arc::clone(&shared),
             routes: routes.clone(),
             remote,
-            stop: stop_rx.clone(),
             _permit: permit,
         };
         tokio::spawn(task.run(io));
@@ -223,8 +221,7 @@ pub(crate) async fn serve<A: Accept>(
     // Stop accepting, ask every connection to finish its request and close,
     // and wait until all have (each holds a slot) or the grace period ends.
     drop(listener);
-    drop(stop_rx);
-    let _ = stop_tx.send(());
+    open.stop_all();
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(grace, slots.acquire_many(all)).await;
 }
@@ -273,6 +270,14 @@ impl Registry {
         conn
     }
 
+    /// Tells every connection the server stops. A connection whose task
+    /// has not yet waited for it finds the stored permit when it does.
+    fn stop_all(&self) {
+        for c in self.lock().values() {
+            c.stop.notify_one();
+        }
+    }
+
     /// Asks the connection that has waited longest for a request (silent
     /// ones before those that have sent part of a head) to close. False if
     /// none can be shed.
@@ -299,6 +304,11 @@ struct Conn {
     /// Wakes the watchdog when the connection must close sooner than the
     /// deadline it sleeps until.
     changed: Notify,
+    /// Told once when the server stops. The connection's own, not one
+    /// every connection shares (a `watch` channel): a task polling a shared
+    /// `Notify` takes its waiter list's lock at every wake-up, a lock the
+    /// runtime's threads would fight over for every request.
+    stop: Notify,
     /// The registry's: told when this connection becomes sheddable.
     room: Arc<Room>,
 }
@@ -348,7 +358,14 @@ impl Phase {
 impl Conn {
     fn new(id: u64, now: Instant, limits: ConnLimits, room: Arc<Room>) -> Self {
         let phase = Phase::Waiting { since: now, head: Some(now), got_bytes: false, found_silent: false };
-        Conn { id, limits, state: Mutex::new(State { phase, armed: None }), changed: Notify::new(), room }
+        Conn {
+            id,
+            limits,
+            state: Mutex::new(State { phase, armed: None }),
+            changed: Notify::new(),
+            stop: Notify::new(),
+            room,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -469,12 +486,11 @@ struct Connection {
     shared: Arc<Shared>,
     routes: Router,
     remote: SocketAddr,
-    stop: watch::Receiver<()>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Connection {
-    async fn run<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(mut self, io: I) {
+    async fn run<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
         let io = TokioIo::new(Guarded { io, conn: Arc::clone(&self.conn), rewrite: None });
         let service = Service {
             routes: self.routes.clone(),
@@ -498,7 +514,7 @@ impl Connection {
                     self.shared.metrics().closed(why);
                     break;
                 }
-                _ = self.stop.changed(), if !stopping => {
+                () = self.conn.stop.notified(), if !stopping => {
                     // Stopping: a connection waiting for a request closes
                     // now; one answering finishes its answer first.
                     if self.conn.waiting() {
