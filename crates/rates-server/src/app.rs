@@ -7,12 +7,14 @@
 //! logged as one access line (`tracing`, target `rates_server::access`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, Request, State, rejection::QueryRejection};
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,18 +23,28 @@ use rates::{Currency, RatesError, parse_date};
 use crate::metrics::Route;
 use crate::{Shared, faults};
 
-/// The API's router over `shared` state.
+/// The API's router over `shared` state: the routes behind the one layer
+/// that observes every request and injects the faults ([`handle`]).
 pub fn router(shared: Arc<Shared>) -> Router {
-    let api = Router::new()
+    let state = Arc::clone(&shared);
+    routes(shared).layer(middleware::from_fn(move |req: Request, next: Next| {
+        let shared = Arc::clone(&state);
+        async move {
+            let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+            handle(&shared, peer, req, |req| next.run(req)).await
+        }
+    }))
+}
+
+/// The routes alone. The server's own connections call them through
+/// [`handle`] directly rather than through [`router`]'s layer, which costs
+/// a boxed service clone and a boxed future per request.
+pub(crate) fn routes(shared: Arc<Shared>) -> Router {
+    Router::new()
         .route("/rates", get(rates))
         .route("/currencies", get(currencies))
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(Arc::clone(&shared), faults::inject));
-    Router::new()
         .route("/metrics", get(metrics))
-        .merge(api)
-        .layer(middleware::map_response(json_errors))
-        .layer(middleware::from_fn_with_state(Arc::clone(&shared), observe))
+        .fallback(not_found)
         .with_state(shared)
 }
 
@@ -40,24 +52,38 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// (`RUST_LOG=rates_server::access=off`).
 pub const ACCESS_LOG: &str = "rates_server::access";
 
-/// Times a request into the metrics and logs it: the outermost layer, so
-/// the status is the one the client gets and the time includes the faults.
-async fn observe(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+/// Answers one request from `peer` with `inner` (the routes), in this
+/// order from the outside in: time it into the metrics and log it (so the
+/// status is the one the client gets and the time includes the faults),
+/// give a non-JSON error answer the API's JSON body, and, on every route
+/// but `/metrics`, inject the faults.
+pub(crate) async fn handle<F, Fut>(shared: &Shared, peer: Option<IpAddr>, req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let started = tokio::time::Instant::now();
-    let method = req.method().clone();
     let route = Route::of(req.uri().path());
-    let target = req.uri().path_and_query().map_or_else(|| req.uri().path().to_string(), |p| p.to_string());
-    let answer = next.run(req).await;
+    // What the access line needs, copied only if it is written.
+    let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO).then(|| {
+        let uri = req.uri();
+        (req.method().clone(), uri.path_and_query().map_or_else(|| uri.path().to_string(), |p| p.to_string()))
+    });
+    let answer =
+        if route == Route::Metrics { inner(req).await } else { faults::inject(shared, peer, req, inner).await };
+    let answer = json_errors(answer).await;
     let elapsed = started.elapsed();
     let status = answer.status().as_u16();
     shared.metrics.observe(route, status, elapsed.as_secs_f64());
-    tracing::info!(
-        target: ACCESS_LOG,
-        method = %method,
-        path = %target,
-        status,
-        duration_ms = format_args!("{:.3}", elapsed.as_secs_f64() * 1e3),
-    );
+    if let Some((method, target)) = logged {
+        tracing::info!(
+            target: ACCESS_LOG,
+            method = %method,
+            path = %target,
+            status,
+            duration_ms = format_args!("{:.3}", elapsed.as_secs_f64() * 1e3),
+        );
+    }
     answer
 }
 
@@ -105,11 +131,48 @@ pub(crate) fn detail(status: StatusCode, detail: impl Into<String>) -> Response 
     (status, Json(serde_json::json!({ "detail": detail.into() }))).into_response()
 }
 
-async fn rates(
-    State(shared): State<Arc<Shared>>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Response {
-    let Ok(Query(q)) = query else {
+/// The `/rates` answers already made, by query string: the dataset never
+/// changes while the server runs, so neither does the answer to a query,
+/// and making it (the lookup and the JSON) costs more than all the rest of
+/// a request. Bounded: long query strings are not kept, and a full cache
+/// starts again empty.
+#[derive(Debug, Default)]
+pub(crate) struct Answers(RwLock<HashMap<Box<str>, Bytes>>);
+
+/// The most answers kept (about a kilobyte each, with their key).
+const MAX_ANSWERS: usize = 1024;
+
+/// The longest query string whose answer is kept.
+const MAX_ANSWER_KEY: usize = 256;
+
+impl Answers {
+    fn get(&self, query: &str) -> Option<Bytes> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).get(query).cloned()
+    }
+
+    fn put(&self, query: &str, body: Bytes) {
+        if query.len() > MAX_ANSWER_KEY {
+            return;
+        }
+        let mut answers = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if answers.len() >= MAX_ANSWERS {
+            answers.clear();
+        }
+        answers.insert(query.into(), body);
+    }
+}
+
+/// A JSON answer from its bytes, with the headers `Json` gives.
+fn json_body(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+async fn rates(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let query = req.uri().query().unwrap_or_default();
+    if let Some(body) = shared.answers.get(query) {
+        return json_body(body);
+    }
+    let Ok(Query(q)) = Query::<HashMap<String, String>>::try_from_uri(req.uri()) else {
         return detail(StatusCode::BAD_REQUEST, "Invalid query string.");
     };
     let bad = |e: RatesError| detail(StatusCode::BAD_REQUEST, e.to_string());
@@ -133,7 +196,14 @@ async fn rates(
         Err(e) => return detail(StatusCode::BAD_REQUEST, e.to_string()),
     };
     match shared.dataset.rates(base, &symbols, date) {
-        Ok(r) => Json(r).into_response(),
+        Ok(r) => match serde_json::to_vec(&r) {
+            Ok(body) => {
+                let body = Bytes::from(body);
+                shared.answers.put(query, body.clone());
+                json_body(body)
+            }
+            Err(e) => detail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
         Err(e @ RatesError::NoData) => detail(StatusCode::NOT_FOUND, e.to_string()),
         Err(e) => bad(e),
     }
@@ -155,4 +225,37 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn not_found() -> Response {
     detail(StatusCode::NOT_FOUND, "Not found.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_kept_by_query_string() {
+        let answers = Answers::default();
+        assert_eq!(answers.get("base=USD"), None);
+        answers.put("base=USD", Bytes::from_static(b"usd"));
+        answers.put("base=GBP", Bytes::from_static(b"gbp"));
+        assert_eq!(answers.get("base=USD").as_deref(), Some(&b"usd"[..]));
+        assert_eq!(answers.get("base=GBP").as_deref(), Some(&b"gbp"[..]));
+        assert_eq!(answers.get("base=usd"), None, "the key is the exact query string");
+    }
+
+    #[test]
+    fn answers_stay_bounded() {
+        let answers = Answers::default();
+        let long = format!("base=USD&x={}", "y".repeat(MAX_ANSWER_KEY));
+        answers.put(&long, Bytes::from_static(b"long"));
+        assert_eq!(answers.get(&long), None, "a long query string is not kept");
+        for i in 0..MAX_ANSWERS {
+            answers.put(&format!("date={i}"), Bytes::from_static(b"x"));
+        }
+        assert!(answers.get("date=0").is_some());
+        // One more than fits: the cache starts again with just it.
+        answers.put("base=USD", Bytes::from_static(b"usd"));
+        assert_eq!(answers.get("date=0"), None);
+        assert!(answers.get("base=USD").is_some());
+        assert_eq!(answers.0.read().map(|m| m.len()).unwrap_or_default(), 1);
+    }
 }

@@ -35,13 +35,12 @@
 //! `X-RateLimit-Limit` never change.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use concur::throttle::{Clock, SystemClock};
 use rand::Rng;
@@ -270,11 +269,15 @@ impl Advertised {
     }
 }
 
-/// The middleware: count the request, refuse it over the rate limit, wait
-/// for capacity, delay it, and fail it at the configured rate.
-pub(crate) async fn inject(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+/// Counts the request, refuses it over the rate limit (by `peer`'s
+/// address), waits for capacity, delays it, fails it at the configured
+/// rate, and otherwise answers it with `next`.
+pub(crate) async fn inject<F, Fut>(shared: &Shared, peer: Option<IpAddr>, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let _in_flight = shared.metrics.start();
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let verdict = peer.and_then(|ip| shared.limiter.check(ip));
     let mut response = match verdict {
         Some(Err(refused)) => {
@@ -288,7 +291,7 @@ pub(crate) async fn inject(State(shared): State<Arc<Shared>>, req: Request, next
             }
             r
         }
-        _ => serve(&shared, req, next).await,
+        _ => serve(shared, req, next).await,
     };
     if let (Some(Ok(standing)), Some(ad)) = (verdict, &shared.advertised) {
         ad.annotate(response.headers_mut(), &standing, ceil_secs(standing.next));
@@ -299,7 +302,11 @@ pub(crate) async fn inject(State(shared): State<Arc<Shared>>, req: Request, next
 
 /// A request the rate limit let through: its turn at the capacity, the
 /// latency, the failure rate, the handler.
-async fn serve(shared: &Shared, req: Request, next: Next) -> Response {
+async fn serve<F, Fut>(shared: &Shared, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     // FIFO (tokio's semaphore is fair); held until the answer is made. The
     // wait is bounded by the connections open: one request each.
     let _turn = match &shared.capacity {
@@ -312,7 +319,10 @@ async fn serve(shared: &Shared, req: Request, next: Next) -> Response {
     };
     let _serving = shared.metrics.serving();
     let opts = &shared.options;
-    let (delay, fail) = {
+    // The thread's generator only when something is random.
+    let (delay, fail) = if opts.jitter.is_zero() && opts.fail_rate <= 0.0 {
+        (opts.latency, false)
+    } else {
         let mut rng = rand::rng();
         let jitter = if opts.jitter.is_zero() { Duration::ZERO } else { opts.jitter.mul_f64(rng.random()) };
         (opts.latency + jitter, opts.fail_rate > 0.0 && rng.random::<f64>() < opts.fail_rate)
@@ -324,7 +334,7 @@ async fn serve(shared: &Shared, req: Request, next: Next) -> Response {
     if fail {
         return detail(StatusCode::INTERNAL_SERVER_ERROR, "Injected failure.");
     }
-    next.run(req).await
+    next(req).await
 }
 
 #[cfg(test)]

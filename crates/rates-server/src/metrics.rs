@@ -11,15 +11,14 @@
 //!   included) by `code` and `route` with a duration histogram in seconds,
 //!   and the standard `process_*` metrics.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::process::ProcessCollector;
@@ -71,18 +70,112 @@ struct RequestLabels {
     route: &'static str,
 }
 
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
+/// Every route, in the order of their index in [`Requests`].
+const ROUTES: [Route; 4] = [Route::Rates, Route::Currencies, Route::Metrics, Route::Other];
+
+/// The codes [`Requests`] keeps: every HTTP status code there can be.
+const FIRST_CODE: u16 = 100;
+const CODES: usize = 900;
+
+/// The requests answered by code and route, each with its duration
+/// histogram. Lock-free, so that counting a request is a few atomic
+/// additions: a `prometheus-client` family takes a read lock and hashes its
+/// labels for each request, and its histogram takes a mutex.
+#[derive(Debug)]
+struct Requests {
+    /// By route, then code; made at the first request with them.
+    series: Box<[OnceLock<Box<Series>>]>,
+}
+
+/// One code and route's requests.
+#[derive(Debug, Default)]
+struct Series {
+    count: AtomicU64,
+    /// The sum of their durations in nanoseconds: an addition, where a
+    /// sum of `f64` seconds would need a compare-and-swap loop.
+    sum_ns: AtomicU64,
+    /// How many fell in each bucket (not cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Requests { series: (0..ROUTES.len() * CODES).map(|_| OnceLock::new()).collect() }
+    }
+}
+
+impl Requests {
+    fn observe(&self, route: Route, code: u16, seconds: f64) {
+        let Some(i) = code.checked_sub(FIRST_CODE).map(usize::from).filter(|&i| i < CODES) else {
+            return;
+        };
+        let Some(series) = self.series.get(route as usize * CODES + i) else { return };
+        let s = series.get_or_init(Box::default);
+        // The first bucket whose bound is at least the value, as
+        // `prometheus-client` counts; NaN in `+Inf`.
+        let bucket = DURATION_BUCKETS.iter().position(|b| *b >= seconds).unwrap_or(DURATION_BUCKETS.len());
+        s.buckets[bucket].fetch_add(1, Relaxed);
+        s.sum_ns.fetch_add((seconds * 1e9).round() as u64, Relaxed);
+        s.count.fetch_add(1, Relaxed);
+    }
+
+    fn reset(&self) {
+        for s in self.series.iter().filter_map(OnceLock::get) {
+            for c in s.buckets.iter().chain([&s.count, &s.sum_ns]) {
+                c.store(0, Relaxed);
+            }
+        }
+    }
+
+    /// The series with requests, with their labels and count.
+    fn live(&self) -> impl Iterator<Item = (RequestLabels, &Series, u64)> {
+        self.series.iter().enumerate().filter_map(|(i, s)| {
+            let s = s.get()?;
+            let count = s.count.load(Relaxed);
+            let labels = RequestLabels { code: FIRST_CODE + (i % CODES) as u16, route: ROUTES[i / CODES].label() };
+            (count > 0).then_some((labels, &**s, count))
+        })
+    }
+}
+
+/// Encoded as the counter family `rates_requests` and the histogram family
+/// `rates_request_duration_seconds`, both by code and route.
+impl Collector for Requests {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            let mut requests = encoder.encode_descriptor(
+                "rates_requests",
+                "Requests answered, by HTTP status code and route.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (labels, _, count) in self.live() {
+                ConstCounter::new(count).encode(requests.encode_family(&labels)?)?;
+            }
+        }
+        let mut durations = encoder.encode_descriptor(
+            "rates_request_duration_seconds",
+            "Time from a request's head to its answer, by HTTP status code and route.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (labels, s, count) in self.live() {
+            let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
+            let buckets: Vec<(f64, u64)> = bounds.zip(s.buckets.iter().map(|b| b.load(Relaxed))).collect();
+            let sum = s.sum_ns.load(Relaxed) as f64 / 1e9;
+            durations.encode_family(&labels)?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        Ok(())
+    }
 }
 
 /// The server's counters, shared by every request task: lock-free atomics
-/// for the in-process [`Snapshot`], and `prometheus-client` metrics for the
-/// requests by code and route.
+/// for the in-process [`Snapshot`] and for the requests by code and route,
+/// encoded by `prometheus-client`.
 #[derive(Debug)]
 pub struct Metrics {
     counters: Arc<Counters>,
-    requests: Family<RequestLabels, Counter>,
-    durations: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    requests: Arc<Requests>,
     registry: Registry,
 }
 
@@ -190,18 +283,12 @@ impl Default for Counters {
 impl Default for Metrics {
     fn default() -> Self {
         let counters = Arc::new(Counters::default());
-        let requests = Family::<RequestLabels, Counter>::default();
-        let durations = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let requests = Arc::new(Requests::default());
         let mut registry = Registry::default();
-        registry.register("rates_requests", "Requests answered, by HTTP status code and route", requests.clone());
-        registry.register(
-            "rates_request_duration_seconds",
-            "Time from a request's head to its answer, by HTTP status code and route",
-            durations.clone(),
-        );
+        registry.register_collector(Box::new(Arc::clone(&requests)));
         registry.register_collector(Box::new(Arc::clone(&counters)));
         registry.register_collector(Box::new(ProcessCollector));
-        Metrics { counters, requests, durations, registry }
+        Metrics { counters, requests, registry }
     }
 }
 
@@ -243,14 +330,20 @@ impl Metrics {
     pub(crate) fn serving(&self) -> Serving<'_> {
         let c = &*self.counters;
         let now = c.in_service.fetch_add(1, Relaxed) + 1;
-        c.max_in_service.fetch_max(now, Relaxed);
+        // Read first: the maximum rarely changes, and a read leaves the
+        // cache line shared between the threads where a write would not.
+        if now > c.max_in_service.load(Relaxed) {
+            c.max_in_service.fetch_max(now, Relaxed);
+        }
         Serving(c)
     }
 
     pub(crate) fn start(&self) -> InFlight<'_> {
         let c = &*self.counters;
         let now = c.in_flight.fetch_add(1, Relaxed) + 1;
-        c.max_in_flight.fetch_max(now, Relaxed);
+        if now > c.max_in_flight.load(Relaxed) {
+            c.max_in_flight.fetch_max(now, Relaxed);
+        }
         InFlight(c)
     }
 
@@ -319,8 +412,7 @@ impl Metrics {
         }
         c.max_in_flight.store(c.in_flight.load(Relaxed), Relaxed);
         c.max_in_service.store(c.in_service.load(Relaxed), Relaxed);
-        self.requests.clear();
-        self.durations.clear();
+        self.requests.reset();
     }
 
     /// The counters now.
@@ -352,9 +444,7 @@ impl Metrics {
     /// Counts one request answered (any route, `/metrics` included) and
     /// how long it took.
     pub(crate) fn observe(&self, route: Route, code: u16, seconds: f64) {
-        let labels = RequestLabels { code, route: route.label() };
-        self.requests.get_or_create(&labels).inc();
-        self.durations.get_or_create(&labels).observe(seconds);
+        self.requests.observe(route, code, seconds);
     }
 
     /// The counters in Prometheus' text exposition format (version 0.0.4).
@@ -459,6 +549,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("rates_request_duration_seconds_count{code=\"200\",route=\"/rates\"} 2\n"), "{text}");
+        // The sum of the durations, kept in nanoseconds.
+        assert!(text.contains("rates_request_duration_seconds_sum{code=\"200\",route=\"/rates\"} 0.203\n"), "{text}");
         m.reset();
         assert_eq!(m.snapshot().max_in_flight, 1);
         assert_eq!(m.snapshot().max_in_service, 1);

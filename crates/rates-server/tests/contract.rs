@@ -234,3 +234,24 @@ fn json_errors_have_only_a_detail() {
     let (_, body) = get_json(&agent(), &s, "/rates?base=XYZ");
     assert!(matches!(&body, Value::Object(m) if m.len() == 1 && m["detail"].is_string()));
 }
+
+/// The server keeps the answers it made: asked again, a query gets the same
+/// bytes; a query differing in any way gets its own answer,
+/// errors included.
+#[test]
+fn a_query_asked_again_gets_the_same_answer() {
+    let s = server(ServerOptions::default());
+    let a = agent();
+    let first = get(&a, &s, "/rates?base=USD&symbols=GBP,JPY");
+    assert_eq!(first.0, 200);
+    for _ in 0..3 {
+        assert_eq!(get(&a, &s, "/rates?base=USD&symbols=GBP,JPY"), first);
+    }
+    let (status, other) = get_json(&a, &s, "/rates?base=USD&symbols=GBP");
+    assert_eq!(status, 200);
+    assert_eq!(other["rates"].as_object().map(|r| r.len()), Some(1));
+    let (status, bad) = get_json(&a, &s, "/rates?base=USD&symbols=GBP,XXX");
+    assert_eq!((status, bad["detail"].as_str().is_some()), (400, true));
+    let (status, none) = get_json(&a, &s, "/rates?base=USD&date=1990-01-01");
+    assert_eq!(status, 404, "{none}");
+}

@@ -169,3 +169,40 @@ fn connections_busy_answering_are_not_shed() {
     assert_eq!((m.count(200), m.cap_full), (3, 1), "{m:?}");
     assert!(m.shed <= 1, "{m:?}");
 }
+
+/// More connections at once than tokio's `bind` lets the kernel hold (1024):
+/// an `async` client with unlimited workers opens thousands.
+const STORM: usize = 1100;
+
+/// Raises this process's descriptor limit to its hard limit, so the storm's
+/// client sockets fit where the soft limit is 1024.
+fn raise_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+#[test]
+fn the_listen_backlog_holds_a_storm_of_connections() {
+    raise_nofile();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let listener = {
+        let _in_runtime = rt.enter();
+        rates_server::listen(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap()
+    };
+    let addr = listener.local_addr().unwrap();
+    // Nothing accepts: a handshake completes only if the backlog has room
+    // for it; past a full backlog the kernel drops it and the client
+    // retries a second later, then three, then seven...
+    let mut held = Vec::with_capacity(STORM);
+    for i in 0..STORM {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(30)) {
+            Ok(s) => held.push(s),
+            Err(e) => panic!("connection {i} of {STORM} not held by the backlog: {e}"),
+        }
+    }
+    drop(listener);
+}

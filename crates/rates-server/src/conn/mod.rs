@@ -32,19 +32,18 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::metrics::Closed;
@@ -145,12 +144,11 @@ pub(crate) async fn serve<A: Accept>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let router = crate::router(Arc::clone(&shared));
+    let routes = crate::app::routes(Arc::clone(&shared));
     let limits = shared.options.limits;
     let metrics = shared.metrics();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let open = Arc::new(Registry::default());
-    let (stop_tx, stop_rx) = watch::channel(());
     let mut backoff = BACKOFF_MIN;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -192,6 +190,9 @@ pub(crate) async fn serve<A: Accept>(
             if let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
                 break Some(p);
             }
+            // Asked before looking, so that a connection that becomes
+            // sheddable after the look tells (see `Room`).
+            open.room.wanted.store(true, SeqCst);
             let shed = open.shed_one();
             if !shed && !counted {
                 metrics.cap_full();
@@ -201,18 +202,18 @@ pub(crate) async fn serve<A: Accept>(
                 biased;
                 () = &mut shutdown => break None,
                 p = Arc::clone(&slots).acquire_owned() => break p.ok(),
-                () = open.sheddable.notified(), if !shed => {}
+                () = open.room.notify.notified(), if !shed => {}
             }
         };
+        open.room.wanted.store(false, SeqCst);
         let Some(permit) = permit else { break };
         let conn = open.add(Instant::now(), limits, metrics);
         let task = Connection {
             conn,
             open: Arc::clone(&open),
             shared: Arc::clone(&shared),
-            router: router.clone(),
+            routes: routes.clone(),
             remote,
-            stop: stop_rx.clone(),
             _permit: permit,
         };
         tokio::spawn(task.run(io));
@@ -220,8 +221,7 @@ pub(crate) async fn serve<A: Accept>(
     // Stop accepting, ask every connection to finish its request and close,
     // and wait until all have (each holds a slot) or the grace period ends.
     drop(listener);
-    drop(stop_rx);
-    let _ = stop_tx.send(());
+    open.stop_all();
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(grace, slots.acquire_many(all)).await;
 }
@@ -231,9 +231,30 @@ pub(crate) async fn serve<A: Accept>(
 struct Registry {
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
-    /// Wakes an accept loop waiting at the cap when a connection becomes
-    /// sheddable.
-    sheddable: Arc<Notify>,
+    /// Where connections tell the accept loop they became sheddable.
+    room: Arc<Room>,
+}
+
+/// Wakes an accept loop waiting at the cap when a connection becomes
+/// sheddable. Connections tell only while the loop wants to know: a
+/// notification per request on one `Notify` that every connection shares
+/// would bounce its cache line between the runtime's threads. The loop
+/// sets `wanted` before it looks for a connection to shed; a connection
+/// changes its phase under its lock and then reads `wanted`, so either the
+/// loop's look finds it sheddable or the connection sees `wanted` and
+/// tells.
+#[derive(Debug, Default)]
+struct Room {
+    wanted: AtomicBool,
+    notify: Notify,
+}
+
+impl Room {
+    fn tell(&self) {
+        if self.wanted.load(SeqCst) {
+            self.notify.notify_one();
+        }
+    }
 }
 
 impl Registry {
@@ -243,10 +264,18 @@ impl Registry {
 
     fn add(&self, now: Instant, limits: ConnLimits, metrics: &crate::Metrics) -> Arc<Conn> {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let conn = Arc::new(Conn::new(id, now, limits, Arc::clone(&self.sheddable)));
+        let conn = Arc::new(Conn::new(id, now, limits, Arc::clone(&self.room)));
         self.lock().insert(id, Arc::clone(&conn));
         metrics.opened();
         conn
+    }
+
+    /// Tells every connection the server stops. A connection whose task
+    /// has not yet waited for it finds the stored permit when it does.
+    fn stop_all(&self) {
+        for c in self.lock().values() {
+            c.stop.notify_one();
+        }
     }
 
     /// Asks the connection that has waited longest for a request (silent
@@ -275,8 +304,13 @@ struct Conn {
     /// Wakes the watchdog when the connection must close sooner than the
     /// deadline it sleeps until.
     changed: Notify,
+    /// Told once when the server stops. The connection's own, not one
+    /// every connection shares (a `watch` channel): a task polling a shared
+    /// `Notify` takes its waiter list's lock at every wake-up, a lock the
+    /// runtime's threads would fight over for every request.
+    stop: Notify,
     /// The registry's: told when this connection becomes sheddable.
-    sheddable: Arc<Notify>,
+    room: Arc<Room>,
 }
 
 #[derive(Debug)]
@@ -322,9 +356,16 @@ impl Phase {
 }
 
 impl Conn {
-    fn new(id: u64, now: Instant, limits: ConnLimits, sheddable: Arc<Notify>) -> Self {
+    fn new(id: u64, now: Instant, limits: ConnLimits, room: Arc<Room>) -> Self {
         let phase = Phase::Waiting { since: now, head: Some(now), got_bytes: false, found_silent: false };
-        Conn { id, limits, state: Mutex::new(State { phase, armed: None }), changed: Notify::new(), sheddable }
+        Conn {
+            id,
+            limits,
+            state: Mutex::new(State { phase, armed: None }),
+            changed: Notify::new(),
+            stop: Notify::new(),
+            room,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -363,7 +404,7 @@ impl Conn {
         if let Phase::Waiting { found_silent: found @ false, .. } = &mut state.phase {
             *found = true;
             drop(state);
-            self.sheddable.notify_one();
+            self.room.tell();
         }
     }
 
@@ -391,7 +432,7 @@ impl Conn {
         if state.phase == (Phase::Answering { done: true }) {
             let idle = Phase::Waiting { since: Instant::now(), head: None, got_bytes: false, found_silent: true };
             self.set(state, idle);
-            self.sheddable.notify_one();
+            self.room.tell();
         }
     }
 
@@ -443,16 +484,20 @@ struct Connection {
     conn: Arc<Conn>,
     open: Arc<Registry>,
     shared: Arc<Shared>,
-    router: Router,
+    routes: Router,
     remote: SocketAddr,
-    stop: watch::Receiver<()>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Connection {
-    async fn run<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(mut self, io: I) {
+    async fn run<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
         let io = TokioIo::new(Guarded { io, conn: Arc::clone(&self.conn), rewrite: None });
-        let service = Service { router: self.router.clone(), conn: Arc::clone(&self.conn), remote: self.remote };
+        let service = Service {
+            routes: self.routes.clone(),
+            shared: Arc::clone(&self.shared),
+            conn: Arc::clone(&self.conn),
+            remote: self.remote,
+        };
         let served = hyper::server::conn::http1::Builder::new().max_buf_size(MAX_HEAD).serve_connection(io, service);
         let mut served = std::pin::pin!(served);
         let watchdog = self.conn.watchdog();
@@ -469,7 +514,7 @@ impl Connection {
                     self.shared.metrics().closed(why);
                     break;
                 }
-                _ = self.stop.changed(), if !stopping => {
+                () = self.conn.stop.notified(), if !stopping => {
                     // Stopping: a connection waiting for a request closes
                     // now; one answering finishes its answer first.
                     if self.conn.waiting() {

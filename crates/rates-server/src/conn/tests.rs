@@ -391,3 +391,21 @@ async fn without_headers_only_retry_after_tells() {
         }
     }
 }
+
+#[tokio::test]
+async fn connections_tell_the_accept_loop_only_while_it_waits_for_room() {
+    // Whether `room` holds a wake-up for the next wait.
+    async fn woken(room: &Room) -> bool {
+        tokio::select! {
+            biased;
+            () = room.notify.notified() => true,
+            () = std::future::ready(()) => false,
+        }
+    }
+    let room = Room::default();
+    room.tell();
+    assert!(!woken(&room).await, "nobody waits: no wake-up is kept");
+    room.wanted.store(true, SeqCst);
+    room.tell();
+    assert!(woken(&room).await, "the waiting loop is woken");
+}

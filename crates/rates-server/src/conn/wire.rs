@@ -6,11 +6,13 @@
 
 use super::*;
 
-/// The router as a hyper service for one connection: marks the connection
-/// busy while it answers and hands the handlers the client's address.
+/// The routes as a hyper service for one connection: marks the connection
+/// busy while it answers, and answers through [`crate::app::handle`]
+/// (metrics, access log, faults) with the client's address.
 #[derive(Clone)]
 pub(super) struct Service {
-    pub(super) router: Router,
+    pub(super) routes: Router,
+    pub(super) shared: Arc<Shared>,
     pub(super) conn: Arc<Conn>,
     pub(super) remote: SocketAddr,
 }
@@ -20,15 +22,23 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.conn.on_request();
-        req.extensions_mut().insert(ConnectInfo(self.remote));
-        // A router is always ready (its `poll_ready` is `Ready`), so calling
-        // it directly is sound.
-        let answer = tower_service::Service::call(&mut self.router.clone(), req);
+        let req = req.map(Body::new);
+        let mut routes = self.routes.clone();
+        let shared = Arc::clone(&self.shared);
         let conn = Arc::clone(&self.conn);
+        let peer = self.remote.ip();
         Box::pin(async move {
-            let answer = answer.await?;
+            // A router is always ready (its `poll_ready` is `Ready`), so
+            // calling it directly is sound; it never fails.
+            let inner = |req| async move {
+                match tower_service::Service::call(&mut routes, req).await {
+                    Ok(answer) => answer,
+                    Err(never) => match never {},
+                }
+            };
+            let answer = crate::app::handle(&shared, Some(peer), req, inner).await;
             Ok(answer.map(|inner| Body::new(Answer { inner, conn })))
         })
     }
