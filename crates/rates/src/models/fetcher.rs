@@ -1,7 +1,8 @@
 //! The fetch job: [`Fetcher`] holds what every request of a run shares
-//! (client, retry policy, throttle, cancellation flag, progress hook) and
-//! does one request in each model's setting, as a [`Job`]. [`FetchOnce`] is
-//! one attempt as a pool task, for the multiprocessing models.
+//! (client, retry policy, throttle, the adaptive limits of `--rate auto`
+//! and `--workers auto`, cancellation flag, progress hook) and does one
+//! request in each model's setting, as a [`Job`]. [`FetchOnce`] is one
+//! attempt as a pool task, for the multiprocessing models.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -177,8 +178,8 @@ impl Fetcher {
     }
 
     /// [`Fetcher::fetch`] with each attempt made by `attempt` (e.g. on a pool
-    /// worker): the throttle, the retries, cancellation and progress stay
-    /// with the caller.
+    /// worker): the throttle, the adaptive limits, the retries,
+    /// cancellation and progress stay with the caller.
     pub fn fetch_with(&self, attempt: impl Fn() -> Result<Reply, FetchError>) -> Outcome {
         let outcome = self.retry.run(
             || {
