@@ -356,17 +356,71 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// vanished without an answer come last, as `Cancelled`.
 pub struct ImapUnordered<R> {
     results: Receiver<(usize, Result<R, TaskError>)>,
-    seen: Vec<bool>,
-    left: usize,
-    /// Once every job has reported or been dropped, the indices not seen
-    /// were cancelled; this is where the search for them resumes.
-    cancelled_from: Option<usize>,
+    tally: Tally,
 }
 
 impl<R> ImapUnordered<R> {
     /// Results of `n` tasks, each answering `(index, result)` on `results`.
     pub(crate) fn new(results: Receiver<(usize, Result<R, TaskError>)>, n: usize) -> Self {
-        ImapUnordered { results, seen: vec![false; n], left: n, cancelled_from: None }
+        ImapUnordered { results, tally: Tally::new(n) }
+    }
+}
+
+/// Which of `n` input indices have been answered, for the iterators of
+/// `imap_unordered`: each index is given once (a repeat is dropped), and
+/// once no more answers can come, those never answered are named in
+/// order, as cancelled.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    seen: Vec<bool>,
+    left: usize,
+    /// Once no more answers can come, the indices not seen were
+    /// cancelled; this is where the search for them resumes.
+    cancelled_from: Option<usize>,
+}
+
+impl Tally {
+    pub(crate) fn new(n: usize) -> Self {
+        Tally { seen: vec![false; n], left: n, cancelled_from: None }
+    }
+
+    /// Indices not given yet.
+    pub(crate) fn left(&self) -> usize {
+        self.left
+    }
+
+    /// How many indices there are.
+    pub(crate) fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether answers may still come (no index was named cancelled yet).
+    pub(crate) fn open(&self) -> bool {
+        self.cancelled_from.is_none()
+    }
+
+    /// Counts the answer of index `i`: `false` for a repeat or an index
+    /// out of range, which is to be dropped.
+    pub(crate) fn take(&mut self, i: usize) -> bool {
+        match self.seen.get_mut(i) {
+            Some(seen @ false) => {
+                *seen = true;
+                self.left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// No more answers can come: the next index never answered, counted
+    /// as given (cancelled).
+    pub(crate) fn next_cancelled(&mut self) -> Option<usize> {
+        let from = self.cancelled_from.unwrap_or(0);
+        let i = from + self.seen.get(from..)?.iter().position(|seen| !seen)?;
+        self.seen[i] = true;
+        self.left -= 1;
+        self.cancelled_from = Some(i + 1);
+        Some(i)
     }
 }
 
@@ -374,31 +428,23 @@ impl<R> Iterator for ImapUnordered<R> {
     type Item = (usize, Result<R, TaskError>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
+        if self.tally.left() == 0 {
             return None;
         }
-        if self.cancelled_from.is_none() {
+        if self.tally.open() {
             // Blocks until a job reports, or until every job's sender is
             // gone (all ran or were cancelled): never hangs.
             while let Ok((i, result)) = self.results.recv() {
-                if let Some(seen @ false) = self.seen.get_mut(i) {
-                    *seen = true;
-                    self.left -= 1;
+                if self.tally.take(i) {
                     return Some((i, result));
                 }
             }
-            self.cancelled_from = Some(0);
         }
-        let from = self.cancelled_from.unwrap_or(0);
-        let i = from + self.seen[from..].iter().position(|seen| !seen)?;
-        self.seen[i] = true;
-        self.left -= 1;
-        self.cancelled_from = Some(i + 1);
-        Some((i, Err(TaskError::Cancelled)))
+        self.tally.next_cancelled().map(|i| (i, Err(TaskError::Cancelled)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
+        (self.tally.left(), Some(self.tally.left()))
     }
 }
 
@@ -407,13 +453,25 @@ impl<R> std::iter::FusedIterator for ImapUnordered<R> {}
 
 impl<R> std::fmt::Debug for ImapUnordered<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImapUnordered").field("left", &self.left).finish()
+        f.debug_struct("ImapUnordered").field("left", &self.tally.left()).finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tally_gives_each_index_once_then_names_the_rest_cancelled() {
+        let mut t = Tally::new(4);
+        assert!(t.take(2) && !t.take(2), "a repeat is dropped");
+        assert!(!t.take(9), "an index out of range is dropped");
+        assert!(t.open());
+        assert_eq!((t.next_cancelled(), t.next_cancelled()), (Some(0), Some(1)));
+        assert!(!t.open());
+        assert_eq!(t.next_cancelled(), Some(3), "2 was answered");
+        assert_eq!((t.next_cancelled(), t.left(), t.len()), (None, 0, 4));
+    }
 
     #[test]
     fn in_order_reorders_and_keeps_everything() {

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::{Deliver, decode};
-use crate::pool::{Task, TaskError};
+use crate::pool::{Tally, Task, TaskError};
 
 /// Answers in one message: `(input index, result)`. A lone answer (every
 /// answer of chunks of one task) travels without a vector, so that it
@@ -70,17 +70,13 @@ impl<T: Task> Drop for Batches<T> {
 pub(super) struct Answers<R> {
     batches: Receiver<Batch<R>>,
     batch: std::vec::IntoIter<(usize, Result<R, TaskError>)>,
-    seen: Vec<bool>,
-    left: usize,
-    /// Once every chunk has reported or been dropped, the indices not
-    /// seen were cancelled; this is where the search for them resumes.
-    cancelled_from: Option<usize>,
+    tally: Tally,
 }
 
 impl<R> Answers<R> {
     /// Results of `n` tasks, answered in batches of `(index, result)`.
     pub(super) fn new(batches: Receiver<Batch<R>>, n: usize) -> Self {
-        Answers { batches, batch: Vec::new().into_iter(), seen: vec![false; n], left: n, cancelled_from: None }
+        Answers { batches, batch: Vec::new().into_iter(), tally: Tally::new(n) }
     }
 }
 
@@ -88,15 +84,13 @@ impl<R> Iterator for Answers<R> {
     type Item = (usize, Result<R, TaskError>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
+        if self.tally.left() == 0 {
             return None;
         }
-        if self.cancelled_from.is_none() {
+        if self.tally.open() {
             loop {
                 for (i, result) in self.batch.by_ref() {
-                    if let Some(seen @ false) = self.seen.get_mut(i) {
-                        *seen = true;
-                        self.left -= 1;
+                    if self.tally.take(i) {
                         return Some((i, result));
                     }
                 }
@@ -105,27 +99,19 @@ impl<R> Iterator for Answers<R> {
                 match self.batches.recv() {
                     Ok(Batch::Many(batch)) => self.batch = batch.into_iter(),
                     Ok(Batch::One(i, result)) => {
-                        if let Some(seen @ false) = self.seen.get_mut(i) {
-                            *seen = true;
-                            self.left -= 1;
+                        if self.tally.take(i) {
                             return Some((i, result));
                         }
                     }
                     Err(_) => break,
                 }
             }
-            self.cancelled_from = Some(0);
         }
-        let from = self.cancelled_from.unwrap_or(0);
-        let i = from + self.seen[from..].iter().position(|seen| !seen)?;
-        self.seen[i] = true;
-        self.left -= 1;
-        self.cancelled_from = Some(i + 1);
-        Some((i, Err(TaskError::Cancelled)))
+        self.tally.next_cancelled().map(|i| (i, Err(TaskError::Cancelled)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
+        (self.tally.left(), Some(self.tally.left()))
     }
 }
 
@@ -134,7 +120,7 @@ impl<R> Answers<R> {
     /// straight to its index's place, so nothing is sorted or buffered
     /// in a map as the lazy, in-order `imap` must.
     pub(super) fn in_input_order(self) -> Vec<Result<R, TaskError>> {
-        let mut slots: Vec<Option<Result<R, TaskError>>> = (0..self.seen.len()).map(|_| None).collect();
+        let mut slots: Vec<Option<Result<R, TaskError>>> = (0..self.tally.len()).map(|_| None).collect();
         for (i, result) in self {
             slots[i] = Some(result);
         }
@@ -148,7 +134,7 @@ impl<R> std::iter::FusedIterator for Answers<R> {}
 
 impl<R> std::fmt::Debug for Answers<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Answers").field("left", &self.left).finish()
+        f.debug_struct("Answers").field("left", &self.tally.left()).finish()
     }
 }
 
