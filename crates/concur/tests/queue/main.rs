@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 mod support;
 
-use support::{RedisServer, Workers, pending, signal, temp_path, wait_for_file, wait_until};
+use support::{RedisServer, Workers, pending, queued, signal, temp_path, wait_for_file, wait_until};
 
 /// How long a test waits for something that should happen promptly.
 const PROMPTLY: Duration = Duration::from_secs(30);
@@ -252,12 +252,16 @@ fn terminate_cancels_what_waits_and_workers_skip_the_abandoned_job() {
     for h in handles {
         assert_eq!(h.wait(), Err(TaskError::Cancelled));
     }
+    a_worker_runs_none_of_the_queued_tasks(&redis, &log, "no task of an abandoned job runs");
+}
+
+/// Starts a worker, waits until it has dealt with every queued task, and
+/// checks that none ran (their job is gone) and none is left pending.
+fn a_worker_runs_none_of_the_queued_tasks(redis: &RedisServer, log: &Path, why: &str) {
     let _workers = Workers::start(1, &redis.url(), CLAIM_AFTER, 5);
     let mut con = redis.con();
-    wait_until("the worker has dealt with the abandoned tasks", || {
-        redis::cmd("XLEN").arg("concur:tasks").query::<i64>(&mut con).expect("XLEN") == 0
-    });
-    assert_eq!(lines(&log), 0, "no task of an abandoned job runs");
+    wait_until("the worker has dealt with the queued tasks", || queued(&mut con) == 0);
+    assert_eq!(lines(log), 0, "{why}");
     assert_eq!(pending(&mut con), 0);
 }
 
@@ -281,12 +285,7 @@ fn the_job_of_a_killed_caller_expires_and_its_tasks_never_run() {
     wait_until("the dead caller's job expires", || {
         redis::cmd("EXISTS").arg(format!("concur:job:{job}:alive")).query::<i64>(&mut con).expect("EXISTS") == 0
     });
-    let _workers = Workers::start(1, &redis.url(), CLAIM_AFTER, 5);
-    wait_until("the worker has dealt with the dead caller's tasks", || {
-        redis::cmd("XLEN").arg("concur:tasks").query::<i64>(&mut con).expect("XLEN") == 0
-    });
-    assert_eq!(lines(&log), 0, "no task of an expired job runs");
-    assert_eq!(pending(&mut con), 0);
+    a_worker_runs_none_of_the_queued_tasks(&redis, &log, "no task of an expired job runs");
 }
 
 #[test]
@@ -510,7 +509,7 @@ fn a_job_given_up_and_resumed_runs_each_task_once_waiting_for_those_still_queued
         assert_eq!(h.wait(), Ok(value as u64), "task {value}");
     }
     let mut con = redis.con();
-    assert_eq!(redis::cmd("XLEN").arg("concur:tasks").query::<i64>(&mut con).expect("XLEN"), 0, "nothing queued twice");
+    assert_eq!(queued(&mut con), 0, "nothing queued twice");
     assert_eq!(pending(&mut con), 0);
     assert_eq!(runs(&log), vec![1; 20], "each task ran exactly once");
 }
@@ -527,9 +526,7 @@ fn a_resumed_job_gives_what_workers_finished_after_its_caller_left_without_runni
     // with its tasks rather than skip them.
     support::write_file(&gate, "open");
     let mut con = redis.con();
-    wait_until("the worker has run the job's tasks", || {
-        redis::cmd("XLEN").arg("concur:tasks").query::<i64>(&mut con).expect("XLEN") == 0 && pending(&mut con) == 0
-    });
+    wait_until("the worker has run the job's tasks", || queued(&mut con) == 0 && pending(&mut con) == 0);
     assert_eq!(runs(&log), vec![1; 20], "every task ran once, none skipped");
     drop(given_up);
 

@@ -180,6 +180,11 @@ pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// Entries of the group's pending list.
+/// Tasks waiting in the work stream (read or not).
+pub(crate) fn queued(con: &mut redis::Connection) -> i64 {
+    redis::cmd("XLEN").arg("concur:tasks").query(con).expect("XLEN")
+}
+
 pub(crate) fn pending(con: &mut redis::Connection) -> i64 {
     let summary: redis::Value =
         redis::cmd("XPENDING").arg("concur:tasks").arg("workers").query(con).expect("the group exists");
