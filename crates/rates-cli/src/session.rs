@@ -110,7 +110,10 @@ impl Session {
         // learn, and the limit decides how many of its workers send at once.
         let (workers, auto_workers) = match workers {
             WorkersArg::Fixed(w) => (w, None),
-            WorkersArg::Auto => (Workers::Bounded(auto_pool_size(model)), Some(auto_pool_size(model))),
+            WorkersArg::Auto => {
+                let most = auto_pool_size(model);
+                (Workers::Bounded(most), Some(most))
+            }
         };
         let auto = AutoLimits::new(self.auto_rate, auto_workers);
         let fetcher = Arc::new(auto.apply(self.fetcher));

@@ -148,17 +148,24 @@ async fn a_slow_head_is_closed_at_the_header_timeout() {
     assert_eq!(metrics.metrics().snapshot().header_timeouts, 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
+/// A connection to a server with a 2 s head timeout and a 20 s idle
+/// timeout, its first request answered and the connection kept alive.
+async fn answered_keep_alive_connection() -> (DuplexStream, Arc<Shared>, tokio::sync::oneshot::Sender<()>) {
     let (mut client, server) = tokio::io::duplex(64 * 1024);
     let limits = ConnLimits {
         header_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(20),
         ..Default::default()
     };
-    let (metrics, _, _stop) = start(vec![Ok(server)], limits);
+    let (metrics, _, stop) = start(vec![Ok(server)], limits);
     client.write_all(GET).await.unwrap();
     read_answer(&mut client).await;
+    (client, metrics, stop)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
+    let (mut client, metrics, _stop) = answered_keep_alive_connection().await;
     // Idle longer than a head may take, yet kept; then a second request
     // on the same connection is answered.
     tokio::time::sleep(Duration::from_secs(15)).await;
@@ -174,15 +181,7 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn the_next_head_on_a_keep_alive_connection_is_timed_from_its_first_byte() {
-    let (mut client, server) = tokio::io::duplex(64 * 1024);
-    let limits = ConnLimits {
-        header_timeout: Duration::from_secs(2),
-        idle_timeout: Duration::from_secs(20),
-        ..Default::default()
-    };
-    let (metrics, _, _stop) = start(vec![Ok(server)], limits);
-    client.write_all(GET).await.unwrap();
-    read_answer(&mut client).await;
+    let (mut client, metrics, _stop) = answered_keep_alive_connection().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     client.write_all(b"GET /ra").await.unwrap();
     let first_byte = Instant::now();
