@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use concur::Throttle;
 use rates::{ClientConfig, RetryPolicy};
-use rates_server::{ConnLimits, RateLimit, ServerOptions};
+use rates_server::{ConnLimits, RateLimit, ServerOptions, Timer};
 
 use crate::Usage;
 use crate::cli::{RateArg, WorkersArg};
@@ -172,6 +172,7 @@ fn sim_options(sim: &SimFlags, defaults: Defaults) -> Result<ServerOptions, Usag
         // Only this process's own client connects, and "unlimited" workers
         // must mean every request in flight at once, not the cap's worth.
         limits: ConnLimits { max_connections: EMBEDDED_MAX_CONNECTIONS, ..ConnLimits::default() },
+        timer: Timer::Precise,
     })
 }
 
@@ -193,6 +194,7 @@ pub(crate) fn serve_options(faults: &FaultFlags, conn: &ConnFlags) -> Result<Ser
             idle_timeout: conn.idle_timeout,
             max_connections: conn.max_connections,
         },
+        timer: Timer::Precise,
     })
 }
 

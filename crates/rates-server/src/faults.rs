@@ -327,14 +327,24 @@ where
         let jitter = if opts.jitter.is_zero() { Duration::ZERO } else { opts.jitter.mul_f64(rng.random()) };
         (opts.latency + jitter, opts.fail_rate > 0.0 && rng.random::<f64>() < opts.fail_rate)
     };
-    if !delay.is_zero() {
-        // A timer, not a blocked thread: other requests go on meanwhile.
-        tokio::time::sleep(delay).await;
+    if delay.is_zero() {
+        return if fail { injected_failure() } else { next(req).await };
     }
-    if fail {
-        return detail(StatusCode::INTERNAL_SERVER_ERROR, "Injected failure.");
+    let due = std::time::Instant::now() + delay;
+    // A timer, not a blocked thread: other requests go on meanwhile.
+    match &shared.timer {
+        Some(timer) => timer.sleep_until(due).await,
+        None => tokio::time::sleep(delay).await,
     }
-    next(req).await
+    let answer = if fail { injected_failure() } else { next(req).await };
+    // On a paused test clock the answer is early: no overshoot.
+    let late = std::time::Instant::now().saturating_duration_since(due);
+    shared.metrics.overshot(late.as_secs_f64());
+    answer
+}
+
+fn injected_failure() -> Response {
+    detail(StatusCode::INTERNAL_SERVER_ERROR, "Injected failure.")
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ mod conn;
 mod faults;
 mod metrics;
 mod process;
+mod timer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use app::{ACCESS_LOG, router};
 pub use conn::ConnLimits;
 pub use faults::{Policy, RateLimit};
 pub use metrics::{Metrics, Snapshot};
+pub use timer::Timer;
 use rates::Dataset;
 
 /// Fault injection, all off by default, and the limits on connections.
@@ -57,6 +59,9 @@ pub struct ServerOptions {
     pub capacity: Option<usize>,
     /// Time limits on connections and a cap on how many are open.
     pub limits: ConnLimits,
+    /// The clock of the latency and jitter: precise to 0.1 ms by default;
+    /// tests on tokio's paused clock need [`Timer::Runtime`].
+    pub timer: Timer,
 }
 
 /// A server option out of range.
@@ -83,6 +88,7 @@ impl Default for ServerOptions {
             rate_limit_headers: true,
             capacity: None,
             limits: ConnLimits::default(),
+            timer: Timer::default(),
         }
     }
 }
@@ -129,6 +135,8 @@ pub struct Shared {
     capacity: Option<tokio::sync::Semaphore>,
     /// The `/rates` answers made so far.
     answers: app::Answers,
+    /// The latency's own timer, when it has one (see [`Timer`]).
+    timer: Option<timer::PreciseTimer>,
 }
 
 impl Shared {
@@ -139,7 +147,15 @@ impl Shared {
         let advertised = options.rate_limit.filter(|_| options.rate_limit_headers).map(faults::Advertised::new);
         let capacity = options.capacity.map(tokio::sync::Semaphore::new);
         let answers = app::Answers::default();
-        Ok(Arc::new(Shared { dataset, options, metrics: Metrics::default(), limiter, advertised, capacity, answers }))
+        let delays = !(options.latency.is_zero() && options.jitter.is_zero());
+        let timer = match options.timer {
+            Timer::Precise if delays => timer::PreciseTimer::start()
+                .inspect_err(|e| tracing::warn!("no precise timer ({e}): latency in whole milliseconds"))
+                .ok(),
+            _ => None,
+        };
+        let metrics = Metrics::default();
+        Ok(Arc::new(Shared { dataset, options, metrics, limiter, advertised, capacity, answers, timer }))
     }
 
     /// The server's counters.

@@ -29,8 +29,62 @@ const LAST_STATUS: u16 = 599;
 /// Upper bounds of the request-duration buckets, in seconds: loopback
 /// answers take well under a millisecond, injected latency and a remote
 /// client's slow reads up to seconds.
-const DURATION_BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const DURATION_BUCKETS: [f64; 15] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, f64::INFINITY];
+
+/// Upper bounds of the overshoot buckets, in seconds: how late after its
+/// due time a delayed answer was made, from the 0.1 ms the latency is
+/// precise to up to tokio's whole-millisecond ticks and an overloaded host.
+const OVERSHOOT_BUCKETS: [f64; 9] = [0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, f64::INFINITY];
+
+/// A lock-free histogram over `bounds` (the last is `+Inf`): a few atomic
+/// additions per value, where a `prometheus-client` histogram takes a mutex.
+#[derive(Debug)]
+struct Histogram<const N: usize> {
+    bounds: &'static [f64; N],
+    count: AtomicU64,
+    /// The sum of the values in nanoseconds: an addition, where a sum of
+    /// `f64` seconds would need a compare-and-swap loop.
+    sum_ns: AtomicU64,
+    /// How many fell in each bucket (not cumulative).
+    buckets: [AtomicU64; N],
+}
+
+impl<const N: usize> Histogram<N> {
+    fn new(bounds: &'static [f64; N]) -> Self {
+        Histogram {
+            bounds,
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    fn observe(&self, seconds: f64) {
+        // The first bucket whose bound is at least the value, as
+        // `prometheus-client` counts; NaN in `+Inf`.
+        let bucket = self.bounds.iter().position(|b| *b >= seconds).unwrap_or(N - 1);
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add((seconds.max(0.0) * 1e9).round() as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    fn reset(&self) {
+        for c in self.buckets.iter().chain([&self.count, &self.sum_ns]) {
+            c.store(0, Relaxed);
+        }
+    }
+
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> =
+            self.bounds.iter().copied().zip(self.buckets.iter().map(|b| b.load(Relaxed))).collect();
+        let sum = self.sum_ns.load(Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, self.count.load(Relaxed), &buckets, None)
+    }
+}
+
+/// The request durations of one code and route.
+type Series = Histogram<{ DURATION_BUCKETS.len() }>;
 
 /// The `route` label: the API's routes by name, everything else as one
 /// value, so a scan of random paths cannot grow the label set.
@@ -87,17 +141,6 @@ struct Requests {
     series: Box<[OnceLock<Box<Series>>]>,
 }
 
-/// One code and route's requests.
-#[derive(Debug, Default)]
-struct Series {
-    count: AtomicU64,
-    /// The sum of their durations in nanoseconds: an addition, where a
-    /// sum of `f64` seconds would need a compare-and-swap loop.
-    sum_ns: AtomicU64,
-    /// How many fell in each bucket (not cumulative); the last is `+Inf`.
-    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
-}
-
 impl Default for Requests {
     fn default() -> Self {
         Requests { series: (0..ROUTES.len() * CODES).map(|_| OnceLock::new()).collect() }
@@ -110,21 +153,19 @@ impl Requests {
             return;
         };
         let Some(series) = self.series.get(route as usize * CODES + i) else { return };
-        let s = series.get_or_init(Box::default);
-        // The first bucket whose bound is at least the value, as
-        // `prometheus-client` counts; NaN in `+Inf`.
-        let bucket = DURATION_BUCKETS.iter().position(|b| *b >= seconds).unwrap_or(DURATION_BUCKETS.len());
-        s.buckets[bucket].fetch_add(1, Relaxed);
-        s.sum_ns.fetch_add((seconds * 1e9).round() as u64, Relaxed);
-        s.count.fetch_add(1, Relaxed);
+        series.get_or_init(|| Box::new(Histogram::new(&DURATION_BUCKETS))).observe(seconds);
     }
 
     fn reset(&self) {
-        for s in self.series.iter().filter_map(OnceLock::get) {
-            for c in s.buckets.iter().chain([&s.count, &s.sum_ns]) {
-                c.store(0, Relaxed);
-            }
-        }
+        self.series.iter().filter_map(OnceLock::get).for_each(|s| s.reset());
+    }
+
+    /// The series of the API's routes.
+    fn api(&self) -> impl Iterator<Item = &Series> {
+        [Route::Rates, Route::Currencies]
+            .into_iter()
+            .flat_map(|r| self.series.get(r as usize * CODES..(r as usize + 1) * CODES).unwrap_or_default())
+            .filter_map(|s| s.get().map(|s| &**s))
     }
 
     /// The series with requests, with their labels and count.
@@ -159,11 +200,8 @@ impl Collector for Requests {
             None,
             MetricType::Histogram,
         )?;
-        for (labels, s, count) in self.live() {
-            let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
-            let buckets: Vec<(f64, u64)> = bounds.zip(s.buckets.iter().map(|b| b.load(Relaxed))).collect();
-            let sum = s.sum_ns.load(Relaxed) as f64 / 1e9;
-            durations.encode_family(&labels)?.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        for (labels, s, _) in self.live() {
+            s.encode(durations.encode_family(&labels)?)?;
         }
         Ok(())
     }
@@ -196,6 +234,8 @@ struct Counters {
     shed: AtomicU64,
     cap_full: AtomicU64,
     accept_errors: AtomicU64,
+    /// How late after their due time delayed answers were made.
+    overshoot: Histogram<{ OVERSHOOT_BUCKETS.len() }>,
 }
 
 /// Why the server closed a connection itself.
@@ -245,6 +285,16 @@ pub struct Snapshot {
     pub cap_full: u64,
     /// Failed accepts (out of descriptors, or a client gone before accept).
     pub accept_errors: u64,
+    /// Answers of the API's routes (`/rates`, `/currencies`), any status.
+    pub api_answers: u64,
+    /// Their summed time from request head to answer, in nanoseconds: the
+    /// service time a client could not have beaten.
+    pub api_time_ns: u64,
+    /// Answers made after an injected latency.
+    pub delayed: u64,
+    /// Their summed lateness past the due time (arrival plus latency), in
+    /// nanoseconds.
+    pub overshoot_ns: u64,
 }
 
 impl Snapshot {
@@ -276,6 +326,7 @@ impl Default for Counters {
             shed: AtomicU64::new(0),
             cap_full: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            overshoot: Histogram::new(&OVERSHOOT_BUCKETS),
         }
     }
 }
@@ -412,6 +463,7 @@ impl Metrics {
         }
         c.max_in_flight.store(c.in_flight.load(Relaxed), Relaxed);
         c.max_in_service.store(c.in_service.load(Relaxed), Relaxed);
+        c.overshoot.reset();
         self.requests.reset();
     }
 
@@ -438,7 +490,16 @@ impl Metrics {
             shed: c.shed.load(Relaxed),
             cap_full: c.cap_full.load(Relaxed),
             accept_errors: c.accept_errors.load(Relaxed),
+            api_answers: self.requests.api().map(|s| s.count.load(Relaxed)).sum(),
+            api_time_ns: self.requests.api().map(|s| s.sum_ns.load(Relaxed)).sum(),
+            delayed: c.overshoot.count.load(Relaxed),
+            overshoot_ns: c.overshoot.sum_ns.load(Relaxed),
         }
+    }
+
+    /// Counts one delayed answer made `seconds` after it was due.
+    pub(crate) fn overshot(&self, seconds: f64) {
+        self.counters.overshoot.observe(seconds);
     }
 
     /// Counts one request answered (any route, `/metrics` included) and
@@ -502,7 +563,14 @@ impl Collector for Counters {
         {
             ConstCounter::new(load(c)).encode(closed.encode_family(&[("reason", reason)])?)?;
         }
-        Ok(())
+        drop(closed);
+        let overshoot = encoder.encode_descriptor(
+            "rates_latency_overshoot_seconds",
+            "How long after it was due (its arrival plus the injected latency) each delayed answer was made.",
+            None,
+            MetricType::Histogram,
+        )?;
+        self.overshoot.encode(overshoot)
     }
 }
 
@@ -536,7 +604,15 @@ mod tests {
         assert_eq!((s.count(200), s.count(500), s.total()), (2, 1, 3));
         assert_eq!((s.in_flight, s.max_in_flight, s.rate_limited), (1, 2, 1));
         assert_eq!((s.waiting, s.in_service, s.max_in_service), (0, 1, 2));
+        // The API's routes only: not the 404 of another path.
+        assert_eq!((s.api_answers, s.api_time_ns), (2, 203_000_000));
+        m.overshot(0.000_07);
+        m.overshot(0.003);
+        assert_eq!((m.snapshot().delayed, m.snapshot().overshoot_ns), (2, 3_070_000));
         let text = m.render();
+        assert!(text.contains("# TYPE rates_latency_overshoot_seconds histogram\n"), "{text}");
+        assert!(text.contains("rates_latency_overshoot_seconds_bucket{le=\"0.0001\"} 1\n"), "{text}");
+        assert!(text.contains("rates_latency_overshoot_seconds_bucket{le=\"0.005\"} 2\n"), "{text}");
         assert!(text.contains("rates_requests_total{code=\"200\",route=\"/rates\"} 2\n"), "{text}");
         assert!(text.contains("rates_requests_total{code=\"404\",route=\"other\"} 1\n"), "{text}");
         assert!(text.contains("rates_requests_in_flight_max 2\n"));
@@ -555,6 +631,7 @@ mod tests {
         assert_eq!(m.snapshot().max_in_flight, 1);
         assert_eq!(m.snapshot().max_in_service, 1);
         assert_eq!(m.snapshot().total(), 0);
+        assert_eq!((m.snapshot().api_answers, m.snapshot().delayed), (0, 0));
         assert!(!m.render().contains("rates_requests_total{"), "the requests by route start again");
     }
 

@@ -63,6 +63,11 @@ fn metrics_parse_with_the_duration_histogram_by_code_and_route() {
         matches!(sample(&scrape, "rates_requests_total", &[("code", "200"), ("route", "/rates")]).value, Value::Counter(n) if n == 2.0)
     );
 
+    // Every delayed answer says how late it was made (no upper bound here:
+    // the figure is the benchmark's): the five above, not `/metrics`.
+    let h = sample(&scrape, "rates_latency_overshoot_seconds", &[]);
+    assert_eq!(bucket(h, f64::INFINITY), 5.0, "{h:?}");
+
     // The connection answering this scrape is open.
     assert!(matches!(sample(&scrape, "rates_connections_open", &[]).value, Value::Gauge(n) if n >= 1.0));
     assert!(matches!(sample(&scrape, "rates_requests_in_flight_max", &[]).value, Value::Gauge(n) if n == 1.0));

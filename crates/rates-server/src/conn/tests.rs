@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::*;
+use crate::Timer;
 
 /// Hands out queued results, then waits forever; counts its calls.
 struct FakeListener {
@@ -198,6 +199,7 @@ async fn answering_is_not_timed() {
     let options = crate::ServerOptions {
         latency: Duration::from_secs(60),
         limits: ConnLimits { header_timeout: Duration::from_secs(1), ..Default::default() },
+        timer: Timer::Runtime,
         ..Default::default()
     };
     let (metrics, _, _stop) = start_with(vec![Ok(server)], options);
@@ -242,7 +244,7 @@ async fn a_request_unread_in_its_socket_is_not_shed() {
 async fn stopping_closes_waiting_connections_and_finishes_answers() {
     let (mut busy, s1) = tokio::io::duplex(64 * 1024);
     let (mut silent, s2) = tokio::io::duplex(1024);
-    let options = crate::ServerOptions { latency: Duration::from_secs(2), ..Default::default() };
+    let options = crate::ServerOptions { latency: Duration::from_secs(2), timer: Timer::Runtime, ..Default::default() };
     let shared = Shared::new(rates::Dataset::embedded(), options).unwrap();
     let listener = FakeListener { queue: vec![Ok(s1), Ok(s2)].into(), calls: Arc::default() };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -315,7 +317,12 @@ async fn six_at_once(options: crate::ServerOptions) -> (Arc<Shared>, Vec<String>
 
 #[tokio::test(start_paused = true)]
 async fn requests_beyond_the_capacity_wait_their_turn() {
-    let options = crate::ServerOptions { capacity: Some(2), latency: Duration::from_millis(200), ..Default::default() };
+    let options = crate::ServerOptions {
+        capacity: Some(2),
+        latency: Duration::from_millis(200),
+        timer: Timer::Runtime,
+        ..Default::default()
+    };
     let (shared, answers) = six_at_once(options).await;
     assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 200 OK")), "{answers:?}");
     let s = shared.metrics().snapshot();
@@ -333,7 +340,7 @@ async fn requests_beyond_the_capacity_wait_their_turn() {
 
 #[tokio::test(start_paused = true)]
 async fn without_a_capacity_nothing_waits() {
-    let options = crate::ServerOptions { latency: Duration::from_millis(200), ..Default::default() };
+    let options = crate::ServerOptions { latency: Duration::from_millis(200), timer: Timer::Runtime, ..Default::default() };
     let (shared, answers) = six_at_once(options).await;
     assert_eq!(answers.len(), 6);
     assert_eq!(shared.metrics().snapshot().max_in_service, 6);
