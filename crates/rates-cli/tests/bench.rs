@@ -12,7 +12,7 @@ use serde_json::Value;
 mod common;
 
 /// The fields of a measured model.
-const FIELDS: [&str; 21] = [
+const FIELDS: [&str; 25] = [
     "model",
     "concurrency",
     "wall_s",
@@ -31,6 +31,10 @@ const FIELDS: [&str; 21] = [
     "max_in_flight",
     "ideal_s",
     "ratio",
+    "cpu_per_item_us",
+    "served_latency_s",
+    "served_ideal_s",
+    "served_ratio",
     "first_error",
     "runs",
     "skipped",
@@ -109,6 +113,14 @@ fn every_model_is_measured_with_sane_values() {
         assert!((ideal - 6u64.div_ceil(c) as f64 * 0.005).abs() < 1e-9, "{name}: {ideal}");
         assert!(f(m, "ratio") >= 0.98, "{name}: {m}");
         assert!((f(m, "ratio") - wall / ideal).abs() < 1e-9, "{name}");
+        assert!((f(m, "cpu_per_item_us") - cpu / 6.0 * 1e6).abs() < 1e-6, "{name}: {m}");
+        // The same bound from the server's own measured service time,
+        // which is never under the latency it injects.
+        let served = f(m, "served_latency_s");
+        assert!(served >= 0.005, "{name}: {m}");
+        let served_ideal = f(m, "served_ideal_s");
+        assert!((served_ideal - 6u64.div_ceil(c) as f64 * served).abs() < 1e-9, "{name}: {m}");
+        assert!((f(m, "served_ratio") - wall / served_ideal).abs() < 1e-9, "{name}");
 
         let runs = m["runs"].as_array().unwrap();
         assert_eq!(runs.len(), 2, "{name}");

@@ -34,8 +34,8 @@ pub use app::{ACCESS_LOG, router};
 pub use conn::ConnLimits;
 pub use faults::{Policy, RateLimit};
 pub use metrics::{Metrics, Snapshot};
-pub use timer::Timer;
 use rates::Dataset;
+pub use timer::Timer;
 
 /// Fault injection, all off by default, and the limits on connections.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,7 +16,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -114,11 +114,6 @@ impl PreciseTimer {
             let _ = woken.await;
         }
     }
-
-    /// [`sleep_until`](Self::sleep_until) `d` from now.
-    pub(crate) fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send + 'static {
-        self.sleep_until(Instant::now() + d)
-    }
 }
 
 impl Drop for PreciseTimer {
@@ -176,6 +171,8 @@ fn lower_timer_slack() {}
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]
@@ -207,8 +204,8 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_sleep_wakes_nobody_and_stopping_ends_pending_ones() {
         let timer = PreciseTimer::start().expect("timer starts");
-        drop(timer.sleep(Duration::ZERO));
-        let never = timer.sleep(Duration::from_secs(3600));
+        drop(timer.sleep_until(Instant::now()));
+        let never = timer.sleep_until(Instant::now() + Duration::from_secs(3600));
         drop(timer);
         tokio::time::timeout(Duration::from_secs(30), never).await.expect("stopping ends the sleep");
     }

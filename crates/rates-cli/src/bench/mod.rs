@@ -304,6 +304,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                         requests: seen.as_ref().map(|m| m.total()),
                         failed_requests: seen.as_ref().map(|m| m.total() - m.count(200)),
                         max_in_flight: seen.as_ref().map(|m| m.max_in_flight),
+                        served_latency_s: seen
+                            .filter(|m| m.api_answers > 0)
+                            .map(|m| m.api_time_ns as f64 / m.api_answers as f64 / 1e9),
                     });
                 }
                 Err(e) => {
@@ -319,7 +322,8 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             // A server that answers `capacity` at once serves no more.
             let served = sim.and_then(|o| o.capacity).map_or(c, |cap| c.min(cap));
             let ideal = if io { io_bound(limit, latency, n, served) } else { cpu_bound(n, c.min(cores), item_s) };
-            report.summary = summarise(runs, n, ideal);
+            let bound_of = |latency| io.then(|| io_bound(limit, Some(latency), n, served)).flatten();
+            report.summary = summarise(runs, n, ideal, bound_of);
         }
         reports.push(report);
     }

@@ -17,6 +17,11 @@ pub(super) fn ms(s: f64) -> String {
     if ms < 10.0 { format!("{ms:.1}ms") } else { format!("{ms:.0}ms") }
 }
 
+/// A short time in microseconds, whole above 10 µs.
+fn micros(us: f64) -> String {
+    if us < 10.0 { format!("{us:.1}µs") } else { format!("{us:.0}µs") }
+}
+
 pub(super) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -63,6 +68,7 @@ pub(super) fn table(report: &Report) -> String {
         "wall",
         "spread",
         "cpu",
+        if io { "cpu/req" } else { "cpu/item" },
         "peak mem",
         if io { "req/s" } else { "items/s" },
         "errors",
@@ -71,6 +77,7 @@ pub(super) fn table(report: &Report) -> String {
         "in flight",
         "ideal",
         "ratio",
+        "ratio served",
     ];
     let dash = || "-".to_string();
     // The auto rows' learnt limits, in a last column only when there are any.
@@ -89,6 +96,7 @@ pub(super) fn table(report: &Report) -> String {
             secs(s.wall_s),
             format!("{spread:.1}%"),
             secs(s.cpu_s),
+            micros(s.cpu_per_item_us),
             mib(s.peak_rss_bytes),
             format!("{:.1}", s.items_per_s),
             s.errors.to_string(),
@@ -96,7 +104,8 @@ pub(super) fn table(report: &Report) -> String {
             s.requests.map_or_else(dash, |r| r.to_string()),
             s.max_in_flight.map_or_else(dash, |r| r.to_string()),
             s.ideal_s.map_or_else(dash, secs),
-            s.ratio.map_or_else(dash, |r| format!("{r:.2}")),
+            s.ratio.map_or_else(dash, |r| format!("{r:.3}")),
+            s.served_ratio.map_or_else(dash, |r| format!("{r:.3}")),
         ]
         .into_iter()
         .chain(learnt.then(|| s.learnt.as_deref().map_or_else(dash, |l| l.trim_start_matches("learnt: ").to_owned())))

@@ -19,6 +19,9 @@ pub(super) struct Run {
     pub(super) failed_requests: Option<u64>,
     /// The most requests the server handled at once.
     pub(super) max_in_flight: Option<u64>,
+    /// The server's mean time from a request's head to its answer, as it
+    /// measured it: the latency the client could not have beaten.
+    pub(super) served_latency_s: Option<f64>,
 }
 
 /// The medians of a model's runs.
@@ -43,6 +46,15 @@ pub(super) struct Summary {
     pub(super) ideal_s: Option<f64>,
     /// wall ÷ ideal.
     pub(super) ratio: Option<f64>,
+    /// CPU time per item (per request for I/O), in microseconds.
+    pub(super) cpu_per_item_us: f64,
+    /// The runs' median of the server's measured service time.
+    pub(super) served_latency_s: Option<f64>,
+    /// The ideal counted from that measured time instead of the nominal
+    /// latency: what is left of wall ÷ it is the client's own overhead.
+    pub(super) served_ideal_s: Option<f64>,
+    /// wall ÷ served ideal.
+    pub(super) served_ratio: Option<f64>,
     pub(super) first_error: Option<String>,
     /// What the auto limits learnt in the last run.
     pub(super) learnt: Option<String>,
@@ -116,8 +128,19 @@ pub(super) fn median<T: Copy + PartialOrd>(values: impl IntoIterator<Item = T>) 
     v.get(v.len().saturating_sub(1) / 2).copied()
 }
 
-pub(super) fn summarise(runs: Vec<Run>, items: usize, ideal_s: Option<f64>) -> Option<Summary> {
+/// The medians of `runs` of `items` each, with the ideal bound `ideal_s`
+/// and `bound_of`, the bound counted from a measured latency.
+pub(super) fn summarise(
+    runs: Vec<Run>,
+    items: usize,
+    ideal_s: Option<f64>,
+    bound_of: impl Fn(f64) -> Option<f64>,
+) -> Option<Summary> {
     let wall_s = median(runs.iter().map(|r| r.measured.wall_s))?;
+    let cpu_s = median(runs.iter().map(|r| r.measured.cpu_user_s + r.measured.cpu_sys_s))?;
+    let served_latency_s = median(runs.iter().filter_map(|r| r.served_latency_s));
+    let served_ideal_s = served_latency_s.and_then(bound_of);
+    let ratio_to = |ideal: Option<f64>| ideal.filter(|i| *i > 0.0).map(|i| wall_s / i);
     let opt = |f: fn(&Run) -> Option<u64>| median(runs.iter().filter_map(f));
     let cpu_user_s = median(runs.iter().map(|r| r.measured.cpu_user_s))?;
     let cpu_sys_s = median(runs.iter().map(|r| r.measured.cpu_sys_s))?;
@@ -125,7 +148,7 @@ pub(super) fn summarise(runs: Vec<Run>, items: usize, ideal_s: Option<f64>) -> O
         wall_s,
         wall_min_s: runs.iter().map(|r| r.measured.wall_s).fold(f64::INFINITY, f64::min),
         wall_max_s: runs.iter().map(|r| r.measured.wall_s).fold(0.0, f64::max),
-        cpu_s: median(runs.iter().map(|r| r.measured.cpu_user_s + r.measured.cpu_sys_s))?,
+        cpu_s,
         cpu_user_s,
         cpu_sys_s,
         peak_rss_bytes: median(runs.iter().map(|r| r.measured.peak_rss_bytes))?,
@@ -137,7 +160,11 @@ pub(super) fn summarise(runs: Vec<Run>, items: usize, ideal_s: Option<f64>) -> O
         failed_requests: opt(|r| r.failed_requests),
         max_in_flight: opt(|r| r.max_in_flight),
         ideal_s,
-        ratio: ideal_s.filter(|i| *i > 0.0).map(|i| wall_s / i),
+        ratio: ratio_to(ideal_s),
+        cpu_per_item_us: if items > 0 { cpu_s / items as f64 * 1e6 } else { 0.0 },
+        served_latency_s,
+        served_ideal_s,
+        served_ratio: ratio_to(served_ideal_s),
         first_error: runs.iter().find_map(|r| r.measured.first_error.clone()),
         learnt: runs.iter().rev().find_map(|r| r.measured.learnt.clone()),
         latency_p50_s: median(runs.iter().filter_map(|r| r.measured.latency_p50_s)),

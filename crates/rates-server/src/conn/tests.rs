@@ -340,7 +340,8 @@ async fn requests_beyond_the_capacity_wait_their_turn() {
 
 #[tokio::test(start_paused = true)]
 async fn without_a_capacity_nothing_waits() {
-    let options = crate::ServerOptions { latency: Duration::from_millis(200), timer: Timer::Runtime, ..Default::default() };
+    let options =
+        crate::ServerOptions { latency: Duration::from_millis(200), timer: Timer::Runtime, ..Default::default() };
     let (shared, answers) = six_at_once(options).await;
     assert_eq!(answers.len(), 6);
     assert_eq!(shared.metrics().snapshot().max_in_service, 6);
