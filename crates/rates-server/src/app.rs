@@ -162,6 +162,15 @@ impl Answers {
     }
 }
 
+/// The answer to `req` if it is a `GET /rates` whose answer is already
+/// kept: the same bytes and headers the route gives, without the route.
+pub(crate) fn kept_answer(shared: &Shared, req: &Request) -> Option<Response> {
+    if req.method() != axum::http::Method::GET || req.uri().path() != "/rates" {
+        return None;
+    }
+    shared.answers.get(req.uri().query().unwrap_or_default()).map(json_body)
+}
+
 /// A JSON answer from its bytes, with the headers `Json` gives.
 fn json_body(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()

@@ -277,7 +277,10 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let _in_flight = shared.metrics.start();
+    // Nothing holds a request back without a rate limit or a capacity: it
+    // is in service from its arrival, one count instead of two.
+    let unheld = shared.options.rate_limit.is_none() && shared.capacity.is_none();
+    let _in_flight = if unheld { shared.metrics.start_serving() } else { shared.metrics.start() };
     let verdict = peer.and_then(|ip| shared.limiter.check(ip));
     let mut response = match verdict {
         Some(Err(refused)) => {
@@ -291,18 +294,18 @@ where
             }
             r
         }
-        _ => serve(shared, req, next).await,
+        _ => serve(shared, req, next, unheld).await,
     };
     if let (Some(Ok(standing)), Some(ad)) = (verdict, &shared.advertised) {
         ad.annotate(response.headers_mut(), &standing, ceil_secs(standing.next));
     }
-    shared.metrics.finish(response.status().as_u16());
     response
 }
 
 /// A request the rate limit let through: its turn at the capacity, the
-/// latency, the failure rate, the handler.
-async fn serve<F, Fut>(shared: &Shared, req: Request, next: F) -> Response
+/// latency, the failure rate, the handler. `in_service` if it was counted
+/// in service already.
+async fn serve<F, Fut>(shared: &Shared, req: Request, next: F, in_service: bool) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
@@ -317,7 +320,7 @@ where
         }
         None => None,
     };
-    let _serving = shared.metrics.serving();
+    let _serving = (!in_service).then(|| shared.metrics.serving());
     let opts = &shared.options;
     // The thread's generator only when something is random.
     let (delay, fail) = if opts.jitter.is_zero() && opts.fail_rate <= 0.0 {

@@ -11,7 +11,7 @@
 //!   included) by `code` and `route` with a duration histogram in seconds,
 //!   and the standard `process_*` metrics.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
@@ -22,9 +22,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::process::ProcessCollector;
-
-const FIRST_STATUS: u16 = 100;
-const LAST_STATUS: u16 = 599;
 
 /// Upper bounds of the request-duration buckets, in seconds: loopback
 /// answers take well under a millisecond, injected latency and a remote
@@ -134,17 +131,44 @@ const CODES: usize = 900;
 /// The requests answered by code and route, each with its duration
 /// histogram. Lock-free, so that counting a request is a few atomic
 /// additions: a `prometheus-client` family takes a read lock and hashes its
-/// labels for each request, and its histogram takes a mutex.
+/// labels for each request, and its histogram takes a mutex. Each thread
+/// counts into one of a few shards, so that the runtime's threads do not
+/// pass the same cache lines back and forth on every request; a scrape
+/// adds the shards up.
 #[derive(Debug)]
 struct Requests {
-    /// By route, then code; made at the first request with them.
-    series: Box<[OnceLock<Box<Series>>]>,
+    shards: Box<[Shard]>,
+}
+
+/// One shard: by route, then code; each series made at its first request.
+#[derive(Debug)]
+struct Shard(Box<[OnceLock<Box<Series>>]>);
+
+/// Shards of [`Requests`]: enough for the runtime's threads on most hosts;
+/// more threads share them, which is correct, only slower.
+const SHARDS: usize = 8;
+
+thread_local! {
+    /// This thread's shard, given out in turn at its first request.
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Relaxed) % SHARDS
+    };
 }
 
 impl Default for Requests {
     fn default() -> Self {
-        Requests { series: (0..ROUTES.len() * CODES).map(|_| OnceLock::new()).collect() }
+        let shard = || Shard((0..ROUTES.len() * CODES).map(|_| OnceLock::new()).collect());
+        Requests { shards: (0..SHARDS).map(|_| shard()).collect() }
     }
+}
+
+/// One code and route's requests, added up over the shards.
+#[derive(Debug, Default)]
+struct Total {
+    count: u64,
+    sum_ns: u64,
+    buckets: [u64; DURATION_BUCKETS.len()],
 }
 
 impl Requests {
@@ -152,30 +176,38 @@ impl Requests {
         let Some(i) = code.checked_sub(FIRST_CODE).map(usize::from).filter(|&i| i < CODES) else {
             return;
         };
-        let Some(series) = self.series.get(route as usize * CODES + i) else { return };
+        let Some(shard) = self.shards.get(SHARD.with(|s| *s)) else { return };
+        let Some(series) = shard.0.get(route as usize * CODES + i) else { return };
         series.get_or_init(|| Box::new(Histogram::new(&DURATION_BUCKETS))).observe(seconds);
     }
 
     fn reset(&self) {
-        self.series.iter().filter_map(OnceLock::get).for_each(|s| s.reset());
+        self.shards.iter().flat_map(|s| s.0.iter()).filter_map(OnceLock::get).for_each(|s| s.reset());
     }
 
-    /// The series of the API's routes.
-    fn api(&self) -> impl Iterator<Item = &Series> {
-        [Route::Rates, Route::Currencies]
+    /// Every series with requests, added up over the shards: its route,
+    /// its code and its total.
+    fn totals(&self) -> Vec<(Route, u16, Total)> {
+        let mut totals: Vec<Option<Total>> = (0..ROUTES.len() * CODES).map(|_| None).collect();
+        for shard in self.shards.iter() {
+            for (i, series) in shard.0.iter().enumerate() {
+                let (Some(s), Some(total)) = (series.get(), totals.get_mut(i)) else { continue };
+                let t = total.get_or_insert_with(Total::default);
+                t.count += s.count.load(Relaxed);
+                t.sum_ns += s.sum_ns.load(Relaxed);
+                for (sum, b) in t.buckets.iter_mut().zip(&s.buckets) {
+                    *sum += b.load(Relaxed);
+                }
+            }
+        }
+        totals
             .into_iter()
-            .flat_map(|r| self.series.get(r as usize * CODES..(r as usize + 1) * CODES).unwrap_or_default())
-            .filter_map(|s| s.get().map(|s| &**s))
-    }
-
-    /// The series with requests, with their labels and count.
-    fn live(&self) -> impl Iterator<Item = (RequestLabels, &Series, u64)> {
-        self.series.iter().enumerate().filter_map(|(i, s)| {
-            let s = s.get()?;
-            let count = s.count.load(Relaxed);
-            let labels = RequestLabels { code: FIRST_CODE + (i % CODES) as u16, route: ROUTES[i / CODES].label() };
-            (count > 0).then_some((labels, &**s, count))
-        })
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let t = t.filter(|t| t.count > 0)?;
+                Some((ROUTES[i / CODES], FIRST_CODE + (i % CODES) as u16, t))
+            })
+            .collect()
     }
 }
 
@@ -183,16 +215,16 @@ impl Requests {
 /// `rates_request_duration_seconds`, both by code and route.
 impl Collector for Requests {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        {
-            let mut requests = encoder.encode_descriptor(
-                "rates_requests",
-                "Requests answered, by HTTP status code and route.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (labels, _, count) in self.live() {
-                ConstCounter::new(count).encode(requests.encode_family(&labels)?)?;
-            }
+        let totals = self.totals();
+        let labels = |route: Route, code| RequestLabels { code, route: route.label() };
+        let mut requests = encoder.encode_descriptor(
+            "rates_requests",
+            "Requests answered, by HTTP status code and route.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (route, code, t) in &totals {
+            ConstCounter::new(t.count).encode(requests.encode_family(&labels(*route, *code))?)?;
         }
         let mut durations = encoder.encode_descriptor(
             "rates_request_duration_seconds",
@@ -200,8 +232,11 @@ impl Collector for Requests {
             None,
             MetricType::Histogram,
         )?;
-        for (labels, s, _) in self.live() {
-            s.encode(durations.encode_family(&labels)?)?;
+        for (route, code, t) in &totals {
+            let buckets: Vec<(f64, u64)> = DURATION_BUCKETS.iter().copied().zip(t.buckets).collect();
+            let labels = labels(*route, *code);
+            let mut encoder = durations.encode_family(&labels)?;
+            encoder.encode_histogram::<NoLabelSet>(t.sum_ns as f64 / 1e9, t.count, &buckets, None)?;
         }
         Ok(())
     }
@@ -220,13 +255,12 @@ pub struct Metrics {
 /// Lock-free request and connection counters.
 #[derive(Debug)]
 struct Counters {
-    by_status: Vec<AtomicU64>,
-    in_flight: AtomicU64,
+    /// Changed by every request: on a cache line of its own.
+    live: Live,
+    /// Read by every request, written when a maximum grows.
     max_in_flight: AtomicU64,
-    rate_limited: AtomicU64,
-    waiting: AtomicU64,
-    in_service: AtomicU64,
     max_in_service: AtomicU64,
+    rate_limited: AtomicU64,
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     header_timeouts: AtomicU64,
@@ -236,6 +270,26 @@ struct Counters {
     accept_errors: AtomicU64,
     /// How late after their due time delayed answers were made.
     overshoot: Histogram<{ OVERSHOOT_BUCKETS.len() }>,
+}
+
+/// The requests in flight (the low 32 bits) and in service (the high 32)
+/// in one word, so that a request that goes straight into service (no rate
+/// limit, no capacity) counts itself in and out with one atomic addition
+/// each; and those waiting for capacity.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Live {
+    flight_and_service: AtomicU64,
+    waiting: AtomicU64,
+}
+
+/// What one request adds to [`Live::flight_and_service`] for each.
+const IN_FLIGHT: u64 = 1;
+const IN_SERVICE: u64 = 1 << 32;
+
+/// The requests in flight and in service in a [`Live`] word.
+fn split(word: u64) -> (u64, u64) {
+    (word & (IN_SERVICE - 1), word >> 32)
 }
 
 /// Why the server closed a connection itself.
@@ -312,13 +366,10 @@ impl Snapshot {
 impl Default for Counters {
     fn default() -> Self {
         Counters {
-            by_status: (FIRST_STATUS..=LAST_STATUS).map(|_| AtomicU64::new(0)).collect(),
-            in_flight: AtomicU64::new(0),
+            live: Live::default(),
             max_in_flight: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
-            waiting: AtomicU64::new(0),
-            in_service: AtomicU64::new(0),
             max_in_service: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
@@ -343,13 +394,17 @@ impl Default for Metrics {
     }
 }
 
-/// Marks one request in flight until dropped, so a request whose client
-/// disconnects mid-way is still counted out.
-pub(crate) struct InFlight<'a>(&'a Counters);
+/// Counts a request in flight, in service or both (what it added) until
+/// dropped, so a request whose client disconnects mid-way is still counted
+/// out.
+pub(crate) struct Counted<'a> {
+    counters: &'a Counters,
+    added: u64,
+}
 
-impl Drop for InFlight<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.counters.live.flight_and_service.fetch_sub(self.added, Relaxed);
     }
 }
 
@@ -358,51 +413,44 @@ pub(crate) struct Waiting<'a>(&'a Counters);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Relaxed);
-    }
-}
-
-/// Marks one request being served until dropped.
-pub(crate) struct Serving<'a>(&'a Counters);
-
-impl Drop for Serving<'_> {
-    fn drop(&mut self) {
-        self.0.in_service.fetch_sub(1, Relaxed);
+        self.0.live.waiting.fetch_sub(1, Relaxed);
     }
 }
 
 impl Metrics {
     pub(crate) fn waiting(&self) -> Waiting<'_> {
         let c = &*self.counters;
-        c.waiting.fetch_add(1, Relaxed);
+        c.live.waiting.fetch_add(1, Relaxed);
         Waiting(c)
     }
 
-    pub(crate) fn serving(&self) -> Serving<'_> {
+    /// Counts a request in flight (from its arrival to its answer).
+    pub(crate) fn start(&self) -> Counted<'_> {
+        self.count(IN_FLIGHT)
+    }
+
+    /// Counts a request in service (past the rate limit and the capacity's
+    /// queue, until its answer).
+    pub(crate) fn serving(&self) -> Counted<'_> {
+        self.count(IN_SERVICE)
+    }
+
+    /// Both at once, for a request nothing can hold back.
+    pub(crate) fn start_serving(&self) -> Counted<'_> {
+        self.count(IN_FLIGHT + IN_SERVICE)
+    }
+
+    fn count(&self, added: u64) -> Counted<'_> {
         let c = &*self.counters;
-        let now = c.in_service.fetch_add(1, Relaxed) + 1;
-        // Read first: the maximum rarely changes, and a read leaves the
+        let (in_flight, in_service) = split(c.live.flight_and_service.fetch_add(added, Relaxed) + added);
+        // Read first: the maxima rarely change, and a read leaves their
         // cache line shared between the threads where a write would not.
-        if now > c.max_in_service.load(Relaxed) {
-            c.max_in_service.fetch_max(now, Relaxed);
+        for (now, max) in [(in_flight, &c.max_in_flight), (in_service, &c.max_in_service)] {
+            if now > max.load(Relaxed) {
+                max.fetch_max(now, Relaxed);
+            }
         }
-        Serving(c)
-    }
-
-    pub(crate) fn start(&self) -> InFlight<'_> {
-        let c = &*self.counters;
-        let now = c.in_flight.fetch_add(1, Relaxed) + 1;
-        if now > c.max_in_flight.load(Relaxed) {
-            c.max_in_flight.fetch_max(now, Relaxed);
-        }
-        InFlight(c)
-    }
-
-    pub(crate) fn finish(&self, status: u16) {
-        let c = &*self.counters;
-        if let Some(c) = status.checked_sub(FIRST_STATUS).and_then(|i| c.by_status.get(i as usize)) {
-            c.fetch_add(1, Relaxed);
-        }
+        Counted { counters: c, added }
     }
 
     pub(crate) fn rate_limited(&self) {
@@ -447,9 +495,6 @@ impl Metrics {
     /// start again too.
     pub fn reset(&self) {
         let c = &*self.counters;
-        for c in &c.by_status {
-            c.store(0, Relaxed);
-        }
         for c in [
             &c.rate_limited,
             &c.connections_total,
@@ -461,8 +506,9 @@ impl Metrics {
         ] {
             c.store(0, Relaxed);
         }
-        c.max_in_flight.store(c.in_flight.load(Relaxed), Relaxed);
-        c.max_in_service.store(c.in_service.load(Relaxed), Relaxed);
+        let (in_flight, in_service) = split(c.live.flight_and_service.load(Relaxed));
+        c.max_in_flight.store(in_flight, Relaxed);
+        c.max_in_service.store(in_service, Relaxed);
         c.overshoot.reset();
         self.requests.reset();
     }
@@ -470,18 +516,24 @@ impl Metrics {
     /// The counters now.
     pub fn snapshot(&self) -> Snapshot {
         let c = &*self.counters;
+        let totals = self.requests.totals();
+        let mut by_status: Vec<(u16, u64)> = Vec::new();
+        for (_, code, t) in totals.iter().filter(|(route, ..)| *route != Route::Metrics) {
+            match by_status.iter_mut().find(|(s, _)| s == code) {
+                Some((_, n)) => *n += t.count,
+                None => by_status.push((*code, t.count)),
+            }
+        }
+        by_status.sort_unstable();
+        let api = || totals.iter().filter(|(route, ..)| matches!(route, Route::Rates | Route::Currencies));
+        let (in_flight, in_service) = split(c.live.flight_and_service.load(Relaxed));
         Snapshot {
-            by_status: c
-                .by_status
-                .iter()
-                .zip(FIRST_STATUS..)
-                .filter_map(|(c, s)| Some((s, c.load(Relaxed))).filter(|(_, n)| *n > 0))
-                .collect(),
-            in_flight: c.in_flight.load(Relaxed),
+            by_status,
+            in_flight,
             max_in_flight: c.max_in_flight.load(Relaxed),
             rate_limited: c.rate_limited.load(Relaxed),
-            waiting: c.waiting.load(Relaxed),
-            in_service: c.in_service.load(Relaxed),
+            waiting: c.live.waiting.load(Relaxed),
+            in_service,
             max_in_service: c.max_in_service.load(Relaxed),
             connections_open: c.connections_open.load(Relaxed),
             connections_total: c.connections_total.load(Relaxed),
@@ -490,8 +542,8 @@ impl Metrics {
             shed: c.shed.load(Relaxed),
             cap_full: c.cap_full.load(Relaxed),
             accept_errors: c.accept_errors.load(Relaxed),
-            api_answers: self.requests.api().map(|s| s.count.load(Relaxed)).sum(),
-            api_time_ns: self.requests.api().map(|s| s.sum_ns.load(Relaxed)).sum(),
+            api_answers: api().map(|(.., t)| t.count).sum(),
+            api_time_ns: api().map(|(.., t)| t.sum_ns).sum(),
             delayed: c.overshoot.count.load(Relaxed),
             overshoot_ns: c.overshoot.sum_ns.load(Relaxed),
         }
@@ -521,15 +573,12 @@ impl Metrics {
 impl Collector for Counters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let load = |c: &AtomicU64| c.load(Relaxed);
+        let (in_flight, in_service) = split(load(&self.live.flight_and_service));
         for (name, help, v) in [
-            ("rates_requests_in_flight", "Requests being handled now.", load(&self.in_flight)),
+            ("rates_requests_in_flight", "Requests being handled now.", in_flight),
             ("rates_requests_in_flight_max", "Most requests handled at once.", load(&self.max_in_flight)),
-            ("rates_requests_waiting", "Requests waiting for the server's capacity now.", load(&self.waiting)),
-            (
-                "rates_requests_in_service",
-                "Requests being served now (past the capacity's queue).",
-                load(&self.in_service),
-            ),
+            ("rates_requests_waiting", "Requests waiting for the server's capacity now.", load(&self.live.waiting)),
+            ("rates_requests_in_service", "Requests being served now (past the capacity's queue).", in_service),
             ("rates_requests_in_service_max", "Most requests served at once.", load(&self.max_in_service)),
             ("rates_connections_open", "Connections open now.", load(&self.connections_open)),
         ] {
@@ -563,7 +612,6 @@ impl Collector for Counters {
         {
             ConstCounter::new(load(c)).encode(closed.encode_family(&[("reason", reason)])?)?;
         }
-        drop(closed);
         let overshoot = encoder.encode_descriptor(
             "rates_latency_overshoot_seconds",
             "How long after it was due (its arrival plus the injected latency) each delayed answer was made.",
@@ -584,11 +632,8 @@ mod tests {
         {
             let _a = m.start();
             let _b = m.start();
-            m.finish(200);
-            m.finish(500);
         }
         let _c = m.start();
-        m.finish(200);
         m.rate_limited();
         {
             let _w = m.waiting();
@@ -600,8 +645,10 @@ mod tests {
         m.observe(Route::Rates, 200, 0.003);
         m.observe(Route::Rates, 200, 0.2);
         m.observe(Route::Other, 404, 0.0001);
+        // `/metrics` is counted in its own series, not in the snapshot.
+        m.observe(Route::Metrics, 200, 0.0001);
         let s = m.snapshot();
-        assert_eq!((s.count(200), s.count(500), s.total()), (2, 1, 3));
+        assert_eq!((s.count(200), s.count(404), s.total()), (2, 1, 3));
         assert_eq!((s.in_flight, s.max_in_flight, s.rate_limited), (1, 2, 1));
         assert_eq!((s.waiting, s.in_service, s.max_in_service), (0, 1, 2));
         // The API's routes only: not the 404 of another path.
@@ -633,6 +680,34 @@ mod tests {
         assert_eq!(m.snapshot().total(), 0);
         assert_eq!((m.snapshot().api_answers, m.snapshot().delayed), (0, 0));
         assert!(!m.render().contains("rates_requests_total{"), "the requests by route start again");
+    }
+
+    #[test]
+    fn a_request_counted_in_flight_and_in_service_at_once_counts_out_of_both() {
+        let m = Metrics::default();
+        let both = m.start_serving();
+        let s = m.snapshot();
+        assert_eq!((s.in_flight, s.in_service, s.max_in_flight, s.max_in_service), (1, 1, 1, 1));
+        drop(both);
+        let s = m.snapshot();
+        assert_eq!((s.in_flight, s.in_service, s.max_in_flight, s.max_in_service), (0, 0, 1, 1));
+    }
+
+    #[test]
+    fn requests_counted_on_many_threads_add_up() {
+        let m = Metrics::default();
+        std::thread::scope(|scope| {
+            for _ in 0..2 * SHARDS {
+                scope.spawn(|| {
+                    for _ in 0..100 {
+                        m.observe(Route::Rates, 200, 0.001);
+                    }
+                });
+            }
+        });
+        let s = m.snapshot();
+        assert_eq!((s.count(200), s.api_answers, s.api_time_ns), (1600, 1600, 1_600_000_000));
+        assert!(m.render().contains("rates_request_duration_seconds_count{code=\"200\",route=\"/rates\"} 1600\n"));
     }
 
     #[test]

@@ -416,3 +416,25 @@ async fn connections_tell_the_accept_loop_only_while_it_waits_for_room() {
     room.tell();
     assert!(woken(&room).await, "the waiting loop is woken");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_kept_answer_is_the_routes_answer_byte_for_byte() {
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let (shared, _, _stop) = start(vec![Ok(server)], ConnLimits::default());
+    // Without its date line, which may tick between the two.
+    let undated = |a: String| a.lines().filter(|l| !l.starts_with("date: ")).collect::<Vec<_>>().join("\n");
+    client.write_all(GET).await.unwrap();
+    let made = undated(read_answer(&mut client).await);
+    client.write_all(GET).await.unwrap();
+    let kept = undated(read_answer(&mut client).await);
+    assert_eq!(kept, made);
+    assert!(made.contains("content-type: application/json"), "{made}");
+    // Counted and timed like any answer.
+    assert_eq!(shared.metrics().snapshot().count(200), 2);
+    // HEAD goes to the route, which answers it without a body.
+    client.write_all(b"HEAD /rates?symbols=USD HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = client.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 200 OK") && head.ends_with("\r\n\r\n"), "{head}");
+}

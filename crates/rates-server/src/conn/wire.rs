@@ -32,7 +32,12 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         Box::pin(async move {
             // A router is always ready (its `poll_ready` is `Ready`), so
             // calling it directly is sound; it never fails.
+            let kept = &shared;
             let inner = |req| async move {
+                // The hot path skips the router's matching and boxing.
+                if let Some(answer) = crate::app::kept_answer(kept, &req) {
+                    return answer;
+                }
                 match tower_service::Service::call(&mut routes, req).await {
                     Ok(answer) => answer,
                     Err(never) => match never {},
