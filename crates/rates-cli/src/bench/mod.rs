@@ -35,6 +35,11 @@ A model's concurrency `c` is 1 for `sync`, N for `thread-per-item` and
 N items of `t` each on `p = min(c, cores)` cores take at least ⌈N/p⌉·t.
 The ratio wall ÷ bound is the model's overhead: 1.0 is perfect.
 
+The embedded server also measures its own service time (the mean time
+from a request's head to its answer, `Snapshot::api_time_ns`); the same
+bound counted from it (`served_ideal_s`, the table's `ratio served`)
+leaves out the server's own lateness, so what remains is the client's.
+
 # The CPU workload
 
 Each item is `cpu_work` (`cpu.rs`): a fixed number of rounds of a hash, no network.
