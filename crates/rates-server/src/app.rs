@@ -31,7 +31,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         let shared = Arc::clone(&state);
         async move {
             let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-            handle(&shared, peer, req, |req| next.run(req)).await
+            handle(&shared, peer, tokio::time::Instant::now(), req, |req| next.run(req)).await.0
         }
     }))
 }
@@ -52,17 +52,23 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
 /// (`RUST_LOG=rates_server::access=off`).
 pub const ACCESS_LOG: &str = "rates_server::access";
 
-/// Answers one request from `peer` with `inner` (the routes), in this
-/// order from the outside in: time it into the metrics and log it (so the
-/// status is the one the client gets and the time includes the faults),
-/// give a non-JSON error answer the API's JSON body, and, on every route
-/// but `/metrics`, inject the faults.
-pub(crate) async fn handle<F, Fut>(shared: &Shared, peer: Option<IpAddr>, req: Request, inner: F) -> Response
+/// Answers one request from `peer`, whose head began at `started`, with
+/// `inner` (the routes), in this order from the outside in: time it into
+/// the metrics and log it (so the status is the one the client gets and
+/// the time includes the faults), give a non-JSON error answer the API's
+/// JSON body, and, on every route but `/metrics`, inject the faults.
+/// Returns the answer and when it was made.
+pub(crate) async fn handle<F, Fut>(
+    shared: &Shared,
+    peer: Option<IpAddr>,
+    started: tokio::time::Instant,
+    req: Request,
+    inner: F,
+) -> (Response, tokio::time::Instant)
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let started = tokio::time::Instant::now();
     let route = Route::of(req.uri().path());
     // What the access line needs, copied only if it is written.
     let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO).then(|| {
@@ -72,7 +78,8 @@ where
     let answer =
         if route == Route::Metrics { inner(req).await } else { faults::inject(shared, peer, req, inner).await };
     let answer = json_errors(answer).await;
-    let elapsed = started.elapsed();
+    let made = tokio::time::Instant::now();
+    let elapsed = made.saturating_duration_since(started);
     let status = answer.status().as_u16();
     shared.metrics.observe(route, status, elapsed.as_secs_f64());
     if let Some((method, target)) = logged {
@@ -84,7 +91,7 @@ where
             duration_ms = format_args!("{:.3}", elapsed.as_secs_f64() * 1e3),
         );
     }
-    answer
+    (answer, made)
 }
 
 /// The most of a non-JSON error body kept as its detail.

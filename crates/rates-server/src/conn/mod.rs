@@ -332,8 +332,9 @@ enum Phase {
     /// shed, never while a request it sent may be unread or unparsed.
     Waiting { since: Instant, head: Option<Instant>, got_bytes: bool, found_silent: bool },
     /// A request head was read; its answer is not yet written out. `done`
-    /// once the answer's body has ended (the next flush ends the phase).
-    Answering { done: bool },
+    /// once the answer's body has ended, with when the answer was made (the
+    /// next flush ends the phase, and the idle time counts from then).
+    Answering { done: Option<Instant> },
     /// Asked to close to make room.
     Shed,
 }
@@ -408,18 +409,26 @@ impl Conn {
         }
     }
 
-    /// A request head was parsed and is being answered.
-    fn on_request(&self) {
+    /// A request head was parsed and is being answered: when its first
+    /// byte came, if the connection read the clock then.
+    fn on_request(&self) -> Option<Instant> {
         let state = self.lock();
+        let head = match state.phase {
+            // A new connection's head time is its accept (its `since` too),
+            // which may be long before its first byte.
+            Phase::Waiting { head: Some(head), since, .. } if head != since => Some(head),
+            _ => None,
+        };
         if state.phase != Phase::Shed {
-            self.set(state, Phase::Answering { done: false });
+            self.set(state, Phase::Answering { done: None });
         }
+        head
     }
 
-    /// The answer's body has ended (or was dropped).
-    fn on_answer_done(&self) {
+    /// The answer made at `made` has ended its body (or was dropped).
+    fn on_answer_done(&self, made: Instant) {
         if let Phase::Answering { done } = &mut self.lock().phase {
-            *done = true;
+            *done = Some(made);
         }
     }
 
@@ -429,8 +438,10 @@ impl Conn {
     /// more meanwhile, sees a closed keep-alive connection and may retry).
     fn on_flushed(&self) {
         let state = self.lock();
-        if state.phase == (Phase::Answering { done: true }) {
-            let idle = Phase::Waiting { since: Instant::now(), head: None, got_bytes: false, found_silent: true };
+        if let Phase::Answering { done: Some(made) } = state.phase {
+            // From when the answer was made rather than a clock read of its
+            // own: the idle time is a few microseconds longer at most.
+            let idle = Phase::Waiting { since: made, head: None, got_bytes: false, found_silent: true };
             self.set(state, idle);
             self.room.tell();
         }

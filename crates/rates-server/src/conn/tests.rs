@@ -438,3 +438,19 @@ async fn a_kept_answer_is_the_routes_answer_byte_for_byte() {
     let head = String::from_utf8_lossy(&head[..n]);
     assert!(head.starts_with("HTTP/1.1 200 OK") && head.ends_with("\r\n\r\n"), "{head}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_is_timed_from_its_head_not_from_the_connections_accept_or_idle_time() {
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let (shared, _, _stop) = start(vec![Ok(server)], ConnLimits::default());
+    // Silent for 5 s after the accept, and 5 s between the two requests.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        client.write_all(GET).await.unwrap();
+        assert!(read_answer(&mut client).await.starts_with("HTTP/1.1 200 OK"));
+    }
+    // No time passes on the paused clock while a request is answered.
+    let text = shared.metrics().render();
+    let line = "rates_request_duration_seconds_bucket{code=\"200\",route=\"/rates\",le=\"0.0005\"} 2\n";
+    assert!(text.contains(line), "{line} in {text}");
+}

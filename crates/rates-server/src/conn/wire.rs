@@ -23,7 +23,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.conn.on_request();
+        let head = self.conn.on_request();
         let req = req.map(Body::new);
         let mut routes = self.routes.clone();
         let shared = Arc::clone(&self.shared);
@@ -43,21 +43,26 @@ impl hyper::service::Service<Request<Incoming>> for Service {
                     Err(never) => match never {},
                 }
             };
-            let answer = crate::app::handle(&shared, Some(peer), req, inner).await;
-            Ok(answer.map(|inner| Body::new(Answer { inner, conn })))
+            // Timed from the head's first byte, a clock read the
+            // connection made already.
+            let started = head.unwrap_or_else(Instant::now);
+            let (answer, made) = crate::app::handle(&shared, Some(peer), started, req, inner).await;
+            Ok(answer.map(|inner| Body::new(Answer { inner, conn, made })))
         })
     }
 }
 
-/// An answer's body that tells its connection when it has ended.
+/// An answer's body that tells its connection when it has ended, and when
+/// the answer was made.
 pub(super) struct Answer {
     inner: Body,
     conn: Arc<Conn>,
+    made: Instant,
 }
 
 impl Drop for Answer {
     fn drop(&mut self) {
-        self.conn.on_answer_done();
+        self.conn.on_answer_done(self.made);
     }
 }
 
