@@ -105,6 +105,7 @@ mod manager;
 mod per_call;
 mod reader;
 pub(crate) mod registry;
+mod ring;
 mod slot;
 mod sys;
 pub(crate) mod wire;

@@ -1,12 +1,16 @@
-//! The pool's reader of a worker's answers: buffered frames, each read by
-//! a deadline when the task has a time limit. Without a deadline it is a
-//! plain blocking reader, so tasks without a limit pay nothing for it.
+//! The pool's readers of what a worker sends: [`FrameReader`], buffered
+//! frames from its pipe (its greeting, an initializer's answer, and the
+//! wake-up bytes of the ring), each read by a deadline when one is given;
+//! and [`RingFrames`], the answers of a chunk from the shared ring. Without
+//! a deadline both block plainly, so tasks without a limit pay nothing
+//! for it.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::process::ChildStdout;
 use std::time::Instant;
 
+use super::ring::{self, Wake};
 use super::{sys, wire};
 
 /// Why no frame could be read.
@@ -75,12 +79,6 @@ impl FrameReader {
         }
     }
 
-    /// Whether a whole frame is buffered, so [`frame`](Self::frame) will
-    /// not wait.
-    pub(super) fn has_frame(&self) -> bool {
-        matches!(wire::body_len(self.buffered()), Ok(Some(len)) if self.end - self.start >= 4 + len)
-    }
-
     /// The body of the next frame.
     pub(super) fn frame(&mut self, deadline: Option<Instant>) -> Result<&[u8], ReadError> {
         loop {
@@ -114,8 +112,133 @@ impl FrameReader {
     }
 }
 
+impl FrameReader {
+    /// Reads what an idle worker sent: `true` if it was only wake-up bytes
+    /// (late ones, for answers already taken), which are dropped; `false`
+    /// at end of file or for anything else.
+    pub(super) fn only_wakes(&mut self) -> bool {
+        match self.fill(Some(Instant::now())) {
+            Ok(()) if self.buffered().iter().all(|&b| b == wire::WAKE) => {
+                self.consume(self.buffered().len());
+                true
+            }
+            // Nothing to read after all.
+            Err(ReadError::TimedOut) => true,
+            _ => false,
+        }
+    }
+}
+
 impl AsFd for FrameReader {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.as_fd()
+    }
+}
+
+/// Reads a worker's answers from its ring (see `ring.rs`): frames parsed
+/// from a private copy of what the worker committed. The worker's pipe
+/// serves only to block on, until the worker writes a wake-up byte or
+/// dies, and its stdin only to tell it there is room.
+pub(super) struct RingFrames {
+    ring: ring::Reader,
+    /// Bytes taken from the ring, from `start` on not yet parsed.
+    buf: Vec<u8>,
+    start: usize,
+    /// The worker's pipe is at end of file: what it committed is all there
+    /// will be.
+    closed: bool,
+}
+
+impl RingFrames {
+    pub(super) fn new(ring: ring::Reader) -> Self {
+        RingFrames { ring, buf: Vec::new(), start: 0, closed: false }
+    }
+
+    /// The body of a whole frame at the start of what is held, and the
+    /// frame's length.
+    fn whole(&self) -> io::Result<Option<(std::ops::Range<usize>, usize)>> {
+        let held = &self.buf[self.start..];
+        Ok(match wire::body_len(held)? {
+            Some(len) if held.len() - 4 >= len => Some((self.start + 4..self.start + 4 + len, 4 + len)),
+            _ => None,
+        })
+    }
+
+    /// Whether a whole frame is held, so [`frame`](Self::frame) will not
+    /// wait.
+    pub(super) fn has_frame(&self) -> bool {
+        matches!(self.whole(), Ok(Some(_)))
+    }
+
+    /// Takes what the worker committed, without waiting; tells the worker
+    /// there is room if it waits for some. Gives how many bytes came.
+    pub(super) fn take(&mut self, stdin: &mut impl Write) -> Result<usize, ReadError> {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            if self.buf.capacity() > 1 << 20 {
+                // A large answer passed: let its memory go.
+                self.buf.shrink_to(1 << 16);
+            }
+        } else if self.start > 1 << 16 && self.start > self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let took = self.ring.take(&mut self.buf).map_err(ReadError::Malformed)?;
+        if took.wake_writer {
+            // If it fails, the worker is gone, and its pipe says so.
+            let _ = stdin.write_all(&wire::SPACE_FRAME);
+        }
+        Ok(took.bytes)
+    }
+
+    /// The body of the next frame, waiting for it until `deadline` if need
+    /// be (woken for `wake`). `Closed` once the worker's pipe is at end of
+    /// file and every whole frame it committed was given.
+    pub(super) fn frame(
+        &mut self,
+        pipe: &mut FrameReader,
+        stdin: &mut impl Write,
+        deadline: Option<Instant>,
+        wake: Wake,
+    ) -> Result<&[u8], ReadError> {
+        loop {
+            if let Some((body, len)) = self.whole().map_err(ReadError::Malformed)? {
+                self.start += len;
+                return Ok(&self.buf[body]);
+            }
+            if self.take(stdin)? > 0 {
+                continue;
+            }
+            if self.closed {
+                return Err(ReadError::Closed);
+            }
+            if !self.ring.may_block(wake) {
+                continue;
+            }
+            let waited = pipe.fill(deadline);
+            self.ring.awake();
+            match waited {
+                Ok(()) => {
+                    // Wake-up bytes, some perhaps for answers already
+                    // taken: nothing else may come while a chunk runs.
+                    if !pipe.buffered().iter().all(|&b| b == wire::WAKE) {
+                        return Err(ReadError::Malformed(io::Error::other(
+                            "the worker wrote on its pipe while a chunk ran",
+                        )));
+                    }
+                    pipe.consume(pipe.buffered().len());
+                }
+                // Dead: what it committed before it died is still taken.
+                Err(ReadError::Closed) => self.closed = true,
+                Err(ReadError::TimedOut) => {
+                    // An answer committed as time ran out still counts.
+                    if self.take(stdin)? == 0 || !self.has_frame() {
+                        return Err(ReadError::TimedOut);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
