@@ -7,7 +7,8 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::process::ChildStdout;
+use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use super::ring::{self, Wake};
@@ -26,15 +27,16 @@ pub(super) enum ReadError {
 /// Reads frames from a worker's stdout, each by a deadline if one is
 /// given. Without a deadline it is a plain buffered blocking reader.
 pub(super) struct FrameReader {
-    inner: ChildStdout,
+    inner: File,
     buf: Vec<u8>,
     start: usize,
     end: usize,
 }
 
 impl FrameReader {
-    pub(super) fn new(inner: ChildStdout) -> Self {
-        FrameReader { inner, buf: vec![0; 1 << 16], start: 0, end: 0 }
+    /// Reads from `inner`: a worker's stdout, or any pipe.
+    pub(super) fn new(inner: impl Into<OwnedFd>) -> Self {
+        FrameReader { inner: File::from(inner.into()), buf: vec![0; 1 << 16], start: 0, end: 0 }
     }
 
     pub(super) fn buffered(&self) -> &[u8] {
@@ -240,5 +242,75 @@ impl RingFrames {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::PipeWriter;
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A worker as the pool sees it (its answers, its pipe) and the
+    /// worker's ends: its ring, its pipe, the stdin it reads.
+    fn worker() -> (RingFrames, FrameReader, ring::Writer, PipeWriter, PipeWriter) {
+        let (reader, fd) = ring::Reader::create().expect("a ring");
+        let writer = ring::Writer::on(fd.as_fd()).expect("mapped again");
+        let (pipe, wake) = io::pipe().expect("a pipe");
+        let (_, stdin) = io::pipe().expect("a pipe");
+        (RingFrames::new(reader), FrameReader::new(pipe), writer, wake, stdin)
+    }
+
+    #[test]
+    fn answers_committed_before_the_workers_death_are_still_given() {
+        let (mut answers, mut pipe, mut ring, wake, mut stdin) = worker();
+        std::thread::scope(|scope| {
+            let manager = scope.spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    match answers.frame(&mut pipe, &mut stdin, None, Wake::Answer) {
+                        Ok(body) => got.push(body.to_vec()),
+                        Err(ReadError::Closed) => return got,
+                        Err(_) => panic!("neither a frame nor a death"),
+                    }
+                }
+            });
+            // Once the manager blocks on the pipe, two answers are
+            // committed, and the worker dies before it writes the wake-up
+            // byte it owes: only the death wakes the manager.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !ring.reader_waits() {
+                assert!(Instant::now() < deadline, "the manager never blocked");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            ring.write(&[1, 0, 0, 0, b'O', 2, 0, 0, 0, b'O', 7]).expect("room");
+            assert!(ring.commit(Wake::Answer), "the manager waits");
+            drop(wake);
+            let got = manager.join().expect("the manager ends");
+            assert_eq!(got, [vec![b'O'], vec![b'O', 7]]);
+        });
+    }
+
+    #[test]
+    fn garbage_from_a_worker_is_malformed_not_a_panic() {
+        // A length over the frame limit, in the ring.
+        let (mut answers, mut pipe, mut ring, _wake, mut stdin) = worker();
+        ring.write(&u32::MAX.to_le_bytes()).expect("room");
+        ring.commit(Wake::Answer);
+        assert!(matches!(answers.frame(&mut pipe, &mut stdin, None, Wake::Answer), Err(ReadError::Malformed(_))));
+        // Something else than a wake-up byte on the pipe while a chunk runs.
+        let (mut answers, mut pipe, _ring, mut wake, mut stdin) = worker();
+        wake.write_all(b"W?").expect("written");
+        assert!(matches!(answers.frame(&mut pipe, &mut stdin, None, Wake::Answer), Err(ReadError::Malformed(_))));
+        // Wake-up bytes alone are not: a frame after them is read.
+        let (mut answers, mut pipe, mut ring, mut wake, mut stdin) = worker();
+        wake.write_all(b"WW").expect("written");
+        let deadline = Some(Instant::now() + Duration::from_millis(10));
+        assert!(matches!(answers.frame(&mut pipe, &mut stdin, deadline, Wake::Any), Err(ReadError::TimedOut)));
+        ring.write(&[1, 0, 0, 0, b'A']).expect("room");
+        ring.commit(Wake::Any);
+        assert_eq!(answers.frame(&mut pipe, &mut stdin, None, Wake::Any).ok(), Some(&b"A"[..]));
     }
 }

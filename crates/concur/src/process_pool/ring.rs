@@ -345,6 +345,19 @@ impl Writer {
         Ok(Writer { ring: Ring::map(fd.as_fd())?, written: 0 })
     }
 
+    /// A worker's side of the ring in `fd`, mapped in this process: the
+    /// tests' stand-in for a worker.
+    #[cfg(test)]
+    pub(super) fn on(fd: BorrowedFd<'_>) -> io::Result<Writer> {
+        Ok(Writer { ring: Ring::map(fd)?, written: 0 })
+    }
+
+    /// Whether the manager announced it blocks (for the tests).
+    #[cfg(test)]
+    pub(super) fn reader_waits(&self) -> bool {
+        self.ring.header().reader_waiting.0.load(Ordering::SeqCst) != 0
+    }
+
     /// Bytes that can be written now. An error if the manager's count is
     /// impossible.
     fn room(&self) -> io::Result<usize> {
@@ -396,5 +409,150 @@ impl Writer {
         // Room after all: withdraw, unless the manager saw the flag first
         // and so sends a space frame.
         if header.writer_waiting.0.swap(0, Ordering::SeqCst) != 0 { Ok(Room::Free) } else { Ok(Room::AwaitSpace) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A ring, and a worker's view of it through a second mapping, as two
+    /// processes have them.
+    fn pair() -> (Reader, Writer) {
+        let (reader, fd) = Reader::create().expect("a ring");
+        (reader, Writer::on(fd.as_fd()).expect("mapped again"))
+    }
+
+    fn take_all(reader: &mut Reader) -> Vec<u8> {
+        let mut got = Vec::new();
+        reader.take(&mut got).expect("a valid count");
+        got
+    }
+
+    #[test]
+    fn bytes_cross_in_order_around_the_end() {
+        let (mut reader, mut writer) = pair();
+        let (mut sent, mut got) = (Vec::new(), Vec::new());
+        for round in 0..50_usize {
+            let piece: Vec<u8> = (0..5_000 + round).map(|i| (i * 7 + round) as u8).collect();
+            let mut rest = &piece[..];
+            while !rest.is_empty() {
+                let n = writer.write(rest).expect("room");
+                assert!(!writer.commit(Wake::Answer), "nobody waits");
+                rest = &rest[n..];
+                reader.take(&mut got).expect("a valid count");
+            }
+            sent.extend_from_slice(&piece);
+        }
+        assert!(sent.len() > 3 * CAPACITY, "wrapped around");
+        assert!(got == sent, "the bytes changed in transit");
+    }
+
+    #[test]
+    fn a_full_ring_takes_no_more_and_its_reader_tells_the_waiting_writer() {
+        let (mut reader, mut writer) = pair();
+        assert_eq!(writer.write(&vec![1; CAPACITY + 10]).expect("room"), CAPACITY);
+        writer.commit(Wake::Answer);
+        assert_eq!(writer.write(&[2]).expect("a valid count"), 0);
+        assert_eq!(writer.await_room().expect("a valid count"), Room::AwaitSpace);
+        let mut got = Vec::new();
+        let took = reader.take(&mut got).expect("a valid count");
+        assert_eq!((took.bytes, took.wake_writer), (CAPACITY, true));
+        assert_eq!(got, vec![1; CAPACITY]);
+        // Told once only.
+        assert!(!reader.take(&mut got).expect("a valid count").wake_writer);
+        // Room at once: no space frame owed, and none sent.
+        assert_eq!(writer.await_room().expect("a valid count"), Room::Free);
+        assert_eq!(writer.write(&[2]).expect("room"), 1);
+        writer.commit(Wake::Answer);
+        let took = reader.take(&mut got).expect("a valid count");
+        assert_eq!((took.bytes, took.wake_writer), (1, false));
+    }
+
+    #[test]
+    fn a_waiting_reader_is_woken_once_and_only_for_what_it_waits_for() {
+        let (mut reader, mut writer) = pair();
+        assert!(reader.may_block(Wake::Answer));
+        writer.write(&super::super::wire::ACK_FRAME).expect("room");
+        assert!(!writer.commit(Wake::Any), "an acknowledgement does not wake a reader without a time limit");
+        writer.write(b"answer").expect("room");
+        assert!(writer.commit(Wake::Answer), "an answer does");
+        writer.write(b"more").expect("room");
+        assert!(!writer.commit(Wake::Answer), "once");
+        // Something is committed: it must not block.
+        assert!(!reader.may_block(Wake::Any));
+        assert_eq!(take_all(&mut reader).len(), 5 + 6 + 4);
+        assert!(!writer.commit(Wake::Answer), "the announcement was withdrawn");
+        assert!(reader.may_block(Wake::Any));
+        writer.write(b"A").expect("room");
+        assert!(writer.commit(Wake::Any), "a reader with a time limit is woken by anything");
+        reader.awake();
+        writer.write(b"B").expect("room");
+        assert!(!writer.commit(Wake::Answer), "an awake reader costs the writer nothing");
+    }
+
+    #[test]
+    fn a_writer_refuses_an_impossible_count_of_bytes_taken() {
+        let (_reader, mut writer) = pair();
+        writer.ring.header().consumed.0.store(1, Ordering::SeqCst);
+        assert!(writer.write(b"x").is_err());
+        assert!(writer.await_room().is_err());
+    }
+
+    #[test]
+    fn only_a_rings_file_is_attached() {
+        let (_reader, fd) = Reader::create().expect("a ring");
+        let copy = fd.try_clone().expect("dup").into_raw_fd();
+        let mut writer = Writer::attach(copy).expect("the ring's file");
+        assert_eq!(writer.write(b"x").expect("room"), 1);
+        let (pipe, _) = io::pipe().expect("a pipe");
+        assert!(Writer::attach(OwnedFd::from(pipe).into_raw_fd()).is_err());
+        let short = std::fs::File::from(new_file().expect("a file"));
+        short.set_len(10).expect("resized");
+        assert!(Writer::attach(OwnedFd::from(short).into_raw_fd()).is_err());
+        assert!(Writer::attach(1).is_err());
+        assert!(Writer::attach(fd.as_raw_fd() + 1_000_000).is_err());
+    }
+
+    #[test]
+    fn posix_shared_memory_serves_where_there_is_no_memfd() {
+        let fd = new_posix_shm().expect("a shared memory object");
+        let mut reader = Reader { ring: Ring::map(fd.as_fd()).expect("mapped"), consumed: 0 };
+        let mut writer = Writer::on(fd.as_fd()).expect("mapped again");
+        writer.write(b"hello").expect("room");
+        writer.commit(Wake::Answer);
+        assert_eq!(take_all(&mut reader), b"hello");
+    }
+
+    proptest! {
+        /// Whatever count a broken or hostile worker publishes, the reader
+        /// takes at most the ring's worth, exactly what the count says, or
+        /// refuses it; it never panics.
+        #[test]
+        fn any_count_is_taken_within_the_ring_or_refused(
+            consumed in any::<u64>(),
+            ahead in prop_oneof![0..=CAPACITY as u64 + 2, any::<u64>()],
+        ) {
+            let (mut reader, writer) = pair();
+            reader.consumed = consumed;
+            writer.ring.header().committed.0.store(consumed.wrapping_add(ahead), Ordering::SeqCst);
+            let mut got = Vec::new();
+            match reader.take(&mut got) {
+                Ok(took) => {
+                    prop_assert!(ahead <= CAPACITY as u64);
+                    prop_assert_eq!(took.bytes as u64, ahead);
+                    prop_assert_eq!(got.len(), took.bytes);
+                }
+                Err(e) => {
+                    prop_assert!(ahead > CAPACITY as u64);
+                    prop_assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                    prop_assert!(got.is_empty());
+                }
+            }
+        }
     }
 }

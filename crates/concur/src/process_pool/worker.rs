@@ -240,7 +240,70 @@ impl<R: io::Read, W: Write> Answers<'_, R, W> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+    use std::time::{Duration, Instant};
+
+    use super::super::reader::{FrameReader, ReadError, RingFrames};
     use super::*;
+
+    /// Frames of these body sizes, each filled with a pattern of its own.
+    fn frames(sizes: &[usize]) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        for (k, &size) in sizes.iter().enumerate() {
+            let mut frame = u32::try_from(size).expect("small").to_le_bytes().to_vec();
+            frame.extend((0..size).map(|i| (i * 31 + k) as u8));
+            frames.push(frame);
+        }
+        frames
+    }
+
+    /// Sends `frames` the way a worker does (on a thread of its own) and
+    /// reads them the way the pool does, each waited for by `deadline` if
+    /// `limit` is given: what the pool got.
+    fn through_the_ring(frames: &[Vec<u8>], limit: Option<Duration>) -> Vec<Vec<u8>> {
+        let (reader, fd) = ring::Reader::create().expect("a ring");
+        let mut writer = ring::Writer::on(fd.as_fd()).expect("mapped again");
+        let (pipe, mut wake) = io::pipe().expect("the worker's pipe");
+        let (mut input, mut stdin) = io::pipe().expect("the worker's stdin");
+        let mut pipe = FrameReader::new(pipe);
+        let mut answers = RingFrames::new(reader);
+        let wake_for = if limit.is_some() { Wake::Any } else { Wake::Answer };
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut worker = Answers { ring: &mut writer, input: &mut input, wake: &mut wake };
+                for frame in frames {
+                    worker.send(frame, Wake::Answer).expect("sent");
+                }
+                // The worker's end of the pipe closes: as if it exited.
+            });
+            let mut got = Vec::new();
+            loop {
+                let deadline = limit.map(|limit| Instant::now() + limit);
+                match answers.frame(&mut pipe, &mut stdin, deadline, wake_for) {
+                    Ok(body) => got.push(body.to_vec()),
+                    Err(ReadError::Closed) => break,
+                    Err(ReadError::TimedOut) => panic!("no frame within {limit:?}"),
+                    Err(ReadError::Malformed(e)) => panic!("malformed: {e}"),
+                }
+            }
+            got
+        })
+    }
+
+    #[test]
+    fn answers_larger_than_the_ring_and_many_small_ones_cross_in_order() {
+        let mut sizes = vec![1, 3 * ring::CAPACITY + 5, 0, ring::CAPACITY - 4, ring::CAPACITY, 100];
+        sizes.extend((0..10_000).map(|k| k % 7));
+        sizes.push(2 * ring::CAPACITY);
+        let frames = frames(&sizes);
+        for limit in [None, Some(Duration::from_secs(60))] {
+            let got = through_the_ring(&frames, limit);
+            assert_eq!(got.len(), frames.len(), "{limit:?}");
+            for (k, (got, sent)) in got.iter().zip(&frames).enumerate() {
+                assert!(got[..] == sent[4..], "frame {k} of {} bytes changed in transit ({limit:?})", sizes[k]);
+            }
+        }
+    }
 
     #[test]
     fn handshakes_round_trip_and_junk_is_refused() {
