@@ -235,7 +235,7 @@ impl RingFrames {
                 Err(ReadError::Closed) => self.closed = true,
                 Err(ReadError::TimedOut) => {
                     // An answer committed as time ran out still counts.
-                    if self.take(stdin)? == 0 || !self.has_frame() {
+                    if self.take(stdin)? == 0 || self.whole().map_err(ReadError::Malformed)?.is_none() {
                         return Err(ReadError::TimedOut);
                     }
                 }
