@@ -5,10 +5,10 @@
 //! a deadline both block plainly, so tasks without a limit pay nothing
 //! for it.
 
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::fs::File;
+use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use super::ring::{self, Wake};
