@@ -412,8 +412,7 @@ impl Manager {
     /// process group (itself if it has not exited, and whatever its tasks
     /// left there), and waits for it. Gives its exit status.
     fn reap(&self, worker: Worker) -> Option<ExitStatus> {
-        let Worker { stdin, mut stdout, answers, .. } = worker;
-        drop(answers);
+        let Worker { stdin, mut stdout, .. } = worker;
         drop(stdin);
         // Its stdout closes when it exits: no polling of its status.
         let deadline = Instant::now() + GRACE;

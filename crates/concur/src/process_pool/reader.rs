@@ -7,8 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use super::ring::{self, Wake};
@@ -112,9 +111,7 @@ impl FrameReader {
             }
         }
     }
-}
 
-impl FrameReader {
     /// Reads what an idle worker sent: `true` if it was only wake-up bytes
     /// (late ones, for answers already taken), which are dropped; `false`
     /// at end of file or for anything else.
