@@ -7,11 +7,14 @@
 //!   throughput) for the time per task. Beside them, the physical floor:
 //!   `pipe_ping_pong_2_processes`, 1,000 rounds of an 8-byte message sent
 //!   down a pipe to a child process (this bench binary, re-executed in a
-//!   mode of its own) and echoed back up another, one round at a time:
-//!   two system calls and two process wake-ups each way, which is what a
-//!   chunk of one task needs at least. Targets: with chunksize 1 within
-//!   2× of the ping-pong's time per round; with chunksize 100 at most
-//!   0.3 µs per task, and no more than CPython's
+//!   mode of its own) and echoed back up another, one round at a time: a
+//!   `write`, a `read` and a process wake-up each way, which is what a
+//!   chunk of one task needs at least. Its figure moves between two modes
+//!   from run to run: the scheduler runs both ends on one CPU (the
+//!   fastest) or on two (a cross-CPU wake-up each way, far slower on a
+//!   virtual machine); compare against the faster. Targets: with chunksize
+//!   1 within 2× of the ping-pong's time per round; with chunksize 100 at
+//!   most 0.3 µs per task, and no more than CPython's
 //!   `multiprocessing.Pool(2).map` on the same machine, which
 //!   `process_pool_round_trip.py` beside this file measures (run it in the
 //!   same session, as the machine's load moves both):
