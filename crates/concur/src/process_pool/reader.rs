@@ -248,6 +248,8 @@ mod tests {
     use std::os::fd::AsFd;
     use std::time::Duration;
 
+    use proptest::prelude::*;
+
     use super::*;
 
     /// A worker as the pool sees it (its answers, its pipe) and the
@@ -291,6 +293,20 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_workers_late_wake_up_is_no_sign_of_death() {
+        let (_, mut pipe, _, mut wake, _) = worker();
+        assert!(pipe.only_wakes(), "nothing to read");
+        wake.write_all(b"WW").expect("written");
+        assert!(pipe.only_wakes(), "late wake-ups");
+        assert!(pipe.buffered().is_empty(), "dropped");
+        wake.write_all(b"W?").expect("written");
+        assert!(!pipe.only_wakes(), "anything else breaks the protocol");
+        let (_, mut pipe, _, wake, _) = worker();
+        drop(wake);
+        assert!(!pipe.only_wakes(), "end of file: the worker is gone");
+    }
+
+    #[test]
     fn garbage_from_a_worker_is_malformed_not_a_panic() {
         // A length over the frame limit, in the ring.
         let (mut answers, mut pipe, mut ring, _wake, mut stdin) = worker();
@@ -309,5 +325,26 @@ mod tests {
         ring.write(&[1, 0, 0, 0, b'A']).expect("room");
         ring.commit(Wake::Any);
         assert_eq!(answers.frame(&mut pipe, &mut stdin, None, Wake::Any).ok(), Some(&b"A"[..]));
+    }
+
+    proptest! {
+        /// Whatever bytes a broken or hostile worker commits before it
+        /// dies, the pool reads frames or an error, and never panics.
+        #[test]
+        fn arbitrary_bytes_in_the_ring_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let (mut answers, mut pipe, mut ring, wake, mut stdin) = worker();
+            ring.write(&bytes).expect("room");
+            ring.commit(Wake::Answer);
+            drop(wake);
+            let mut read = 0;
+            loop {
+                match answers.frame(&mut pipe, &mut stdin, None, Wake::Answer) {
+                    Ok(body) => read += 4 + body.len(),
+                    Err(ReadError::Closed | ReadError::Malformed(_)) => break,
+                    Err(ReadError::TimedOut) => panic!("no deadline was given"),
+                }
+                prop_assert!(read <= bytes.len());
+            }
+        }
     }
 }
