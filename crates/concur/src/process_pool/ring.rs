@@ -206,7 +206,8 @@ fn new_posix_shm() -> io::Result<OwnedFd> {
     use nix::sys::stat::Mode;
     let mut random = [0; 8];
     getrandom::fill(&mut random).map_err(|e| io::Error::other(format!("no randomness for a name: {e}")))?;
-    let name = format!("/concur-{}-{:016x}", std::process::id(), u64::from_le_bytes(random));
+    // Short: macOS allows 31 bytes.
+    let name = format!("/concur-{:016x}", u64::from_le_bytes(random));
     let fd = shm_open(name.as_str(), OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR, Mode::S_IRUSR | Mode::S_IWUSR)?;
     shm_unlink(name.as_str())?;
     sized(fd)
