@@ -4,8 +4,17 @@
 //! - `round_trip`: 1,000 trivial tasks through a `ProcessPool` of 2 workers
 //!   with `chunksize` 1 and 100, and through a `ThreadPool` for comparison.
 //!   Criterion's time is per batch; divide by 1,000 (or read the
-//!   throughput) for the time per task. Target: under 20 µs per task with
-//!   chunksize 1, and at chunksize 100 no more than CPython's
+//!   throughput) for the time per task. Beside them, the physical floor:
+//!   `pipe_ping_pong_2_processes`, 1,000 rounds of an 8-byte message sent
+//!   down a pipe to a child process (this bench binary, re-executed in a
+//!   mode of its own) and echoed back up another, one round at a time: a
+//!   `write`, a `read` and a process wake-up each way, which is what a
+//!   chunk of one task needs at least. Its figure moves between two modes
+//!   from run to run: the scheduler runs both ends on one CPU (the
+//!   fastest) or on two (a cross-CPU wake-up each way, far slower on a
+//!   virtual machine); compare against the faster. Targets: with chunksize
+//!   1 within 2× of the ping-pong's time per round; with chunksize 100 at
+//!   most 0.3 µs per task, and no more than CPython's
 //!   `multiprocessing.Pool(2).map` on the same machine, which
 //!   `process_pool_round_trip.py` beside this file measures (run it in the
 //!   same session, as the machine's load moves both):
@@ -14,12 +23,17 @@
 //!   workers, threads and processes. Target: 2 workers at least 1.8× as
 //!   fast as 1 (on a machine with 2 free cores).
 //!
-//! The pool's workers run this bench binary again, so `main` is written by
-//! hand: it enters worker mode before criterion looks at the arguments.
+//! The pool's workers and the ping-pong's echoing child run this bench
+//! binary again, so `main` is written by hand: it enters either role
+//! before criterion looks at the arguments.
 //!
 //! `cargo bench -p concur --bench process_pool`
 
+use std::fs::File;
 use std::hint::black_box;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use concur::{Pool, ProcessPool, Registry, Task, ThreadPool};
@@ -30,6 +44,12 @@ use serde::{Deserialize, Serialize};
 const BATCH: u64 = 1_000;
 /// Tasks per measured batch in `cpu_bound`.
 const CPU_TASKS: u64 = 100;
+
+/// Set in the ping-pong's child: it echoes what it reads until end of file.
+const ECHO_ENV: &str = "CONCUR_BENCH_ECHO";
+/// The size of one ping-pong message: about what a trivial task's answer
+/// takes.
+const PING: usize = 8;
 
 /// As little work as a task can do.
 #[derive(Serialize, Deserialize)]
@@ -73,10 +93,69 @@ fn process_pool(workers: usize, chunksize: usize) -> ProcessPool {
     ProcessPool::builder().size(workers).chunksize(chunksize).build().expect("process pool starts")
 }
 
+/// The echoing child's side of the ping-pong: reads a message and writes
+/// it back, unbuffered (one `read` and one `write` a round), until end of
+/// file.
+fn echo() -> io::Result<()> {
+    let mut input = File::from(io::stdin().as_fd().try_clone_to_owned()?);
+    let mut output = File::from(io::stdout().as_fd().try_clone_to_owned()?);
+    let mut message = [0; PING];
+    loop {
+        match input.read_exact(&mut message) {
+            Ok(()) => output.write_all(&message)?,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A child process that echoes each message it is sent: this binary in
+/// its echo role.
+struct Echo {
+    child: Child,
+    to: ChildStdin,
+    from: ChildStdout,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let mut child = Command::new(std::env::current_exe().expect("the bench binary"))
+            .env(ECHO_ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the echo child starts");
+        let to = child.stdin.take().expect("piped stdin");
+        let from = child.stdout.take().expect("piped stdout");
+        Echo { child, to, from }
+    }
+
+    /// One round: a message there and back.
+    fn round(&mut self, n: u64) {
+        let mut message = n.to_le_bytes();
+        self.to.write_all(&message).expect("the echo child reads");
+        self.from.read_exact(&mut message).expect("the echo child answers");
+        black_box(message);
+    }
+
+    /// Closes its stdin, so it exits, and reaps it.
+    fn stop(self) {
+        let Echo { mut child, to, from } = self;
+        drop(to);
+        drop(from);
+        child.wait().expect("the echo child exits");
+    }
+}
+
 fn round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("round_trip");
     group.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
     group.throughput(Throughput::Elements(BATCH));
+    let mut echo = Echo::start();
+    group.bench_function("pipe_ping_pong_2_processes", |b| {
+        b.iter(|| (0..BATCH).for_each(|n| echo.round(n)));
+    });
+    echo.stop();
     for chunksize in [1, 100] {
         let pool = process_pool(2, chunksize);
         group.bench_function(BenchmarkId::new("process_pool_2_workers/chunksize", chunksize), |b| {
@@ -111,6 +190,13 @@ fn cpu_bound(c: &mut Criterion) {
 }
 
 fn main() {
+    if std::env::var_os(ECHO_ENV).is_some() {
+        if let Err(e) = echo() {
+            eprintln!("echo child: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     concur::worker_main(Registry::new().register::<Trivial>().register::<Spin>());
     let mut c = Criterion::default().configure_from_args();
     round_trip(&mut c);

@@ -37,6 +37,11 @@ impl<T: Task> Batches<T> {
 impl<T: Task> Deliver for Batches<T> {
     fn answer(&mut self, k: usize, result: Result<&[u8], TaskError>) {
         if let Some(&i) = self.indices.get(k) {
+            if self.held.capacity() == 0 {
+                // Room for the rest of the chunk at once: a batch grows
+                // by no reallocation per answer.
+                self.held.reserve_exact(self.indices.len() - k);
+            }
             self.held.push((i, result.and_then(|bytes| decode(bytes, T::NAME))));
         }
     }

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::reader::{FrameReader, ReadError};
+use super::reader::{FrameReader, ReadError, RingFrames};
+use super::ring::{self, Wake};
 use super::slot::Slot;
-use super::worker::{Handshake, WORKER_ENV, new_nonce};
+use super::worker::{Handshake, WORKER_ENV, new_nonce, pipe_message};
 use super::{Chunk, Deliver, Shared, lock, sys, wire};
 use crate::pool::TaskError;
 
@@ -42,11 +43,12 @@ pub(super) struct Manager {
     wake: PipeReader,
 }
 
-/// The pool's end of a worker process's pipes.
+/// The pool's end of a worker process's pipes and answer ring.
 struct Worker {
     pid: u32,
     stdin: ChildStdin,
     stdout: FrameReader,
+    answers: RingFrames,
     /// Tasks answered so far, for `max_tasks_per_child`.
     done: usize,
 }
@@ -174,9 +176,9 @@ impl Manager {
                 // Readable, so this does not block; stale bytes are harmless.
                 let _ = (&self.wake).read(&mut [0; 64]);
             }
-            if woken.worker {
-                // An idle worker says nothing: it died, or broke the
-                // protocol and is let go.
+            if woken.worker && worker.as_mut().is_some_and(|w| !w.stdout.only_wakes()) {
+                // An idle worker says nothing (but perhaps a late wake-up
+                // byte): it died, or broke the protocol and is let go.
                 if let Some(gone) = worker.take() {
                     let status = self.reap(gone);
                     tracing::info!(target: LOG, slot = self.slot, "idle worker {}", self.describe(status));
@@ -315,11 +317,14 @@ impl Manager {
         if self.terminated() {
             return Err(io::Error::other("the pool was terminated"));
         }
+        // The ring its answers come through, inherited like the pipe below.
+        let (ring, ring_file) = ring::Reader::create()?;
         // The handshake: a pipe only this child gets, holding a nonce that
-        // its environment names (see `worker.rs`).
+        // its environment names, and the ring's descriptor (see
+        // `worker.rs`).
         let (handshake_pipe, mut writer) = io::pipe()?;
         let nonce = new_nonce()?;
-        writer.write_all(nonce.as_bytes())?;
+        writer.write_all(pipe_message(&nonce, ring_file.as_raw_fd()).as_bytes())?;
         drop(writer);
         let handshake = Handshake {
             pool: std::process::id(),
@@ -338,8 +343,10 @@ impl Manager {
             // killing the group ends what its tasks started.
             .process_group(0);
         sys::inherit_fd(&mut command, handshake.fd);
+        sys::inherit_fd(&mut command, ring_file.as_raw_fd());
         let mut child = command.spawn()?;
         drop(handshake_pipe);
+        drop(ring_file);
         let pid = child.id();
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             // Cannot happen: both were asked for as pipes.
@@ -349,7 +356,7 @@ impl Manager {
         };
         lock(&self.shared.spawned).push(pid);
         *slot = Some(child);
-        Ok(Worker { pid, stdin, stdout: FrameReader::new(stdout), done: 0 })
+        Ok(Worker { pid, stdin, stdout: FrameReader::new(stdout), answers: RingFrames::new(ring), done: 0 })
     }
 
     /// Waits for a new worker's greeting, then runs the initializer.
@@ -444,9 +451,9 @@ impl Manager {
 
 impl Worker {
     /// Sends tasks `range` as one chunk and passes each answer to
-    /// `deliver` with the task's index, as it arrives, flushing it before
-    /// every wait. Each task may take `limit`, counted from the worker's
-    /// acknowledgement or the answer before.
+    /// `deliver` with the task's index, as it arrives in the ring, flushing
+    /// it before every wait. Each task may take `limit`, counted from the
+    /// worker's acknowledgement or the answer before.
     fn run(
         &mut self,
         name: &str,
@@ -462,13 +469,20 @@ impl Worker {
         }
         drop(frame);
         let (mut answered, mut taken) = (0, false);
+        // Without a limit, the acknowledgement need not wake this thread.
+        let wake = if limit.is_some() { Wake::Any } else { Wake::Answer };
         while answered < range.len() {
-            let deadline = limit.map(|limit| Instant::now() + limit);
             let lost = |how| Lost { answered, taken, how };
-            if !self.stdout.has_frame() {
-                deliver.flush();
+            if !self.answers.has_frame() {
+                if let Err(ReadError::Malformed(e)) = self.answers.take(&mut self.stdin) {
+                    return Err(lost(How::Garbled(e)));
+                }
+                if !self.answers.has_frame() {
+                    deliver.flush();
+                }
             }
-            let body = match self.stdout.frame(deadline) {
+            let deadline = limit.map(|limit| Instant::now() + limit);
+            let body = match self.answers.frame(&mut self.stdout, &mut self.stdin, deadline, wake) {
                 Ok(body) => body,
                 Err(ReadError::Closed) => return Err(lost(How::Died)),
                 Err(ReadError::TimedOut) => return Err(lost(How::TimedOut(limit.unwrap_or_default()))),

@@ -12,32 +12,63 @@
 //!
 //! The parts: `builder.rs` (options), `registry.rs` (tasks by name),
 //! `worker.rs` (the child's side), `manager.rs` (the pool's thread per
-//! worker: dispatch, time limits, respawn), `reader.rs` (its reader of
-//! answers), `answers.rs` (answers on their way to the caller, in
+//! worker: dispatch, time limits, respawn), `reader.rs` (its readers of
+//! what a worker sends), `ring.rs` (the shared memory answers travel
+//! through), `answers.rs` (answers on their way to the caller, in
 //! batches), `slot.rs` (a worker as the pool sees it), `wire.rs` (frames)
-//! and `sys.rs` (every call into the operating system).
+//! and `sys.rs` (every other call into the operating system).
 //!
 //! # The protocol
 //!
-//! Tasks and results are [`postcard`] values in length-prefixed frames over
-//! the child's stdin and stdout. The worker moves those pipes to private
-//! descriptors and points its own stdout at stderr and its stdin at
-//! `/dev/null`, so a task's `println!` lands on the terminal instead of in
-//! the protocol. Frames (`len` is a little-endian `u32` counting the bytes
-//! after it, at most 1 GiB; a larger one is refused as malformed):
+//! Tasks and results are [`postcard`] values in length-prefixed frames.
+//! Requests go down the child's stdin; the greeting and an initializer's
+//! answer come up its stdout; the answers of a chunk come through a ring
+//! buffer in memory the pool and the worker share. The worker moves its
+//! pipes to private descriptors and points its own stdout at stderr and
+//! its stdin at `/dev/null`, so a task's `println!` lands on the terminal
+//! instead of in the protocol. Frames (`len` is a little-endian `u32`
+//! counting the bytes after it, at most 1 GiB; a larger one is refused as
+//! malformed):
 //!
-//! | from   | frame                                                       |
-//! |--------|-------------------------------------------------------------|
-//! | worker | `len 'H' "concur/2"`: greeting (output before it skipped)   |
-//! | pool   | `len 'I' name payload`: run this initializer once           |
-//! | worker | `len 'r'`: the initializer ran, or an `'E'` frame           |
-//! | pool   | `len 'R' name count (len payload)*`: run a chunk of tasks   |
-//! | worker | `len 'A'`: the chunk was read; nothing of it has run yet    |
-//! | worker | `len 'O' output` or `len 'E' kind message`, one per task    |
+//! | from   | where  | frame                                                 |
+//! |--------|--------|-------------------------------------------------------|
+//! | worker | stdout | `len 'H' "concur/3"`: greeting (output before it skipped) |
+//! | pool   | stdin  | `len 'I' name payload`: run this initializer once     |
+//! | worker | stdout | `len 'r'`: the initializer ran, or an `'E'` frame     |
+//! | pool   | stdin  | `len 'R' name count (len payload)*`: run a chunk      |
+//! | worker | ring   | `len 'A'`: the chunk was read; nothing of it has run  |
+//! | worker | ring   | `len 'O' output` or `len 'E' kind message`, per task  |
+//! | worker | stdout | the byte `W`: wake up, there is something in the ring |
+//! | pool   | stdin  | `len 'S'`: there is room in the ring again            |
 //!
-//! A worker answers every task of a chunk with its own frame, written as
-//! soon as that task finishes, so the pool always knows which tasks of a
-//! chunk are done, and which one was running.
+//! # How answers travel
+//!
+//! Each worker has a ring of 64 KiB that the pool creates (an anonymous
+//! file, `memfd_create` where there is one, a POSIX shared memory object
+//! elsewhere) and the worker inherits like the handshake pipe. The worker
+//! appends each answer's frame as soon as its task finishes and then
+//! *commits* it: it publishes how many bytes it has written in all, with
+//! one atomic store and no system call. Its manager copies what is
+//! committed into its own memory, parses it there (it trusts no length or
+//! count in the ring: a broken worker is that worker's failure, never the
+//! pool's), and publishes how much it took, which frees room. So the pool
+//! always knows which tasks of a chunk are done, and which one was
+//! running; and an answer committed is in memory the pool holds, so it
+//! survives the worker's death: when the worker's stdout closes, the
+//! manager takes what was committed before it blames anyone.
+//!
+//! Nobody polls. A manager with nothing to take announces in the ring
+//! that it is about to block, looks once more, and blocks on the worker's
+//! stdout; a worker that commits while the manager is so announced writes
+//! it one wake-up byte. A manager busy taking answers has announced
+//! nothing, so a chunk of many small tasks costs the worker one `write`
+//! per time its manager ran dry, not one per answer. Without a time limit
+//! the manager is not woken for a chunk's acknowledgement, only for
+//! answers, so a chunk of one task costs one system call each way, like a
+//! pipe's ping-pong. A frame larger than the room left goes in pieces:
+//! the worker, out of room, announces it waits and blocks on its stdin
+//! until the manager sends `'S'`. The protocol of these announcements,
+//! and why no wake-up is lost, is in `ring.rs`.
 //!
 //! # Failures belong to their task
 //!
@@ -105,6 +136,7 @@ mod manager;
 mod per_call;
 mod reader;
 pub(crate) mod registry;
+mod ring;
 mod slot;
 mod sys;
 pub(crate) mod wire;

@@ -18,13 +18,27 @@ pub(super) const MAX_FRAME: usize = 1 << 30;
 /// its tag, the task name and the length prefixes.
 pub(super) const MAX_VALUE: usize = MAX_FRAME - 64 * 1024;
 
-const HELLO: &[u8] = b"Hconcur/2";
+const HELLO: &[u8] = b"Hconcur/3";
 const INIT: u8 = b'I';
 const RUN: u8 = b'R';
 const READY: u8 = b'r';
 const ACK: u8 = b'A';
+const SPACE: u8 = b'S';
 const OUTPUT: u8 = b'O';
 const ERROR: u8 = b'E';
+
+/// What a worker writes on its pipe to wake its manager, blocked waiting
+/// for answers in the shared ring: a byte, not a frame.
+pub(super) const WAKE: u8 = b'W';
+
+/// The pool's answer to a worker blocked for room in the ring: there is
+/// room now.
+pub(super) const SPACE_FRAME: [u8; 5] = [1, 0, 0, 0, SPACE];
+
+/// A worker's acknowledgement that it has read a whole chunk and is about
+/// to run it: a worker that dies before committing it ran none of the
+/// chunk.
+pub(super) const ACK_FRAME: [u8; 5] = [1, 0, 0, 0, ACK];
 
 pub(super) const PANICKED: u8 = 0;
 pub(crate) const FAILED: u8 = 1;
@@ -160,8 +174,7 @@ pub(super) fn ready_frame() -> Vec<u8> {
     finish(start(READY, 0))
 }
 
-/// A worker's acknowledgement that it has read a whole chunk and is about
-/// to run it: a worker that dies before sending it ran none of the chunk.
+#[cfg(test)]
 pub(super) fn ack_frame() -> Vec<u8> {
     finish(start(ACK, 0))
 }
@@ -251,13 +264,24 @@ fn malformed(what: &str) -> io::Error {
 
 /// What the pool asks of a worker.
 pub(super) enum Request<'a> {
-    Init { name: &'a str, payload: &'a [u8] },
-    Run { name: &'a str, tasks: Tasks<'a> },
+    Init {
+        name: &'a str,
+        payload: &'a [u8],
+    },
+    Run {
+        name: &'a str,
+        tasks: Tasks<'a>,
+    },
+    /// There is room in the ring now.
+    Space,
 }
 
 impl<'a> Request<'a> {
     pub(super) fn parse(body: &'a [u8]) -> io::Result<Self> {
         let (&tag, rest) = body.split_first().ok_or_else(|| malformed("empty"))?;
+        if tag == SPACE && rest.is_empty() {
+            return Ok(Request::Space);
+        }
         let mut cursor = Cursor(rest);
         let name = std::str::from_utf8(cursor.bytes()?).map_err(|_| malformed("name"))?;
         match tag {
@@ -391,6 +415,8 @@ mod tests {
         assert_eq!((name, payload), ("setup", &b"xyz"[..]));
         assert_eq!(super::tests::body(&hello_frame()), HELLO);
         assert_eq!(answer(&super::tests::body(&ack_frame())).expect("parses"), Answer::Ack);
+        assert_eq!(ack_frame(), ACK_FRAME);
+        assert!(matches!(Request::parse(&super::tests::body(&SPACE_FRAME)), Ok(Request::Space)));
         assert!(is_ready(&super::tests::body(&ready_frame())));
     }
 

@@ -3,8 +3,9 @@
 //! processes: order and completeness of results, chunking, the crash matrix
 //! (a panic, an abort, an exit, `kill -9` from outside, while running a
 //! task alone or inside a chunk), time limits, recycling, large payloads,
-//! serialisation failures, initializers, shutdown, signals, and that no
-//! worker outlives its pool or its parent.
+//! serialisation failures, initializers, shutdown, signals, answers
+//! through shared memory, and that no worker outlives its pool or its
+//! parent.
 //!
 //! Workers re-execute this test binary under the standard harness, the way
 //! procspawn's test support does: a pool built here passes
@@ -26,10 +27,12 @@ use concur::{ProcessPool, ProcessPoolBuilder, Registry};
 mod basics;
 mod crashes;
 mod processes;
+mod shared_memory;
 mod support;
 mod tasks;
 
 use processes::{make_orphans, sigint_parent};
+use shared_memory::{Scribble, Tiny};
 use tasks::*;
 
 /// How long a task that hangs on purpose hangs: longer than any test.
@@ -68,6 +71,8 @@ fn registry() -> Registry {
         .register::<InitPanics>()
         .register::<SpawnSelf>()
         .register::<LeaveChild>()
+        .register::<Tiny>()
+        .register::<Scribble>()
 }
 
 /// First thing in every test: in a worker, serves tasks and exits; in a
