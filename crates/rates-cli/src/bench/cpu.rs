@@ -85,6 +85,10 @@ impl Job for CpuJob {
 
     /// Computed inline: the work occupies the runtime's threads (one per
     /// core) while it runs, as CPU work on an event loop does.
+    fn computes(&self) -> bool {
+        true
+    }
+
     async fn run_async(&self, (): &(), &seed: &u64) -> Self::Output {
         Ok(cpu_work(self.rounds, seed))
     }

@@ -155,6 +155,11 @@ pub(crate) fn decode_rates(status: u16, retry_after: Option<&str>, body: &[u8]) 
             retry_after: retry_after.and_then(parse_retry_after),
         });
     }
+    // A good answer in one pass; only a bad one is read again, as a tree,
+    // to say what is wrong with it.
+    if let Ok(rates) = serde_json::from_slice::<Rates>(body) {
+        return Ok(rates);
+    }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| FetchError::Malformed(e.to_string()))?;
     let obj = value.as_object().ok_or_else(|| FetchError::Malformed("expected a JSON object".into()))?;
     for field in ["date", "base", "rates"] {

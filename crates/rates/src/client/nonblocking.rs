@@ -9,6 +9,9 @@ use crate::{RateRequest, Rates};
 pub struct AsyncClient {
     http: reqwest::Client,
     api: String,
+    /// `{api}/rates`, parsed once: parsing it for every request (its host
+    /// through IDNA) cost more than any other step of building one.
+    rates_url: reqwest::Url,
     config: ClientConfig,
 }
 
@@ -17,6 +20,7 @@ impl AsyncClient {
     /// backend cannot start (reported as a transport error).
     pub fn new(api: &str, config: ClientConfig) -> Result<Self, AsyncClientError> {
         let api = parse_api_url(api)?;
+        let rates_url = reqwest::Url::parse(&format!("{api}/rates")).map_err(|_| BadUrl(api.clone()))?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
@@ -25,7 +29,7 @@ impl AsyncClient {
             .user_agent(concat!("rates/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| AsyncClientError::Init(e.to_string()))?;
-        Ok(AsyncClient { http, api, config })
+        Ok(AsyncClient { http, api, rates_url, config })
     }
 
     /// The API's base URL.
@@ -41,8 +45,9 @@ impl AsyncClient {
     /// [`fetch`](Self::fetch), with what the answer's headers said about the
     /// server's rate limit.
     pub async fn fetch_reply(&self, req: &RateRequest) -> Result<Reply, FetchError> {
-        let url = format!("{}/rates?{}", self.api, req.query());
-        let resp = self.http.get(&url).send().await.map_err(|e| self.map_error(e))?;
+        let mut url = self.rates_url.clone();
+        url.set_query(Some(&req.query()));
+        let resp = self.http.get(url).send().await.map_err(|e| self.map_error(e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers();
         let retry_after = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);

@@ -70,6 +70,13 @@ pub trait Job: Send + Sync + 'static {
     /// Does `item` as an async task (`async`).
     fn run_async(&self, shared: &Self::Shared, item: &Self::Item) -> impl Future<Output = Self::Output> + Send;
 
+    /// Whether `run_async` computes rather than waits. The async model
+    /// then runs its tasks on a thread per core; tasks that wait, a bounded
+    /// number at a time, share one thread, as asyncio's do.
+    fn computes(&self) -> bool {
+        false
+    }
+
     /// What an item becomes when its worker failed before giving an output
     /// (a panic, a dead process, a pool that would not start).
     fn failed(&self, why: String) -> Self::Output;
