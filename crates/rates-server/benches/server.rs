@@ -2,32 +2,70 @@
 //! the last day) with keep-alive connections and no injected latency, from
 //! the project's server and, in the same run, from a bare axum server that
 //! answers the same bytes (no middleware, metrics, limits or faults): the
-//! ratio of the two is what the server's own machinery costs.
+//! ratio of the two is what the server's own machinery costs. Both run on
+//! the runtime `rates serve` uses (tokio's multi-thread default, a thread
+//! per core), loaded by 1, 4 and 64 client threads, each with its own
+//! keep-alive connection.
 //!
 //! `cargo bench -p rates-server --bench server`
 //!
-//! An HTTP load generator gives the same comparison with more connections
-//! (`examples/bare.rs` is the bare server on its own).
+//! An HTTP load generator gives the same comparison from outside the
+//! process (`examples/bare.rs` is the bare server on its own).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rates_server::{ServerOptions, spawn};
+use rates_server::{ServerOptions, Shared};
 
-/// Requests per client connection per measured batch.
-const BATCH: u64 = 500;
+/// Requests per measured batch, shared out among the clients.
+const BATCH: u64 = 2048;
 
-/// A bare axum server answering `GET /rates` with `body`, on a runtime
-/// thread like the project's embedded one; stopped when the sender drops.
-fn bare(body: Bytes) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let listener = {
-        let _in_runtime = rt.enter();
-        rates_server::listen(SocketAddr::from(([127, 0, 0, 1], 0))).expect("listens")
-    };
-    let addr = listener.local_addr().expect("address");
+/// A server on a runtime of its own like `rates serve`'s: its URL, and what
+/// stops it (the sender) and waits for it (the thread).
+struct Running {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    fn start<F, Fut>(serve: F) -> Running
+    where
+        F: FnOnce(tokio::net::TcpListener, tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        let listener = {
+            let _in_runtime = rt.enter();
+            rates_server::listen(SocketAddr::from(([127, 0, 0, 1], 0))).expect("listens")
+        };
+        let addr = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || rt.block_on(serve(listener, stopped)));
+        Running { url: format!("http://{addr}/rates?base=USD"), stop, thread }
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// The project's server, as `rates serve` runs it with no faults.
+fn ours() -> Running {
+    let shared = Shared::new(rates::Dataset::embedded(), ServerOptions::default()).expect("options");
+    Running::start(move |listener, stopped| async move {
+        let _ = rates_server::run(listener, shared, async {
+            let _ = stopped.await;
+        })
+        .await;
+    })
+}
+
+/// A bare axum server answering `GET /rates` with `body`.
+fn bare(body: Bytes) -> Running {
     let app = axum::Router::new().route(
         "/rates",
         axum::routing::get(move || {
@@ -35,31 +73,24 @@ fn bare(body: Bytes) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, std::thre
             async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
         }),
     );
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        rt.block_on(async {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-    });
-    (addr, tx, thread)
+    Running::start(move |listener, stopped| async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    })
 }
 
 fn throughput(c: &mut Criterion) {
-    let server = spawn(rates::Dataset::embedded(), ServerOptions::default()).expect("server starts");
-    let url = format!("{}/rates?base=USD", server.url());
-    let body = ureq::get(&url).call().expect("200").body_mut().read_to_vec().expect("body");
-    let (bare_addr, stop_bare, bare_thread) = bare(Bytes::from(body));
-    let bare_url = format!("http://{bare_addr}/rates?base=USD");
+    let ours = ours();
+    let body = ureq::get(&ours.url).call().expect("200").body_mut().read_to_vec().expect("body");
+    let bare = bare(Bytes::from(body));
     let mut group = c.benchmark_group("server");
-    group.measurement_time(Duration::from_secs(10));
-    for clients in [1u64, 2, 4] {
-        group.throughput(Throughput::Elements(BATCH * clients));
-        for (name, url) in [("rates_usd", &url), ("bare_axum", &bare_url)] {
-            group.bench_function(format!("{name}/{clients}_clients"), |b| {
+    group.sample_size(20).measurement_time(Duration::from_secs(5)).throughput(Throughput::Elements(BATCH));
+    for clients in [1u64, 4, 64] {
+        for (name, url) in [("rates_usd", &ours.url), ("bare_axum", &bare.url)] {
+            group.bench_function(format!("{name}/{clients}_connections"), |b| {
                 // One keep-alive agent per client thread, reused across batches.
                 let agents: Vec<ureq::Agent> = (0..clients).map(|_| ureq::Agent::new_with_defaults()).collect();
                 b.iter_custom(|iters| {
@@ -67,8 +98,8 @@ fn throughput(c: &mut Criterion) {
                     std::thread::scope(|s| {
                         for agent in &agents {
                             s.spawn(move || {
-                                for _ in 0..iters * BATCH {
-                                    let mut r = agent.get(url).call().expect("200");
+                                for _ in 0..iters * BATCH / clients {
+                                    let mut r = agent.get(url.as_str()).call().expect("200");
                                     let _ = r.body_mut().read_to_vec().expect("body");
                                 }
                             });
@@ -80,8 +111,8 @@ fn throughput(c: &mut Criterion) {
         }
     }
     group.finish();
-    drop(stop_bare);
-    let _ = bare_thread.join();
+    ours.stop();
+    bare.stop();
 }
 
 criterion_group!(benches, throughput);
