@@ -11,6 +11,7 @@
 //!   included) by `code` and `route` with a duration histogram in seconds,
 //!   and the standard `process_*` metrics.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
@@ -188,11 +189,11 @@ impl Requests {
     /// Every series with requests, added up over the shards: its route,
     /// its code and its total.
     fn totals(&self) -> Vec<(Route, u16, Total)> {
-        let mut totals: Vec<Option<Total>> = (0..ROUTES.len() * CODES).map(|_| None).collect();
+        // By series index, only the series some shard has made (a handful).
+        let mut totals: BTreeMap<usize, Total> = BTreeMap::new();
         for shard in self.shards.iter() {
-            for (i, series) in shard.0.iter().enumerate() {
-                let (Some(s), Some(total)) = (series.get(), totals.get_mut(i)) else { continue };
-                let t = total.get_or_insert_with(Total::default);
+            for (i, s) in shard.0.iter().enumerate().filter_map(|(i, s)| Some((i, s.get()?))) {
+                let t = totals.entry(i).or_default();
                 t.count += s.count.load(Relaxed);
                 t.sum_ns += s.sum_ns.load(Relaxed);
                 for (sum, b) in t.buckets.iter_mut().zip(&s.buckets) {
@@ -202,11 +203,8 @@ impl Requests {
         }
         totals
             .into_iter()
-            .enumerate()
-            .filter_map(|(i, t)| {
-                let t = t.filter(|t| t.count > 0)?;
-                Some((ROUTES[i / CODES], FIRST_CODE + (i % CODES) as u16, t))
-            })
+            .filter(|(_, t)| t.count > 0)
+            .filter_map(|(i, t)| Some((*ROUTES.get(i / CODES)?, FIRST_CODE + (i % CODES) as u16, t)))
             .collect()
     }
 }
