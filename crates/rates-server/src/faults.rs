@@ -333,16 +333,19 @@ where
     if delay.is_zero() {
         return if fail { injected_failure() } else { next(req).await };
     }
-    let due = std::time::Instant::now() + delay;
+    // None past the end of the clock: tokio's sleep takes that as forever.
+    let due = std::time::Instant::now().checked_add(delay);
     // A timer, not a blocked thread: other requests go on meanwhile.
-    match &shared.timer {
-        Some(timer) => timer.sleep_until(due).await,
-        None => tokio::time::sleep(delay).await,
+    match (&shared.timer, due) {
+        (Some(timer), Some(due)) => timer.sleep_until(due).await,
+        _ => tokio::time::sleep(delay).await,
     }
     let answer = if fail { injected_failure() } else { next(req).await };
-    // On a paused test clock the answer is early: no overshoot.
-    let late = std::time::Instant::now().saturating_duration_since(due);
-    shared.metrics.overshot(late.as_secs_f64());
+    if let Some(due) = due {
+        // On a paused test clock the answer is early: no overshoot.
+        let late = std::time::Instant::now().saturating_duration_since(due);
+        shared.metrics.overshot(late.as_secs_f64());
+    }
     answer
 }
 

@@ -160,3 +160,13 @@ fn the_headers_of_a_served_and_a_refused_answer() {
     assert_eq!(field(&h, "ratelimit").as_deref(), Some("\"default\";r=3;t=1"));
     assert_eq!(field(&h, "x-ratelimit-remaining").as_deref(), Some("3"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_latency_past_the_end_of_the_clock_waits_instead_of_panicking() {
+    let options = crate::ServerOptions { latency: Duration::MAX, ..Default::default() };
+    let shared = crate::Shared::new(rates::Dataset::embedded(), options).expect("options");
+    let req = Request::builder().uri("/rates").body(axum::body::Body::empty()).expect("request");
+    let answer = inject(&shared, None, req, |_| async { Response::default() });
+    assert!(tokio::time::timeout(Duration::from_secs(3600), answer).await.is_err(), "still waiting an hour on");
+    assert_eq!(shared.metrics.snapshot().in_flight, 0, "counted out when dropped");
+}
