@@ -11,10 +11,11 @@ pub(super) fn secs(s: f64) -> String {
     if s < 1.0 { format!("{:.0}ms", s * 1e3) } else { format!("{s:.2}s") }
 }
 
-/// A latency in milliseconds, with one decimal below 10 ms.
+/// A latency in milliseconds, with one decimal below 100 ms (the server's
+/// latency is precise to a tenth of one).
 pub(super) fn ms(s: f64) -> String {
     let ms = s * 1e3;
-    if ms < 10.0 { format!("{ms:.1}ms") } else { format!("{ms:.0}ms") }
+    if ms < 100.0 { format!("{ms:.1}ms") } else { format!("{ms:.0}ms") }
 }
 
 /// A short time in microseconds, whole above 10 µs.
@@ -161,4 +162,22 @@ pub(super) fn draw(file: crate::output::OutFile, report: &Report) -> anyhow::Res
         .collect();
     let title = format!("rates bench — {}", describe(&report.workload));
     plot::bars(file, &title, "wall time, seconds (shorter is faster; green: fastest)", &bars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_show_a_tenth_of_a_millisecond_below_100_ms() {
+        assert_eq!(ms(0.020_06), "20.1ms");
+        assert_eq!(ms(0.0042), "4.2ms");
+        assert_eq!(ms(0.25), "250ms");
+    }
+
+    #[test]
+    fn cpu_per_item_in_microseconds() {
+        assert_eq!(micros(4.25), "4.2µs");
+        assert_eq!(micros(31.6), "32µs");
+    }
 }
