@@ -328,7 +328,7 @@ where
     } else {
         let mut rng = rand::rng();
         let jitter = if opts.jitter.is_zero() { Duration::ZERO } else { opts.jitter.mul_f64(rng.random()) };
-        (opts.latency + jitter, opts.fail_rate > 0.0 && rng.random::<f64>() < opts.fail_rate)
+        (opts.latency.saturating_add(jitter), opts.fail_rate > 0.0 && rng.random::<f64>() < opts.fail_rate)
     };
     if delay.is_zero() {
         return if fail { injected_failure() } else { next(req).await };
