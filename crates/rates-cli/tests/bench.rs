@@ -264,3 +264,27 @@ fn bench_against_an_api_probes_its_latency_for_the_bound() {
     assert!(sync["ideal_s"].as_f64().unwrap() >= 0.15, "three requests one after another: {sync}");
     assert!(sync["ratio"].as_f64().is_some(), "{sync}");
 }
+
+#[test]
+fn under_a_capacity_there_is_no_bound_from_the_servers_times() {
+    let v = bench_json(&[
+        "--models",
+        "thread-pool",
+        "--requests",
+        "4",
+        "--latency",
+        "5ms",
+        "--sim-capacity",
+        "1",
+        "--workers",
+        "2",
+        "--repeat",
+        "1",
+    ]);
+    let m = &v["models"][0];
+    // The nominal bound counts the capacity: 4 requests one at a time.
+    assert!((f(m, "ideal_s") - 0.02).abs() < 1e-9, "{m}");
+    // The server's times include uneven waits for its capacity.
+    assert!(m["served_latency_s"].as_f64().is_some_and(|s| s >= 0.005), "{m}");
+    assert!(m["served_ideal_s"].is_null() && m["served_ratio"].is_null(), "{m}");
+}

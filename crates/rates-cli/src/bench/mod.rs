@@ -39,6 +39,8 @@ The embedded server also measures its own service time (the mean time
 from a request's head to its answer, `Snapshot::api_time_ns`); the same
 bound counted from it (`served_ideal_s`, the table's `ratio served`)
 leaves out the server's own lateness, so what remains is the client's.
+Not under `--sim-capacity`: the server's times then include uneven waits
+for it, whose mean bounds nothing.
 
 # The CPU workload
 
@@ -327,7 +329,11 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             // A server that answers `capacity` at once serves no more.
             let served = sim.and_then(|o| o.capacity).map_or(c, |cap| c.min(cap));
             let ideal = if io { io_bound(limit, latency, n, served) } else { cpu_bound(n, c.min(cores), item_s) };
-            let bound_of = |latency| io.then(|| io_bound(limit, Some(latency), n, served)).flatten();
+            // Under a capacity the server's times include the wait for it,
+            // unevenly (the first requests wait nothing), and their mean
+            // bounds nothing: no served bound then.
+            let uncapped = io && sim.and_then(|o| o.capacity).is_none();
+            let bound_of = |latency| uncapped.then(|| io_bound(limit, Some(latency), n, served)).flatten();
             report.summary = summarise(runs, n, ideal, bound_of);
         }
         reports.push(report);
