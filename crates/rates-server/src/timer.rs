@@ -204,7 +204,11 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_sleep_wakes_nobody_and_stopping_ends_pending_ones() {
         let timer = PreciseTimer::start().expect("timer starts");
+        // Its request gone (a client that hung up): waking it must not
+        // stop the thread, so a later sleep still ends.
         drop(timer.sleep_until(Instant::now()));
+        let later = timer.sleep_until(Instant::now() + Duration::from_millis(20));
+        tokio::time::timeout(Duration::from_secs(30), later).await.expect("the timer still runs");
         let never = timer.sleep_until(Instant::now() + Duration::from_secs(3600));
         drop(timer);
         tokio::time::timeout(Duration::from_secs(30), never).await.expect("stopping ends the sleep");

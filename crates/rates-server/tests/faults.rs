@@ -209,3 +209,24 @@ fn a_capacity_of_zero_is_refused() {
         rates_server::spawn(rates::Dataset::embedded(), ServerOptions { capacity: Some(0), ..Default::default() });
     assert!(bad.is_err_and(|e| e.to_string() == "invalid capacity '0': a number of requests from 1 to 1048576"));
 }
+
+#[test]
+fn a_server_stops_while_answers_wait_on_its_latency_timer() {
+    let s = server(ServerOptions { latency: Duration::from_secs(60), ..Default::default() });
+    let url = format!("{}/rates", s.url());
+    let client = std::thread::spawn(move || agent().get(url).call().map(|r| r.status().as_u16()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.metrics().snapshot().in_flight == 0 {
+        assert!(std::time::Instant::now() < deadline, "the request never arrived");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Stopping gives the answer its grace, then drops it and the timer:
+    // done long before the latency, or the timer thread held it.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        s.stop();
+        let _ = done_tx.send(());
+    });
+    done_rx.recv_timeout(Duration::from_secs(30)).expect("the server stops within its grace");
+    assert!(client.join().unwrap().is_err(), "the waiting answer was dropped, not given");
+}
