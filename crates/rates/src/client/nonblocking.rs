@@ -45,9 +45,7 @@ impl AsyncClient {
     /// [`fetch`](Self::fetch), with what the answer's headers said about the
     /// server's rate limit.
     pub async fn fetch_reply(&self, req: &RateRequest) -> Result<Reply, FetchError> {
-        let mut url = self.rates_url.clone();
-        url.set_query(Some(&req.query()));
-        let resp = self.http.get(url).send().await.map_err(|e| self.map_error(e))?;
+        let resp = self.http.get(self.url_of(req)).send().await.map_err(|e| self.map_error(e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers();
         let retry_after = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -60,6 +58,13 @@ impl AsyncClient {
         let body = resp.bytes().await.map_err(|e| self.map_error(e))?;
         let rates = check_answer(req, decode_rates(status, retry_after.as_deref(), &body)?)?;
         Ok(Reply { rates, limit })
+    }
+
+    /// The URL that asks for `req`.
+    fn url_of(&self, req: &RateRequest) -> reqwest::Url {
+        let mut url = self.rates_url.clone();
+        url.set_query(Some(&req.query()));
+        url
     }
 
     fn map_error(&self, e: reqwest::Error) -> FetchError {
@@ -92,4 +97,33 @@ pub enum AsyncClientError {
     /// The HTTP stack could not start.
     #[error("cannot start the HTTP client: {0}")]
     Init(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_of_a_request_keeps_the_apis_path_and_the_query_as_written() {
+        let client = AsyncClient::new("http://127.0.0.1:1/api/", ClientConfig::default()).expect("client");
+        let req = RateRequest {
+            base: "USD".parse().expect("code"),
+            symbols: vec!["EUR".parse().expect("code"), "GBP".parse().expect("code")],
+            date: chrono::NaiveDate::from_ymd_opt(2019, 3, 4),
+        };
+        assert_eq!(
+            client.url_of(&req).as_str(),
+            "http://127.0.0.1:1/api/rates?base=USD&symbols=EUR,GBP&date=2019-03-04"
+        );
+    }
+
+    #[test]
+    fn a_bad_api_is_refused() {
+        for bad in ["ftp://x", "http://", "http://h:99999", "http://h/a?b"] {
+            assert!(
+                matches!(AsyncClient::new(bad, ClientConfig::default()), Err(AsyncClientError::BadUrl(_))),
+                "{bad}"
+            );
+        }
+    }
 }
