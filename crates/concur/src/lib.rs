@@ -268,6 +268,8 @@ pub mod adaptive;
 #[cfg(feature = "async")]
 pub mod bridge;
 mod cancel;
+#[cfg(unix)]
+pub mod descriptors;
 pub mod pool;
 #[cfg(unix)]
 pub mod process_pool;

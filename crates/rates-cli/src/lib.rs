@@ -299,6 +299,8 @@ pub fn main_with(cli: Cli) -> ExitCode {
     let serving = matches!(cli.command, Command::Serve(_));
     logging::init(cli.verbosity, serving, std::env::var("RUST_LOG").ok().as_deref());
     raise_open_files_limit();
+    // Still one thread here, so growing the table waits for no one.
+    let _ = concur::descriptors::reserve(DESCRIPTOR_TABLE);
     match run(cli) {
         Ok(code) => code,
         // A reader that stopped early (`rates fetch | head -1`) is no
@@ -316,6 +318,12 @@ pub fn main_with(cli: Cli) -> ExitCode {
 fn is_broken_pipe(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::BrokenPipe
 }
+
+/// Descriptors the table is grown to at start-up (see
+/// `concur::descriptors`): a storm of 8,000 requests with the embedded
+/// server in the same process, which holds both ends of each connection.
+/// 128 KiB of kernel memory; past it the table still grows, by doubling.
+const DESCRIPTOR_TABLE: usize = 16_384;
 
 /// Raises the soft limit on open files to the hard one. With unlimited
 /// concurrency every request holds a connection, and with the embedded

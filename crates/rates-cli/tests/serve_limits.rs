@@ -1,7 +1,8 @@
 //! `rates serve` protects itself: out of file descriptors (a low limit set
 //! for the child), silent sockets are shed so a real request is still
 //! answered, and the accept errors show in `/metrics`; bad limits are
-//! refused with exit 2.
+//! refused with exit 2. Its descriptor table is grown before any thread
+//! starts.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -40,6 +41,24 @@ fn out_of_descriptors_sheds_silent_sockets_and_keeps_serving() {
     assert!(metric(&text, "rates_connections_closed_total{reason=\"shed\"}") > 0, "{text}");
     assert_eq!(metric(&text, "rates_connections_closed_total{reason=\"header_timeout\"}"), 0, "{text}");
     drop(silent);
+    assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
+}
+
+#[test]
+fn the_descriptor_table_is_grown_at_start_up_within_the_limit() {
+    // Grown while the program has one thread, it never doubles (and
+    // stalls every thread) during a storm of connections. A new process
+    // starts with a table of 64, and grows it only as descriptors open.
+    let fd_size = |served: &Served| -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", served.pid())).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("FDSize:")).unwrap().trim().parse().unwrap()
+    };
+    let served = serve_with_nofile(4096, &[]);
+    assert!(fd_size(&served) >= 4096, "FDSize {}", fd_size(&served));
+    assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
+    // Never past the limit: 200 descriptors allowed, a table of 256.
+    let served = serve_with_nofile(200, &[]);
+    assert!((200..=256).contains(&fd_size(&served)), "FDSize {}", fd_size(&served));
     assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
 }
 

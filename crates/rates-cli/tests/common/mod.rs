@@ -126,6 +126,11 @@ impl Served {
         format!("http://{}", self.addr)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(std::process::Child::id).unwrap()
+    }
+
     /// Closes the reading end of the server's stderr, as a closed terminal
     /// would: its log lines can no longer be written.
     pub fn close_stderr(&mut self) {
