@@ -12,7 +12,9 @@
 //!   chunk of one task needs at least. Its figure moves between two modes
 //!   from run to run: the scheduler runs both ends on one CPU (the
 //!   fastest) or on two (a cross-CPU wake-up each way, far slower on a
-//!   virtual machine); compare against the faster. Targets: with chunksize
+//!   virtual machine). `pipe_ping_pong_one_cpu` and `..._two_cpus` pin
+//!   both ends to make each mode certain; compare against the faster,
+//!   one CPU. Targets: with chunksize
 //!   1 within 2× of the ping-pong's time per round; with chunksize 100 at
 //!   most 0.3 µs per task, and no more than CPython's
 //!   `multiprocessing.Pool(2).map` on the same machine, which
@@ -38,6 +40,8 @@ use std::time::{Duration, Instant};
 
 use concur::{Pool, ProcessPool, Registry, Task, ThreadPool};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 /// Tasks per measured batch in `round_trip`.
@@ -87,6 +91,13 @@ fn calibrate(target: Duration) -> u64 {
     black_box(Spin(probe).run());
     let per_round = start.elapsed().as_secs_f64() / probe as f64;
     (target.as_secs_f64() / per_round) as u64
+}
+
+/// Keeps `pid` (0: this thread) on CPU `cpu` alone.
+fn pin(pid: Pid, cpu: usize) {
+    let mut set = CpuSet::new();
+    set.set(cpu).expect("a CPU number within the set");
+    sched_setaffinity(pid, &set).expect("pinned");
 }
 
 fn process_pool(workers: usize, chunksize: usize) -> ProcessPool {
@@ -156,6 +167,23 @@ fn round_trip(c: &mut Criterion) {
         b.iter(|| (0..BATCH).for_each(|n| echo.round(n)));
     });
     echo.stop();
+    let cpus = sched_getaffinity(Pid::from_raw(0)).expect("this thread's CPUs");
+    let allowed: Vec<usize> = (0..CpuSet::count()).filter(|&c| cpus.is_set(c).unwrap_or(false)).collect();
+    for (name, child_cpu) in [("pipe_ping_pong_one_cpu", allowed.first()), ("pipe_ping_pong_two_cpus", allowed.get(1))]
+    {
+        let (Some(&here), Some(&there)) = (allowed.first(), child_cpu) else {
+            println!("{name}: not measured, this process may run on {} CPU(s)", allowed.len());
+            continue;
+        };
+        let mut echo = Echo::start();
+        pin(Pid::from_raw(0), here);
+        pin(Pid::from_raw(echo.child.id() as i32), there);
+        group.bench_function(name, |b| {
+            b.iter(|| (0..BATCH).for_each(|n| echo.round(n)));
+        });
+        echo.stop();
+        sched_setaffinity(Pid::from_raw(0), &cpus).expect("this thread's CPUs back");
+    }
     for chunksize in [1, 100] {
         let pool = process_pool(2, chunksize);
         group.bench_function(BenchmarkId::new("process_pool_2_workers/chunksize", chunksize), |b| {
