@@ -20,10 +20,12 @@ struct Answer {
     body: Vec<u8>,
 }
 
-/// A connection's input buffer: it must hold an answer's whole head
-/// (status line and headers), so it is kept well above any real one; a
-/// body is read through it in pieces.
-const INPUT_BUFFER: usize = 16 * 1024;
+/// A connection's input buffer: an answer's whole head (status line and
+/// headers) must fit in it, and a body is read through it in pieces. A
+/// larger head fails the request (ureq says the peer disconnected). 8 KiB
+/// is what proxies such as nginx pass by default, and it is zero-filled
+/// per connection, so with a thread per item it is paid per thread.
+const INPUT_BUFFER: usize = 8 * 1024;
 
 /// A connection's output buffer: it holds a request's head, a line and a
 /// few headers.
@@ -189,6 +191,53 @@ mod tests {
         // with a thread per item they were most of the memory.
         let client = BlockingClient::new("http://127.0.0.1:1", ClientConfig::default()).expect("a valid URL");
         let config = client.agent.config();
-        assert_eq!((config.input_buffer_size(), config.output_buffer_size()), (16 * 1024, 4 * 1024));
+        assert_eq!((config.input_buffer_size(), config.output_buffer_size()), (8 * 1024, 4 * 1024));
+    }
+
+    /// Serves one connection: reads a request's head, then writes `answer`.
+    fn answer_once(answer: Vec<u8>) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        std::thread::spawn(move || {
+            let Ok((stream, _)) = listener.accept() else { return };
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = reader.get_mut().write_all(&answer);
+        });
+        url
+    }
+
+    fn answer_with_padding(padding: usize) -> Vec<u8> {
+        let body = r#"{"date":"2018-10-12","base":"USD","rates":{"PLN":3.709694}}"#;
+        format!(
+            "HTTP/1.1 200 OK\r\nx-padding: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            "p".repeat(padding),
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    fn usd() -> RateRequest {
+        RateRequest { base: "USD".parse().expect("a currency"), symbols: vec![], date: None }
+    }
+
+    #[test]
+    fn a_head_filling_most_of_the_input_buffer_is_read() {
+        let url = answer_once(answer_with_padding(INPUT_BUFFER - 1024));
+        let client = BlockingClient::new(&url, ClientConfig::default()).expect("a valid URL");
+        let rates = client.fetch(&usd()).expect("an answer with a 7 KiB head");
+        assert_eq!(rates.rates.len(), 1);
+    }
+
+    #[test]
+    fn a_head_past_the_input_buffer_is_a_transport_error_not_a_panic() {
+        let url = answer_once(answer_with_padding(2 * INPUT_BUFFER));
+        let client = BlockingClient::new(&url, ClientConfig::default()).expect("a valid URL");
+        let answer = client.fetch(&usd());
+        assert!(matches!(answer, Err(FetchError::Transport(_))), "{answer:?}");
     }
 }
