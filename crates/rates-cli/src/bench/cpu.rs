@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use concur::{Pool, Task};
-use rates::models::Job;
+use rates::models::{Job, Workers};
 use serde::{Deserialize, Serialize};
 
 /// One item of the CPU workload: `rounds` rounds of the SplitMix64 mixer
@@ -79,7 +79,7 @@ impl Job for CpuJob {
         pool.apply_async(CpuWork { rounds: self.rounds, seed }).wait().map_err(|e| e.to_string())
     }
 
-    fn shared(&self) -> Result<(), String> {
+    fn shared(&self, _: Workers) -> Result<(), String> {
         Ok(())
     }
 

@@ -16,15 +16,24 @@ pub struct AsyncClient {
 }
 
 impl AsyncClient {
-    /// A client of the API at `api`. Fails on a bad URL, or if the TLS
-    /// backend cannot start (reported as a transport error).
+    /// A client of the API at `api` that keeps up to 1,024 connections
+    /// open between requests. Fails on a bad URL, or if the TLS backend
+    /// cannot start (reported as a transport error).
     pub fn new(api: &str, config: ClientConfig) -> Result<Self, AsyncClientError> {
+        Self::with_idle_connections(api, config, 1024)
+    }
+
+    /// [`new`](Self::new), keeping at most `idle` connections open between
+    /// requests. With none, each connection is closed as soon as its answer
+    /// is read: right for a storm of requests that each open one, which
+    /// would otherwise all be closed at once when the client is dropped.
+    pub fn with_idle_connections(api: &str, config: ClientConfig, idle: usize) -> Result<Self, AsyncClientError> {
         let api = parse_api_url(api)?;
         let rates_url = reqwest::Url::parse(&format!("{api}/rates")).map_err(|_| BadUrl(api.clone()))?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
-            .pool_max_idle_per_host(1024)
+            .pool_max_idle_per_host(idle)
             .tcp_nodelay(true)
             .user_agent(concat!("rates/", env!("CARGO_PKG_VERSION")))
             .build()

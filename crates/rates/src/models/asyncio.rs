@@ -37,7 +37,7 @@ pub(super) fn tasks<J: Job>(job: &Arc<J>, items: &[J::Item], workers: Workers) -
             Workers::Bounded(n) => Some(Arc::new(Semaphore::new(n.max(1)))),
             Workers::Unlimited => None,
         };
-        let shared = match job.shared() {
+        let shared = match job.shared(workers) {
             Ok(s) => Arc::new(s),
             Err(e) => return all_failed(&**job, items.len(), e),
         };
@@ -150,7 +150,7 @@ mod tests {
             self.run(item)
         }
 
-        fn shared(&self) -> Result<(), String> {
+        fn shared(&self, _: Workers) -> Result<(), String> {
             Ok(())
         }
 

@@ -14,7 +14,7 @@ use concur::throttle::SystemClock;
 use concur::{Pool, Task, Throttle};
 use serde::{Deserialize, Serialize};
 
-use super::Job;
+use super::{Job, Workers};
 use crate::client::AsyncClientError;
 use crate::{
     AsyncClient, BadUrl, BlockingClient, Cancel, ClientConfig, FetchError, RateRequest, Rates, Reply, RetryPolicy,
@@ -366,9 +366,18 @@ impl Job for Fetcher {
     }
 
     /// A new async client of the same API for each run: a client's pooled
-    /// connections belong to the runtime that opened them.
-    fn shared(&self) -> Result<AsyncClient, String> {
-        self.async_client().map_err(|e| e.to_string())
+    /// connections belong to the runtime that opened them. It keeps as
+    /// many idle as the run has tasks in flight; an unlimited run keeps
+    /// none, as each of its tasks opened a connection of its own and
+    /// nobody is left to reuse them (closed as they finish, they are not
+    /// all closed at the end, after the last answer: 2,000 requests at
+    /// 50 ms, 111 ms instead of 123).
+    fn shared(&self, workers: Workers) -> Result<AsyncClient, String> {
+        let idle = match workers {
+            Workers::Bounded(n) => n,
+            Workers::Unlimited => 0,
+        };
+        AsyncClient::with_idle_connections(self.client.api(), self.config, idle).map_err(|e| e.to_string())
     }
 
     async fn run_async(&self, client: &AsyncClient, req: &RateRequest) -> Outcome {
@@ -447,6 +456,75 @@ mod tests {
             request: RateRequest { base: crate::Currency::EUR, symbols: vec![], date: None },
         };
         assert!(matches!(task.run(), Err(FetchError::Transport(_))));
+    }
+
+    /// A server for one connection: answers every request on it, then
+    /// reports how many there were once the client closes it.
+    fn one_connection_server() -> (String, std::sync::mpsc::Receiver<usize>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Ok((stream, _)) = listener.accept() else { return };
+            let mut reader = BufReader::new(stream);
+            let body = r#"{"date":"2018-10-12","base":"USD","rates":{"PLN":3.709694}}"#;
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            let mut requests = 0;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(2) => {
+                        requests += 1;
+                        if reader.get_mut().write_all(answer.as_bytes()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+            let _ = tx.send(requests);
+        });
+        (url, rx)
+    }
+
+    fn usd() -> RateRequest {
+        RateRequest { base: crate::Currency::parse_list("USD").expect("a currency")[0], symbols: vec![], date: None }
+    }
+
+    #[test]
+    fn an_unlimited_async_run_closes_each_connection_when_its_answer_is_read() {
+        let (url, closed) = one_connection_server();
+        let fetcher = Fetcher::new(&url, ClientConfig::default()).expect("a valid URL");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        rt.block_on(async {
+            let client = fetcher.shared(Workers::Unlimited).expect("a client");
+            assert!(fetcher.run_async(&client, &usd()).await.is_ok());
+            // The client is alive, yet the server sees its connection close.
+            let requests = tokio::task::spawn_blocking(move || closed.recv_timeout(Duration::from_secs(10)))
+                .await
+                .expect("the wait");
+            assert_eq!(requests, Ok(1));
+            drop(client);
+        });
+    }
+
+    #[test]
+    fn a_bounded_async_run_reuses_its_connections() {
+        let (url, closed) = one_connection_server();
+        let fetcher = Fetcher::new(&url, ClientConfig::default()).expect("a valid URL");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        rt.block_on(async {
+            let client = fetcher.shared(Workers::Bounded(4)).expect("a client");
+            for _ in 0..3 {
+                assert!(fetcher.run_async(&client, &usd()).await.is_ok());
+            }
+        });
+        // All three on the one connection, closed with the runtime.
+        drop(rt);
+        assert_eq!(closed.recv_timeout(Duration::from_secs(10)), Ok(3));
     }
 
     #[test]

@@ -60,12 +60,14 @@ pub trait Job: Send + Sync + 'static {
     /// the work crosses to a worker as a `concur::Task`.
     fn run_on(&self, pool: &(impl Pool + Sync), item: &Self::Item) -> Self::Output;
 
-    /// Makes what the async model's tasks share, inside the run's runtime.
+    /// Makes what the async model's tasks share, inside the run's runtime,
+    /// for a run of at most `workers` tasks in flight (to size a pool of
+    /// connections, say).
     ///
     /// # Errors
     ///
     /// Why the async model cannot run (every item then fails with it).
-    fn shared(&self) -> Result<Self::Shared, String>;
+    fn shared(&self, workers: Workers) -> Result<Self::Shared, String>;
 
     /// Does `item` as an async task (`async`).
     fn run_async(&self, shared: &Self::Shared, item: &Self::Item) -> impl Future<Output = Self::Output> + Send;
