@@ -24,6 +24,8 @@ mod names;
 pub mod present;
 mod retry;
 pub mod store;
+#[cfg(test)]
+mod test_server;
 
 pub use api::{DateError, RateRequest, Rates, parse_date};
 pub use client::{

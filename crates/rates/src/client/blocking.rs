@@ -167,6 +167,7 @@ impl Resolver for LiteralFirst {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_server::{one_connection, usd, usd_answer};
 
     fn resolve(url: &str) -> Result<Vec<std::net::SocketAddr>, ureq::Error> {
         let uri: Uri = url.parse().expect("a URI");
@@ -194,40 +195,9 @@ mod tests {
         assert_eq!((config.input_buffer_size(), config.output_buffer_size()), (8 * 1024, 4 * 1024));
     }
 
-    /// Serves one connection: reads a request's head, then writes `answer`.
-    fn answer_once(answer: Vec<u8>) -> String {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let url = format!("http://{}", listener.local_addr().expect("its address"));
-        std::thread::spawn(move || {
-            let Ok((stream, _)) = listener.accept() else { return };
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let _ = reader.get_mut().write_all(&answer);
-        });
-        url
-    }
-
-    fn answer_with_padding(padding: usize) -> Vec<u8> {
-        let body = r#"{"date":"2018-10-12","base":"USD","rates":{"PLN":3.709694}}"#;
-        format!(
-            "HTTP/1.1 200 OK\r\nx-padding: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            "p".repeat(padding),
-            body.len()
-        )
-        .into_bytes()
-    }
-
-    fn usd() -> RateRequest {
-        RateRequest { base: "USD".parse().expect("a currency"), symbols: vec![], date: None }
-    }
-
     #[test]
     fn a_head_filling_most_of_the_input_buffer_is_read() {
-        let url = answer_once(answer_with_padding(INPUT_BUFFER - 1024));
+        let (url, _) = one_connection(usd_answer(INPUT_BUFFER - 1024));
         let client = BlockingClient::new(&url, ClientConfig::default()).expect("a valid URL");
         let rates = client.fetch(&usd()).expect("an answer with a 7 KiB head");
         assert_eq!(rates.rates.len(), 1);
@@ -235,7 +205,7 @@ mod tests {
 
     #[test]
     fn a_head_past_the_input_buffer_is_a_transport_error_not_a_panic() {
-        let url = answer_once(answer_with_padding(2 * INPUT_BUFFER));
+        let (url, _) = one_connection(usd_answer(2 * INPUT_BUFFER));
         let client = BlockingClient::new(&url, ClientConfig::default()).expect("a valid URL");
         let answer = client.fetch(&usd());
         assert!(matches!(answer, Err(FetchError::Transport(_))), "{answer:?}");

@@ -447,6 +447,7 @@ pub fn registry() -> concur::Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_server::{one_connection, usd, usd_answer};
 
     #[test]
     fn a_bad_api_is_an_error_not_a_panic() {
@@ -458,48 +459,16 @@ mod tests {
         assert!(matches!(task.run(), Err(FetchError::Transport(_))));
     }
 
-    /// A server for one connection: answers every request on it, then
-    /// reports how many there were once the client closes it.
-    fn one_connection_server() -> (String, std::sync::mpsc::Receiver<usize>) {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let url = format!("http://{}", listener.local_addr().expect("its address"));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let Ok((stream, _)) = listener.accept() else { return };
-            let mut reader = BufReader::new(stream);
-            let body = r#"{"date":"2018-10-12","base":"USD","rates":{"PLN":3.709694}}"#;
-            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-            let mut requests = 0;
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(2) => {
-                        requests += 1;
-                        if reader.get_mut().write_all(answer.as_bytes()).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                }
-            }
-            let _ = tx.send(requests);
-        });
-        (url, rx)
-    }
-
-    fn usd() -> RateRequest {
-        RateRequest { base: crate::Currency::parse_list("USD").expect("a currency")[0], symbols: vec![], date: None }
+    /// Runs `f` on a single-threaded runtime, dropped when `f` is done.
+    fn on_runtime<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(f)
     }
 
     #[test]
     fn an_unlimited_async_run_closes_each_connection_when_its_answer_is_read() {
-        let (url, closed) = one_connection_server();
+        let (url, closed) = one_connection(usd_answer(0));
         let fetcher = Fetcher::new(&url, ClientConfig::default()).expect("a valid URL");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-        rt.block_on(async {
+        on_runtime(async {
             let client = fetcher.shared(Workers::Unlimited).expect("a client");
             assert!(fetcher.run_async(&client, &usd()).await.is_ok());
             // The client is alive, yet the server sees its connection close.
@@ -513,17 +482,15 @@ mod tests {
 
     #[test]
     fn a_bounded_async_run_reuses_its_connections() {
-        let (url, closed) = one_connection_server();
+        let (url, closed) = one_connection(usd_answer(0));
         let fetcher = Fetcher::new(&url, ClientConfig::default()).expect("a valid URL");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-        rt.block_on(async {
+        on_runtime(async {
             let client = fetcher.shared(Workers::Bounded(4)).expect("a client");
             for _ in 0..3 {
                 assert!(fetcher.run_async(&client, &usd()).await.is_ok());
             }
         });
         // All three on the one connection, closed with the runtime.
-        drop(rt);
         assert_eq!(closed.recv_timeout(Duration::from_secs(10)), Ok(3));
     }
 
