@@ -12,8 +12,12 @@
 //!   sockets cannot starve real clients. Only a connection found waiting on
 //!   its client (its last read found nothing more) is shed, silent ones
 //!   before those with half a head, never one whose request is still unread
-//!   in its socket or being answered. If no connection can be
-//!   shed (every one is busy answering), the server stops accepting until one
+//!   in its socket or being answered. A connection that has not yet said
+//!   anything is given [`FIRST_WORD`] from its accept before it may be shed
+//!   to make room: a client opening thousands of connections at once writes
+//!   each request a moment after its connection opens, and would otherwise
+//!   lose them to each other. If no connection can be shed (every one is
+//!   busy answering, or new), the server stops accepting until one
 //!   finishes or becomes sheddable; the kernel's listen backlog holds the
 //!   newcomers meanwhile.
 //! - An accept error that is not about one connection (out of descriptors,
@@ -106,6 +110,14 @@ impl ConnLimits {
 /// past it the answer is 431. Bounds the memory a connection can hold.
 const MAX_HEAD: usize = 64 * 1024;
 
+/// How long a new connection may stay silent before it may be shed to make
+/// room at the cap. A client that opens 2,000 connections at once writes
+/// each request within a few milliseconds of its connection; silent
+/// sockets held against the server delay a real client by this much per
+/// cap's worth of them queued ahead of it. Out of descriptors, nothing is
+/// spared.
+pub(crate) const FIRST_WORD: Duration = Duration::from_millis(50);
+
 /// The first and the longest back-off after an accept error.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -170,7 +182,7 @@ pub(crate) async fn serve<A: Accept>(
                 // Most likely out of descriptors: free one by shedding the
                 // longest-waiting connection, if there is one, and retry
                 // soon; otherwise wait longer each time.
-                let pause = if open.shed_one() {
+                let pause = if open.shed_one(Duration::ZERO).is_done() {
                     BACKOFF_MIN
                 } else {
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -193,16 +205,21 @@ pub(crate) async fn serve<A: Accept>(
             // Asked before looking, so that a connection that becomes
             // sheddable after the look tells (see `Room`).
             open.room.wanted.store(true, SeqCst);
-            let shed = open.shed_one();
-            if !shed && !counted {
+            let shed = open.shed_one(FIRST_WORD);
+            if !shed.is_done() && !counted {
                 metrics.cap_full();
                 counted = true;
             }
+            let ripe = match shed {
+                Shed::NotBefore(at) => Some(at),
+                Shed::Done | Shed::Nothing => None,
+            };
             tokio::select! {
                 biased;
                 () = &mut shutdown => break None,
                 p = Arc::clone(&slots).acquire_owned() => break p.ok(),
-                () = open.room.notify.notified(), if !shed => {}
+                () = open.room.notify.notified(), if !shed.is_done() => {}
+                () = tokio::time::sleep_until(ripe.unwrap_or_else(Instant::now)), if ripe.is_some() => {}
             }
         };
         open.room.wanted.store(false, SeqCst);
@@ -279,18 +296,51 @@ impl Registry {
     }
 
     /// Asks the connection that has waited longest for a request (silent
-    /// ones before those that have sent part of a head) to close. False if
-    /// none can be shed.
-    fn shed_one(&self) -> bool {
+    /// ones before those that have sent part of a head) to close, sparing
+    /// connections accepted less than `spare` ago that have sent nothing.
+    fn shed_one(&self, spare: Duration) -> Shed {
+        let now = Instant::now();
         let conns = self.lock();
-        let oldest = conns.values().filter_map(|c| c.shed_rank().map(|rank| (rank, c))).min_by_key(|(rank, _)| *rank);
-        match oldest {
-            Some((_, c)) => {
-                c.shed();
-                true
+        let mut oldest = None;
+        let mut ripe: Option<Instant> = None;
+        for c in conns.values() {
+            // Spared whether or not a read has found it silent yet: it may
+            // not be shed before then either way.
+            if let Some(at) = c.silent_since().and_then(|since| since.checked_add(spare)).filter(|&at| at > now) {
+                ripe = Some(ripe.map_or(at, |r| r.min(at)));
+                continue;
             }
-            None => false,
+            if let Some(rank) = c.shed_rank()
+                && oldest.as_ref().is_none_or(|(best, _)| rank < *best)
+            {
+                oldest = Some((rank, c));
+            }
         }
+        match (oldest, ripe) {
+            (Some((_, c)), _) => {
+                c.shed();
+                Shed::Done
+            }
+            (None, Some(at)) => Shed::NotBefore(at),
+            (None, None) => Shed::Nothing,
+        }
+    }
+}
+
+/// What [`Registry::shed_one`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shed {
+    /// A connection was asked to close.
+    Done,
+    /// None yet: the first new connection it spared may be shed from then.
+    NotBefore(Instant),
+    /// None can be shed.
+    Nothing,
+}
+
+impl Shed {
+    fn is_done(self) -> bool {
+        self == Shed::Done
     }
 }
 
@@ -399,13 +449,19 @@ impl Conn {
         }
     }
 
-    /// A read found nothing: the connection waits on its client.
+    /// A read found nothing: the connection waits on its client. The
+    /// accept loop is told it may shed it, except while it is a new
+    /// connection spared at the cap: the loop's own timer covers that time,
+    /// and a storm of new connections would wake it for each.
     fn on_empty_read(&self) {
         let mut state = self.lock();
         if let Phase::Waiting { found_silent: found @ false, .. } = &mut state.phase {
             *found = true;
             drop(state);
-            self.room.tell();
+            let spared = self.silent_since().is_some_and(|since| Instant::now() < since + FIRST_WORD);
+            if !spared {
+                self.room.tell();
+            }
         }
     }
 
@@ -459,6 +515,15 @@ impl Conn {
         match self.lock().phase {
             Phase::Waiting { since, got_bytes, found_silent: true, .. } => Some((got_bytes, since, self.id)),
             Phase::Waiting { .. } | Phase::Answering { .. } | Phase::Shed => None,
+        }
+    }
+
+    /// When a connection that has not sent a byte since its accept was
+    /// accepted; `None` once it has sent one, or between requests.
+    fn silent_since(&self) -> Option<Instant> {
+        match self.lock().phase {
+            Phase::Waiting { since, head: Some(head), got_bytes: false, .. } if head == since => Some(since),
+            _ => None,
         }
     }
 

@@ -225,6 +225,40 @@ async fn at_the_cap_the_longest_waiting_connection_makes_room() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn at_the_cap_a_new_connection_has_time_to_send_its_request() {
+    // A client opening many connections at once writes on the first a
+    // moment after the second arrived: the first is answered, not shed.
+    let (mut first, s1) = tokio::io::duplex(64 * 1024);
+    let (mut second, s2) = tokio::io::duplex(64 * 1024);
+    let limits = ConnLimits { max_connections: 1, ..Default::default() };
+    let (metrics, calls, _stop) = start(vec![Ok(s1), Ok(s2)], limits);
+    tokio::time::sleep(FIRST_WORD / 2).await;
+    assert_eq!(calls.load(Relaxed), 2, "the second connection is waiting at the cap");
+    first.write_all(GET).await.unwrap();
+    assert!(read_answer(&mut first).await.starts_with("HTTP/1.1 200 OK"), "the first is answered");
+    // Idle once answered, it makes room for the second.
+    assert_eq!(read_all(&mut first).await, "");
+    second.write_all(GET).await.unwrap();
+    assert!(read_answer(&mut second).await.starts_with("HTTP/1.1 200 OK"));
+    let s = metrics.metrics().snapshot();
+    assert_eq!((s.cap_full, s.shed), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_cap_a_new_connection_still_silent_after_its_grace_is_shed() {
+    let (mut first, s1) = tokio::io::duplex(1024);
+    let (mut second, s2) = tokio::io::duplex(64 * 1024);
+    let limits = ConnLimits { max_connections: 1, header_timeout: Duration::from_secs(3600), ..Default::default() };
+    let started = Instant::now();
+    let (metrics, _, _stop) = start(vec![Ok(s1), Ok(s2)], limits);
+    assert_eq!(read_all(&mut first).await, "", "shed");
+    assert!(started.elapsed() >= FIRST_WORD, "shed after {:?}", started.elapsed());
+    second.write_all(GET).await.unwrap();
+    assert!(read_answer(&mut second).await.starts_with("HTTP/1.1 200 OK"));
+    assert_eq!(metrics.metrics().snapshot().shed, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_unread_in_its_socket_is_not_shed() {
     // At a cap of 1 the first connection's request is in its socket but
     // not read yet when the second arrives: it is answered, and only then,
