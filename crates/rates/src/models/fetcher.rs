@@ -15,7 +15,6 @@ use concur::{Pool, Task, Throttle};
 use serde::{Deserialize, Serialize};
 
 use super::{Job, Workers};
-use crate::client::AsyncClientError;
 use crate::{
     AsyncClient, BadUrl, BlockingClient, Cancel, ClientConfig, FetchError, RateRequest, Rates, Reply, RetryPolicy,
     retry::Failure,
@@ -162,12 +161,6 @@ impl Fetcher {
     /// The blocking client.
     pub fn client(&self) -> &BlockingClient {
         &self.client
-    }
-
-    /// A new async client of the same API. Each async run makes its own:
-    /// a client's pooled connections belong to the runtime that opened them.
-    pub fn async_client(&self) -> Result<AsyncClient, AsyncClientError> {
-        AsyncClient::new(self.client.api(), self.config)
     }
 
     /// Fetches one item on the calling thread, with throttling and retries;
@@ -374,7 +367,7 @@ impl Job for Fetcher {
     /// 50 ms, 111 ms instead of 123).
     fn shared(&self, workers: Workers) -> Result<AsyncClient, String> {
         let idle = match workers {
-            Workers::Bounded(n) => n,
+            Workers::Bounded(n) => n.max(1),
             Workers::Unlimited => 0,
         };
         AsyncClient::with_idle_connections(self.client.api(), self.config, idle).map_err(|e| e.to_string())
