@@ -390,6 +390,15 @@ enum Phase {
 }
 
 impl Phase {
+    /// When a connection that has not sent a byte since its accept was
+    /// accepted; `None` once it has sent one, or between requests.
+    fn silent_since(&self) -> Option<Instant> {
+        match *self {
+            Phase::Waiting { since, head: Some(head), got_bytes: false, .. } if head == since => Some(since),
+            _ => None,
+        }
+    }
+
     /// When a connection in this phase must close, and why; `None` while
     /// answering (or if the limit is too far to count).
     fn deadline(&self, limits: &ConnLimits) -> Option<(Instant, Closed)> {
@@ -457,8 +466,8 @@ impl Conn {
         let mut state = self.lock();
         if let Phase::Waiting { found_silent: found @ false, .. } = &mut state.phase {
             *found = true;
+            let spared = state.phase.silent_since().is_some_and(|since| Instant::now() < since + FIRST_WORD);
             drop(state);
-            let spared = self.silent_since().is_some_and(|since| Instant::now() < since + FIRST_WORD);
             if !spared {
                 self.room.tell();
             }
@@ -518,13 +527,9 @@ impl Conn {
         }
     }
 
-    /// When a connection that has not sent a byte since its accept was
-    /// accepted; `None` once it has sent one, or between requests.
+    /// See [`Phase::silent_since`].
     fn silent_since(&self) -> Option<Instant> {
-        match self.lock().phase {
-            Phase::Waiting { since, head: Some(head), got_bytes: false, .. } if head == since => Some(since),
-            _ => None,
-        }
+        self.lock().phase.silent_since()
     }
 
     fn shed(&self) {

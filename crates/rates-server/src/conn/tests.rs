@@ -259,6 +259,21 @@ async fn at_the_cap_a_new_connection_still_silent_after_its_grace_is_shed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn stopping_does_not_wait_for_a_spared_connection_to_ripen() {
+    let (mut first, s1) = tokio::io::duplex(1024);
+    let (_second, s2) = tokio::io::duplex(1024);
+    let limits = ConnLimits { max_connections: 1, header_timeout: Duration::from_secs(3600), ..Default::default() };
+    let started = Instant::now();
+    let (metrics, calls, stop) = start(vec![Ok(s1), Ok(s2)], limits);
+    tokio::time::sleep(FIRST_WORD / 4).await;
+    assert_eq!(calls.load(Relaxed), 2, "the second connection is waiting at the cap");
+    stop.send(()).unwrap();
+    assert_eq!(read_all(&mut first).await, "", "closed by the stop");
+    assert!(started.elapsed() < FIRST_WORD, "closed after {:?}", started.elapsed());
+    assert_eq!(metrics.metrics().snapshot().shed, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_unread_in_its_socket_is_not_shed() {
     // At a cap of 1 the first connection's request is in its socket but
     // not read yet when the second arrives: it is answered, and only then,
