@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 mod support;
 
-use support::{RedisServer, Workers, pending, queued, signal, temp_path, wait_for_file, wait_until};
+use support::{RedisServer, Workers, pending, queued, signal, wait_for_file, wait_until};
 
 /// How long a test waits for something that should happen promptly.
 const PROMPTLY: Duration = Duration::from_secs(30);
@@ -244,7 +244,7 @@ fn a_task_no_worker_knows_is_that_tasks_error() {
 fn terminate_cancels_what_waits_and_workers_skip_the_abandoned_job() {
     enter();
     let redis = RedisServer::start();
-    let log = temp_path("skipped");
+    let log = redis.path("skipped");
     let pool = RedisPool::connect(&redis.url()).expect("pool connects");
     // No worker yet: the tasks wait in the stream.
     let handles: Vec<_> = (0..5).map(|_| pool.apply_async(Counted(log.clone()))).collect();
@@ -269,7 +269,7 @@ fn a_worker_runs_none_of_the_queued_tasks(redis: &RedisServer, log: &Path, why: 
 fn the_job_of_a_killed_caller_expires_and_its_tasks_never_run() {
     enter();
     let redis = RedisServer::start();
-    let (log, marker) = (temp_path("log"), temp_path("job"));
+    let (log, marker) = (redis.path("log"), redis.path("job"));
     let current = std::thread::current();
     let test = current.name().expect("tests run on threads named after them");
     let mut caller = std::process::Command::new(std::env::current_exe().expect("the test binary"))
@@ -294,7 +294,7 @@ fn a_worker_killed_holding_a_task_loses_nothing() {
     let redis = RedisServer::start();
     let workers = Workers::start(2, &redis.url(), CLAIM_AFTER, 5);
     let pool = RedisPool::connect(&redis.url()).expect("pool connects");
-    let (marker, log) = (temp_path("marker"), temp_path("log"));
+    let (marker, log) = (redis.path("marker"), redis.path("log"));
     let slow = SlowFirstTime { marker: marker.clone(), log: log.clone(), first_ms: 60_000, value: 7 };
     let held = pool.apply_async(slow);
     let others: Vec<_> = (0..20).map(|x| pool.apply_async(Square(x))).collect();
@@ -339,7 +339,7 @@ fn two_workers_finishing_one_task_give_one_result() {
     let redis = RedisServer::start();
     let workers = Workers::start(2, &redis.url(), CLAIM_AFTER, 5);
     let pool = RedisPool::connect(&redis.url()).expect("pool connects");
-    let (marker, log) = (temp_path("marker"), temp_path("log"));
+    let (marker, log) = (redis.path("marker"), redis.path("log"));
     let slow = SlowFirstTime { marker: marker.clone(), log: log.clone(), first_ms: 1000, value: 9 };
     let first = pool.apply_async(slow);
     let pid: u32 = wait_for_file(&marker).trim().parse().expect("a pid");
@@ -367,10 +367,10 @@ fn a_broker_killed_and_restarted_mid_job_loses_nothing() {
     let mut redis = RedisServer::start();
     let _workers = Workers::start(2, &redis.url(), CLAIM_AFTER, 5);
     let pool = RedisPool::builder(redis.url()).broker_timeout(PROMPTLY).build().expect("pool connects");
-    let log = temp_path("log");
+    let (log, unused) = (redis.path("log"), redis.path("unused"));
     let n = 300;
     let mut results = pool.imap_unordered((0..n).map(|x| SlowFirstTime {
-        marker: temp_path("unused"),
+        marker: unused.clone(),
         log: log.with_extension(x.to_string()),
         first_ms: 5,
         value: x,
@@ -489,7 +489,7 @@ fn a_job_given_up_and_resumed_runs_each_task_once_waiting_for_those_still_queued
     enter();
     let redis = RedisServer::start();
     let _workers = Workers::start(1, &redis.url(), CLAIM_AFTER, 5);
-    let (log, gate) = (temp_path("log"), temp_path("gate"));
+    let (log, gate) = (redis.path("log"), redis.path("gate"));
     let given_up = give_up_half_way(&redis.url(), "twenty logged", &log, &gate);
     let job = given_up.job().to_owned();
     drop(given_up);
@@ -519,7 +519,7 @@ fn a_resumed_job_gives_what_workers_finished_after_its_caller_left_without_runni
     enter();
     let redis = RedisServer::start();
     let _workers = Workers::start(1, &redis.url(), CLAIM_AFTER, 5);
-    let (log, gate) = (temp_path("log"), temp_path("gate"));
+    let (log, gate) = (redis.path("log"), redis.path("gate"));
     let given_up = give_up_half_way(&redis.url(), "twenty logged", &log, &gate);
     let job = given_up.job().to_owned();
     // The job lives on though its caller gave it up: the worker goes on
@@ -591,7 +591,7 @@ fn the_job_of_a_killed_caller_is_resumed_by_another_and_each_task_runs_once() {
     enter();
     let redis = RedisServer::start();
     let _workers = Workers::start(1, &redis.url(), CLAIM_AFTER, 5);
-    let (log, gate, marker) = (temp_path("log"), temp_path("gate"), temp_path("job"));
+    let (log, gate, marker) = (redis.path("log"), redis.path("gate"), redis.path("job"));
     let current = std::thread::current();
     let test = current.name().expect("tests run on threads named after them");
     let role = format!("{};{};{};{}", redis.url(), log.display(), gate.display(), marker.display());

@@ -25,7 +25,7 @@ pub(crate) struct RedisServer {
 
 impl RedisServer {
     pub(crate) fn start() -> Self {
-        let dir = temp_path("redis");
+        let dir = std::env::temp_dir().join(unique_name("redis"));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let mut server = RedisServer { child: None, dir, port: 0 };
         // A port found free can be taken before redis-server binds it (by
@@ -78,6 +78,12 @@ impl RedisServer {
         client.get_connection_with_timeout(PROMPTLY).expect("the test's redis-server answers")
     }
 
+    /// A fresh path in this server's directory, for a test's files: they
+    /// go when the server does.
+    pub(crate) fn path(&self, what: &str) -> PathBuf {
+        self.dir.join(unique_name(what))
+    }
+
     /// SIGKILL, as a crash.
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -106,10 +112,10 @@ fn free_port() -> u16 {
     listener.local_addr().expect("a bound address").port()
 }
 
-pub(crate) fn temp_path(what: &str) -> PathBuf {
+fn unique_name(what: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    std::env::temp_dir().join(format!("concur-queue-test-{}-{what}-{n}", std::process::id()))
+    format!("concur-queue-test-{}-{what}-{n}", std::process::id())
 }
 
 /// Worker processes of this test binary serving a queue; killed when
