@@ -93,9 +93,10 @@ impl ThreadPool {
         Self::builder().size(workers).build()
     }
 
-    /// A builder to set the size, the thread names and an initializer.
+    /// A builder to set the size, the thread names, their stacks and an
+    /// initializer.
     pub fn builder() -> ThreadPoolBuilder {
-        ThreadPoolBuilder { size: None, name: "concur-worker".to_owned(), initializer: None }
+        ThreadPoolBuilder { size: None, name: "concur-worker".to_owned(), stack_size: None, initializer: None }
     }
 
     /// The number of worker threads.
@@ -292,6 +293,7 @@ impl Pool for ThreadPool {
 pub struct ThreadPoolBuilder {
     size: Option<usize>,
     name: String,
+    stack_size: Option<usize>,
     initializer: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
@@ -300,6 +302,7 @@ impl std::fmt::Debug for ThreadPoolBuilder {
         f.debug_struct("ThreadPoolBuilder")
             .field("size", &self.size)
             .field("name", &self.name)
+            .field("stack_size", &self.stack_size)
             .field("initializer", &self.initializer.is_some())
             .finish()
     }
@@ -316,6 +319,17 @@ impl ThreadPoolBuilder {
     /// The prefix of the worker threads' names: `{name}-0`, `{name}-1`, ...
     pub fn name(mut self, prefix: impl Into<String>) -> Self {
         self.name = prefix.into();
+        self
+    }
+
+    /// The stack of each worker thread, in bytes (Python's
+    /// `threading.stack_size`); the platform's default (2 MiB on Linux)
+    /// when unset. Only the pages a task touches are resident, so this
+    /// bounds address space and page tables rather than memory: a pool of
+    /// many threads with a small stack each needs a task whose deepest call
+    /// fits, or the process aborts on the guard page.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
         self
     }
 
@@ -369,7 +383,11 @@ impl ThreadPoolBuilder {
             // Made before the spawn so that a thread that never starts
             // still gives its count back when the closure is dropped.
             let alive = Alive::new(&live);
-            let spawned = thread::Builder::new().name(format!("{}-{i}", self.name)).spawn(move || {
+            let mut thread = thread::Builder::new().name(format!("{}-{i}", self.name));
+            if let Some(bytes) = self.stack_size {
+                thread = thread.stack_size(bytes);
+            }
+            let spawned = thread.spawn(move || {
                 if let Some((init, report)) = init {
                     let done = run_caught(|| init());
                     let ok = done.is_ok();
@@ -453,6 +471,33 @@ impl<R> std::fmt::Debug for Imap<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Imap").finish_non_exhaustive()
     }
+}
+
+/// The size of the calling thread's stack, in bytes: for a pool's worker,
+/// what [`ThreadPoolBuilder::stack_size`] asked for, plus the room the
+/// platform adds for thread-local storage, rounded up to a page. `None`
+/// where the platform does not say (outside Linux).
+pub fn current_stack_size() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+        // SAFETY: `pthread_getattr_np` initialises `attr` for the calling
+        // thread, which is alive, or fails and leaves it untouched.
+        if unsafe { libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        let mut size = 0;
+        // SAFETY: `attr` was initialised above and is destroyed once, after
+        // its last read.
+        let got = unsafe {
+            let got = libc::pthread_attr_getstacksize(attr.as_ptr(), &mut size);
+            libc::pthread_attr_destroy(attr.as_mut_ptr());
+            got
+        };
+        (got == 0).then_some(size)
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 #[cfg(test)]

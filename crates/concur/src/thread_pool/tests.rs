@@ -239,6 +239,23 @@ fn workers_are_named() {
 }
 
 #[test]
+fn workers_have_the_stack_asked_for() {
+    let asked = 256 * 1024;
+    let sizes = within(move || {
+        let pool = ThreadPool::builder().size(2).stack_size(asked).build().expect("pool starts");
+        pool.map_fn(|_: u8| current_stack_size(), 0..4)
+    });
+    // The platform adds room for thread-local storage and rounds up to a
+    // page; the default is 2 MiB, far above either.
+    for size in sizes {
+        let size = size.expect("the task ran").expect("Linux gives the size");
+        assert!((asked..asked + 64 * 1024).contains(&size), "{size}");
+    }
+    let default = within(|| pool(1).submit(current_stack_size).wait()).expect("the task ran").expect("a size");
+    assert!(default >= 2 * 1024 * 1024, "{default}");
+}
+
+#[test]
 fn default_size_is_available_parallelism() {
     let pool = within(|| ThreadPool::builder().build().expect("pool starts"));
     assert!(pool.size() >= 1);
@@ -393,6 +410,9 @@ fn a_panicking_initializer_fails_build_and_stops_the_workers() {
 
 #[test]
 fn the_builder_debug_names_its_settings() {
-    let builder = ThreadPool::builder().size(2).name("fetch").initializer(|| {});
-    assert_eq!(format!("{builder:?}"), r#"ThreadPoolBuilder { size: Some(2), name: "fetch", initializer: true }"#);
+    let builder = ThreadPool::builder().size(2).name("fetch").stack_size(65536).initializer(|| {});
+    assert_eq!(
+        format!("{builder:?}"),
+        r#"ThreadPoolBuilder { size: Some(2), name: "fetch", stack_size: Some(65536), initializer: true }"#
+    );
 }

@@ -64,8 +64,8 @@ pub(super) fn executor<J: Job>(job: &Arc<J>, items: &[J::Item], workers: usize) 
         Ok(rt) => rt,
         Err(e) => return all_failed(&**job, items.len(), format_args!("cannot start a runtime: {e}")),
     };
-    let bridge = match concur::Bridge::new(workers) {
-        Ok(b) => b,
+    let bridge = match super::threads::pool_of(&**job, workers, "concur-bridge") {
+        Ok(pool) => concur::Bridge::with_pool(pool),
         Err(e) => return all_failed(&**job, items.len(), e),
     };
     let out = rt.block_on(async {

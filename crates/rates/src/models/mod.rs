@@ -28,7 +28,7 @@ mod processes;
 mod threads;
 
 pub use auto::{AutoLimits, Learnt, auto_pool_size};
-pub use fetcher::{FetchOnce, Fetcher, LatencySink, Outcome, Progress, SharedLimit, registry};
+pub use fetcher::{FetchOnce, Fetcher, LatencySink, Outcome, Progress, REQUEST_STACK, SharedLimit, registry};
 
 use std::fmt;
 use std::future::Future;
@@ -88,6 +88,16 @@ pub trait Job: Send + Sync + 'static {
 
     /// The flag that cancels this job's runs, if it can be cancelled.
     fn cancel(&self) -> Option<&Cancel> {
+        None
+    }
+
+    /// The stack, in bytes, of each thread a model starts to call
+    /// [`run`](Self::run) or [`run_on`](Self::run_on) (a thread per item,
+    /// the pools' workers, the executor's threads); the platform's default
+    /// (2 MiB on Linux) when `None`. Only touched pages are resident: a
+    /// small stack saves address space and page tables, not memory, and the
+    /// deepest call of `run` must fit in it.
+    fn stack_size(&self) -> Option<usize> {
         None
     }
 
@@ -231,6 +241,82 @@ mod tests {
             assert_eq!(m.name().parse::<Model>(), Ok(m));
         }
         assert!("threads".parse::<Model>().is_err_and(|e| e.to_string().contains("thread-pool")));
+    }
+
+    fn stack_size() -> usize {
+        concur::thread_pool::current_stack_size().expect("Linux gives the size")
+    }
+
+    /// A task answering with the stack size of the thread it ran on.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct StackOf;
+
+    impl concur::Task for StackOf {
+        type Output = usize;
+        const NAME: &'static str = "stack-of";
+        fn run(self) -> usize {
+            stack_size()
+        }
+    }
+
+    /// Each item answers with the stack size of the thread it ran on.
+    struct Stacked(Option<usize>);
+
+    impl Job for Stacked {
+        type Item = ();
+        type Output = usize;
+        type Shared = ();
+
+        fn run(&self, (): &()) -> usize {
+            stack_size()
+        }
+
+        fn run_on(&self, pool: &(impl Pool + Sync), (): &()) -> usize {
+            pool.apply_async(StackOf).wait().unwrap_or(0)
+        }
+
+        fn shared(&self, _: Workers) -> Result<(), String> {
+            Ok(())
+        }
+
+        async fn run_async(&self, (): &(), (): &()) -> usize {
+            stack_size()
+        }
+
+        fn failed(&self, _: String) -> usize {
+            0
+        }
+
+        fn cancelled(&self) -> usize {
+            0
+        }
+
+        fn stack_size(&self) -> Option<usize> {
+            self.0
+        }
+    }
+
+    #[test]
+    fn the_threads_a_model_starts_have_the_stack_its_job_asks_for() {
+        let asked = 192 * 1024;
+        let threaded =
+            [Model::ThreadPerItem, Model::ThreadPool, Model::TwoWayQueues, Model::DummyPool, Model::AsyncExecutor];
+        for model in threaded {
+            let sizes = run(model, &Arc::new(Stacked(Some(asked))), &[(); 4], Workers::Bounded(2));
+            // The platform adds room for thread-local storage and rounds up
+            // to a page.
+            assert!(sizes.iter().all(|s| (asked..asked + 64 * 1024).contains(s)), "{model:?}: {sizes:?}");
+            // Without one, the platform's default: 2 MiB.
+            let sizes = run(model, &Arc::new(Stacked(None)), &[(); 4], Workers::Bounded(2));
+            assert!(sizes.iter().all(|&s| s >= 2 * 1024 * 1024), "{model:?}: {sizes:?}");
+        }
+    }
+
+    #[test]
+    fn a_fetcher_asks_for_the_request_stack_unless_told_otherwise() {
+        let fetcher = Fetcher::new("http://127.0.0.1:9", crate::ClientConfig::default()).expect("a valid URL");
+        assert_eq!(Job::stack_size(&fetcher), Some(REQUEST_STACK));
+        assert_eq!(Job::stack_size(&fetcher.with_stack_size(None)), None);
     }
 
     #[test]

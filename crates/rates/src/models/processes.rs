@@ -9,9 +9,10 @@
 
 use std::sync::Arc;
 
-use concur::{Pool, ProcessPool, ThreadPool};
+use concur::{Pool, ProcessPool};
 
-use super::{Job, all_failed, threads::two_way_queues};
+use super::threads::{pool_of, two_way_queues};
+use super::{Job, all_failed};
 
 /// `process-pool`: `workers` worker processes.
 pub(super) fn process_pool<J: Job>(job: &Arc<J>, items: &[J::Item], workers: usize) -> Vec<J::Output> {
@@ -27,7 +28,7 @@ pub(super) fn process_pool<J: Job>(job: &Arc<J>, items: &[J::Item], workers: usi
 
 /// `dummy-pool`: the same code over `workers` threads.
 pub(super) fn dummy_pool<J: Job>(job: &Arc<J>, items: &[J::Item], workers: usize) -> Vec<J::Output> {
-    match ThreadPool::new(workers) {
+    match pool_of(&**job, workers, "concur-worker") {
         Ok(pool) => on_pool(&pool, &**job, items, workers),
         Err(e) => all_failed(&**job, items.len(), e),
     }

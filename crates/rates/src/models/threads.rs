@@ -6,6 +6,26 @@ use std::sync::Arc;
 
 use super::{Job, all_failed};
 
+/// A builder of a thread named `name` with the stack `job` asks for.
+fn thread<J: Job>(job: &J, name: String) -> std::thread::Builder {
+    let builder = std::thread::Builder::new().name(name);
+    match job.stack_size() {
+        Some(bytes) => builder.stack_size(bytes),
+        None => builder,
+    }
+}
+
+/// A `concur::ThreadPool` of `workers` threads named `name-N`, with the
+/// stack `job` asks for.
+pub(super) fn pool_of<J: Job>(job: &J, workers: usize, name: &str) -> Result<concur::ThreadPool, concur::PoolError> {
+    let builder = concur::ThreadPool::builder().size(workers).name(name);
+    match job.stack_size() {
+        Some(bytes) => builder.stack_size(bytes),
+        None => builder,
+    }
+    .build()
+}
+
 /// One thread per item, joined in order. A thread that panics fails only its
 /// own item.
 pub(super) fn thread_per_item<J: Job>(job: &Arc<J>, items: &[J::Item]) -> Vec<J::Output> {
@@ -15,7 +35,7 @@ pub(super) fn thread_per_item<J: Job>(job: &Arc<J>, items: &[J::Item]) -> Vec<J:
             .enumerate()
             .map(|(i, item)| {
                 let job = &**job;
-                std::thread::Builder::new().name(format!("item-{i}")).spawn_scoped(s, move || job.run(item))
+                thread(job, format!("item-{i}")).spawn_scoped(s, move || job.run(item))
             })
             .collect();
         handles
@@ -31,7 +51,7 @@ pub(super) fn thread_per_item<J: Job>(job: &Arc<J>, items: &[J::Item]) -> Vec<J:
 /// The `concur::ThreadPool`: `map` keeps input order and turns a panicking
 /// task into that task's error.
 pub(super) fn thread_pool<J: Job>(job: &Arc<J>, items: &[J::Item], workers: usize) -> Vec<J::Output> {
-    let pool = match concur::ThreadPool::new(workers) {
+    let pool = match pool_of(&**job, workers, "concur-worker") {
         Ok(p) => p,
         Err(e) => return all_failed(&**job, items.len(), e),
     };
@@ -65,7 +85,7 @@ pub(super) fn two_way_queues<J: Job>(
     std::thread::scope(|s| {
         for n in 0..workers {
             let (work_rx, result_tx, work) = (work_rx.clone(), result_tx.clone(), &work);
-            let spawned = std::thread::Builder::new().name(format!("worker-{n}")).spawn_scoped(s, move || {
+            let spawned = thread(job, format!("worker-{n}")).spawn_scoped(s, move || {
                 for (i, item) in work_rx {
                     if result_tx.send((i, work(item))).is_err() {
                         break;
