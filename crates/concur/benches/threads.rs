@@ -2,7 +2,8 @@
 //! run: `concur::ThreadPool` beside rayon and the `threadpool` crate on
 //! 100,000 empty tasks, and `Throttle::try_acquire` beside governor's
 //! `check`, uncontended and with two threads contending, and the blocking
-//! `Throttle::acquire` when no wait is due.
+//! `Throttle::acquire` when no wait is due; and one task's round trip
+//! through `submit` and `wait`.
 //!
 //! `cargo bench -p concur --bench threads`
 
@@ -82,6 +83,24 @@ fn contended(threads: usize, iters: u64, f: impl Fn() + Sync) -> Duration {
     start.elapsed()
 }
 
+/// One task's round trip through `submit` and `wait`: from one caller, and
+/// from 16 callers at once on 2 workers, as the dispatcher threads of
+/// `rates`' pool models wait.
+fn round_trips(c: &mut Criterion) {
+    let mut g = c.benchmark_group("submit_and_wait");
+    g.sample_size(20).measurement_time(Duration::from_secs(5));
+    let pool = concur::ThreadPool::new(WORKERS).expect("pool");
+    g.bench_function("1_caller", |b| b.iter(|| pool.submit(|| 1u32).wait()));
+    g.bench_function("16_callers", |b| {
+        b.iter_custom(|iters| {
+            contended(16, iters.div_ceil(16), || {
+                let _ = std::hint::black_box(pool.submit(|| 1u32).wait());
+            })
+        })
+    });
+    g.finish();
+}
+
 fn throttles(c: &mut Criterion) {
     // A rate no benchmark can exhaust, so every call takes the grant path.
     let rate = 1_000_000_000u32;
@@ -116,5 +135,5 @@ fn throttles(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, pools, throttles);
+criterion_group!(benches, pools, round_trips, throttles);
 criterion_main!(benches);

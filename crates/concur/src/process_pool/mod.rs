@@ -128,7 +128,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::pool::{AsyncResult, Pool, Task, TaskError};
+use crate::pool::{AsyncResult, Pool, Promise, Task, TaskError};
 
 mod answers;
 mod builder;
@@ -496,13 +496,12 @@ fn chunk_of<T: Task>(
 
 /// The answer of one task, for [`Pool::apply_async`].
 struct One<T: Task> {
-    tx: Sender<Result<T::Output, TaskError>>,
+    tx: Promise<T::Output>,
 }
 
 impl<T: Task> Deliver for One<T> {
     fn answer(&mut self, _: usize, result: Result<&[u8], TaskError>) {
-        // The caller may have dropped the handle.
-        let _ = self.tx.send(result.and_then(|bytes| decode(bytes, T::NAME)));
+        self.tx.complete(result.and_then(|bytes| decode(bytes, T::NAME)));
     }
 }
 
