@@ -208,18 +208,13 @@ enum State<R> {
 }
 
 /// The sending half of an [`AsyncResult`]: whoever runs the task completes
-/// it once. Dropped without [`send`](Self::send), the task never ran: the
-/// handle gives [`TaskError::Cancelled`].
+/// it once. Dropped without [`complete`](Self::complete), the task never
+/// ran: the handle gives [`TaskError::Cancelled`].
 pub(crate) struct Promise<R> {
     slot: Arc<Slot<R>>,
 }
 
 impl<R> Promise<R> {
-    /// Completes the handle with `result`.
-    pub(crate) fn send(self, result: Result<R, TaskError>) {
-        self.complete(result);
-    }
-
     /// Completes the handle, unless it already is: the first result
     /// stands.
     pub(crate) fn complete(&self, result: Result<R, TaskError>) {
@@ -652,11 +647,11 @@ mod tests {
         let (tx_c, c) = AsyncResult::<u8>::channel();
         let mut done = as_completed([a, b, c]);
         assert_eq!(done.size_hint(), (3, Some(3)));
-        tx_c.send(Ok(3));
+        tx_c.complete(Ok(3));
         assert_eq!(done.next(), Some((2, Ok(3))));
         drop(tx_a); // never run
         assert_eq!(done.next(), Some((0, Err(TaskError::Cancelled))));
-        tx_b.send(Ok(2));
+        tx_b.complete(Ok(2));
         assert_eq!(done.next(), Some((1, Ok(2))));
         assert_eq!(done.next(), None);
     }
@@ -665,15 +660,13 @@ mod tests {
     fn as_completed_takes_handles_finished_before_it_first() {
         let (tx_a, a) = AsyncResult::<u8>::channel();
         let (tx_b, b) = AsyncResult::<u8>::channel();
-        tx_b.send(Ok(2));
+        tx_b.complete(Ok(2));
         let mut done = as_completed([a, b, AsyncResult::ready(Ok(3))]);
         assert_eq!(done.next(), Some((1, Ok(2))));
         assert_eq!(done.next(), Some((2, Ok(3))));
-        // Completed from another thread while the iterator waits.
-        let finisher = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            tx_a.send(Ok(1));
-        });
+        // Completed after `as_completed` registered it, from another
+        // thread: its promise names it on the iterator's channel.
+        let finisher = std::thread::spawn(move || tx_a.complete(Ok(1)));
         assert_eq!(done.next(), Some((0, Ok(1))));
         assert_eq!(done.next(), None);
         finisher.join().expect("no panic");
@@ -682,11 +675,18 @@ mod tests {
     #[test]
     fn a_parked_waiter_is_woken_by_the_result() {
         let (tx, handle) = AsyncResult::<u8>::channel();
+        let slot = Arc::clone(&handle.slot);
         let (got_tx, got) = crossbeam_channel::bounded(1);
         let waiter = std::thread::spawn(move || got_tx.send(handle.wait()).expect("the test waits"));
-        // Give the waiter time to park; the result must wake it either way.
-        std::thread::sleep(Duration::from_millis(20));
-        tx.send(Ok(5));
+        // Complete only once the waiter has parked, so that the wake-up is
+        // what the test drives.
+        let parked = || matches!(*lock(&slot.state), State::Pending { parked: true, .. });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !parked() {
+            assert!(std::time::Instant::now() < deadline, "the waiter never parked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tx.complete(Ok(5));
         assert_eq!(got.recv_timeout(Duration::from_secs(10)), Ok(Ok(5)));
         waiter.join().expect("no panic");
     }
@@ -704,7 +704,7 @@ mod tests {
     fn async_result_resolves_and_times_out() {
         let (tx, handle) = AsyncResult::<u8>::channel();
         let handle = handle.wait_timeout(Duration::from_millis(1)).expect_err("nothing was sent yet");
-        tx.send(Ok(7));
+        tx.complete(Ok(7));
         assert_eq!(handle.wait_timeout(Duration::from_secs(10)).ok(), Some(Ok(7)));
 
         let (tx, handle) = AsyncResult::<u8>::channel();

@@ -120,7 +120,7 @@ impl ThreadPool {
         let (tx, handle) = AsyncResult::channel();
         let job: Job = Box::new(move || {
             // The caller may have dropped the handle: the result is discarded.
-            tx.send(run_caught(f));
+            tx.complete(run_caught(f));
         });
         match self.execute(vec![job]) {
             Ok(()) => handle,

@@ -170,7 +170,7 @@ impl RedisPool {
         }
         let (tx, handle) = AsyncResult::channel();
         let waiter: Waiter = Box::new(move |answer| {
-            tx.send(answer.and_then(|bytes| decode(bytes, T::NAME)));
+            tx.complete(answer.and_then(|bytes| decode(bytes, T::NAME)));
         });
         {
             // `found` then `state`, as `arrived` takes them: an answer
@@ -540,7 +540,7 @@ impl Pool for RedisPool {
         }
         let (tx, handle) = AsyncResult::channel();
         let waiter: Waiter = Box::new(move |answer| {
-            tx.send(answer.and_then(|bytes| decode(bytes, T::NAME)));
+            tx.complete(answer.and_then(|bytes| decode(bytes, T::NAME)));
         });
         if let Some(queued) = self.shared.prepare_as(None, &task, waiter) {
             self.shared.send(T::NAME, &[queued]);
