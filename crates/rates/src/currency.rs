@@ -26,6 +26,12 @@ impl Currency {
     /// The euro, the ECB's reference currency.
     pub const EUR: Currency = Currency(*b"EUR");
 
+    /// A code from three upper-case ASCII letters, for constants; the
+    /// caller vouches for the letters.
+    pub(crate) const fn from_upper(code: [u8; 3]) -> Currency {
+        Currency(code)
+    }
+
     /// The code as a `&str`.
     pub fn as_str(&self) -> &str {
         // The constructor only admits ASCII letters.

@@ -24,6 +24,7 @@ mod names;
 pub mod present;
 mod retry;
 pub mod store;
+mod supported;
 #[cfg(test)]
 mod test_server;
 
@@ -40,6 +41,7 @@ pub use dataset::{Dataset, DatasetError, RatesError, round6};
 pub use models::{Fetcher, Model, Outcome, Progress, Workers};
 pub use retry::{Failure, RetryPolicy};
 pub use store::{Store, StoreError};
+pub use supported::{CURRENCIES_JSON, SUPPORTED, is_supported, supported_code};
 
 /// The chapter's five currencies, used as bases and as symbols by default.
 pub const CHAPTER_CURRENCIES: &str = "USD,EUR,PLN,NOK,CZK";
