@@ -1,10 +1,14 @@
 //! The ECB's euro reference rates (`eurofxref-hist`), embedded in the binary
 //! and parsed once into a compact table: one row per business day, one column
-//! per currency, `NaN` where the ECB published nothing (`N/A`).
+//! per currency, each value the exact decimal the ECB printed (nothing where
+//! it published `N/A`).
 //!
-//! The table answers the API's questions (`API.md`): which business day a
-//! date falls back to, and the cross rates of any base, rounded to 6 decimal
-//! places as the public service rounds them.
+//! The table answers the API's questions (`docs/API.md`): which business day
+//! a date falls back to, and the cross rates of any base, computed as the
+//! public service computes them: the decimal quotient of the two printed
+//! values, to 28 significant digits, then rounded half-to-even to 6 places
+//! (Python's `round(Decimal(a) / Decimal(b), 6)`), never through binary
+//! floating point, which differs from it in about 1 pair in 26,000.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -26,8 +30,121 @@ pub struct Dataset {
     days: Vec<NaiveDate>,
     /// The column currencies (EUR is implicit: every value is per 1 EUR).
     currencies: Vec<Currency>,
-    /// Row-major `days.len() × currencies.len()`; `NaN` for `N/A`.
-    values: Vec<f64>,
+    /// Row-major `days.len() × currencies.len()`; [`NONE`] for `N/A`.
+    values: Vec<Dec>,
+}
+
+/// An ECB value as printed: `mantissa · 10^-scale`, packed as
+/// `mantissa << 4 | scale` (a mantissa below 10^15, a scale up to 15), so a
+/// row of the table stays a row of words.
+type Dec = u64;
+
+/// No value (`N/A`): a printed value is never zero.
+const NONE: Dec = 0;
+
+/// 1, the euro's value per euro.
+const ONE: Dec = 1 << 4;
+
+/// The most significant digits a printed value may have: up to 15, a decimal
+/// survives the trip through a binary float and back (`str(float(text))` in
+/// Python, how the public service holds it) unchanged.
+const MAX_DIGITS: u32 = 15;
+
+/// `10^n` for `n` up to 38, the most a `u128` holds.
+const fn pow10(n: u32) -> u128 {
+    10u128.pow(n)
+}
+
+/// Parses a printed rate, `DIGITS[.DIGITS]`, exactly; `None` if it is not
+/// one, is zero, or has more than [`MAX_DIGITS`] significant digits.
+fn parse_dec(text: &str) -> Option<Dec> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if text.ends_with('.') {
+        return None;
+    }
+    let digits = int.bytes().chain(frac.bytes()).skip_while(|&b| b == b'0');
+    let mut mantissa: u64 = 0;
+    let mut count = 0;
+    for b in digits {
+        count += 1;
+        if count > MAX_DIGITS {
+            return None;
+        }
+        mantissa = mantissa * 10 + u64::from(b - b'0');
+    }
+    let scale = u64::try_from(frac.len()).ok().filter(|&s| s <= u64::from(MAX_DIGITS))?;
+    (mantissa > 0).then_some(mantissa << 4 | scale)
+}
+
+/// The mantissa and scale of a packed value.
+fn unpack(d: Dec) -> (u128, u32) {
+    (u128::from(d >> 4), (d & 0xf) as u32)
+}
+
+/// The value as a float: the double nearest the decimal, as Python's
+/// `float(text)` gives (both operands exact, the division correctly rounded).
+fn to_f64(d: Dec) -> f64 {
+    let (m, s) = unpack(d);
+    m as f64 / pow10(s) as f64
+}
+
+/// Significant digits of Python's default decimal context.
+const PRECISION: u32 = 28;
+
+/// `round(Decimal(a) / Decimal(b), 6)` as Python computes it, as a float:
+/// the exact quotient is first rounded to [`PRECISION`] significant digits
+/// half-to-even (the division), then that half-to-even to 6 places (the
+/// `round`), in integers. The two roundings differ from one when the first
+/// lands exactly on a half of the sixth place.
+fn cross(a: Dec, b: Dec) -> f64 {
+    let ((am, as_), (bm, bs)) = (unpack(a), unpack(b));
+    // a/b · 10^6 = (am · 10^(bs+6)) / (bm · 10^as): below 10^36 and 10^30.
+    let num = am * pow10(bs + 6);
+    let den = bm * pow10(as_);
+    let (q, r) = (num / den, num % den);
+    let rounded = if r == 0 {
+        q
+    } else {
+        // Digits the division keeps past the sixth place.
+        let kept = if q == 0 {
+            // The significant digits start after the leading zeros of r/den.
+            let mut zeros = 0;
+            while r * pow10(zeros + 1) < den {
+                zeros += 1;
+            }
+            PRECISION + zeros
+        } else {
+            match PRECISION.checked_sub(q.ilog10() + 1) {
+                Some(k) => k,
+                // A quotient of 10^22 or more, which 15-digit rates cannot
+                // make in practice: the binary path, close enough there.
+                None => return round6(to_f64(a) / to_f64(b)),
+            }
+        };
+        let above_half = (2 * r).cmp(&den);
+        let off = (2 * r).abs_diff(den);
+        // Whether the division's rounding leaves exactly half a unit of the
+        // sixth place: the fraction is within half a kept digit of 1/2, or
+        // exactly that far and 1/2 is the even neighbour (5·10^(kept-1) is
+        // even from two kept digits on).
+        // (Past 10^38 the product overflows, and is then far above `den`.)
+        let tie = off == 0
+            || (kept > 0 && off.checked_mul(pow10(kept.min(38))).is_some_and(|x| x < den || (x == den && kept >= 2)));
+        match (tie, above_half) {
+            (true, _) => q + (q & 1),
+            (false, std::cmp::Ordering::Greater) => q + 1,
+            (false, _) => q,
+        }
+    };
+    if rounded < 1 << 53 {
+        // Both exact: one correctly rounded division, as float(Decimal) is.
+        rounded as f64 / 1e6
+    } else {
+        format!("{}.{:06}", rounded / 1_000_000, rounded % 1_000_000).parse().unwrap_or(f64::NAN)
+    }
 }
 
 /// A dataset file that cannot be read or parsed.
@@ -67,8 +184,8 @@ pub enum RatesError {
     /// A symbol is not a currency the dataset has ever had.
     #[error("Currency '{0}' is not supported.")]
     UnknownSymbol(String),
-    /// The currency is known but the ECB published no rate for it that day.
-    #[error("Currency '{0}' has no rate on {1}.")]
+    /// The base is known but the ECB published no rate for it that day.
+    #[error("Base currency '{0}' not available in current rates data")]
     NotPublished(Currency, NaiveDate),
     /// The date is before the first day of the data.
     #[error("No rate data available for the specified date.")]
@@ -206,12 +323,9 @@ impl Dataset {
             for c in &currencies {
                 let f = fields.next().ok_or_else(|| malformed(n, c.as_str(), "missing field"))?.trim();
                 let v = if f == "N/A" || f.is_empty() {
-                    f64::NAN
+                    NONE
                 } else {
-                    match f.parse::<f64>() {
-                        Ok(v) if v.is_finite() && v > 0.0 => v,
-                        _ => return Err(malformed(n, c.as_str(), format!("invalid rate '{f}'"))),
-                    }
+                    parse_dec(f).ok_or_else(|| malformed(n, c.as_str(), format!("invalid rate '{f}'")))?
                 };
                 values.push(v);
             }
@@ -277,18 +391,19 @@ impl Dataset {
         }
     }
 
-    /// Units of `c` per 1 EUR on `row`; `None` when not published.
-    fn per_eur(&self, row: usize, c: Currency) -> Option<f64> {
+    /// The value of `c` per 1 EUR on `row`; `None` when not published
+    /// (or never a column).
+    fn per_eur(&self, row: usize, c: Currency) -> Option<Dec> {
         if c == Currency::EUR {
-            return Some(1.0);
+            return Some(ONE);
         }
         let col = self.currencies.iter().position(|&x| x == c)?;
-        let v = self.values[row * self.currencies.len() + col];
-        (!v.is_nan()).then_some(v)
+        Some(self.values[row * self.currencies.len() + col]).filter(|&v| v != NONE)
     }
 
     /// The API's answer for `base`, `symbols` (all published that day when
-    /// empty) and `date` (the latest day when `None`).
+    /// empty) and `date` (the latest day when `None`). A symbol the ECB did
+    /// not publish that day is left out, as the API leaves it out.
     pub fn rates(&self, base: Currency, symbols: &[Currency], date: Option<NaiveDate>) -> Result<Rates, RatesError> {
         if !self.knows(base) {
             return Err(RatesError::UnknownBase(base.to_string()));
@@ -296,29 +411,41 @@ impl Dataset {
         if let Some(s) = symbols.iter().find(|s| !self.knows(**s)) {
             return Err(RatesError::UnknownSymbol(s.to_string()));
         }
+        let (date, listed) = self.rates_in_order(base, symbols, date, |_| true)?;
+        Ok(Rates { date, base, rates: listed.into_iter().collect() })
+    }
+
+    /// The rates of `base` on the day `date` falls back to (the latest day
+    /// when `None`), in the API's order: EUR first, then the ECB file's
+    /// columns. Listed are the currencies published that day for which
+    /// `listed` holds (EUR always), narrowed to `symbols` unless it is
+    /// empty; a code that is not a column is simply never listed. Each is
+    /// worth units per 1 `base`: with base EUR the ECB's values as they are,
+    /// otherwise the decimal cross rate rounded to 6 places (see the module
+    /// docs), the base itself 1.0.
+    pub fn rates_in_order(
+        &self,
+        base: Currency,
+        symbols: &[Currency],
+        date: Option<NaiveDate>,
+        listed: impl Fn(Currency) -> bool,
+    ) -> Result<(NaiveDate, Vec<(Currency, f64)>), RatesError> {
         let row = self.row_of(date).ok_or(RatesError::NoData)?;
         let day = self.days[row];
         let base_rate = self.per_eur(row, base).ok_or(RatesError::NotPublished(base, day))?;
-
-        let mut rates = BTreeMap::new();
-        let mut put = |c: Currency, per_eur: f64| {
-            let v = if c == base { 1.0 } else { round6(per_eur / base_rate) };
-            rates.insert(c, v);
-        };
-        if symbols.is_empty() {
-            put(Currency::EUR, 1.0);
-            let row_values = &self.values[row * self.currencies.len()..][..self.currencies.len()];
-            for (&c, &v) in self.currencies.iter().zip(row_values) {
-                if !v.is_nan() {
-                    put(c, v);
-                }
-            }
-        } else {
-            for &c in symbols {
-                put(c, self.per_eur(row, c).ok_or(RatesError::NotPublished(c, day))?);
+        let wanted = |c: Currency| symbols.is_empty() || symbols.contains(&c);
+        let value = |v: Dec| if base == Currency::EUR { to_f64(v) } else { cross(v, base_rate) };
+        let width = self.currencies.len();
+        let mut out = Vec::with_capacity(if symbols.is_empty() { width + 1 } else { symbols.len() });
+        if wanted(Currency::EUR) {
+            out.push((Currency::EUR, value(ONE)));
+        }
+        for (&c, &v) in self.currencies.iter().zip(&self.values[row * width..][..width]) {
+            if v != NONE && wanted(c) && listed(c) {
+                out.push((c, value(v)));
             }
         }
-        Ok(Rates { date: day, base, rates })
+        Ok((day, out))
     }
 
     /// The `/currencies` table: code → English name (the code itself when
@@ -404,19 +531,94 @@ mod tests {
     }
 
     #[test]
-    fn unpublished_currencies_are_absent_or_refused() {
+    fn unpublished_symbols_are_absent_and_an_unpublished_base_refused() {
         let ds = Dataset::embedded();
         let all = ds.rates(Currency::EUR, &[], Some(d("2020-01-02"))).expect("rates");
         assert!(!all.rates.contains_key(&c("CYP")));
         assert_eq!(all.rates[&Currency::EUR], 1.0);
+        let err = ds.rates(c("CYP"), &[], Some(d("2020-01-02")));
+        assert_eq!(err, Err(RatesError::NotPublished(c("CYP"), d("2020-01-02"))));
         assert_eq!(
-            ds.rates(c("CYP"), &[], Some(d("2020-01-02"))),
-            Err(RatesError::NotPublished(c("CYP"), d("2020-01-02")))
+            err.map(|_| ()).expect_err("refused").to_string(),
+            "Base currency 'CYP' not available in current rates data"
         );
-        assert_eq!(
-            ds.rates(Currency::EUR, &[c("RUB")], Some(d("2024-01-02"))),
-            Err(RatesError::NotPublished(c("RUB"), d("2024-01-02")))
-        );
+        let r = ds.rates(Currency::EUR, &[c("RUB"), c("USD")], Some(d("2024-01-02"))).expect("rates");
+        assert_eq!(r.rates.keys().map(Currency::as_str).collect::<Vec<_>>(), ["USD"]);
+        // Retired codes stay readable here, where the API refuses them.
+        assert!(ds.rates(c("CYP"), &[c("USD")], Some(d("2005-01-03"))).is_ok());
+    }
+
+    #[test]
+    fn rates_come_in_the_apis_order_filtered_by_listed() {
+        let ds = Dataset::embedded();
+        let (day, all) = ds.rates_in_order(c("USD"), &[], Some(d("2005-01-03")), |_| true).expect("rates");
+        assert_eq!(day, d("2005-01-03"));
+        let codes: Vec<&str> = all.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(codes[..5], ["EUR", "USD", "JPY", "BGN", "CYP"], "EUR, then the file's columns");
+        let (_, some) =
+            ds.rates_in_order(c("USD"), &[], Some(d("2005-01-03")), |x| x.as_str() != "CYP").expect("rates");
+        assert_eq!(some.len(), all.len() - 1);
+        let (_, two) = ds
+            .rates_in_order(c("USD"), &[c("PLN"), c("EUR"), c("PLN")], Some(d("2005-01-03")), |_| true)
+            .expect("rates");
+        assert_eq!(two.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["EUR", "PLN"]);
+    }
+
+    /// The exact decimal quotient, with Python's two roundings, where a
+    /// binary division rounds the other way.
+    #[test]
+    fn cross_rates_are_decimal_not_binary() {
+        let dec = |s: &str| parse_dec(s).expect("a rate");
+        // 2026-07-08, NOK→CHF: the binary quotient rounds up, the decimal one down.
+        let ds = Dataset::embedded();
+        let r = ds.rates(c("NOK"), &[c("CHF")], Some(d("2026-07-08"))).expect("rates");
+        assert_eq!(r.rates[&c("CHF")], 0.082812);
+        // An exact half of the sixth place goes to the even neighbour.
+        assert_eq!(cross(dec("0.0000125"), dec("1")), 0.000012);
+        assert_eq!(cross(dec("0.0000135"), dec("1")), 0.000014);
+        assert_eq!(cross(dec("1"), dec("8")), 0.125);
+        // 1/3 to 28 digits, then 6 places.
+        assert_eq!(cross(dec("1"), dec("3")), 0.333333);
+        assert_eq!(cross(dec("2"), dec("3")), 0.666667);
+        // A tiny quotient: all 28 digits lie past the sixth place.
+        assert_eq!(cross(dec("0.4"), dec("1651000")), 0.0);
+        assert_eq!(cross(dec("1"), dec("1651000")), 0.000001);
+        assert_eq!(cross(dec("4.4"), dec("1.12")), 3.928571);
+        assert_eq!(cross(dec("136"), dec("136.0")), 1.0);
+    }
+
+    /// The division's rounding to 28 digits can land on an exact half of
+    /// the sixth place that the exact quotient is just past: Python then
+    /// rounds to even where one exact rounding goes up.
+    #[test]
+    // The expected values are Python's decimal strings, digit for digit.
+    #[allow(clippy::excessive_precision)]
+    fn a_half_made_by_the_division_rounds_to_even() {
+        let dec = |s: &str| parse_dec(s).expect("a rate");
+        // 500000000 / 0.999999999999999 = 500000000.0000005000000000000005...,
+        // 500000000.0000005000000000000 to 28 digits: 500000000.000000.
+        assert_eq!(cross(dec("500000000"), dec("0.999999999999999")), 500000000.0);
+        // The same past 2^53 millionths (the float made from the decimal text):
+        // Python answers 271604944444444.444444, the exact quotient rounds to ...445.
+        assert_eq!(cross(dec("271604944444442"), dec("0.999999999999991")), 271604944444444.444444);
+        // A half the exact quotient already is goes to the even neighbour too,
+        // and one just past it but not within the 28 digits goes up.
+        assert_eq!(cross(dec("777777833333331"), dec("0.999999999999997")), 777777833333333.333334);
+        assert_eq!(cross(dec("1.0000005"), dec("1")), 1.0);
+        assert_eq!(cross(dec("1.0000015"), dec("1")), 1.000002);
+        assert_eq!(cross(dec("1.00000050001"), dec("1")), 1.000001);
+    }
+
+    #[test]
+    fn printed_rates_parse_exactly_or_not_at_all() {
+        assert_eq!(unpack(parse_dec("1.1172").expect("rate")), (11172, 4));
+        assert_eq!(unpack(parse_dec("0.58230").expect("rate")), (58230, 5));
+        assert_eq!(unpack(parse_dec("136").expect("rate")), (136, 0));
+        assert_eq!(to_f64(parse_dec("10.312").expect("rate")), 10.312);
+        for bad in ["", "0", "0.000", "-1", "1e3", "1.", ".5", "abc", "1.2.3", "1234567890123456", "inf"] {
+            assert_eq!(parse_dec(bad), None, "{bad:?}");
+        }
+        assert!(parse_dec("123456789012345").is_some(), "15 digits");
     }
 
     #[test]

@@ -10,9 +10,9 @@ use crate::Currency;
 /// vatcomply lists them. Codes are case-sensitive on the wire.
 pub const SUPPORTED: [Currency; 33] = {
     const CODES: [&[u8; 3]; 33] = [
-        b"EUR", b"USD", b"JPY", b"BGN", b"CZK", b"DKK", b"GBP", b"HUF", b"PLN", b"RON", b"SEK", b"CHF", b"ISK",
-        b"NOK", b"HRK", b"RUB", b"TRY", b"AUD", b"BRL", b"CAD", b"CNY", b"HKD", b"IDR", b"ILS", b"INR", b"KRW",
-        b"MXN", b"MYR", b"NZD", b"PHP", b"SGD", b"THB", b"ZAR",
+        b"EUR", b"USD", b"JPY", b"BGN", b"CZK", b"DKK", b"GBP", b"HUF", b"PLN", b"RON", b"SEK", b"CHF", b"ISK", b"NOK",
+        b"HRK", b"RUB", b"TRY", b"AUD", b"BRL", b"CAD", b"CNY", b"HKD", b"IDR", b"ILS", b"INR", b"KRW", b"MXN", b"MYR",
+        b"NZD", b"PHP", b"SGD", b"THB", b"ZAR",
     ];
     let mut out = [Currency::EUR; 33];
     let mut i = 0;
