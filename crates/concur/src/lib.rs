@@ -221,7 +221,7 @@
 //! use std::time::Duration;
 //!
 //! let rate = AdaptiveRate::new(RateConfig::default());
-//! rate.record(RateSignal::Policy { limit: 10, window: Duration::from_secs(1), remaining: None, reset: None });
+//! rate.record(RateSignal::Policy { limit: 10, window: Duration::from_secs(1), remaining: None, reset: None, burst: None });
 //! assert_eq!(rate.rate(), 10.0); // the server said so
 //! rate.record(RateSignal::Limited { retry_after: None });
 //! assert!(rate.rate() < 10.0); // and a 429 still cuts

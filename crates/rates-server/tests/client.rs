@@ -72,7 +72,10 @@ fn success() {
 fn status_500_carries_the_detail() {
     let s = server(ServerOptions { fail_rate: 1.0, ..Default::default() });
     let e = same_error(s.url(), ClientConfig::default(), &usd());
-    assert_eq!(e, FetchError::Status { status: 500, detail: "Injected failure.".into(), retry_after: None });
+    assert_eq!(
+        e,
+        FetchError::Status { status: 500, detail: "Injected failure.".into(), retry_after: None, limit: None }
+    );
     assert!(e.is_retryable());
 }
 
@@ -86,7 +89,8 @@ fn status_404_is_final() {
         FetchError::Status {
             status: 404,
             detail: "No rate data available for the specified date.".into(),
-            retry_after: None
+            retry_after: None,
+            limit: None,
         }
     );
     assert!(!e.is_retryable());

@@ -5,6 +5,14 @@
 //! thing whichever model runs: up to K more attempts on 5xx, 429, timeouts
 //! and connection errors; never on other 4xx answers, which would fail again.
 //! Each retry is logged at info level (`rates -v`) with its reason and wait.
+//!
+//! A 429 with a `Retry-After` is not a failure but "not yet": the server
+//! says when to come back, and a rate-limited public API (vatcomply: 2/s,
+//! burst 4) answers it routinely to any client that starts faster than
+//! its limit. Such an answer spends none of the retries; the item waits
+//! as told and asks again, within a [`patience`](RetryPolicy::patience)
+//! (the waits the server asked for, added up), after which it fails as
+//! any other 429 would.
 
 use std::time::Duration;
 
@@ -22,12 +30,38 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// The largest backoff ceiling.
     pub max_delay: Duration,
+    /// The most one item waits, in all, on 429s that said when to come
+    /// back ("not yet"): their `Retry-After`s added up. Within it they
+    /// cost no retry; past it a 429 is an ordinary retryable failure.
+    #[serde(default = "default_patience")]
+    pub patience: Duration,
+}
+
+fn default_patience() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { retries: 3, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(5) }
+        RetryPolicy {
+            retries: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+            patience: default_patience(),
+        }
     }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Next {
+    /// Wait this long and try again, spending a retry.
+    Retry(Duration),
+    /// The server said "not yet": wait this long and ask again, spending
+    /// no retry.
+    NotYet(Duration),
+    /// The error is final.
+    Fail,
 }
 
 /// A request that failed for good: the last error, and how many attempts
@@ -80,23 +114,40 @@ impl RetryPolicy {
         mut sleep: impl FnMut(Duration),
     ) -> Result<T, Failure> {
         let mut rng = rand::rng();
-        let mut attempts = 0;
+        let mut tally = Tally::default();
         loop {
-            attempts += 1;
             match attempt() {
                 Ok(v) => return Ok(v),
-                // A cancelled run makes no further attempt; this one never happened.
-                Err(FetchError::Cancelled) => {
-                    return Err(Failure { error: FetchError::Cancelled, attempts: attempts - 1 });
-                }
-                Err(error) if error.is_retryable() && attempts <= self.retries => {
-                    let wait = self.backoff(attempts, &error, &mut rng);
-                    self.log_retry(attempts, &error, wait);
-                    sleep(wait);
-                }
-                Err(error) => return Err(Failure { error, attempts }),
+                Err(error) => match self.next(&mut tally, &error, &mut rng) {
+                    Next::Retry(wait) | Next::NotYet(wait) => sleep(wait),
+                    Next::Fail => return Err(tally.failure(error)),
+                },
             }
         }
+    }
+
+    /// After `error`: retry (and after how long), ask again (a "not yet"),
+    /// or fail; counts the attempt in `tally` and logs the decision.
+    fn next(&self, tally: &mut Tally, error: &FetchError, rng: &mut impl Rng) -> Next {
+        // A cancelled run makes no further attempt; this one never happened.
+        if *error == FetchError::Cancelled {
+            return Next::Fail;
+        }
+        tally.attempts += 1;
+        if let Some(after) = error.not_yet()
+            && tally.waited.saturating_add(after) <= self.patience
+        {
+            tally.attempts -= 1;
+            tally.waited += after;
+            tracing::debug!(target: "rates::retry", "not yet: asking again in {after:.2?} (429, Retry-After)");
+            return Next::NotYet(after);
+        }
+        if error.is_retryable() && tally.attempts <= self.retries {
+            let wait = self.backoff(tally.attempts, error, rng);
+            self.log_retry(tally.attempts, error, wait);
+            return Next::Retry(wait);
+        }
+        Next::Fail
     }
 
     /// [`RetryPolicy::run`] for async code: `attempt` makes one request and
@@ -105,22 +156,34 @@ impl RetryPolicy {
     where
         Fut: std::future::Future<Output = Result<T, FetchError>>,
     {
-        let mut attempts = 0;
+        let mut tally = Tally::default();
         loop {
-            attempts += 1;
             match attempt().await {
                 Ok(v) => return Ok(v),
-                Err(FetchError::Cancelled) => {
-                    return Err(Failure { error: FetchError::Cancelled, attempts: attempts - 1 });
+                Err(error) => {
+                    // Decided first: the thread's generator is not held across the sleep.
+                    let next = self.next(&mut tally, &error, &mut rand::rng());
+                    match next {
+                        Next::Retry(wait) | Next::NotYet(wait) => tokio::time::sleep(wait).await,
+                        Next::Fail => return Err(tally.failure(error)),
+                    }
                 }
-                Err(error) if error.is_retryable() && attempts <= self.retries => {
-                    let wait = self.backoff(attempts, &error, &mut rand::rng());
-                    self.log_retry(attempts, &error, wait);
-                    tokio::time::sleep(wait).await;
-                }
-                Err(error) => return Err(Failure { error, attempts }),
             }
         }
+    }
+}
+
+/// One item's attempts so far, and its waits on "not yet".
+#[derive(Debug, Default)]
+struct Tally {
+    /// Attempts that count (not the "not yet"s).
+    attempts: u32,
+    waited: Duration,
+}
+
+impl Tally {
+    fn failure(&self, error: FetchError) -> Failure {
+        Failure { error, attempts: self.attempts }
     }
 }
 
@@ -147,7 +210,7 @@ mod tests {
     use super::*;
 
     fn status(s: u16, retry_after: Option<Duration>) -> FetchError {
-        FetchError::Status { status: s, detail: String::new(), retry_after }
+        FetchError::Status { status: s, detail: String::new(), retry_after, limit: None }
     }
 
     #[test]
@@ -168,6 +231,77 @@ mod tests {
         for (i, d) in sleeps.iter().enumerate() {
             assert!(*d <= policy.base_delay * (1 << i), "retry {i} waited {d:?}");
         }
+    }
+
+    #[test]
+    fn not_yet_spends_no_retry() {
+        // vatcomply's answer to a client past its limit, four times, then rates.
+        let policy = RetryPolicy { retries: 1, ..RetryPolicy::default() };
+        let mut calls = 0;
+        let mut sleeps = Vec::new();
+        let r = policy.run(
+            || {
+                calls += 1;
+                if calls <= 4 { Err(status(429, Some(Duration::from_secs(1)))) } else { Ok(calls) }
+            },
+            |d| sleeps.push(d),
+        );
+        assert_eq!(r, Ok(5), "four 429s with Retry-After, one retry allowed: still a success");
+        assert_eq!(sleeps, vec![Duration::from_secs(1); 4], "each waits exactly as the server asked");
+        // A failure after not-yets counts only the real attempts.
+        let mut calls = 0;
+        let r: Result<(), _> = policy.run(
+            || {
+                calls += 1;
+                if calls <= 3 { Err(status(429, Some(Duration::from_secs(1)))) } else { Err(status(500, None)) }
+            },
+            |_| {},
+        );
+        assert_eq!(r.map_err(|f| f.attempts), Err(2), "two 500s: the first attempt and its one retry");
+    }
+
+    #[test]
+    fn not_yet_is_bounded_by_patience() {
+        // A server that says "not yet" for ever: the waits add up to the
+        // patience, then the 429s spend the retries, then the item fails.
+        let policy = RetryPolicy { retries: 2, patience: Duration::from_secs(10), ..RetryPolicy::default() };
+        let mut calls = 0;
+        let mut asked = Duration::ZERO;
+        let r: Result<(), _> = policy.run(
+            || {
+                calls += 1;
+                Err(status(429, Some(Duration::from_secs(3))))
+            },
+            |d| asked += d,
+        );
+        assert_eq!(r.map_err(|f| f.attempts), Err(3));
+        assert_eq!(calls, 3 + 3, "three not-yets (9 s of 10), then three attempts that count");
+        assert!(asked >= Duration::from_secs(9 + 2 * 3), "{asked:?}");
+        // A 429 without Retry-After is an ordinary retry.
+        let mut calls = 0;
+        let r: Result<(), _> = RetryPolicy { retries: 1, ..RetryPolicy::default() }.run(
+            || {
+                calls += 1;
+                Err(status(429, None))
+            },
+            |_| {},
+        );
+        assert_eq!((calls, r.map_err(|f| f.attempts)), (2, Err(2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_yet_waits_on_the_async_path_too() {
+        let started = tokio::time::Instant::now();
+        let mut calls = 0;
+        let r = RetryPolicy::none()
+            .run_async(|| {
+                calls += 1;
+                let answer = if calls <= 2 { Err(status(429, Some(Duration::from_secs(2)))) } else { Ok(calls) };
+                async move { answer }
+            })
+            .await;
+        assert_eq!(r, Ok(3));
+        assert_eq!(started.elapsed(), Duration::from_secs(4));
     }
 
     #[test]

@@ -173,6 +173,13 @@ struct State {
     /// many.
     window_sum: f64,
     window_len: usize,
+    /// Whether the requests in flight reached the limit during the current
+    /// window: only then did the limit hold anything back, and only then
+    /// does flat latency say that a higher one would be taken. A caller
+    /// held back by something else (a rate limit, a slow producer) would
+    /// otherwise see flat latency and raise the limit without end (TCP's
+    /// congestion window validation, RFC 7661).
+    window_full: bool,
     /// The means of the last windows, newest last.
     means: VecDeque<f64>,
 }
@@ -197,6 +204,7 @@ impl<C: Clock> AdaptiveConcurrency<C> {
             stale: 0,
             cut_epoch: 0,
             slow_start: true,
+            window_full: false,
             window_sum: 0.0,
             window_len: 0,
             means: VecDeque::with_capacity(config.baseline_windows + 1),
@@ -300,6 +308,7 @@ impl<C: Clock> AdaptiveConcurrency<C> {
 
     fn take(&self, s: &mut State) -> Permit<'_, C> {
         s.in_flight += 1;
+        s.window_full |= s.in_flight >= s.limit;
         Permit { limiter: self, start: self.clock.now(), epoch: s.epoch, clean: s.stale == 0, done: false }
     }
 
@@ -345,6 +354,7 @@ impl<C: Clock> AdaptiveConcurrency<C> {
             return None;
         }
         let mean = s.window_sum / s.window_len as f64;
+        let used = std::mem::replace(&mut s.window_full, s.in_flight >= s.limit);
         s.window_sum = 0.0;
         s.window_len = 0;
         if s.means.len() == self.config.baseline_windows {
@@ -353,7 +363,10 @@ impl<C: Clock> AdaptiveConcurrency<C> {
         s.means.push_back(mean);
         let baseline = s.means.iter().copied().fold(f64::INFINITY, f64::min);
         let flat = mean <= baseline * self.config.tolerance;
-        let (to, why) = if flat && s.slow_start {
+        let (to, why) = if flat && !used {
+            // Nothing was held back: no sign that more would be taken.
+            return None;
+        } else if flat && s.slow_start {
             (s.limit.saturating_mul(2), "latency flat: slow start")
         } else if flat {
             (s.limit + 1, "latency flat: probing")
@@ -379,6 +392,7 @@ impl<C: Clock> AdaptiveConcurrency<C> {
         }
         s.limit = to;
         s.epoch += 1;
+        s.window_full = s.in_flight >= to;
         // Samples of requests started under the old limit say nothing of
         // the new one.
         s.window_sum = 0.0;

@@ -182,6 +182,7 @@ proptest! {
                     window: Duration::from_millis(window_ms),
                     remaining,
                     reset: Some(Duration::from_millis(500)),
+                    burst: None,
                 }),
             }
             bursts = bursts.max(rate.burst());

@@ -81,6 +81,9 @@ pub enum RateSignal {
         remaining: Option<u32>,
         /// Time until the current window resets.
         reset: Option<Duration>,
+        /// The bucket's size, if the server said (vatcomply's
+        /// `X-RateLimit-Burst`); else one second's worth is assumed.
+        burst: Option<u32>,
     },
 }
 
@@ -122,6 +125,16 @@ pub struct RateConfig {
     /// After a 429, how long the rate stays at what the server delivered
     /// before it probes above it.
     pub plateau: Duration,
+    /// When a grant takes the first token of a full bucket, tokens start
+    /// to accrue again only this many token intervals (`1/rate`) later.
+    /// A server's bucket starts refilling when the burst's first request
+    /// *arrives*, which may be later than it was sent (a new connection's
+    /// handshake), while a later request on a warm connection arrives
+    /// sooner: paced on the client's clock alone, it can reach the server
+    /// a few milliseconds before its token. One interval (`1.0`) covers
+    /// any such spread up to the interval itself, at the cost of one
+    /// interval after each burst. 0 (the default) paces exactly.
+    pub margin: f64,
 }
 
 impl Default for RateConfig {
@@ -141,6 +154,7 @@ impl Default for RateConfig {
             decrease: 0.5,
             interval: Duration::from_secs(1),
             plateau: Duration::from_secs(10),
+            margin: 0.0,
         }
     }
 }
@@ -162,6 +176,7 @@ impl RateConfig {
             decrease: finite(self.decrease, 0.5).clamp(0.01, 0.95),
             interval: self.interval.max(Duration::from_millis(1)),
             plateau: self.plateau,
+            margin: finite(self.margin, 0.0).clamp(0.0, 10.0),
         }
     }
 }
@@ -218,12 +233,15 @@ struct State {
     tokens: f64,
     /// When `tokens` was counted; in the future while a hold lasts.
     last: Duration,
+    /// Tokens accrue from here on: after a burst's first grant, a margin
+    /// later (see [`RateConfig::margin`]); tokens at hand stay usable.
+    accrue_from: Duration,
     /// The reservations that wait, by `seq`, until their waiter wakes or
     /// gives up.
     waiting: BTreeMap<u64, Waiting>,
     next_seq: u64,
     /// The server's stated rate, and the numbers it came from.
-    policy: Option<(f64, u32, Duration)>,
+    policy: Option<Policy>,
     /// Whether a 429 was ever met (the probe is slow from then on).
     met_limit: bool,
     /// The rate the server delivered up to the last 429: where the rate
@@ -243,6 +261,25 @@ struct State {
     delivered_since: Duration,
     limited: u64,
 }
+
+/// What a server stated of its limit: `limit` per `window`, and its bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stated {
+    limit: u32,
+    window: Duration,
+    burst: Option<u32>,
+}
+
+/// A server's stated policy, and the rate it gives.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    rate: f64,
+    stated: Stated,
+}
+
+/// The largest burst taken from a server's word: its headers are
+/// untrusted, and a bucket of millions would let a run flood it.
+const MAX_STATED_BURST: u32 = 10_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Waiting {
@@ -265,18 +302,28 @@ impl State {
     /// Adds the tokens accrued up to `now` (nothing during a hold).
     fn refill(&mut self, now: Duration) {
         if now > self.last {
-            let accrued = (now - self.last).as_secs_f64() * self.rate;
+            let accrued = now.saturating_sub(self.last.max(self.accrue_from)).as_secs_f64() * self.rate;
             self.tokens = (self.tokens + accrued).min(f64::from(self.burst));
             self.last = now;
         }
     }
 
     /// Takes a token, in debt if need be: the new `seq` and when it is due.
-    fn reserve(&mut self, now: Duration) -> (u64, Duration) {
+    /// The first token of a full bucket delays the accrual by `margin`
+    /// token intervals (see [`RateConfig::margin`]).
+    fn reserve(&mut self, now: Duration, margin: f64) -> (u64, Duration) {
         self.refill(now);
+        let was_full = self.tokens >= f64::from(self.burst) - EPS;
         self.tokens -= 1.0;
+        if was_full && margin > 0.0 && self.last <= now {
+            self.accrue_from = now.saturating_add(secs(margin / self.rate));
+        }
         let base = now.max(self.last);
-        let due = if self.tokens >= -EPS { base } else { base.saturating_add(secs(-self.tokens / self.rate)) };
+        let due = if self.tokens >= -EPS {
+            base
+        } else {
+            base.max(self.accrue_from).saturating_add(secs(-self.tokens / self.rate))
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.granted_in_interval += 1;
@@ -305,6 +352,8 @@ impl State {
     /// already longer stands, with no more tokens than that implies.
     fn hold(&mut self, now: Duration, until: Duration) {
         self.revoke(now);
+        // The server's bucket is known from here on: no margin is left to keep.
+        self.accrue_from = self.accrue_from.min(now);
         let base = self.last.max(now);
         let from_empty = (base - now).as_secs_f64() * self.rate;
         self.tokens = self.tokens.min(from_empty);
@@ -358,6 +407,7 @@ impl<C: Clock> AdaptiveRate<C> {
             burst: config.burst,
             tokens: f64::from(config.burst),
             last: now,
+            accrue_from: now,
             waiting: BTreeMap::new(),
             next_seq: 0,
             policy: None,
@@ -434,10 +484,10 @@ impl<C: Clock> AdaptiveRate<C> {
         let now = self.clock.now();
         s.refill(now);
         if now >= s.last && s.tokens >= 1.0 - EPS {
-            s.reserve(now);
+            s.reserve(now, self.config.margin);
             return Ok(());
         }
-        let at = now.max(s.last).saturating_add(secs((1.0 - s.tokens) / s.rate));
+        let at = now.max(s.last).max(s.accrue_from).saturating_add(secs((1.0 - s.tokens) / s.rate));
         Err(NotUntil::new(now, at))
     }
 
@@ -449,8 +499,8 @@ impl<C: Clock> AdaptiveRate<C> {
             match signal {
                 RateSignal::Success => self.on_success(&mut s, now),
                 RateSignal::Limited { retry_after } => self.on_limited(&mut s, now, retry_after),
-                RateSignal::Policy { limit, window, remaining, reset } => {
-                    self.on_policy(&mut s, now, limit, window, remaining, reset)
+                RateSignal::Policy { limit, window, remaining, reset, burst } => {
+                    self.on_policy(&mut s, now, Stated { limit, window, burst }, remaining, reset)
                 }
             }
         };
@@ -493,7 +543,7 @@ impl<C: Clock> AdaptiveRate<C> {
         let c = &self.config;
         let r = s.rate;
         let (to, why) = match s.policy {
-            Some((p, ..)) if r < p => (approach(r, p), "recovering to the server's policy"),
+            Some(Policy { rate: p, .. }) if r < p => (approach(r, p), "recovering to the server's policy"),
             _ if s.met_limit && r < s.ceiling => (approach(r, s.ceiling), "back to the rate the server delivered"),
             _ if s.met_limit => {
                 let quiet = s.last_cut.is_none_or(|t| now >= t.saturating_add(c.plateau));
@@ -504,7 +554,7 @@ impl<C: Clock> AdaptiveRate<C> {
             }
             _ => (r + c.increase.max(c.growth * r), "no 429 for an interval"),
         };
-        let cap = s.policy.map_or(c.max, |(p, ..)| p.min(c.max));
+        let cap = s.policy.map_or(c.max, |p| p.rate.min(c.max));
         self.set_rate(s, now, to.min(cap), why)
     }
 
@@ -545,22 +595,29 @@ impl<C: Clock> AdaptiveRate<C> {
         &self,
         s: &mut State,
         now: Duration,
-        limit: u32,
-        window: Duration,
+        stated: Stated,
         remaining: Option<u32>,
         reset: Option<Duration>,
     ) -> Option<RateChange> {
+        let Stated { limit, window, burst } = stated;
         let mut change = None;
-        if limit > 0 && !window.is_zero() && s.policy.is_none_or(|(_, l, w)| (l, w) != (limit, window)) {
-            let stated = f64::from(limit) / window.as_secs_f64();
-            let rate = stated.clamp(self.config.min, self.config.max);
-            // One second's worth, at most the whole window's.
-            let burst = (rate.ceil() as u32).clamp(1, limit);
-            s.policy = Some((rate, limit, window));
+        if limit > 0 && !window.is_zero() && s.policy.is_none_or(|p| p.stated != stated) {
+            let rate = (f64::from(limit) / window.as_secs_f64()).clamp(self.config.min, self.config.max);
+            // The bucket the server stated; else one second's worth, at
+            // most the whole window's.
+            let burst = match burst {
+                Some(b) => b.clamp(1, MAX_STATED_BURST),
+                None => (rate.ceil() as u32).clamp(1, limit),
+            };
+            s.policy = Some(Policy { rate, stated });
             if burst != s.burst {
                 s.revoke(now);
                 s.burst = burst;
+                s.tokens = s.tokens.min(f64::from(burst));
             }
+            // The 429s of requests sent before the policy was known say
+            // nothing new: no cut for an interval, as after a cut.
+            s.last_cut = Some(now);
             change = self.set_rate(s, now, rate, "server policy");
         }
         match remaining {
@@ -597,7 +654,7 @@ impl<C: Clock> AdaptiveRate<C> {
     fn reserve(&self) -> Option<Reservation<'_, C>> {
         let mut s = self.lock();
         let now = self.clock.now();
-        let (seq, due) = s.reserve(now);
+        let (seq, due) = s.reserve(now, self.config.margin);
         drop(s);
         // Made only when kept: a reservation dropped gives its slot back,
         // which takes the lock.
@@ -614,7 +671,7 @@ impl<C: Clock> AdaptiveRate<C> {
             return None;
         }
         let now = self.clock.now();
-        let (seq, due) = s.reserve(now);
+        let (seq, due) = s.reserve(now, self.config.margin);
         drop(s);
         // Made only when kept: a reservation dropped gives its slot back,
         // which takes the lock.

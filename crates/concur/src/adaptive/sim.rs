@@ -134,6 +134,7 @@ pub(super) fn rate_run(server: RateServer, config: RateConfig) -> RateRun {
                         window: Duration::from_secs(1),
                         remaining: Some(remaining),
                         reset: Some(whole),
+                        burst: None,
                     });
                 }
                 if took {

@@ -130,7 +130,8 @@ fn a_cut_keeps_what_the_server_delivered() {
 #[test]
 fn a_policy_sets_the_rate_and_burst_and_caps_the_probe() {
     let (rate, _) = rate_on(RateConfig::default());
-    let policy = RateSignal::Policy { limit: 10, window: Duration::from_secs(2), remaining: None, reset: None };
+    let policy =
+        RateSignal::Policy { limit: 10, window: Duration::from_secs(2), remaining: None, reset: None, burst: None };
     rate.record(policy);
     assert_eq!((rate.rate(), rate.burst()), (5.0, 5));
     succeed_until(&rate, Duration::from_secs(5));
@@ -143,8 +144,65 @@ fn a_policy_sets_the_rate_and_burst_and_caps_the_probe() {
     succeed_until(&rate, Duration::from_secs(15));
     assert_eq!(rate.rate(), 5.0);
     // A larger window: one second's worth of burst.
-    rate.record(RateSignal::Policy { limit: 600, window: Duration::from_secs(60), remaining: None, reset: None });
+    rate.record(RateSignal::Policy {
+        limit: 600,
+        window: Duration::from_secs(60),
+        remaining: None,
+        reset: None,
+        burst: None,
+    });
     assert_eq!((rate.rate(), rate.burst()), (10.0, 10));
+}
+
+#[test]
+fn vatcomplys_429_sets_rate_and_burst_without_a_cut() {
+    // Its limit is stated only on a 429: 2/s, a bucket of 4, Retry-After 1.
+    let (rate, clock) = rate_on(RateConfig { initial: 4.0, ..RateConfig::default() });
+    let stated =
+        RateSignal::Policy { limit: 2, window: Duration::from_secs(1), remaining: None, reset: None, burst: Some(4) };
+    rate.try_acquire().expect("the first token");
+    rate.record(stated);
+    rate.record(RateSignal::Limited { retry_after: Some(Duration::from_secs(1)) });
+    // Another request of before the policy meets the same empty bucket.
+    rate.record(stated);
+    rate.record(RateSignal::Limited { retry_after: Some(Duration::from_secs(1)) });
+    assert_eq!((rate.rate(), rate.burst()), (2.0, 4), "the stated limit, not a cut below it");
+    // Not before the Retry-After; then what the server refilled meanwhile.
+    assert_eq!(rate.try_acquire().expect_err("held").earliest(), Duration::from_secs(1));
+    clock.advance(Duration::from_secs(1));
+    rate.try_acquire().expect("refilled 2 in the hold");
+    rate.try_acquire().expect("refilled 2 in the hold");
+    assert!(rate.try_acquire().is_err());
+    // A huge stated burst is not taken at its word.
+    rate.record(RateSignal::Policy {
+        limit: 2,
+        window: Duration::from_secs(1),
+        remaining: None,
+        reset: None,
+        burst: Some(u32::MAX),
+    });
+    assert!(rate.burst() <= 10_000, "{}", rate.burst());
+}
+
+#[test]
+fn a_margin_delays_the_accrual_after_a_burst() {
+    let (rate, clock) = rate_on(RateConfig { initial: 2.0, burst: 4, margin: 1.0, ..RateConfig::default() });
+    let never = CancelToken::new();
+    for _ in 0..4 {
+        rate.acquire_cancellable(&never).expect("the burst");
+    }
+    assert_eq!(clock.now(), Duration::ZERO);
+    rate.acquire_cancellable(&never).expect("a token");
+    assert_eq!(clock.now(), ms(1000), "one interval, plus one of margin");
+    rate.acquire_cancellable(&never).expect("a token");
+    assert_eq!(clock.now(), ms(1500), "then the rate itself");
+    // Idle until full again: the next burst pays the margin once more.
+    clock.advance(Duration::from_secs(10));
+    let start = clock.now();
+    for _ in 0..5 {
+        rate.acquire_cancellable(&never).expect("a token");
+    }
+    assert_eq!(clock.now() - start, ms(1000));
 }
 
 #[test]
@@ -156,6 +214,7 @@ fn no_requests_left_holds_until_reset() {
         window: Duration::from_secs(1),
         remaining: Some(remaining),
         reset: Some(Duration::from_secs(2)),
+        burst: None,
     };
     rate.record(policy(1));
     rate.try_acquire().expect("one left");
@@ -263,6 +322,24 @@ fn slow_start_doubles_while_latency_is_flat() {
     let changes = changes.lock().expect("not poisoned");
     assert_eq!(changes.iter().map(|c| c.to).collect::<Vec<_>>(), [8, 16, 32, 64]);
     assert!(changes.iter().all(|c| c.why == "latency flat: slow start"));
+}
+
+#[test]
+fn a_caller_held_back_elsewhere_does_not_raise_the_limit() {
+    // A fixed rate lets one request out at a time: latency is flat, but
+    // the limit of 4 never held anything back, so it proves nothing
+    // (it used to climb to the pool's size: "learnt: --workers 64").
+    let (limiter, clock) = limiter_on(ConcurrencyConfig::default());
+    for _ in 0..200 {
+        let p = limiter.try_acquire().expect("far below the limit");
+        clock.advance(ms(5));
+        p.success();
+        clock.advance(ms(495)); // the throttle's wait, outside any permit
+    }
+    assert_eq!(limiter.limit(), 4);
+    // Once the requests do fill it, slow start goes on as before.
+    round(&limiter, ms(5));
+    assert_eq!(limiter.limit(), 8);
 }
 
 #[test]
@@ -475,7 +552,13 @@ fn samples_wait_until_the_requests_of_a_higher_limit_have_ended() {
 #[test]
 fn a_smaller_stated_burst_takes_effect_at_once() {
     let (rate, _) = rate_on(RateConfig { initial: 100.0, burst: 10, ..RateConfig::default() });
-    rate.record(RateSignal::Policy { limit: 2, window: Duration::from_secs(1), remaining: None, reset: None });
+    rate.record(RateSignal::Policy {
+        limit: 2,
+        window: Duration::from_secs(1),
+        remaining: None,
+        reset: None,
+        burst: None,
+    });
     assert_eq!(rate.burst(), 2);
     rate.try_acquire().expect("1");
     rate.try_acquire().expect("2");

@@ -147,6 +147,9 @@ impl NotUntil {
 pub struct Throttle<C = SystemClock> {
     rate: f64,
     capacity: f64,
+    /// How long after the first grant from a full bucket tokens start to
+    /// accrue again (see [`with_margin`](Throttle::with_margin)).
+    margin: Duration,
     clock: C,
     bucket: Mutex<Bucket>,
 }
@@ -197,6 +200,7 @@ impl<C: Clock> Throttle<C> {
         Ok(Throttle {
             rate,
             capacity: f64::from(burst),
+            margin: Duration::ZERO,
             clock,
             bucket: Mutex::new(Bucket::new(f64::from(burst), Some(now))),
         })
@@ -211,7 +215,38 @@ impl<C: Clock> Throttle<C> {
         if !(rate.is_finite() && rate >= 1.0) {
             return Err(ThrottleError::ChapterRate(rate));
         }
-        Ok(Throttle { rate, capacity: rate, clock, bucket: Mutex::new(Bucket::new(0.0, None)) })
+        Ok(Throttle { rate, capacity: rate, margin: Duration::ZERO, clock, bucket: Mutex::new(Bucket::new(0.0, None)) })
+    }
+
+    /// The same bucket, but when a grant takes the first token of a full
+    /// bucket, tokens start to accrue again only `margin` later.
+    ///
+    /// For pacing against a server's own token bucket: the server's starts
+    /// refilling when the burst's first request *arrives*, which may be
+    /// later than it was sent (a new connection's handshake), while a
+    /// later request on a warm connection arrives sooner. Paced on the
+    /// client's clock alone, that request can reach the server a few
+    /// milliseconds before its token there. A margin as long as the
+    /// spread of those delays keeps the server's clock within the limit
+    /// too, at the cost of `margin` once after each burst. The contract
+    /// still holds: the margin only ever delays grants.
+    ///
+    /// ```
+    /// use concur::Throttle;
+    /// use concur::throttle::{Clock, FakeClock};
+    /// use std::time::Duration;
+    ///
+    /// let clock = FakeClock::new();
+    /// let t = Throttle::with_clock(2.0, 2, clock.clone())?.with_margin(Duration::from_millis(500));
+    /// t.acquire();
+    /// t.acquire(); // the burst
+    /// t.acquire(); // one interval, plus the margin
+    /// assert_eq!(clock.now(), Duration::from_secs(1));
+    /// # Ok::<(), concur::ThrottleError>(())
+    /// ```
+    pub fn with_margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self
     }
 
     /// Tokens per second.
@@ -296,7 +331,7 @@ impl<C: Clock> Throttle<C> {
         // docs); it may be due before the bucket's next token.
         if bucket.tokens >= 1.0 {
             // No debt, so no slot is waiting: nor any given back.
-            bucket.tokens -= 1.0;
+            self.take_token(&mut bucket, now);
             return Ok(());
         }
         // A given-back slot is taken only at its own time (see the type's
@@ -306,7 +341,7 @@ impl<C: Clock> Throttle<C> {
             bucket.take_freed(now);
             return Ok(());
         }
-        let bucket_at = now.saturating_add(secs((1.0 - bucket.tokens) / self.rate));
+        let bucket_at = accrual_start(&bucket, now).saturating_add(secs((1.0 - bucket.tokens) / self.rate));
         let at = freed.map_or(bucket_at, |due| due.min(bucket_at));
         Err(NotUntil { wait: at.saturating_sub(now), at })
     }
@@ -350,16 +385,25 @@ impl<C: Clock> Throttle<C> {
         let now = self.refill(&mut bucket);
         if bucket.tokens >= 1.0 {
             // No debt, so no slot is waiting: nor any given back.
-            bucket.tokens -= 1.0;
+            self.take_token(&mut bucket, now);
             return Taken { seq: None, now, due: now };
         }
         if let Some((seq, due)) = bucket.take_freed(now) {
             return Taken { seq: Some(seq), now, due };
         }
         bucket.tokens -= 1.0;
-        let due = now.saturating_add(secs(-bucket.tokens / self.rate));
+        let due = accrual_start(&bucket, now).saturating_add(secs(-bucket.tokens / self.rate));
         let seq = bucket.wait_for(due, now);
         Taken { seq: Some(seq), now, due }
+    }
+
+    /// Takes a token that is there; the first of a full bucket delays the
+    /// accrual by the margin.
+    fn take_token(&self, bucket: &mut Bucket, now: Duration) {
+        if bucket.tokens >= self.capacity && !self.margin.is_zero() {
+            bucket.last = Some(now.saturating_add(self.margin));
+        }
+        bucket.tokens -= 1.0;
     }
 
     /// Gives back the waiting slot `seq`, unless its time has come.
@@ -386,6 +430,12 @@ impl<C: Clock> Throttle<C> {
         // a poisoned lock still guards consistent numbers.
         self.bucket.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// When the bucket's tokens (counted as of its `last`) accrue from: now,
+/// or later during a margin.
+fn accrual_start(bucket: &Bucket, now: Duration) -> Duration {
+    bucket.last.map_or(now, |last| last.max(now))
 }
 
 /// A slot just taken.
@@ -429,6 +479,10 @@ impl<C: Clock> Drop for Reservation<'_, C> {
 
 impl<C> fmt::Debug for Throttle<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Throttle").field("rate", &self.rate).field("capacity", &self.capacity).finish_non_exhaustive()
+        f.debug_struct("Throttle")
+            .field("rate", &self.rate)
+            .field("capacity", &self.capacity)
+            .field("margin", &self.margin)
+            .finish_non_exhaustive()
     }
 }

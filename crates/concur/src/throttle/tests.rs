@@ -382,3 +382,25 @@ async fn concurrent_async_waiters_get_distinct_slots() {
     grants.sort();
     assert_eq!(grants, (0..10).map(|i| ms(50 * i)).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_margin_delays_the_accrual_once_per_burst() {
+    let clock = FakeClock::new();
+    let t = Throttle::with_clock(2.0, 4, clock.clone()).expect("valid").with_margin(Duration::from_millis(500));
+    for _ in 0..4 {
+        t.acquire();
+    }
+    assert_eq!(clock.now(), Duration::ZERO, "the burst at once");
+    t.acquire();
+    assert_eq!(clock.now(), Duration::from_millis(1000), "the fifth a margin after its token");
+    t.acquire();
+    assert_eq!(clock.now(), Duration::from_millis(1500), "then the plain rate");
+    assert_eq!(t.try_acquire().expect_err("in debt").earliest(), Duration::from_millis(2000));
+    // Full again after an idle spell: the next burst pays the margin again.
+    clock.advance(Duration::from_secs(10));
+    let start = clock.now();
+    for _ in 0..5 {
+        t.acquire();
+    }
+    assert_eq!(clock.now() - start, Duration::from_millis(1000));
+}

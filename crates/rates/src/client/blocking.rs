@@ -9,7 +9,9 @@ use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
-use super::{BadUrl, ClientConfig, FetchError, RateLimitInfo, Reply, check_answer, decode_rates, parse_api_url};
+use super::{
+    BadUrl, ClientConfig, FetchError, MAX_BODY, RateLimitInfo, Reply, check_answer, decode_rates, parse_api_url,
+};
 use crate::{RateRequest, Rates};
 
 /// An answer as `BlockingClient::get` reads it.
@@ -78,15 +80,15 @@ impl BlockingClient {
     pub fn fetch_reply(&self, req: &RateRequest) -> Result<Reply, FetchError> {
         let url = format!("{}/rates?{}", self.api, req.query());
         let a = self.get(&url)?;
-        let rates = check_answer(req, decode_rates(a.status, a.retry_after.as_deref(), &a.body)?)?;
+        let rates = check_answer(req, decode_rates(a.status, a.retry_after.as_deref(), a.limit, &a.body)?)?;
         Ok(Reply { rates, limit: a.limit })
     }
 
     /// `GET /currencies`: code → name.
     pub fn currencies(&self) -> Result<std::collections::BTreeMap<String, String>, FetchError> {
-        let Answer { status, retry_after, body, .. } = self.get(&format!("{}/currencies", self.api))?;
+        let Answer { status, retry_after, limit, body } = self.get(&format!("{}/currencies", self.api))?;
         if status != 200 {
-            return Err(decode_rates(status, retry_after.as_deref(), &body)
+            return Err(decode_rates(status, retry_after.as_deref(), limit, &body)
                 .err()
                 .unwrap_or(FetchError::Malformed(format!("status {status}"))));
         }
@@ -104,13 +106,10 @@ impl BlockingClient {
         let status = resp.status().as_u16();
         let headers = resp.headers();
         let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        // Only a success is given back with its limit: no parsing otherwise.
-        let limit = resp
-            .status()
-            .is_success()
-            .then(|| RateLimitInfo::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok())));
-        let body = resp.body_mut().with_config().limit(16 << 20).read_to_vec().map_err(|e| self.map_error(e))?;
-        Ok(Answer { status, retry_after, limit: limit.flatten(), body })
+        // Every answer may state the limit: vatcomply does only on its 429s.
+        let limit = RateLimitInfo::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+        let body = resp.body_mut().with_config().limit(MAX_BODY as u64).read_to_vec().map_err(|e| self.map_error(e))?;
+        Ok(Answer { status, retry_after, limit, body })
     }
 
     fn map_error(&self, e: ureq::Error) -> FetchError {

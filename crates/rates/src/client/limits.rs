@@ -25,6 +25,11 @@ pub struct RateLimitInfo {
     /// Until more requests are allowed (`RateLimit`'s `t`) or the quota is
     /// whole again (`X-RateLimit-Reset`), if the server said.
     pub reset: Option<Duration>,
+    /// The bucket's size (`X-RateLimit-Burst`, as vatcomply sends on its
+    /// 429s beside `X-RateLimit-Limit`, its requests per second), if the
+    /// server said.
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 /// The integer values structured fields allow (RFC 9651): at most 15 digits.
@@ -76,7 +81,12 @@ impl RateLimitInfo {
         if let Some(info) = get("ratelimit-policy").and_then(|policy| ietf(policy, get("ratelimit"))) {
             return Some(info);
         }
-        legacy(get("x-ratelimit-limit")?, get("x-ratelimit-remaining"), get("x-ratelimit-reset"), now)
+        let mut info = legacy(get("x-ratelimit-limit")?, get("x-ratelimit-remaining"), get("x-ratelimit-reset"), now)?;
+        info.burst = get("x-ratelimit-burst")
+            .and_then(|b| integer(b.trim()))
+            .and_then(|b| u32::try_from(b).ok())
+            .filter(|&b| b > 0);
+        Some(info)
     }
 }
 
@@ -101,7 +111,7 @@ fn ietf(policy: &str, state: Option<&str>) -> Option<RateLimitInfo> {
             None => reset.filter(|t| *t >= Duration::from_secs(1)).unwrap_or(Duration::from_secs(1)),
         };
         let remaining = s.and_then(|s| s.param("r")).and_then(|r| u32::try_from(r).ok());
-        let info = RateLimitInfo { limit, window, remaining, reset };
+        let info = RateLimitInfo { limit, window, remaining, reset, burst: None };
         // limit/window below the best's, without rounding.
         let slower = |b: &RateLimitInfo| {
             u128::from(info.limit) * b.window.as_nanos() < u128::from(b.limit) * info.window.as_nanos()
@@ -130,7 +140,7 @@ fn legacy(limit: &str, remaining: Option<&str>, reset: Option<&str>, now: System
     let remaining = remaining.and_then(|r| integer(r.trim())).and_then(|r| u32::try_from(r).ok());
     let reset = reset.and_then(|r| reset_after(r.trim(), now));
     let window = window.or(reset.filter(|r| *r >= Duration::from_secs(1))).unwrap_or(Duration::from_secs(1));
-    Some(RateLimitInfo { limit, window, remaining, reset })
+    Some(RateLimitInfo { limit, window, remaining, reset, burst: None })
 }
 
 /// `X-RateLimit-Reset`: seconds from now, or a Unix timestamp (a reset in
@@ -245,7 +255,13 @@ mod tests {
     }
 
     fn info(limit: u32, window: u64, remaining: Option<u32>, reset: Option<u64>) -> RateLimitInfo {
-        RateLimitInfo { limit, window: Duration::from_secs(window), remaining, reset: reset.map(Duration::from_secs) }
+        RateLimitInfo {
+            limit,
+            window: Duration::from_secs(window),
+            remaining,
+            reset: reset.map(Duration::from_secs),
+            burst: None,
+        }
     }
 
     #[test]
@@ -280,6 +296,18 @@ mod tests {
         // A malformed policy falls back to them.
         let bad_policy = [("ratelimit-policy", "\"default\";q=x"), ("x-ratelimit-limit", "99")];
         assert_eq!(parse(&bad_policy), Some(info(99, 1, None, None)));
+    }
+
+    #[test]
+    fn vatcomply_429_fields() {
+        // Its 429: requests per second and the bucket's size, nothing else.
+        let vatcomply = [("x-ratelimit-limit", "2"), ("x-ratelimit-burst", "4"), ("retry-after", "1")];
+        assert_eq!(parse(&vatcomply), Some(RateLimitInfo { burst: Some(4), ..info(2, 1, None, None) }));
+        for bad in ["0", "-4", "x", "99999999999", ""] {
+            let got = parse(&[("x-ratelimit-limit", "2"), ("x-ratelimit-burst", bad)]);
+            assert_eq!(got, Some(info(2, 1, None, None)), "burst {bad:?} is ignored");
+        }
+        assert_eq!(parse(&[("x-ratelimit-burst", "4")]), None, "a burst without a limit");
     }
 
     #[test]

@@ -23,6 +23,10 @@ use crate::{RateRequest, Rates};
 /// service is called, for messages and docs.
 pub const PUBLIC_API: &str = "https://api.vatcomply.com";
 
+/// The largest answer either client reads: an API answer is a few KiB, and
+/// a server that sends more (or never stops) is cut off here.
+pub(crate) const MAX_BODY: usize = 16 << 20;
+
 /// Timeouts shared by the blocking and async clients.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClientConfig {
@@ -59,8 +63,13 @@ pub enum FetchError {
         status: u16,
         /// The `detail` of the server's JSON error body, or the body itself.
         detail: String,
-        /// The `Retry-After` header of a 429 or 503, if any.
+        /// The `Retry-After` header of a 429 or 503 (else the JSON body's
+        /// `retry_after`, as vatcomply also sends), if any.
         retry_after: Option<Duration>,
+        /// What the answer's headers said about the rate limit: vatcomply
+        /// states its limit only on its 429s.
+        #[serde(default)]
+        limit: Option<RateLimitInfo>,
     },
     /// No complete answer within the client's timeout.
     #[error("timed out ({0})")]
@@ -97,6 +106,15 @@ impl FetchError {
             FetchError::Status { status, .. } => *status == 429 || *status >= 500,
             FetchError::Timeout(_) | FetchError::Connect(_) | FetchError::Transport(_) => true,
             _ => false,
+        }
+    }
+
+    /// A 429 that said when to come back: "not yet", and how long to wait
+    /// (see [`RetryPolicy`](crate::RetryPolicy)).
+    pub fn not_yet(&self) -> Option<Duration> {
+        match self {
+            FetchError::Status { status: 429, retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 
@@ -146,13 +164,22 @@ pub(crate) fn check_answer(req: &RateRequest, rates: Rates) -> Result<Rates, Fet
     Ok(rates)
 }
 
-/// Turns an HTTP answer into rates or a typed error.
-pub(crate) fn decode_rates(status: u16, retry_after: Option<&str>, body: &[u8]) -> Result<Rates, FetchError> {
+/// Turns an HTTP answer into rates or a typed error; an error keeps the
+/// `Retry-After` (the header, else the JSON body's `retry_after`) and the
+/// rate limit its headers stated.
+pub(crate) fn decode_rates(
+    status: u16,
+    retry_after: Option<&str>,
+    limit: Option<RateLimitInfo>,
+    body: &[u8],
+) -> Result<Rates, FetchError> {
     if !(200..300).contains(&status) {
+        let (detail, body_retry_after) = error_detail(body);
         return Err(FetchError::Status {
             status,
-            detail: error_detail(body),
-            retry_after: retry_after.and_then(parse_retry_after),
+            detail,
+            retry_after: retry_after.and_then(parse_retry_after).or(body_retry_after),
+            limit,
         });
     }
     // A good answer in one pass; only a bad one is read again, as a tree,
@@ -170,31 +197,52 @@ pub(crate) fn decode_rates(status: u16, retry_after: Option<&str>, body: &[u8]) 
     serde_json::from_value(value).map_err(|e| FetchError::Malformed(e.to_string()))
 }
 
-/// The `detail` of a JSON error body, else the body's text (shortened).
-fn error_detail(body: &[u8]) -> String {
+/// The most characters of an error's detail kept: an answer is untrusted,
+/// and a detail ends up in messages.
+const MAX_DETAIL_CHARS: usize = 200;
+
+/// The `detail` of a JSON error body (else the body's text), shortened,
+/// and its `retry_after` in seconds if it has a sane one.
+fn error_detail(body: &[u8]) -> (String, Option<Duration>) {
     #[derive(Deserialize)]
     struct Detail {
         detail: serde_json::Value,
+        #[serde(default)]
+        retry_after: Option<serde_json::Value>,
     }
-    match serde_json::from_slice::<Detail>(body) {
-        Ok(Detail { detail: serde_json::Value::String(s) }) => s,
-        Ok(Detail { detail }) => detail.to_string(),
-        Err(_) => {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            match text.char_indices().nth(200) {
-                Some((i, _)) => format!("{}...", &text[..i]),
-                None if text.is_empty() => "(empty body)".into(),
-                None => text.to_string(),
-            }
+    let shorten = |text: &str| {
+        let text = text.trim();
+        match text.char_indices().nth(MAX_DETAIL_CHARS) {
+            Some((i, _)) => format!("{}...", &text[..i]),
+            None if text.is_empty() => "(empty body)".into(),
+            None => text.to_string(),
         }
+    };
+    match serde_json::from_slice::<Detail>(body) {
+        Ok(Detail { detail, retry_after }) => {
+            let text = match detail {
+                serde_json::Value::String(s) => shorten(&s),
+                other => shorten(&other.to_string()),
+            };
+            let after = retry_after.and_then(|v| v.as_f64()).and_then(|s| parse_retry_after(&s.to_string()));
+            (text, after)
+        }
+        Err(_) => (shorten(&String::from_utf8_lossy(body)), None),
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by rate limiters
-/// we know of, and is ignored).
+/// The longest wait a server's `Retry-After` is taken at: a longer one is
+/// cut to this, so that no answer can stall a run for longer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` in seconds, at most [`MAX_RETRY_AFTER`] (the HTTP-date
+/// form is not used by rate limiters we know of, and is ignored).
 fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| Duration::from_secs_f64(s.min(3600.0)))
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
 #[cfg(test)]
@@ -212,6 +260,7 @@ mod tests {
 
     #[test]
     fn decoding() {
+        let decode_rates = |status, retry_after, body: &[u8]| decode_rates(status, retry_after, None, body);
         let ok = decode_rates(200, None, br#"{"date":"2018-10-12","base":"USD","rates":{"PLN":3.709694}}"#);
         assert_eq!(ok.map(|r| r.rates.len()), Ok(1));
         assert_eq!(
@@ -219,7 +268,8 @@ mod tests {
             Err(FetchError::Status {
                 status: 429,
                 detail: "Rate limit exceeded.".into(),
-                retry_after: Some(Duration::from_secs(2))
+                retry_after: Some(Duration::from_secs(2)),
+                limit: None,
             })
         );
         assert!(matches!(decode_rates(200, None, b"not json"), Err(FetchError::Malformed(_))));
@@ -236,6 +286,43 @@ mod tests {
             panic!("a status error")
         };
         assert_eq!(detail, "<html>bad gateway</html>");
+        let Err(FetchError::Status { detail, .. }) = decode_rates(403, None, "x".repeat(5000).as_bytes()) else {
+            panic!("a status error")
+        };
+        assert_eq!(detail.len(), MAX_DETAIL_CHARS + 3, "a long body is cut");
+        let long_json = format!(r#"{{"detail":"{}"}}"#, "y".repeat(5000));
+        let Err(FetchError::Status { detail, .. }) = decode_rates(404, None, long_json.as_bytes()) else {
+            panic!("a status error")
+        };
+        assert_eq!(detail.len(), MAX_DETAIL_CHARS + 3, "a long JSON detail is cut too");
+    }
+
+    #[test]
+    fn vatcomply_429_is_read_whole() {
+        let limit =
+            RateLimitInfo { limit: 2, window: Duration::from_secs(1), remaining: None, reset: None, burst: Some(4) };
+        let body = br#"{"detail":"Rate limit exceeded. Try again in 1 seconds.","retry_after":1}"#;
+        let Err(FetchError::Status { status, retry_after, limit: got, .. }) =
+            decode_rates(429, None, Some(limit), body)
+        else {
+            panic!("a status error")
+        };
+        assert_eq!(
+            (status, retry_after, got),
+            (429, Some(Duration::from_secs(1)), Some(limit)),
+            "the body's retry_after"
+        );
+        // The header wins over the body; a silly body value is ignored, a huge one capped.
+        let header_first = decode_rates(429, Some("3"), None, body);
+        assert_eq!(header_first.err().and_then(|e| e.retry_after()), Some(Duration::from_secs(3)));
+        for (json, want) in [
+            (r#"{"detail":"x","retry_after":-1}"#, None),
+            (r#"{"detail":"x","retry_after":"soon"}"#, None),
+            (r#"{"detail":"x","retry_after":1e300}"#, Some(MAX_RETRY_AFTER)),
+        ] {
+            let got = decode_rates(429, None, None, json.as_bytes()).err().and_then(|e| e.retry_after());
+            assert_eq!(got, want, "{json}");
+        }
     }
 
     #[test]
@@ -266,7 +353,7 @@ mod tests {
 
     #[test]
     fn retryable_errors() {
-        let status = |s| FetchError::Status { status: s, detail: String::new(), retry_after: None };
+        let status = |s| FetchError::Status { status: s, detail: String::new(), retry_after: None, limit: None };
         assert!(status(500).is_retryable() && status(503).is_retryable() && status(429).is_retryable());
         assert!(!status(400).is_retryable() && !status(404).is_retryable());
         assert!(FetchError::Timeout("x".into()).is_retryable());

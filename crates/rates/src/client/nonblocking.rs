@@ -1,7 +1,9 @@
 //! [`AsyncClient`]: the rates API over reqwest, the chapter's `aiohttp`
 //! session — one client, one connection pool, shared by every task.
 
-use super::{BadUrl, ClientConfig, FetchError, RateLimitInfo, Reply, check_answer, decode_rates, parse_api_url};
+use super::{
+    BadUrl, ClientConfig, FetchError, MAX_BODY, RateLimitInfo, Reply, check_answer, decode_rates, parse_api_url,
+};
 use crate::{RateRequest, Rates};
 
 /// An async client of the rates API; clone it freely (clones share the pool).
@@ -58,15 +60,28 @@ impl AsyncClient {
         let status = resp.status().as_u16();
         let headers = resp.headers();
         let retry_after = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        // Only a success is given back with its limit: no parsing otherwise.
-        let limit = resp
-            .status()
-            .is_success()
-            .then(|| RateLimitInfo::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok())))
-            .flatten();
-        let body = resp.bytes().await.map_err(|e| self.map_error(e))?;
-        let rates = check_answer(req, decode_rates(status, retry_after.as_deref(), &body)?)?;
+        // Every answer may state the limit: vatcomply does only on its 429s.
+        let limit = RateLimitInfo::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+        let body = self.read_body(resp).await?;
+        let rates = check_answer(req, decode_rates(status, retry_after.as_deref(), limit, &body)?)?;
         Ok(Reply { rates, limit })
+    }
+
+    /// An answer's body, at most [`MAX_BODY`] bytes: a larger or endless
+    /// one is an error as soon as it passes the cap, not memory.
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, FetchError> {
+        let too_big = || FetchError::Malformed(format!("answer larger than {} MiB", MAX_BODY >> 20));
+        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_big());
+        }
+        let mut body = Vec::with_capacity(resp.content_length().map_or(0, |n| n as usize));
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.map_error(e))? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// The URL that asks for `req`.

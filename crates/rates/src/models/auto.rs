@@ -54,7 +54,7 @@ impl AutoLimits {
     pub fn new(burst: Option<u32>, max_workers: Option<usize>) -> Self {
         AutoLimits {
             rate: burst.map(|burst| {
-                let config = RateConfig { burst, ..RateConfig::default() };
+                let config = RateConfig { burst, ..server_rate() };
                 Arc::new(AdaptiveRate::new(config).on_change(log_rate_change))
             }),
             workers: max_workers.map(|max| {
@@ -85,6 +85,13 @@ impl AutoLimits {
     }
 }
 
+/// How a learnt rate paces requests to a server: [`RateConfig`]'s
+/// defaults, with a token interval of margin after each burst, so that the
+/// server's clock, not only ours, sees its limit kept.
+pub fn server_rate() -> RateConfig {
+    RateConfig { margin: 1.0, ..RateConfig::default() }
+}
+
 /// The most requests in flight `--workers auto` may learn: the size of
 /// the pool the model starts. Threads are cheap; every worker process is
 /// a whole program with its own connections.
@@ -95,7 +102,7 @@ pub fn auto_pool_size(model: Model) -> usize {
     }
 }
 
-fn log_rate_change(c: &RateChange) {
+pub(super) fn log_rate_change(c: &RateChange) {
     tracing::info!(target: "rates::adaptive", "rate {:.3}/s -> {:.3}/s: {}", c.from, c.to, c.why);
 }
 

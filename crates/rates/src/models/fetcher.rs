@@ -14,6 +14,7 @@ use concur::throttle::SystemClock;
 use concur::{Pool, Task, Throttle};
 use serde::{Deserialize, Serialize};
 
+use super::pause::Pause;
 use super::{Job, Workers};
 use crate::{
     AsyncClient, BadUrl, BlockingClient, Cancel, ClientConfig, FetchError, RateRequest, Rates, Reply, RetryPolicy,
@@ -33,6 +34,11 @@ pub struct Fetcher {
     throttle: Option<Arc<Throttle>>,
     shared_limit: Option<Arc<dyn SharedLimit>>,
     adaptive_rate: Option<Arc<AdaptiveRate>>,
+    /// The server's limit, learnt from its first 429 when no `--rate auto`
+    /// was asked: the run paces itself by it from then on.
+    learnt_rate: OnceLock<AdaptiveRate>,
+    /// No request before the last `Retry-After` has passed.
+    pause: Pause,
     concurrency: Option<Arc<AdaptiveConcurrency>>,
     latency: Option<LatencySink>,
     cancel: Cancel,
@@ -91,6 +97,8 @@ impl Fetcher {
             throttle: None,
             shared_limit: None,
             adaptive_rate: None,
+            learnt_rate: OnceLock::new(),
+            pause: Pause::default(),
             concurrency: None,
             latency: None,
             cancel: Cancel::new(),
@@ -201,6 +209,9 @@ impl Fetcher {
             || {
                 // A cancelled run takes no slot, and a wait for one ends
                 // when the run is cancelled, giving the slot back.
+                if !self.pause.wait(&self.cancel) {
+                    return Err(FetchError::Cancelled);
+                }
                 if let Some(t) = &self.throttle {
                     let asked = std::time::Instant::now();
                     t.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
@@ -209,7 +220,7 @@ impl Fetcher {
                 if let Some(l) = &self.shared_limit {
                     l.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
                 }
-                if let Some(r) = &self.adaptive_rate {
+                if let Some(r) = self.rate_limit() {
                     r.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
                 }
                 // Taken last, just before the request: a permit's latency
@@ -241,22 +252,28 @@ impl Fetcher {
         }
     }
 
+    /// The rate the run paces itself by: `--rate auto`'s, else the one
+    /// learnt from the server's 429s, if any yet.
+    fn rate_limit(&self) -> Option<&AdaptiveRate> {
+        self.adaptive_rate.as_deref().or_else(|| self.learnt_rate.get())
+    }
+
+    /// The rate and burst learnt from the server's 429s in a run without
+    /// `--rate auto`, if it met any: what `--rate`/`--burst` would reuse.
+    pub fn learnt_limit(&self) -> Option<(f64, u32)> {
+        self.learnt_rate.get().map(|r| (r.rate(), r.burst()))
+    }
+
     /// Tells the adaptive limits what an attempt's answer said.
     fn learn(&self, permit: Option<Permit<'_, SystemClock>>, answer: &Result<Reply, FetchError>) {
-        let rate = self.adaptive_rate.as_deref();
         match answer {
             Ok(reply) => {
                 if let Some(p) = permit {
                     p.success();
                 }
-                if let Some(r) = rate {
+                if let Some(r) = self.rate_limit() {
                     if let Some(l) = reply.limit {
-                        r.record(RateSignal::Policy {
-                            limit: l.limit,
-                            window: l.window,
-                            remaining: l.remaining,
-                            reset: l.reset,
-                        });
+                        r.record(policy(l));
                     }
                     r.record(RateSignal::Success);
                 }
@@ -265,8 +282,24 @@ impl Fetcher {
                 if let Some(p) = permit {
                     p.overload();
                 }
-                if let (Some(r), FetchError::Status { retry_after, .. }) = (rate, e) {
-                    r.record(RateSignal::Limited { retry_after: *retry_after });
+                if let FetchError::Status { status, retry_after, limit, .. } = e {
+                    // Not before the server said: no worker of the run.
+                    if let Some(after) = retry_after {
+                        self.pause.hold(*after);
+                    }
+                    // A 429 is the server's limit: a run that had none
+                    // learns it now, and paces by it from here on.
+                    let rate = match (self.rate_limit(), status) {
+                        (Some(r), _) => Some(r),
+                        (None, 429) => Some(self.learnt_rate.get_or_init(learnt_rate)),
+                        (None, _) => None,
+                    };
+                    if let Some(r) = rate {
+                        if let Some(l) = limit {
+                            r.record(policy(*l));
+                        }
+                        r.record(RateSignal::Limited { retry_after: *retry_after });
+                    }
                 }
             }
             // Cancelled, or an answer that says nothing of the server's
@@ -295,12 +328,13 @@ impl Fetcher {
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
                 }
+                self.pause.wait_async().await;
                 if let Some(t) = &self.throttle {
                     let asked = tokio::time::Instant::now();
                     t.acquire_async().await;
                     log_throttle_wait(asked.elapsed());
                 }
-                if let Some(r) = &self.adaptive_rate {
+                if let Some(r) = self.rate_limit() {
                     r.acquire_async().await;
                 }
                 let permit = match &self.concurrency {
@@ -320,6 +354,19 @@ impl Fetcher {
             .await;
         self.done(outcome)
     }
+}
+
+/// What an answer's rate-limit headers said, as the adaptive rate reads it.
+fn policy(l: crate::RateLimitInfo) -> RateSignal {
+    RateSignal::Policy { limit: l.limit, window: l.window, remaining: l.remaining, reset: l.reset, burst: l.burst }
+}
+
+/// The rate a run without `--rate auto` paces itself by once the server
+/// refused it: `--rate auto`'s, started from the first 429 (whose headers,
+/// if it has them, set it at once), with the margin that keeps the
+/// server's clock, not only ours, within the limit.
+fn learnt_rate() -> AdaptiveRate {
+    AdaptiveRate::new(super::auto::server_rate()).on_change(super::auto::log_rate_change)
 }
 
 /// Whether a failed attempt says the server is overloaded or limiting us:

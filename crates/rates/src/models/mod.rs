@@ -24,6 +24,7 @@
 mod asyncio;
 mod auto;
 mod fetcher;
+mod pause;
 mod processes;
 mod threads;
 
