@@ -34,7 +34,16 @@ CREATE TABLE closed_days (
     fetched_at INTEGER NOT NULL,
     PRIMARY KEY (api, base, day)
 ) WITHOUT ROWID;
+CREATE TABLE currencies (
+    api        TEXT    NOT NULL PRIMARY KEY,
+    codes      TEXT    NOT NULL,  -- the codes its /currencies listed, comma-separated, e.g. EUR,USD,JPY
+    fetched_at INTEGER NOT NULL
+) WITHOUT ROWID;
 ```
+
+The `currencies` table came after the first two, under the same schema
+version: it is made when a store without it is opened, and a program that
+does not know it leaves it alone.
 
 Answers arrive on many threads at once; a [`Writer`] gathers them on one
 thread of its own and writes what arrives within a tenth of a second in one
@@ -80,6 +89,16 @@ CREATE TABLE IF NOT EXISTS closed_days (
     answered   TEXT    NOT NULL,
     fetched_at INTEGER NOT NULL,
     PRIMARY KEY (api, base, day)
+) WITHOUT ROWID;
+";
+
+/// Added under the same [`SCHEMA_VERSION`]: made by every open that finds
+/// it missing, ignored by programs that predate it.
+const CURRENCIES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS currencies (
+    api        TEXT    NOT NULL PRIMARY KEY,
+    codes      TEXT    NOT NULL,
+    fetched_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -221,6 +240,9 @@ impl Store {
             if version == 0 {
                 tx.execute_batch(SCHEMA)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            }
+            if version <= SCHEMA_VERSION {
+                tx.execute_batch(CURRENCIES_SCHEMA)?;
             }
             tx.commit()?;
             Ok(version)
@@ -372,6 +394,41 @@ impl Store {
         written.map_err(|e| self.err(e))
     }
 
+    /// The codes `api`'s `/currencies` listed, and when they were fetched
+    /// (Unix seconds), if stored. Codes that are not three letters (not
+    /// written by this program) make the entry unusable: `None`.
+    pub fn currencies(&self, api: &str) -> Result<Option<(Vec<Currency>, i64)>, StoreError> {
+        let read = || {
+            let mut stmt = self.conn.prepare_cached("SELECT codes, fetched_at FROM currencies WHERE api = ?1")?;
+            let mut rows = stmt.query(params![api])?;
+            match rows.next()? {
+                Some(row) => Ok(Some((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))),
+                None => Ok(None),
+            }
+        };
+        let Some((codes, at)) = read().map_err(|e: rusqlite::Error| self.err(e))? else {
+            return Ok(None);
+        };
+        let codes: Result<Vec<Currency>, _> = codes.split(',').map(str::parse).collect();
+        Ok(codes.ok().filter(|c| !c.is_empty()).map(|c| (c, at)))
+    }
+
+    /// Stores the codes `api`'s `/currencies` listed, fetched at `at` (Unix
+    /// seconds), in place of any stored before.
+    pub fn put_currencies(&self, api: &str, codes: &[Currency], at: i64) -> Result<(), StoreError> {
+        let codes: Vec<&str> = codes.iter().map(Currency::as_str).collect();
+        let codes = codes.join(",");
+        retrying(|| {
+            self.conn.execute(
+                "INSERT INTO currencies (api, codes, fetched_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (api) DO UPDATE SET codes = excluded.codes, fetched_at = excluded.fetched_at",
+                params![api, codes, at],
+            )
+        })
+        .map(drop)
+        .map_err(|e| self.err(e))
+    }
+
     /// What the store holds, per API and base.
     pub fn summary(&self) -> Result<Vec<Summary>, StoreError> {
         let read = || -> rusqlite::Result<Vec<Summary>> {
@@ -414,7 +471,9 @@ impl Store {
         let conn = &mut self.conn;
         let removed = retrying(|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute("DELETE FROM rates", [])? + tx.execute("DELETE FROM closed_days", [])?;
+            let n = tx.execute("DELETE FROM rates", [])?
+                + tx.execute("DELETE FROM closed_days", [])?
+                + tx.execute("DELETE FROM currencies", [])?;
             tx.commit()?;
             Ok(n as u64)
         })

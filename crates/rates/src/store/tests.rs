@@ -202,3 +202,34 @@ fn a_store_of_a_newer_schema_is_refused_not_damaged() {
     assert!(Store::open_existing(&dir.path().join("none")).expect("no error").is_none());
     assert!(!dir.path().join("none").exists(), "open_existing makes nothing");
 }
+
+#[test]
+fn an_apis_codes_are_kept_per_api_replaced_and_cleared() {
+    let (dir, s) = store();
+    assert_eq!(s.currencies(API).expect("read"), None);
+    let codes = [c("EUR"), c("USD"), c("XAU")];
+    s.put_currencies(API, &codes, 1000).expect("stored");
+    assert_eq!(s.currencies(API).expect("read"), Some((codes.to_vec(), 1000)));
+    assert_eq!(s.currencies("http://other.test").expect("read"), None);
+    s.put_currencies(API, &codes[..1], 2000).expect("replaced");
+    assert_eq!(s.currencies(API).expect("read"), Some((vec![c("EUR")], 2000)));
+    // Kept across opens, and something this program did not write is unusable.
+    drop(s);
+    let mut s = Store::open(dir.path()).expect("reopens");
+    assert_eq!(s.currencies(API).expect("read"), Some((vec![c("EUR")], 2000)));
+    s.conn.execute("UPDATE currencies SET codes = 'EUR,DOLLAR'", []).expect("spoiled");
+    assert_eq!(s.currencies(API).expect("read"), None);
+    assert_eq!(s.clear().expect("cleared"), 1);
+    assert_eq!(s.currencies(API).expect("read"), None);
+}
+
+#[test]
+fn a_store_made_before_the_currencies_table_gains_it_on_open() {
+    let (dir, s) = store();
+    s.conn.execute_batch("DROP TABLE currencies").expect("dropped");
+    drop(s);
+    let s = Store::open(dir.path()).expect("reopens");
+    s.put_currencies(API, &[c("EUR")], 1).expect("the table is back");
+    let version: i64 = s.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("read");
+    assert_eq!(version, SCHEMA_VERSION);
+}
