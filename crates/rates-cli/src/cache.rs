@@ -1,7 +1,8 @@
 //! The local store of an external API's answers, as the command line sees
 //! it: where it is (`--cache`, else `RATES_CACHE`, else
 //! `$XDG_CACHE_HOME/rates`, else `~/.cache/rates`), whether a `history`
-//! uses it, and `rates cache info|clear`. The store itself is
+//! uses it, the codes an external API accepts kept there for a day
+//! ([`api_codes`]), and `rates cache info|clear`. The store itself is
 //! [`rates::store`].
 
 use std::ffi::OsString;
@@ -91,10 +92,66 @@ impl HistoryStore {
         Ok(self.store.lookup(&q, rates::store::unix_now(), self.max_age)?)
     }
 
+    /// The store, to keep the codes the API accepts ([`api_codes`]).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// A writer of this run's answers, on a thread of its own.
     pub fn writer(self, symbols: &[Currency]) -> anyhow::Result<Writer> {
         Ok(self.store.writer(&self.api, symbols)?)
     }
+}
+
+/// How long the codes an API's `/currencies` listed are trusted: a
+/// service adds or drops a currency rarely, and a run that finds them
+/// older asks once more.
+pub(crate) const CODES_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Why the codes of an API are not known: said in a `-v` line, and the
+/// run goes on with the supported codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NoCodes(pub String);
+
+/// The codes the API at `api` accepts: from `store` if they were asked for
+/// within [`CODES_MAX_AGE`] (`now` in Unix seconds), else from `ask` (which
+/// asks the API's `/currencies` once), stored for the next runs. Offline,
+/// whatever the store has is used however old, and nothing is asked. A
+/// store that cannot be read or written costs a request, never the run:
+/// its error is logged at `-v`.
+pub(crate) fn api_codes(
+    store: Option<&Store>,
+    api: &str,
+    offline: bool,
+    now: i64,
+    ask: impl FnOnce() -> Result<Vec<Currency>, NoCodes>,
+) -> Result<Vec<Currency>, NoCodes> {
+    if let Some(store) = store {
+        match store.currencies(api) {
+            Ok(Some((codes, at))) if offline || now.saturating_sub(at) < CODES_MAX_AGE.as_secs() as i64 => {
+                return Ok(codes);
+            }
+            Ok(_) => {}
+            Err(e) => crate::session::verbose(&format!("{e}: the codes of {api} are asked again")),
+        }
+    }
+    if offline {
+        return Err(NoCodes("not in the store, and --offline asks nothing".into()));
+    }
+    let codes = ask()?;
+    if let Some(store) = store
+        && let Err(e) = store.put_currencies(api, &codes, now)
+    {
+        crate::session::verbose(&format!("{e}: the codes of {api} are not kept"));
+    }
+    Ok(codes)
+}
+
+/// The store of a command that has no `--no-cache` (`fetch`), for the
+/// codes of `api` alone: `None` (and a `-v` line) if it cannot be opened.
+pub(crate) fn codes_store(flag: &CacheFlag) -> Option<Store> {
+    let opened = location(flag).map_err(anyhow::Error::from).and_then(|dir| Ok(Store::open(&dir)?));
+    opened.map_err(|e| crate::session::verbose(&format!("{e}: the codes the API accepts are not kept"))).ok()
 }
 
 /// Runs `rates cache info|clear`.

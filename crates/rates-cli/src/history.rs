@@ -11,6 +11,17 @@ row that arrived is written. Progress is a bar on stderr, hidden when
 stderr is not a terminal. Against the public service, `--rate 2 --burst 4`
 keeps within its limit.
 
+Bad input is refused before any request for rates, with exit code 2: the
+codes, checked against those the API accepts
+([`crate::session::accepted_codes`]), and a range with no business day.
+With the embedded server the dataset knows the business days, so a range
+of weekends and holidays is refused at once. With `--api` only a range
+without a weekday is refused at once (the API's calendar is its own);
+weekdays that are all holidays are asked for, and when every one is
+answered with an earlier day the run says so and exits with 2 as well,
+writing no rows (the store remembers those days, so asking again costs
+no request).
+
 With an external API, the answers are kept in the local store
 ([`rates::store`]) as they arrive, and only the days the store lacks are
 asked for: a stopped run resumes, a repeated one makes no request, and
@@ -39,7 +50,7 @@ use crate::config::{Defaults, RunConfig};
 use crate::flags::{ClientFlags, SimFlags, StoreFlags};
 use crate::output::OutFile;
 use crate::queue::QueueJob;
-use crate::session::{self, Ran, Session, known_currencies};
+use crate::session::{self, Ran, Session, parse_currencies};
 use crate::{Usage, cli, dataset, plot};
 
 /// How the series is written.
@@ -117,15 +128,18 @@ struct Plan {
 /// to today (with `--api`, whose data may be newer). A range with no such
 /// day is refused; one that reaches beyond them is clipped and a note says
 /// so, so that `--from 0001-01-01` means "from the start" and cannot ask
-/// for millions of days.
+/// for millions of days. A range with no business day is refused too: with
+/// the embedded server, by the dataset's business days; with `--api`, when
+/// it has no weekday (one whose weekdays are all holidays is told by the
+/// answers, see [`run`]). Whether the API accepts the codes is asked
+/// after ([`session::accepted_codes`]).
 fn plan(args: &HistoryArgs, ds: &rates::Dataset, today: NaiveDate) -> Result<Plan, Usage> {
-    let known = |c| ds.knows(c);
-    let base = match known_currencies(known, "base", &args.base)?[..] {
+    let base = match parse_currencies("base", &args.base)?[..] {
         [base] => base,
         _ => return Err(Usage(format!("--base: expected one currency, got '{}'", args.base))),
     };
     // Never empty: an empty list is refused as an invalid code.
-    let symbols = known_currencies(known, "symbols", &args.symbols)?;
+    let symbols = parse_currencies("symbols", &args.symbols)?;
     let from = rates::parse_date(&args.from).map_err(|e| Usage(format!("--from: {e}")))?;
     let to = rates::parse_date(&args.to).map_err(|e| Usage(format!("--to: {e}")))?;
     if from > to {
@@ -145,8 +159,23 @@ fn plan(args: &HistoryArgs, ds: &rates::Dataset, today: NaiveDate) -> Result<Pla
     if to > last {
         notes.push(format!("--to {to} is after the last day of data: ending at {last}"));
     }
+    let asked = (from, to);
     let (from, to) = (from.max(first), to.min(last));
-    Ok(Plan { base, symbols, from, to, days: weekdays(from, to), notes })
+    let days = weekdays(from, to);
+    let span = format!("{} {from} to {} {to}", from.format("%A"), to.format("%A"));
+    let none = match args.client.api {
+        // The embedded server answers from this dataset: its business days.
+        None => {
+            let business = ds.days();
+            let at = business.partition_point(|d| *d < from);
+            (business.get(at).is_none_or(|d| *d > to)).then(|| format!("the data has no rates from {span}"))
+        }
+        Some(_) => days.is_empty().then(|| format!("{span} has no weekday")),
+    };
+    if let Some(why) = none {
+        return Err(Usage(format!("--from {} --to {}: no business day in this range: {why}", asked.0, asked.1)));
+    }
+    Ok(Plan { base, symbols, from, to, days, notes })
 }
 
 /// `days` (in order) as ranges of consecutive entries, e.g.
@@ -196,6 +225,10 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let config = RunConfig::new(&args.client, &args.sim, Defaults::FETCH)?;
     config.workers(args.workers)?;
     let store = HistoryStore::open(&args.store, &config.target)?;
+    let offline = store.as_ref().is_some_and(|s| s.offline);
+    let accepted = session::accepted_codes(&config, Some(&ds), store.as_ref().map(HistoryStore::store), offline);
+    accepted.check("base", &[plan.base])?;
+    accepted.check("symbols", &plan.symbols)?;
     // Proven writable before any request: results are not fetched to be lost.
     let out_file = args.out.as_deref().map(|p| OutFile::create("--out", p)).transpose()?;
     let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
@@ -208,7 +241,6 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         Some(s) => s.lookup(plan.base, &plan.symbols, &plan.days)?,
         None => vec![Stored::Missing; plan.days.len()],
     };
-    let offline = store.as_ref().is_some_and(|s| s.offline);
     // Each with its place in the whole range: its item number in a job.
     let (wanted_at, wanted): (Vec<u64>, Vec<NaiveDate>) = plan
         .days
@@ -258,6 +290,16 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         finish_store(writer, plan.base, &wanted, fetched);
     }
 
+    // Weekdays that all answered an earlier day: holidays only, which the
+    // answers told (the embedded server's were refused by the plan).
+    if !days.is_empty() && days.iter().all(|(_, d)| matches!(d, Day::Closed)) {
+        eprintln!(
+            "rates: --from {} --to {}: no business day in this range: every weekday was answered with an earlier \
+             day (holidays)",
+            plan.from, plan.to
+        );
+        return Ok(ExitCode::from(2));
+    }
     let rows: Vec<&Rates> =
         days.iter().filter_map(|(_, d)| if let Day::Row(r) = d { Some(*r) } else { None }).collect();
     let missing: Vec<NaiveDate> =

@@ -18,20 +18,121 @@ use rates::{Currency, Dataset, Failure, FetchError, Fetcher, Model, Outcome, Pro
 use rates_server::RunningServer;
 
 use crate::Usage;
+use crate::cache::NoCodes;
 use crate::cli::WorkersArg;
 use crate::config::{RunConfig, Target};
 
-/// The currencies of a comma-separated `--flag` value, each one `known`:
-/// a bad or unknown code is refused before any request.
-pub(crate) fn known_currencies(
-    known: impl Fn(Currency) -> bool,
-    flag: &str,
-    list: &str,
-) -> Result<Vec<Currency>, Usage> {
-    let codes = Currency::parse_list(list).map_err(|e| Usage(format!("--{flag}: {e}")))?;
-    match codes.iter().find(|c| !known(**c)) {
-        Some(c) => Err(Usage(format!("--{flag}: unknown currency '{c}'"))),
-        None => Ok(codes),
+/// The currencies of a comma-separated `--flag` value, checked for their
+/// syntax alone (three letters, none twice): whether the API accepts them
+/// is [`Accepted::check`]'s question.
+pub(crate) fn parse_currencies(flag: &str, list: &str) -> Result<Vec<Currency>, Usage> {
+    Currency::parse_list(list).map_err(|e| Usage(format!("--{flag}: {e}")))
+}
+
+/// The codes a run's API accepts as a base or a symbol: the one answer to
+/// "is this code good?" of `fetch` and `history` (on a queue too), asked
+/// before any request for rates.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Accepted {
+    codes: Vec<Currency>,
+    /// Whose list it is, for the line that refuses a code.
+    whose: String,
+}
+
+/// The most codes taken from an API's `/currencies`: ISO 4217 has fewer
+/// than 200, and an answer listing more is not one.
+pub(crate) const MAX_CODES: usize = 300;
+
+/// The most codes a refusal lists.
+const CODES_SHOWN: usize = 40;
+
+impl Accepted {
+    /// The codes the API supports (`rates::SUPPORTED`) that `ds` has (the
+    /// embedded server's data, a `--data` file that may lack some).
+    pub fn supported(ds: Option<&Dataset>) -> Accepted {
+        let codes = rates::SUPPORTED.iter().copied().filter(|c| ds.is_none_or(|ds| ds.knows(*c))).collect();
+        Accepted { codes, whose: "the API supports".into() }
+    }
+
+    /// Whether `c` is accepted.
+    pub fn contains(&self, c: Currency) -> bool {
+        self.codes.contains(&c)
+    }
+
+    /// Refuses the first of `codes` that is not accepted, naming it, the
+    /// flag and the codes that are.
+    pub fn check(&self, flag: &str, codes: &[Currency]) -> Result<(), Usage> {
+        let Some(bad) = codes.iter().find(|c| !self.contains(**c)) else {
+            return Ok(());
+        };
+        let shown: Vec<&str> = self.codes.iter().take(CODES_SHOWN).map(Currency::as_str).collect();
+        let more = if self.codes.len() > CODES_SHOWN { ", ..." } else { "" };
+        Err(Usage(format!(
+            "--{flag}: unsupported currency '{bad}': {} {} codes: {}{more}",
+            self.whose,
+            self.codes.len(),
+            shown.join(", ")
+        )))
+    }
+}
+
+/// The codes of a `/currencies` answer's keys, if they are codes: each
+/// three upper-case letters (the API's codes are case-sensitive), at least
+/// one and at most [`MAX_CODES`]. The answer is untrusted: anything else
+/// is refused whole.
+pub(crate) fn codes_of<'a>(keys: impl ExactSizeIterator<Item = &'a str>) -> Result<Vec<Currency>, NoCodes> {
+    if keys.len() == 0 || keys.len() > MAX_CODES {
+        return Err(NoCodes(format!("{} codes listed, expected 1 to {MAX_CODES}", keys.len())));
+    }
+    let code = |k: &str| {
+        let shown: String = k.chars().take(12).collect();
+        match k.len() == 3 && k.bytes().all(|b| b.is_ascii_uppercase()) {
+            true => k.parse::<Currency>().map_err(|_| NoCodes(format!("'{shown}' is not a currency code"))),
+            false => Err(NoCodes(format!("'{}' is not a currency code", shown.escape_debug()))),
+        }
+    };
+    keys.map(code).collect()
+}
+
+/// The codes a run's API accepts ([`Accepted`]). The embedded server
+/// accepts the supported codes its data has (`ds`). An external API says
+/// which in its `/currencies`, asked once (a single attempt, with the
+/// client's timeout) and kept in `store` for a day ([`crate::cache::api_codes`]);
+/// if that cannot be asked or makes no sense, the supported codes are
+/// taken and a `-v` line says why: a run is never failed for it.
+pub(crate) fn accepted_codes(
+    config: &RunConfig,
+    ds: Option<&Dataset>,
+    store: Option<&rates::Store>,
+    offline: bool,
+) -> Accepted {
+    let api = match &config.target {
+        Target::Embedded(_) => return Accepted::supported(ds),
+        Target::Remote(api) => api,
+    };
+    let ask = || {
+        let client = rates::BlockingClient::new(api, config.client).map_err(|e| NoCodes(e.to_string()))?;
+        let table = client.currencies().map_err(|e| NoCodes(e.to_string()))?;
+        codes_of(table.keys().map(String::as_str))
+    };
+    match crate::cache::api_codes(store, api, offline, rates::store::unix_now(), ask) {
+        Ok(codes) => Accepted { codes, whose: format!("{api}/currencies lists") },
+        Err(NoCodes(why)) => {
+            verbose(&format!(
+                "{api}/currencies: {why}: checking codes against the {} supported",
+                rates::SUPPORTED.len()
+            ));
+            Accepted::supported(None)
+        }
+    }
+}
+
+/// A line on stderr when `-v` (or `RUST_LOG`) asks for informational
+/// lines: what this crate says of itself, where it has no logger of its own.
+pub(crate) fn verbose(line: &str) {
+    use tracing_subscriber::filter::LevelFilter;
+    if LevelFilter::current() >= LevelFilter::INFO {
+        eprintln!("rates: {line}");
     }
 }
 
@@ -245,4 +346,45 @@ pub(crate) fn report<'a>(
     }
     eprintln!("rates: {ok} ok, {failed} failed");
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> Currency {
+        s.parse().expect("three letters")
+    }
+
+    #[test]
+    fn a_currencies_answer_gives_codes_or_is_refused_whole() {
+        assert_eq!(codes_of(["EUR", "USD"].into_iter()), Ok(vec![c("EUR"), c("USD")]));
+        for bad in [&["EUR", "usd"][..], &["EUR", "DOLLAR"], &["E1R"], &["EU"], &[""], &["ÉUR"], &[]] {
+            assert!(codes_of(bad.iter().copied()).is_err(), "{bad:?}");
+        }
+        let many: Vec<String> = (0..=MAX_CODES)
+            .map(|i| format!("A{}{}", (b'A' + (i / 26) as u8) as char, (b'A' + (i % 26) as u8) as char))
+            .collect();
+        let e = codes_of(many.iter().map(String::as_str)).expect_err("too many");
+        assert!(e.0.contains(&(MAX_CODES + 1).to_string()), "{e:?}");
+        assert!(codes_of(many[..MAX_CODES].iter().map(String::as_str)).is_ok());
+        // A long key is shown short: the answer is untrusted.
+        let long = "X".repeat(10_000);
+        let e = codes_of([long.as_str()].into_iter()).expect_err("not a code");
+        assert!(e.0.len() < 100, "{e:?}");
+    }
+
+    #[test]
+    fn the_supported_codes_are_those_the_data_has_and_a_refusal_names_the_code() {
+        let all = Accepted::supported(None);
+        assert!(all.contains(c("USD")) && !all.contains(c("CYP")) && !all.contains(c("XYZ")));
+        assert_eq!(all.codes.len(), rates::SUPPORTED.len());
+        let ds = rates::Dataset::parse_csv("Date,USD,CYP,\n2030-01-02,1.0,0.5,\n").expect("a dataset");
+        let some = Accepted::supported(Some(&ds));
+        assert_eq!(some.codes, [c("EUR"), c("USD")]);
+        assert_eq!(all.check("bases", &[c("USD"), c("EUR")]).ok(), Some(()));
+        let e = all.check("symbols", &[c("USD"), c("CYP")]).expect_err("retired");
+        assert!(e.0.starts_with("--symbols: unsupported currency 'CYP': the API supports 33 codes: EUR, USD,"), "{e}");
+        assert_eq!(e.0.lines().count(), 1);
+    }
 }

@@ -2,7 +2,7 @@
 //! started here), checking output, formats and exit codes.
 #![allow(clippy::unwrap_used)]
 
-use common::{MODELS, rates, run};
+use common::{MODELS, Stub, rates, run};
 use rates_server::{ServerOptions, spawn};
 
 mod common;
@@ -80,6 +80,10 @@ fn bad_input_exits_2_with_one_line_naming_the_value() {
         (&["fetch", "--sim-fail-rate", "2"], "'2'"),
         (&["fetch", "--timeout", "soon"], "'soon'"),
         (&["fetch", "--rate", "-1"], "'-1'"),
+        // Retired codes the ECB file has and the API refuses.
+        (&["fetch", "--symbols", "USD,CYP"], "'CYP'"),
+        (&["fetch", "--bases", "CYP"], "'CYP'"),
+        (&["fetch", "--date", "1998-12-31"], "1998-12-31"),
     ];
     for (args, named) in cases {
         let (code, out, err) = run(args);
@@ -101,14 +105,14 @@ fn bad_url_exits_2_before_any_request() {
 
 #[test]
 fn partial_failure_prints_the_rest_and_exits_1() {
-    // CYP is a known code with no rate in 2020: that base fails with a 400
-    // (never retried), USD succeeds.
+    // RUB is a supported code with no rate since March 2022: that base
+    // fails with a 400 (never retried), USD succeeds.
     let (code, out, err) =
-        run(&["fetch", "--bases", "USD,CYP", "--symbols", "USD,EUR", "--date", "2020-01-02", "--sim-latency", "0"]);
+        run(&["fetch", "--bases", "USD,RUB", "--symbols", "USD,EUR", "--date", "2023-01-02", "--sim-latency", "0"]);
     assert_eq!(code, 1, "{err}");
-    assert!(out.starts_with("1 USD =     1.0 USD,   0.893 EUR\n"), "{out}");
-    assert!(!out.contains("CYP"));
-    assert!(err.contains("CYP") && err.contains("HTTP 400") && err.contains("1 attempt"), "{err}");
+    assert!(out.starts_with("1 USD =     1.0 USD,   0.936 EUR\n"), "{out}");
+    assert!(!out.contains("RUB"));
+    assert!(err.contains("RUB") && err.contains("HTTP 400") && err.contains("1 attempt"), "{err}");
     assert!(err.contains("1 ok, 1 failed"), "{err}");
 }
 
@@ -122,7 +126,8 @@ fn external_api_via_env() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8(out.stdout).unwrap().starts_with("1 USD =    3.71 PLN\n"));
-    assert_eq!(server.metrics().snapshot().count(200), 1);
+    // Its /currencies, for the codes it accepts, then the rates.
+    assert_eq!(server.metrics().snapshot().count(200), 2);
 }
 
 #[test]
@@ -246,4 +251,153 @@ fn a_reader_that_stops_early_is_no_error() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// `rates fetch --format csv` of USD in EUR and PLN, with `more` arguments.
+fn usd_csv(more: &[&str]) -> (i32, String, String) {
+    let args = ["fetch", "--format", "csv", "--bases", "USD", "--symbols", "EUR,PLN", "--sim-latency", "0"];
+    run(&[&args[..], more].concat())
+}
+
+#[test]
+fn a_weekend_date_is_answered_with_the_business_day_before_and_said_once() {
+    // Saturday; Friday 2024-03-29 was Good Friday, a TARGET holiday.
+    let (code, out, err) = usd_csv(&["--date", "2024-03-30"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "rates: note: no rates for 2024-03-30 (Saturday); the answer is of 2024-03-28, the business day before\n"
+    );
+    // The data is the answer, as it is.
+    let (code, thursday, err) = usd_csv(&["--date", "2024-03-28"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(out, thursday);
+    assert!(out.contains("\n2024-03-28,USD,"), "{out}");
+    // Several bases: still one note.
+    let (code, _, err) = run(&["fetch", "--date", "2024-03-29", "--sim-latency", "0"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("2024-03-29 (Friday, a holiday)"), "{err}");
+}
+
+#[test]
+fn a_future_date_is_answered_with_the_latest_day_and_said_so() {
+    let (code, out, err) = usd_csv(&["--date", "2999-01-01"]);
+    assert_eq!(code, 0, "{err}");
+    let last = rates::Dataset::embedded().last_day();
+    assert_eq!(
+        err,
+        format!(
+            "rates: note: 2999-01-01 (Tuesday) is in the future; the answer is of {last}, the latest day published\n"
+        )
+    );
+    let (code, latest, _) = usd_csv(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(out, latest);
+}
+
+#[test]
+fn a_date_before_the_data_is_refused_before_any_request() {
+    let stub = Stub::new(None);
+    for api in [None, Some(stub.url.as_str())] {
+        let mut args = vec!["fetch", "--date", "1998-12-31"];
+        args.extend(api.map(|url| ["--api", url]).into_iter().flatten());
+        let (code, out, err) = run(&args);
+        assert_eq!((code, out.as_str()), (2, ""), "{api:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("--date 1998-12-31") && err.contains("1999-01-04"), "{err}");
+    }
+    assert_eq!((stub.rates_asked(), stub.currencies_asked()), (0, 0));
+    // The first day itself is fine.
+    let (code, out, err) = usd_csv(&["--date", "1999-01-04"]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+}
+
+/// A `/currencies` answer listing EUR, USD and XAU (which the ECB has never had).
+const THREE_CODES: &str = r#"{"EUR":{"name":"Euro"},"USD":{"name":"US Dollar"},"XAU":{"name":"Gold"}}"#;
+
+#[test]
+fn with_api_the_codes_its_currencies_lists_decide_asked_once_per_store() {
+    let stub = Stub::new(Some((200, THREE_CODES)));
+    let store = common::fresh_cache();
+    let cache = store.to_str().unwrap();
+    let fetch = |symbols: &str| {
+        let args = ["fetch", "--api", &stub.url, "--cache", cache, "--bases", "USD", "--date", "2018-10-12"];
+        run(&[&args[..], &["--symbols", symbols, "--format", "csv"]].concat())
+    };
+    // PLN is supported, but this API does not list it: refused, nothing asked of /rates.
+    let (code, out, err) = fetch("EUR,PLN");
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("'PLN'") && err.contains("/currencies lists 3 codes: EUR, USD, XAU"), "{err}");
+    assert_eq!((stub.currencies_asked(), stub.rates_asked()), (1, 0));
+    // What it lists is asked for, from the store now: XAU too, which the
+    // server then refuses itself.
+    let (code, out, err) = fetch("EUR");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("date,base,EUR\n2018-10-12,USD,0.86"), "{out}");
+    let (code, _, err) = fetch("XAU");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("HTTP 400") && err.contains("XAU"), "{err}");
+    assert_eq!((stub.currencies_asked(), stub.rates_asked()), (1, 2));
+    // Another store asks again.
+    let (code, _, err) = run(&["fetch", "--api", &stub.url, "--bases", "USD", "--symbols", "CYP"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(stub.currencies_asked(), 2);
+}
+
+#[test]
+fn stored_codes_expire_after_a_day() {
+    let stub = Stub::new(Some((200, THREE_CODES)));
+    let dir = common::fresh_cache();
+    let c = |s: &str| s.parse::<rates::Currency>().unwrap();
+    let now = rates::store::unix_now();
+    // Stored an hour ago: trusted, not asked again.
+    rates::Store::open(&dir).unwrap().put_currencies(&stub.url, &[c("EUR"), c("PLN")], now - 3600).unwrap();
+    let args = ["fetch", "--api", &stub.url, "--cache", dir.to_str().unwrap(), "--bases", "EUR", "--symbols"];
+    let (code, _, err) = run(&[&args[..], &["USD"]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("'USD'") && err.contains("lists 2 codes: EUR, PLN"), "{err}");
+    assert_eq!(stub.currencies_asked(), 0);
+    // Stored two days ago: asked again, and replaced.
+    rates::Store::open(&dir).unwrap().put_currencies(&stub.url, &[c("EUR"), c("PLN")], now - 2 * 86_400).unwrap();
+    let (code, _, err) = run(&[&args[..], &["USD", "--date", "2018-10-12"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stub.currencies_asked(), 1);
+    let (codes, _) = rates::Store::open(&dir).unwrap().currencies(&stub.url).unwrap().unwrap();
+    assert_eq!(codes, [c("EUR"), c("USD"), c("XAU")]);
+}
+
+#[test]
+fn an_api_without_a_sane_currencies_is_checked_against_the_supported_codes() {
+    let long_key = Box::leak(format!(r#"{{"{}":{{"name":"x"}}}}"#, "A".repeat(5000)).into_boxed_str());
+    for (status, body) in [
+        (404, r#"{"detail":"Not Found"}"#),
+        (200, "not JSON"),
+        (200, "{}"),
+        (200, r#"{"usd":{"name":"US Dollar"}}"#),
+        (200, &*long_key),
+        (429, r#"{"detail":"Rate limit exceeded. Try again in 1 seconds.","retry_after":1}"#),
+    ] {
+        let stub = Stub::new(Some((status, body)));
+        let args = ["-v", "fetch", "--api", &stub.url, "--bases", "USD", "--date", "2018-10-12", "--symbols"];
+        let (code, out, err) = run(&[&args[..], &["EUR"]].concat());
+        assert_eq!(code, 0, "{status} {body}: {err}");
+        assert!(out.starts_with("1 USD =   0.864 EUR\n"), "{out}");
+        let line = err.lines().find(|l| l.contains("/currencies")).unwrap_or_else(|| panic!("no -v line: {err}"));
+        assert!(line.contains("33 supported") && line.len() < 300, "{line}");
+        // The supported codes decide: a retired one is refused, unasked.
+        let (code, _, err) = run(&[&args[1..], &["EUR,CYP"]].concat());
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("'CYP'") && !err.contains("/currencies:"), "{err}");
+        // Nothing was kept: each run asked once.
+        assert_eq!((stub.currencies_asked(), stub.rates_asked()), (2, 1), "{status} {body}");
+    }
+    // Nothing listening: the run goes on, and fails on its own requests.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let (code, _, err) = run(&["fetch", "--api", &url, "--retries", "0", "--bases", "USD"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("0 ok, 1 failed"), "{err}");
 }

@@ -12,7 +12,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use chrono::{Datelike, NaiveDate, Weekday};
-use common::run;
+use common::{Stub, run};
 use rates::{Currency, Dataset};
 
 mod common;
@@ -60,13 +60,9 @@ fn check_csv(csv: &str, base: &str, symbols: &[&str]) -> Vec<NaiveDate> {
 fn weekends_and_holidays_give_exactly_the_business_days() {
     // Christmas and New Year: TARGET holidays on weekdays; the second range
     // starts on one (2019-01-01, whose answer is 2018-12-31, outside it).
-    for (from, to, model) in [
-        ("2018-12-20", "2019-01-08", "async"),
-        ("2019-01-01", "2019-01-04", "thread-pool"),
-        ("2018-12-29", "2018-12-30", "sync"),
-    ] {
+    for (from, to, model) in [("2018-12-20", "2019-01-08", "async"), ("2019-01-01", "2019-01-04", "thread-pool")] {
         let want = business_days(from, to);
-        assert!(weekdays(from, to) > want.len() || want.is_empty(), "{from}..{to} has no holiday");
+        assert!(weekdays(from, to) > want.len(), "{from}..{to} has no holiday");
         let (code, out, err) = run(&[
             "history",
             "--base",
@@ -88,7 +84,8 @@ fn weekends_and_holidays_give_exactly_the_business_days() {
 }
 
 /// A server over the embedded data that fails every request for `failing`
-/// with 500, counting the requests it saw in all and for that day.
+/// with 500, counting the requests for rates it saw in all and for that
+/// day (its `/currencies`, asked for the codes it accepts, is not counted).
 struct Server {
     url: String,
     requests: Arc<AtomicU64>,
@@ -103,7 +100,9 @@ fn server_failing_on(failing: &'static str) -> Server {
     let app = rates_server::router(shared).layer(axum::middleware::from_fn(move |req: Request, next: Next| {
         let (seen, fails) = (Arc::clone(&seen), Arc::clone(&fails));
         async move {
-            seen.fetch_add(1, Ordering::SeqCst);
+            if req.uri().path() == "/rates" {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
             if req.uri().query().is_some_and(|q| q.contains(&format!("date={failing}"))) {
                 fails.fetch_add(1, Ordering::SeqCst);
                 let body = axum::Json(serde_json::json!({"detail": "Injected failure."}));
@@ -244,17 +243,104 @@ fn a_throttled_history_stays_within_the_servers_rate_limit() {
     // the server allows 20/s with a burst of 8, the client paces itself at
     // 20/s with a burst of 4. The four requests of slack absorb up to 200 ms
     // between a grant and its request reaching the server, on a busy machine.
-    // No retries, so a single 429 would fail a day and the exit code.
-    let limited = ["--sim-latency", "0", "--sim-rate-limit", "20", "--sim-burst", "8", "--retries", "0"];
-    let range = ["--base", "USD", "--symbols", "EUR", "--from", "2018-10-01", "--to", "2018-10-19"];
+    // The server counts its 429s (a client waits out a 429's Retry-After
+    // without failing the day, so the exit code cannot tell).
+    let limited = || {
+        let options = rates_server::ServerOptions {
+            rate_limit: Some(rates_server::RateLimit { rate: 20.0, burst: 8 }),
+            ..rates_server::ServerOptions::default()
+        };
+        let server = rates_server::spawn(Dataset::embedded(), options).unwrap();
+        // The codes it accepts, stored: its /currencies is not asked.
+        let store = common::fresh_cache();
+        let codes = ["USD", "EUR"].map(|c| c.parse::<Currency>().unwrap());
+        rates::Store::open(&store).unwrap().put_currencies(server.url(), &codes, rates::store::unix_now()).unwrap();
+        (server, store)
+    };
+    let range = ["--base", "USD", "--symbols", "EUR", "--from", "2018-10-01", "--to", "2018-10-19", "--retries", "0"];
     let model = ["--model", "thread-pool", "--workers", "8"];
-    let (code, out, err) = run(&[&["history", "--rate", "20", "--burst", "4"][..], &limited, &range, &model].concat());
+    let (server, store) = limited();
+    let api = ["--api", server.url(), "--cache", store.to_str().unwrap()];
+    let (code, out, err) = run(&[&["history", "--rate", "20", "--burst", "4"][..], &api, &range, &model].concat());
     assert_eq!(code, 0, "{err}");
     assert_eq!(check_csv(&out, "USD", &["EUR"]), business_days("2018-10-01", "2018-10-19"));
+    let seen = server.metrics().snapshot();
+    assert_eq!((seen.count(429), seen.count(200)), (0, 15), "{err}");
 
-    // The control: unthrottled, the same limit refuses some days.
-    let (code, out, err) = run(&[&["history"][..], &limited, &range, &model].concat());
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("HTTP 429"), "{err}");
-    assert!(check_csv(&out, "USD", &["EUR"]).len() < 15, "{out}");
+    // The control: unthrottled, the same limit refuses some requests.
+    let (server, store) = limited();
+    let api = ["--api", server.url(), "--cache", store.to_str().unwrap()];
+    let (_, _, err) = run(&[&["history"][..], &api, &range, &model].concat());
+    assert!(server.metrics().snapshot().count(429) > 0, "{err}");
+}
+
+/// `rates history` of USD in EUR from `from` to `to`, with `more` arguments.
+fn usd_history(from: &str, to: &str, more: &[&str]) -> (i32, String, String) {
+    let args = ["history", "--base", "USD", "--symbols", "EUR", "--from", from, "--to", to];
+    run(&[&args[..], more].concat())
+}
+
+#[test]
+fn a_range_without_a_business_day_is_refused() {
+    // A weekend, and Christmas with Boxing Day (TARGET holidays, on weekdays):
+    // the embedded server's data has no rates on either.
+    for (from, to, why) in [
+        ("2018-12-29", "2018-12-30", "the data has no rates from Saturday 2018-12-29 to Sunday 2018-12-30"),
+        ("2018-12-25", "2018-12-26", "the data has no rates from Tuesday 2018-12-25 to Wednesday 2018-12-26"),
+    ] {
+        assert!(business_days(from, to).is_empty());
+        let (code, out, err) = usd_history(from, to, &["--sim-latency", "0"]);
+        assert_eq!((code, out.as_str()), (2, ""), "{err}");
+        assert_eq!(err, format!("rates: --from {from} --to {to}: no business day in this range: {why}\n"));
+    }
+    // With an API, a range without a weekday is refused before any request.
+    let stub = Stub::new(None);
+    let (code, out, err) = usd_history("2018-12-29", "2018-12-30", &["--api", &stub.url]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("no business day in this range: Saturday 2018-12-29 to Sunday 2018-12-30 has no weekday"));
+    assert_eq!((stub.currencies_asked(), stub.rates_asked()), (0, 0));
+    // Weekdays that are all holidays: the answers tell, and it is said the same way.
+    let store = common::fresh_cache();
+    let api = ["--api", &stub.url, "--cache", store.to_str().unwrap()];
+    let (code, out, err) = usd_history("2018-12-25", "2018-12-26", &api);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("no business day in this range") && err.contains("earlier day (holidays)"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(stub.rates_asked(), 2);
+    // ... and remembered: asking again costs no request.
+    let (code, _, err) = usd_history("2018-12-25", "2018-12-26", &api);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!((stub.currencies_asked(), stub.rates_asked()), (1, 2));
+}
+
+#[test]
+fn the_codes_are_the_apis_own_and_a_retired_one_is_refused_locally() {
+    // The embedded server: the 33 supported codes, not the ECB file's 42.
+    for (flag, value) in [("--symbols", "EUR,CYP"), ("--base", "SIT")] {
+        let mut args = vec!["history", "--base", "USD", "--symbols", "EUR", "--from", "2005-01-03"];
+        args.extend(["--to", "2005-01-07"]);
+        let at = args.iter().position(|a| *a == flag).unwrap();
+        args[at + 1] = value;
+        let (code, out, err) = run(&args);
+        assert_eq!((code, out.as_str()), (2, ""), "{err}");
+        assert!(err.contains(&format!("--{}: unsupported currency", &flag[2..])), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // An API whose /currencies lists USD and PLN only: EUR is refused, PLN is fine.
+    let stub = Stub::new(Some((200, r#"{"USD":{"name":"US Dollar"},"PLN":{"name":"Polish Zloty"}}"#)));
+    let store = common::fresh_cache();
+    let api = ["--api", &stub.url, "--cache", store.to_str().unwrap()];
+    let (code, _, err) = usd_history("2018-10-08", "2018-10-12", &api);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("'EUR'") && err.contains("lists 2 codes: PLN, USD"), "{err}");
+    assert_eq!(stub.rates_asked(), 0);
+    let args = ["history", "--base", "USD", "--symbols", "PLN", "--from", "2018-10-08", "--to", "2018-10-12"];
+    let (code, out, err) = run(&[&args[..], &api].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(check_csv(&out, "USD", &["PLN"]), business_days("2018-10-08", "2018-10-12"));
+    assert_eq!((stub.currencies_asked(), stub.rates_asked()), (1, 5));
+    // --offline asks nothing, /currencies included: the store has the codes.
+    let (code, _, err) = run(&[&args[..], &api, &["--offline"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((stub.currencies_asked(), stub.rates_asked()), (1, 5));
 }

@@ -226,3 +226,62 @@ pub fn metric(text: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
+
+/// A server of the project's routes over the embedded data whose
+/// `/currencies` may answer something else, counting the requests it saw
+/// on each route. Serves until dropped.
+pub struct Stub {
+    /// Its base URL.
+    pub url: String,
+    rates: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    currencies: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Stub {
+    /// A server whose `/currencies` answers `status` with `body` (JSON, or
+    /// whatever it is); `None` keeps the server's own answer.
+    pub fn new(currencies: Option<(u16, &'static str)>) -> Stub {
+        use axum::response::IntoResponse;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let shared =
+            rates_server::Shared::new(rates::Dataset::embedded(), rates_server::ServerOptions::default()).unwrap();
+        let (rates, asked) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (seen_rates, seen_currencies) = (Arc::clone(&rates), Arc::clone(&asked));
+        let app = rates_server::router(shared).layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let (seen_rates, seen_currencies) = (Arc::clone(&seen_rates), Arc::clone(&seen_currencies));
+                async move {
+                    match req.uri().path() {
+                        "/currencies" => {
+                            seen_currencies.fetch_add(1, Ordering::SeqCst);
+                            if let Some((status, body)) = currencies {
+                                let status = axum::http::StatusCode::from_u16(status).unwrap();
+                                let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+                                return (status, json, body).into_response();
+                            }
+                        }
+                        "/rates" => {
+                            seen_rates.fetch_add(1, Ordering::SeqCst);
+                        }
+                        _ => {}
+                    }
+                    next.run(req).await
+                }
+            },
+        ));
+        let (url, rt) = serve_app(app, 1);
+        Stub { url, rates, currencies: asked, _rt: rt }
+    }
+
+    /// Requests for `/rates` so far.
+    pub fn rates_asked(&self) -> u64 {
+        self.rates.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests for `/currencies` so far.
+    pub fn currencies_asked(&self) -> u64 {
+        self.currencies.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
