@@ -1,38 +1,54 @@
-//! Fault injection (`API.md`, "What the project's server adds"): a per-client
-//! rate limit that says what it allows in its answers' headers, a capacity
-//! that queues requests beyond it, latency with jitter, and random failures
-//! — the misbehaviour of a real remote service, reproduced on loopback.
+//! Fault injection (`docs/API.md`, "What the project's server adds"): a
+//! per-client rate limit that refuses as the public service refuses, a
+//! capacity that queues requests beyond it, latency with jitter, and random
+//! failures — the misbehaviour of a real remote service, reproduced on
+//! loopback.
 //!
-//! # The rate-limit headers
+//! # The rate limit
 //!
-//! Under a rate limit every answer (429s included) carries the fields of
-//! the IETF draft `draft-ietf-httpapi-ratelimit-headers-10` (September
-//! 2025: a policy item is a quoted string, `t` is the time until more quota
-//! is available) and the common `X-RateLimit-*` ones:
+//! A token bucket (rate `R`/s, burst `B`) per client IP and per route:
+//! `/rates` and `/currencies` each have their own, as on vatcomply, and
+//! nothing else is limited. Past it, vatcomply's answer exactly:
 //!
 //! ```text
-//! RateLimit-Policy: "default";q=5;w=1
-//! RateLimit: "default";r=4;t=1
-//! X-RateLimit-Limit: 5
-//! X-RateLimit-Remaining: 4
-//! X-RateLimit-Reset: 1
+//! HTTP/1.1 429 Too Many Requests
+//! retry-after: 1
+//! x-ratelimit-limit: 2
+//! x-ratelimit-burst: 4
+//! content-type: application/json
+//!
+//! {"detail":"Rate limit exceeded. Try again in 1 seconds.","retry_after":1}
 //! ```
 //!
-//! The limiter is a token bucket (rate `R`/s, burst `B`), which has no
-//! window; [`Policy::of`] maps it to the largest quota `q` per whole-second
-//! window `w` with `q ≤ B` and `q ≤ R·w`. So a client that sends at
-//! `q/w` per second never exceeds `R`, and one that sends `q` at once at
-//! the start of each window never finds the bucket empty either (it holds
-//! `B ≥ q`, and refills `R·w ≥ q` per window). The policy is exact when
-//! `R` is a whole number not above `B` (`--rate-limit 5 --burst 5`: 5 per
-//! 1 s) or `B/R` is (`2/s`, burst 4: 4 per 2 s); otherwise it is below `R`
-//! (burst 1 at 10/s: 1 per 1 s, since a window is at least a second).
+//! `retry-after` is the wait for one token in whole seconds, rounded up, at
+//! least 1; `x-ratelimit-limit` is `R` as given (requests per second),
+//! `x-ratelimit-burst` is `B`. A served answer says nothing of the limit.
 //!
-//! `r` and `X-RateLimit-Remaining` are the whole requests left in the
-//! bucket (at most `q`); `t` is the seconds, rounded up, until one more is
-//! (on a 429 the same as `Retry-After`); `X-RateLimit-Reset` the seconds,
-//! rounded up, until the bucket is full again. `RateLimit-Policy` and
-//! `X-RateLimit-Limit` never change.
+//! # The standard headers, on request
+//!
+//! With [`crate::ServerOptions::rate_limit_headers`] every answer of a
+//! limited route (429s included) also carries the fields of the IETF draft
+//! `draft-ietf-httpapi-ratelimit-headers-10` (September 2025: a policy item
+//! is a quoted string, `t` is the time until more quota is available),
+//! which vatcomply does not send:
+//!
+//! ```text
+//! RateLimit-Policy: "default";q=4;w=2
+//! RateLimit: "default";r=3;t=1
+//! ```
+//!
+//! The bucket has no window; [`Policy::of`] maps it to the largest quota
+//! `q` per whole-second window `w` with `q ≤ B` and `q ≤ R·w`. So a client
+//! that sends at `q/w` per second never exceeds `R`, and one that sends `q`
+//! at once at the start of each window never finds the bucket empty either
+//! (it holds `B ≥ q`, and refills `R·w ≥ q` per window). The policy is exact
+//! when `R` is a whole number not above `B` (`--rate-limit 5 --burst 5`: 5
+//! per 1 s) or `B/R` is (`2/s`, burst 4: 4 per 2 s); otherwise it is below
+//! `R` (burst 1 at 10/s: 1 per 1 s, since a window is at least a second).
+//!
+//! `r` is the whole requests left in the bucket (at most `q`); `t` is the
+//! seconds, rounded up, until one more is (on a 429 the same as
+//! `Retry-After`). `RateLimit-Policy` never changes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -41,11 +57,11 @@ use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use concur::throttle::{Clock, SystemClock};
 use rand::Rng;
 
-use crate::app::detail;
+use crate::metrics::Route;
 use crate::{OptionError, Shared};
 
 /// A token bucket per client IP: `rate` requests per second, `burst` at once.
@@ -58,6 +74,9 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
+    /// The public service's limit: 2 requests per second, 4 at once.
+    pub const PUBLIC: RateLimit = RateLimit { rate: 2.0, burst: 4 };
+
     pub(crate) fn validate(&self) -> Result<(), OptionError> {
         if !(self.rate.is_finite() && self.rate > 0.0) {
             return Err(OptionError {
@@ -122,8 +141,6 @@ pub(crate) struct Standing {
     pub remaining: u64,
     /// Until one more request is allowed (zero when the bucket is full).
     pub next: Duration,
-    /// Until the bucket is full again.
-    pub full: Duration,
 }
 
 /// A request refused by the rate limit.
@@ -163,9 +180,12 @@ impl Bucket {
 
     fn standing(&self, limit: RateLimit) -> Standing {
         let whole = (self.tokens + EPS).floor().max(0.0);
-        let burst = f64::from(limit.burst);
-        let next = if whole >= burst { Duration::ZERO } else { secs((whole + 1.0 - self.tokens) / limit.rate) };
-        Standing { remaining: whole as u64, next, full: secs((burst - self.tokens) / limit.rate) }
+        let next = if whole >= f64::from(limit.burst) {
+            Duration::ZERO
+        } else {
+            secs((whole + 1.0 - self.tokens) / limit.rate)
+        };
+        Standing { remaining: whole as u64, next }
     }
 
     /// Takes a token at `now` if there is one.
@@ -180,9 +200,9 @@ impl Bucket {
     }
 }
 
-/// A token bucket per client IP, created on its first request. Buckets
-/// that have filled up again are forgotten once there are many, so a
-/// stream of distinct clients cannot grow the map without bound.
+/// A token bucket per client IP and route, created on its first request.
+/// Buckets that have filled up again are forgotten once there are many, so
+/// a stream of distinct clients cannot grow the map without bound.
 ///
 /// Its own small bucket rather than `concur::Throttle`, which answers only
 /// "yes" or "not until": the headers need what is left.
@@ -195,7 +215,7 @@ pub(crate) struct Limiter<C = SystemClock> {
 
 #[derive(Debug)]
 struct Buckets {
-    by_ip: HashMap<IpAddr, Bucket>,
+    by_ip: HashMap<(Route, IpAddr), Bucket>,
     /// Prune when the map reaches this size: twice the survivors of the
     /// last pruning, so pruning costs O(1) per new client, amortised.
     prune_at: usize,
@@ -222,23 +242,24 @@ impl<C: Clock> Limiter<C> {
     }
 
     /// `None` without a rate limit; else whether to serve the request from
-    /// `ip`, and the client's bucket after it.
-    pub(crate) fn check(&self, ip: IpAddr) -> Option<Result<Standing, Refused>> {
+    /// `ip` on `route`, and the client's bucket of that route after it.
+    pub(crate) fn check(&self, route: Route, ip: IpAddr) -> Option<Result<Standing, Refused>> {
         let limit = self.limit?;
         let now = self.clock.now();
+        let key = (route, ip);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if !buckets.by_ip.contains_key(&ip) && buckets.by_ip.len() >= buckets.prune_at {
+        if !buckets.by_ip.contains_key(&key) && buckets.by_ip.len() >= buckets.prune_at {
             // A full bucket is the same as a new one.
             let burst = f64::from(limit.burst);
             buckets.by_ip.retain(|_, b| b.refill(now, limit) + EPS < burst);
             buckets.prune_at = (2 * buckets.by_ip.len()).max(PRUNE_MIN);
         }
-        let bucket = buckets.by_ip.entry(ip).or_insert(Bucket { tokens: f64::from(limit.burst), at: now });
+        let bucket = buckets.by_ip.entry(key).or_insert(Bucket { tokens: f64::from(limit.burst), at: now });
         Some(bucket.take(now, limit))
     }
 }
 
-/// What the rate limit's headers say on every answer: the fixed fields,
+/// The IETF headers, on request (see the module docs): the fixed field,
 /// made once.
 #[derive(Debug, Clone)]
 pub(crate) struct Advertised {
@@ -263,15 +284,45 @@ impl Advertised {
         if let Ok(v) = HeaderValue::try_from(format!("\"default\";r={remaining};t={t}")) {
             headers.insert(HeaderName::from_static("ratelimit"), v);
         }
-        headers.insert(HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(self.policy.quota));
-        headers.insert(HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from(remaining));
-        headers.insert(HeaderName::from_static("x-ratelimit-reset"), HeaderValue::from(ceil_secs(s.full)));
+    }
+}
+
+/// vatcomply's refusal: 429, `Retry-After` in whole seconds (at least 1),
+/// the limit in `X-RateLimit-Limit` (per second, as given) and
+/// `X-RateLimit-Burst`, and the same wait in the JSON body.
+fn refusal(limit: RateLimit, wait: Duration) -> Response {
+    let secs = ceil_secs(wait).max(1);
+    let body = serde_json::json!({
+        "detail": format!("Rate limit exceeded. Try again in {secs} seconds."),
+        "retry_after": secs,
+    });
+    let mut r = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    // `2` for 2.0, `0.5` for a half: what the rate was given as.
+    if let Ok(v) = HeaderValue::try_from(limit.rate.to_string()) {
+        h.insert(HeaderName::from_static("x-ratelimit-limit"), v);
+    }
+    h.insert(HeaderName::from_static("x-ratelimit-burst"), HeaderValue::from(limit.burst));
+    r
+}
+
+/// The route whose bucket a request draws on, if it is limited: a `GET`
+/// (or `HEAD`) of `/rates` or `/currencies`, the routes vatcomply limits.
+fn limited_route(req: &Request) -> Option<Route> {
+    let method = req.method();
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        return None;
+    }
+    match Route::of(req.uri().path()) {
+        r @ (Route::Rates | Route::Currencies) => Some(r),
+        Route::Metrics | Route::Other => None,
     }
 }
 
 /// Counts the request, refuses it over the rate limit (by `peer`'s
-/// address), waits for capacity, delays it, fails it at the configured
-/// rate, and otherwise answers it with `next`.
+/// address and the route), waits for capacity, delays it, fails it at the
+/// configured rate, and otherwise answers it with `next`.
 pub(crate) async fn inject<F, Fut>(shared: &Shared, peer: Option<IpAddr>, req: Request, next: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
@@ -281,16 +332,16 @@ where
     // is in service from its arrival, one count instead of two.
     let unheld = shared.options.rate_limit.is_none() && shared.capacity.is_none();
     let _in_flight = if unheld { shared.metrics.start_serving() } else { shared.metrics.start() };
-    let verdict = peer.and_then(|ip| shared.limiter.check(ip));
-    let mut response = match verdict {
-        Some(Err(refused)) => {
+    let verdict = match (peer, limited_route(&req)) {
+        (Some(ip), Some(route)) => shared.limiter.check(route, ip),
+        _ => None,
+    };
+    let mut response = match (verdict, shared.options.rate_limit) {
+        (Some(Err(refused)), Some(limit)) => {
             shared.metrics.rate_limited();
-            let mut r = detail(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
-            // Whole seconds, rounded up, as the header requires.
-            let secs = ceil_secs(refused.wait).max(1);
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            let mut r = refusal(limit, refused.wait);
             if let Some(ad) = &shared.advertised {
-                ad.annotate(r.headers_mut(), &refused.standing, secs);
+                ad.annotate(r.headers_mut(), &refused.standing, ceil_secs(refused.wait).max(1));
             }
             r
         }
@@ -350,7 +401,7 @@ where
 }
 
 fn injected_failure() -> Response {
-    detail(StatusCode::INTERNAL_SERVER_ERROR, "Injected failure.")
+    crate::app::detail(StatusCode::INTERNAL_SERVER_ERROR, "Injected failure.")
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! A vatcomply-compatible exchange-rates server over the ECB dataset
-//! (`API.md`), with fault injection — latency, jitter, failures, a
-//! per-client rate limit that advertises itself in headers, and a capacity
-//! beyond which requests queue — so clients, tests and benchmarks can
-//! reproduce a real network on loopback.
+//! (`docs/API.md`): `/rates` and `/currencies` answer what vatcomply's own
+//! code answers, byte for byte where it matters (statuses, error texts,
+//! decimal cross rates, CORS, its rate limiter's 429). Around it, fault
+//! injection — latency, jitter, failures, a per-client rate limit, a
+//! capacity beyond which requests queue — so clients, tests and benchmarks
+//! can reproduce a real network on loopback.
 //!
 //! [`spawn`] starts it in-process on an ephemeral loopback port and hands
 //! back its URL: the `rates` command's default API and what every test uses.
@@ -46,11 +48,12 @@ pub struct ServerOptions {
     pub jitter: Duration,
     /// This fraction of requests (0.0..=1.0) answers 500.
     pub fail_rate: f64,
-    /// A token bucket per client IP; over it, 429 with `Retry-After`.
+    /// A token bucket per client IP and route; over it, vatcomply's 429
+    /// ([`RateLimit::PUBLIC`] is the public service's).
     pub rate_limit: Option<RateLimit>,
-    /// Whether answers under a rate limit say what it allows, in the IETF
-    /// `RateLimit-Policy`/`RateLimit` and the `X-RateLimit-*` headers (on by
-    /// default). Off, only a 429's `Retry-After` tells, as on vatcomply.
+    /// Whether every answer of a limited route also says what the limit
+    /// allows, in the IETF `RateLimit-Policy`/`RateLimit` headers (off by
+    /// default: vatcomply sends none, and only its 429s tell).
     pub rate_limit_headers: bool,
     /// At most this many requests are served (waited on and answered) at
     /// once; the rest wait their turn, first come first served, and the
@@ -77,15 +80,15 @@ pub struct OptionError {
 }
 
 impl Default for ServerOptions {
-    /// No faults, no limits but the default connection limits; rate-limit
-    /// headers on (they show only once a rate limit is set).
+    /// No faults, no limits but the default connection limits; no standard
+    /// rate-limit headers (they would show only once a rate limit is set).
     fn default() -> Self {
         ServerOptions {
             latency: Duration::ZERO,
             jitter: Duration::ZERO,
             fail_rate: 0.0,
             rate_limit: None,
-            rate_limit_headers: true,
+            rate_limit_headers: false,
             capacity: None,
             limits: ConnLimits::default(),
             timer: Timer::default(),
@@ -97,6 +100,13 @@ impl Default for ServerOptions {
 const MAX_CAPACITY: usize = 1 << 20;
 
 impl ServerOptions {
+    /// The public service's behaviour on the wire: its rate limit (2 per
+    /// second, a burst of 4, per client and route), its 429, and nothing
+    /// about the limit on a served answer. No latency: add the network's.
+    pub fn public() -> ServerOptions {
+        ServerOptions { rate_limit: Some(RateLimit::PUBLIC), rate_limit_headers: false, ..ServerOptions::default() }
+    }
+
     /// Checks the options, naming the first bad one.
     pub fn validate(&self) -> Result<(), OptionError> {
         if !(0.0..=1.0).contains(&self.fail_rate) {

@@ -165,21 +165,23 @@ fn both_replies(url: &str) -> [Result<rates::Reply, FetchError>; 2] {
 #[test]
 fn replies_carry_the_advertised_rate_limit() {
     // 0.01/s: no token comes back during the test, so the numbers are exact.
-    let limited = ServerOptions { rate_limit: Some(RateLimit { rate: 0.01, burst: 3 }), ..Default::default() };
-    let s = server(limited.clone());
+    let limit = Some(RateLimit { rate: 0.01, burst: 3 });
+    let s = server(ServerOptions { rate_limit: limit, rate_limit_headers: true, ..Default::default() });
     let [a, b] = both_replies(s.url());
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.rates.base.as_str(), "USD");
-    // 3 per 300 s: the whole burst, refilled within the window.
-    let info = |remaining, reset| rates::RateLimitInfo {
+    // 3 per 300 s: the whole burst, refilled within the window; the next
+    // request is allowed in 100 s.
+    let info = |remaining| rates::RateLimitInfo {
         limit: 3,
         window: Duration::from_secs(300),
         remaining: Some(remaining),
-        reset: Some(Duration::from_secs(reset)),
+        reset: Some(Duration::from_secs(100)),
+        burst: None,
     };
-    assert_eq!((a.limit, b.limit), (Some(info(2, 100)), Some(info(1, 100))));
-    // Headers off, or no rate limit: nothing to read.
-    let quiet = server(ServerOptions { rate_limit_headers: false, ..limited });
+    assert_eq!((a.limit, b.limit), (Some(info(2)), Some(info(1))));
+    // By default (as vatcomply), or with no rate limit: nothing to read.
+    let quiet = server(ServerOptions { rate_limit: limit, ..Default::default() });
     let plain = server(ServerOptions::default());
     for s in [&quiet, &plain] {
         let [a, b] = both_replies(s.url());

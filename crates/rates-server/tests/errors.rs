@@ -45,10 +45,10 @@ fn wrong_method_is_405_json_with_allow() {
 fn unknown_path_is_404_json_for_any_method() {
     let s = server(ServerOptions::default());
     let (status, body) = get_json(&agent(), &s, "/nope");
-    assert_eq!((status, body), (404, json!({"detail": "Not found."})));
+    assert_eq!((status, body), (404, json!({"detail": "Not Found"})));
     let mut r = agent().post(format!("{}/nope", s.url())).send("").unwrap();
     assert_eq!(r.status().as_u16(), 404);
-    assert_eq!(r.body_mut().read_to_string().unwrap(), r#"{"detail":"Not found."}"#);
+    assert_eq!(r.body_mut().read_to_string().unwrap(), r#"{"detail":"Not Found"}"#);
 }
 
 #[test]

@@ -400,7 +400,11 @@ async fn without_a_capacity_nothing_waits() {
 async fn a_client_that_follows_the_advertised_policy_gets_no_429() {
     for (rate, burst) in [(5.0, 5), (2.0, 4), (3.0, 5), (0.5, 1)] {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let options = crate::ServerOptions { rate_limit: Some(crate::RateLimit { rate, burst }), ..Default::default() };
+        let options = crate::ServerOptions {
+            rate_limit: Some(crate::RateLimit { rate, burst }),
+            rate_limit_headers: true,
+            ..Default::default()
+        };
         let (shared, _, _stop) = start_with(vec![Ok(server)], options);
         let mut policy = None;
         for _ in 0..40 {
@@ -429,23 +433,27 @@ async fn a_client_that_follows_the_advertised_policy_gets_no_429() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn without_headers_only_retry_after_tells() {
+async fn by_default_only_the_429_tells_as_vatcomplys_does() {
     let (mut client, server) = tokio::io::duplex(64 * 1024);
-    let options = crate::ServerOptions {
-        rate_limit: Some(crate::RateLimit { rate: 1.0, burst: 1 }),
-        rate_limit_headers: false,
-        ..Default::default()
-    };
+    let options =
+        crate::ServerOptions { rate_limit: Some(crate::RateLimit { rate: 1.0, burst: 1 }), ..Default::default() };
     let (_shared, _, _stop) = start_with(vec![Ok(server)], options);
-    for expected in ["HTTP/1.1 200 OK", "HTTP/1.1 429 Too Many Requests"] {
-        client.write_all(GET).await.unwrap();
-        let answer = read_answer(&mut client).await;
-        assert!(answer.starts_with(expected), "{answer}");
-        for name in ["ratelimit", "ratelimit-policy", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"]
-        {
-            assert_eq!(header(&answer, name), None, "{name} in {answer}");
-        }
+    let standard = ["ratelimit", "ratelimit-policy", "x-ratelimit-remaining", "x-ratelimit-reset"];
+    client.write_all(GET).await.unwrap();
+    let answer = read_answer(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    for name in standard.iter().chain(&["x-ratelimit-limit", "x-ratelimit-burst", "retry-after"]) {
+        assert_eq!(header(&answer, name), None, "{name} in {answer}");
     }
+    client.write_all(GET).await.unwrap();
+    let answer = read_answer(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 429 Too Many Requests"), "{answer}");
+    for name in standard {
+        assert_eq!(header(&answer, name), None, "{name} in {answer}");
+    }
+    assert_eq!(header(&answer, "retry-after"), Some("1"));
+    assert_eq!(header(&answer, "x-ratelimit-limit"), Some("1"));
+    assert_eq!(header(&answer, "x-ratelimit-burst"), Some("1"));
 }
 
 #[tokio::test]

@@ -189,12 +189,13 @@ pub(super) fn hyper_error_status(bytes: &[u8]) -> Option<StatusCode> {
     (status.is_client_error() || status.is_server_error()).then_some(status)
 }
 
-/// A whole HTTP answer with the API's JSON error body; the connection
-/// closes after it, as hyper's would.
+/// A whole HTTP answer with the API's JSON error body, allowing any origin
+/// as every answer does; the connection closes after it, as hyper's would.
 pub(super) fn json_answer(status: StatusCode) -> Vec<u8> {
     let body = serde_json::json!({ "detail": crate::app::status_detail(status) }).to_string();
     format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         access-control-allow-origin: *\r\nconnection: close\r\n\r\n{body}",
         status.as_str(),
         status.canonical_reason().unwrap_or(""),
         body.len()

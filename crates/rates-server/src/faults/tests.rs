@@ -1,5 +1,5 @@
-//! The per-client buckets and the policy the headers advertise, on a fake
-//! clock.
+//! The per-client, per-route buckets, vatcomply's refusal and the policy
+//! the optional headers advertise, on a fake clock.
 
 use concur::throttle::FakeClock;
 
@@ -16,7 +16,7 @@ fn limit(rate: f64, burst: u32) -> RateLimit {
 #[tokio::test(start_paused = true)]
 async fn buckets_of_gone_clients_are_forgotten() {
     let limiter = Limiter::new(Some(RateLimit { rate: 10.0, burst: 1 }));
-    let served = |n| matches!(limiter.check(ip(n)), Some(Ok(_)));
+    let served = |n| matches!(limiter.check(Route::Rates, ip(n)), Some(Ok(_)));
     for n in 0..3000 {
         assert!(served(n));
     }
@@ -39,7 +39,7 @@ async fn buckets_of_gone_clients_are_forgotten() {
 
 #[test]
 fn no_limit_no_verdict() {
-    assert_eq!(Limiter::new(None).check(ip(1)), None);
+    assert_eq!(Limiter::new(None).check(Route::Rates, ip(1)), None);
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn refusals(limiter: &Limiter<FakeClock>, clock: &FakeClock, n: usize, per_step:
         if i > 0 && i % per_step == 0 {
             clock.advance(step);
         }
-        if let Some(Err(_)) = limiter.check(ip(1)) {
+        if let Some(Err(_)) = limiter.check(Route::Rates, ip(1)) {
             refused += 1;
         }
     }
@@ -118,47 +118,81 @@ fn the_standing_says_what_is_left_and_when_more_comes() {
     let clock = FakeClock::new();
     let limiter = Limiter::with_clock(Some(limit(5.0, 5)), clock.clone());
     let ms = Duration::from_millis;
-    let first = limiter.check(ip(1));
-    assert_eq!(first, Some(Ok(Standing { remaining: 4, next: ms(200), full: ms(200) })));
+    let first = limiter.check(Route::Rates, ip(1));
+    assert_eq!(first, Some(Ok(Standing { remaining: 4, next: ms(200) })));
     for _ in 0..4 {
-        assert!(matches!(limiter.check(ip(1)), Some(Ok(_))));
+        assert!(matches!(limiter.check(Route::Rates, ip(1)), Some(Ok(_))));
     }
-    let Some(Err(refused)) = limiter.check(ip(1)) else { panic!("the sixth at once is refused") };
+    let Some(Err(refused)) = limiter.check(Route::Rates, ip(1)) else { panic!("the sixth at once is refused") };
     assert_eq!(refused.wait, ms(200));
-    assert_eq!((refused.standing.remaining, refused.standing.full), (0, Duration::from_secs(1)));
-    // Another client has a bucket of its own.
-    assert!(matches!(limiter.check(ip(2)), Some(Ok(s)) if s.remaining == 4));
+    assert_eq!(refused.standing.remaining, 0);
+    // Another client has a bucket of its own, and so has another route.
+    assert!(matches!(limiter.check(Route::Rates, ip(2)), Some(Ok(s)) if s.remaining == 4));
+    assert!(matches!(limiter.check(Route::Currencies, ip(1)), Some(Ok(s)) if s.remaining == 4));
     // Half a token later: still refused, and the wait is what is left of it.
     clock.advance(ms(100));
-    assert!(matches!(limiter.check(ip(1)), Some(Err(r)) if r.wait == ms(100)));
+    assert!(matches!(limiter.check(Route::Rates, ip(1)), Some(Err(r)) if r.wait == ms(100)));
     clock.advance(ms(100));
-    let after = limiter.check(ip(1));
+    let after = limiter.check(Route::Rates, ip(1));
     assert!(matches!(after, Some(Ok(s)) if s.remaining == 0 && s.next == ms(200)), "{after:?}");
 }
 
+fn field(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+#[tokio::test]
+async fn the_refusal_is_vatcomplys() {
+    let r = refusal(limit(2.0, 4), Duration::from_millis(300));
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let h = r.headers();
+    assert_eq!(field(h, "retry-after").as_deref(), Some("1"));
+    assert_eq!(field(h, "x-ratelimit-limit").as_deref(), Some("2"));
+    assert_eq!(field(h, "x-ratelimit-burst").as_deref(), Some("4"));
+    assert_eq!(field(h, "content-type").as_deref(), Some("application/json"));
+    for absent in ["x-ratelimit-remaining", "x-ratelimit-reset", "ratelimit", "ratelimit-policy"] {
+        assert_eq!(field(h, absent), None, "{absent}");
+    }
+    let body = axum::body::to_bytes(r.into_body(), 1024).await.expect("body");
+    assert_eq!(&body[..], br#"{"detail":"Rate limit exceeded. Try again in 1 seconds.","retry_after":1}"#);
+    // A longer wait rounds up; a fractional rate is given as it was.
+    let r = refusal(limit(0.4, 1), Duration::from_millis(2100));
+    assert_eq!(field(r.headers(), "retry-after").as_deref(), Some("3"));
+    assert_eq!(field(r.headers(), "x-ratelimit-limit").as_deref(), Some("0.4"));
+    let body = axum::body::to_bytes(r.into_body(), 1024).await.expect("body");
+    assert_eq!(&body[..], br#"{"detail":"Rate limit exceeded. Try again in 3 seconds.","retry_after":3}"#);
+}
+
 #[test]
-fn the_headers_of_a_served_and_a_refused_answer() {
+fn only_the_api_routes_are_limited() {
+    let req = |method: &str, uri: &str| {
+        Request::builder().method(method).uri(uri).body(axum::body::Body::empty()).expect("request")
+    };
+    assert_eq!(limited_route(&req("GET", "/rates?base=USD")), Some(Route::Rates));
+    assert_eq!(limited_route(&req("GET", "/currencies")), Some(Route::Currencies));
+    for (method, uri) in [("GET", "/metrics"), ("GET", "/nope"), ("OPTIONS", "/rates"), ("POST", "/rates")] {
+        assert_eq!(limited_route(&req(method, uri)), None, "{method} {uri}");
+    }
+}
+
+#[test]
+fn the_optional_headers_of_a_served_and_a_refused_answer() {
     let ad = Advertised::new(limit(2.0, 4));
-    let served = Standing { remaining: 3, next: Duration::from_millis(500), full: Duration::from_millis(500) };
+    let served = Standing { remaining: 3, next: Duration::from_millis(500) };
     let mut h = HeaderMap::new();
     ad.annotate(&mut h, &served, ceil_secs(served.next));
-    let field = |h: &HeaderMap, name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     assert_eq!(field(&h, "ratelimit-policy").as_deref(), Some("\"default\";q=4;w=2"));
     assert_eq!(field(&h, "ratelimit").as_deref(), Some("\"default\";r=3;t=1"));
-    assert_eq!(field(&h, "x-ratelimit-limit").as_deref(), Some("4"));
-    assert_eq!(field(&h, "x-ratelimit-remaining").as_deref(), Some("3"));
-    assert_eq!(field(&h, "x-ratelimit-reset").as_deref(), Some("1"));
-    let empty = Standing { remaining: 0, next: Duration::from_millis(300), full: Duration::from_millis(1800) };
+    assert_eq!(field(&h, "x-ratelimit-limit"), None, "vatcomply's field is the 429's alone");
+    let empty = Standing { remaining: 0, next: Duration::from_millis(300) };
     let mut h = HeaderMap::new();
     ad.annotate(&mut h, &empty, 1);
     assert_eq!(field(&h, "ratelimit").as_deref(), Some("\"default\";r=0;t=1"));
-    assert_eq!(field(&h, "x-ratelimit-reset").as_deref(), Some("2"));
     // Never more remaining than the quota: 3 per second out of a burst of 5.
     let ad = Advertised::new(limit(3.0, 5));
     let mut h = HeaderMap::new();
     ad.annotate(&mut h, &Standing { remaining: 4, ..served }, 1);
     assert_eq!(field(&h, "ratelimit").as_deref(), Some("\"default\";r=3;t=1"));
-    assert_eq!(field(&h, "x-ratelimit-remaining").as_deref(), Some("3"));
 }
 
 #[tokio::test(start_paused = true)]
