@@ -225,13 +225,14 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let config = RunConfig::new(&args.client, &args.sim, Defaults::FETCH)?;
     config.workers(args.workers)?;
     let store = HistoryStore::open(&args.store, &config.target)?;
+    // Proven writable before any request: results are not fetched to be lost.
+    let out_file = args.out.as_deref().map(|p| OutFile::create("--out", p)).transpose()?;
+    let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
+    // The last check, as it may ask the API (its /currencies, once a day).
     let offline = store.as_ref().is_some_and(|s| s.offline);
     let accepted = session::accepted_codes(&config, Some(&ds), store.as_ref().map(HistoryStore::store), offline);
     accepted.check("base", &[plan.base])?;
     accepted.check("symbols", &plan.symbols)?;
-    // Proven writable before any request: results are not fetched to be lost.
-    let out_file = args.out.as_deref().map(|p| OutFile::create("--out", p)).transpose()?;
-    let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
     for note in &plan.notes {
         eprintln!("rates: {note}");
     }

@@ -85,21 +85,25 @@ fn weekends_and_holidays_give_exactly_the_business_days() {
 
 /// A server over the embedded data that fails every request for `failing`
 /// with 500, counting the requests for rates it saw in all and for that
-/// day (its `/currencies`, asked for the codes it accepts, is not counted).
+/// day (its `/currencies`, asked for the codes it accepts, is counted
+/// apart: `all` counts every request).
 struct Server {
     url: String,
     requests: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    all: Arc<AtomicU64>,
     _rt: tokio::runtime::Runtime,
 }
 
 fn server_failing_on(failing: &'static str) -> Server {
     let shared = rates_server::Shared::new(Dataset::embedded(), rates_server::ServerOptions::default()).unwrap();
     let (requests, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let (seen, fails) = (Arc::clone(&requests), Arc::clone(&failed));
+    let all = Arc::new(AtomicU64::new(0));
+    let (seen, fails, any) = (Arc::clone(&requests), Arc::clone(&failed), Arc::clone(&all));
     let app = rates_server::router(shared).layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-        let (seen, fails) = (Arc::clone(&seen), Arc::clone(&fails));
+        let (seen, fails, any) = (Arc::clone(&seen), Arc::clone(&fails), Arc::clone(&any));
         async move {
+            any.fetch_add(1, Ordering::SeqCst);
             if req.uri().path() == "/rates" {
                 seen.fetch_add(1, Ordering::SeqCst);
             }
@@ -112,7 +116,7 @@ fn server_failing_on(failing: &'static str) -> Server {
         }
     }));
     let (url, rt) = common::serve_app(app, 1);
-    Server { url, requests, failed, _rt: rt }
+    Server { url, requests, failed, all, _rt: rt }
 }
 
 #[test]
@@ -170,7 +174,9 @@ fn bad_input_is_refused_before_any_request() {
         assert!(err.contains(named) && err.lines().count() == 1, "{change} {value}: {err}");
         assert_eq!(out, "");
     }
-    // Files that could not be written are refused before the work, too.
+    // Files that could not be written are refused before the work, too,
+    // and before the API is asked anything.
+    let asked = s.all.load(Ordering::SeqCst);
     let missing = std::env::temp_dir().join(format!("rates-no-such-dir-{}", std::process::id()));
     let (in_missing, svg_in_missing) = (missing.join("out.csv"), missing.join("chart.svg"));
     for (flag, value, named) in [
@@ -184,6 +190,7 @@ fn bad_input_is_refused_before_any_request() {
         assert!(err.contains(&named) && err.lines().count() == 1, "{flag} {value}: {err}");
         assert_eq!(out, "");
     }
+    assert_eq!(s.all.load(Ordering::SeqCst), asked);
     assert_eq!(s.requests.load(Ordering::SeqCst), 0);
 }
 
