@@ -161,13 +161,17 @@ pub(crate) fn queue_url(url: &str) -> Result<String, Usage> {
 
 /// The embedded server's options from the `--sim-*` flags.
 fn sim_options(sim: &SimFlags, defaults: Defaults) -> Result<ServerOptions, Usage> {
-    let rate_limit = sim.sim_rate_limit.map(|r| Quota::new("--sim-rate-limit", r, sim.sim_burst)).transpose()?;
+    let rate_limit = if sim.sim_public {
+        Some(RateLimit::PUBLIC)
+    } else {
+        sim.sim_rate_limit.map(|r| Quota::new("--sim-rate-limit", r, sim.sim_burst)).transpose()?.map(Quota::rate_limit)
+    };
     checked(ServerOptions {
         latency: sim.sim_latency.unwrap_or(defaults.sim_latency),
         jitter: sim.sim_jitter,
         fail_rate: sim.sim_fail_rate,
-        rate_limit: rate_limit.map(Quota::rate_limit),
-        rate_limit_headers: !sim.sim_no_rate_limit_headers,
+        rate_limit,
+        rate_limit_headers: sim.sim_rate_limit_headers,
         capacity: sim.sim_capacity.as_deref().map(|n| capacity("--sim-capacity", n)).transpose()?,
         // Only this process's own client connects, and "unlimited" workers
         // must mean every request in flight at once, not the cap's worth.
@@ -181,13 +185,17 @@ const EMBEDDED_MAX_CONNECTIONS: usize = 1 << 20;
 
 /// `rates serve`'s options from its fault flags.
 pub(crate) fn serve_options(faults: &FaultFlags, conn: &ConnFlags) -> Result<ServerOptions, Usage> {
-    let rate_limit = faults.rate_limit.map(|r| Quota::new("--rate-limit", r, faults.burst)).transpose()?;
+    let rate_limit = if faults.public {
+        Some(RateLimit::PUBLIC)
+    } else {
+        faults.rate_limit.map(|r| Quota::new("--rate-limit", r, faults.burst)).transpose()?.map(Quota::rate_limit)
+    };
     checked(ServerOptions {
         latency: faults.latency,
         jitter: faults.jitter,
         fail_rate: faults.fail_rate,
-        rate_limit: rate_limit.map(Quota::rate_limit),
-        rate_limit_headers: !faults.no_rate_limit_headers,
+        rate_limit,
+        rate_limit_headers: faults.rate_limit_headers,
         capacity: faults.capacity.as_deref().map(|n| capacity("--capacity", n)).transpose()?,
         limits: ConnLimits {
             header_timeout: conn.header_timeout,

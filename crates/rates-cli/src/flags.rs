@@ -53,6 +53,7 @@ pub struct QueueFlags {
 /// The embedded server's simulated network and faults (`fetch`, `history`,
 /// `bench`), to watch retries and throttling work without a flaky network.
 #[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("sim_limited").args(["sim_rate_limit", "sim_public"]).multiple(false))]
 pub struct SimFlags {
     /// Embedded server: latency of every answer [default: 100ms; bench: 20ms].
     #[arg(long, alias = "latency", value_parser = cli::duration, value_name = "T", conflicts_with = "api")]
@@ -63,14 +64,26 @@ pub struct SimFlags {
     /// Embedded server: fraction of requests that fail with 500.
     #[arg(long, alias = "fail-rate", value_parser = cli::fraction, default_value = "0", conflicts_with = "api")]
     pub sim_fail_rate: f64,
-    /// Embedded server: requests per second allowed per client; over it, 429.
+    /// Embedded server: requests per second allowed per client and route
+    /// (/rates, /currencies); over it, a 429 as the public service's.
     #[arg(long, value_parser = cli::rate, value_name = "R", conflicts_with = "api")]
     pub sim_rate_limit: Option<f64>,
     /// Embedded server: burst of --sim-rate-limit.
     #[arg(long, default_value = "1", requires = "sim_rate_limit", value_name = "B")]
     pub sim_burst: NonZeroU32,
-    /// Embedded server: no rate-limit headers, only a 429's Retry-After (as vatcomply).
-    #[arg(long, requires = "sim_rate_limit")]
+    /// Embedded server: the public service (api.vatcomply.com) in one flag:
+    /// 2 requests per second with a burst of 4, per client and route, its
+    /// 429 past them, nothing said of the limit on a served answer; the
+    /// latency is still --sim-latency's.
+    #[arg(long, conflicts_with = "api")]
+    pub sim_public: bool,
+    /// Embedded server: every answer under the rate limit also carries the
+    /// IETF RateLimit-Policy and RateLimit headers (the public service sends none).
+    #[arg(long, requires = "sim_limited")]
+    pub sim_rate_limit_headers: bool,
+    /// No rate-limit headers on served answers: the default now, kept so
+    /// that older command lines still run.
+    #[arg(long, hide = true, conflicts_with = "sim_rate_limit_headers")]
     pub sim_no_rate_limit_headers: bool,
     /// Embedded server: serves at most N requests at once, the rest wait their turn.
     #[arg(long, value_name = "N", conflicts_with = "api")]
@@ -79,6 +92,7 @@ pub struct SimFlags {
 
 /// The faults `rates serve` injects into its own answers.
 #[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("limited").args(["rate_limit", "public"]).multiple(false))]
 pub struct FaultFlags {
     /// Every answer waits this long (e.g. 50ms).
     #[arg(long, value_parser = cli::duration, default_value = "0")]
@@ -89,16 +103,26 @@ pub struct FaultFlags {
     /// This fraction of requests answers 500 (e.g. 0.2 or 20%).
     #[arg(long, value_parser = cli::fraction, default_value = "0")]
     pub fail_rate: f64,
-    /// Per client IP, at most this many requests per second; over it, 429.
+    /// Per client IP and route (/rates, /currencies), at most this many
+    /// requests per second; over it, a 429 as the public service's
+    /// (Retry-After, X-RateLimit-Limit, X-RateLimit-Burst).
     #[arg(long, value_parser = cli::rate, value_name = "R")]
     pub rate_limit: Option<f64>,
     /// With --rate-limit: requests allowed at once.
     #[arg(long, default_value = "1", requires = "rate_limit", value_name = "B")]
     pub burst: NonZeroU32,
-    /// With --rate-limit: answers say nothing of it (no RateLimit-Policy,
-    /// RateLimit, X-RateLimit-* headers), only a 429's Retry-After, as
-    /// vatcomply's do.
-    #[arg(long, requires = "rate_limit")]
+    /// Behave as the public service (api.vatcomply.com): 2 requests per
+    /// second with a burst of 4, per client and route, its 429 past them,
+    /// nothing said of the limit on a served answer.
+    #[arg(long)]
+    pub public: bool,
+    /// Under a rate limit, every answer also carries the IETF
+    /// RateLimit-Policy and RateLimit headers (the public service sends none).
+    #[arg(long, requires = "limited")]
+    pub rate_limit_headers: bool,
+    /// No rate-limit headers on served answers: the default now, kept so
+    /// that older command lines still run.
+    #[arg(long, hide = true, conflicts_with = "rate_limit_headers")]
     pub no_rate_limit_headers: bool,
     /// Serve at most N requests at once; the rest wait their turn, so
     /// latency grows with load, as on a saturated server.

@@ -1,8 +1,10 @@
-//! `rates serve` under a rate limit says what it allows in its answers'
-//! headers (or, with `--no-rate-limit-headers`, nothing, as vatcomply);
-//! `--capacity` serves at most that many requests at once and queues the
-//! rest, for `rates serve` and the embedded server alike; bad capacities
-//! are refused with exit 2 and one line naming the value.
+//! `rates serve` under a rate limit refuses as the public service does and
+//! says nothing of the limit on a served answer (with
+//! `--rate-limit-headers`, the IETF headers tell it); `--public` is the
+//! public service's limit; `--capacity` serves at most that many requests
+//! at once and queues the rest, for `rates serve` and the embedded server
+//! alike; bad capacities are refused with exit 2 and one line naming the
+//! value.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -27,43 +29,66 @@ fn limit_headers(headers: &[String]) -> Vec<&str> {
 }
 
 #[test]
-fn a_rate_limited_server_advertises_its_limit() {
-    let served = serve(&["--rate-limit", "5", "--burst", "5"]);
+fn with_rate_limit_headers_a_limited_server_advertises_its_limit() {
+    let served = serve(&["--rate-limit", "5", "--burst", "5", "--rate-limit-headers"]);
     let answer = get(&served.addr, "/rates?base=USD&symbols=PLN");
     let (status, headers) = (answer.status, answer.headers);
     assert_eq!(status, "HTTP/1.1 200 OK");
     // The first answer of a fresh bucket: 4 of 5 left, one back in 0.2 s.
-    assert_eq!(
-        limit_headers(&headers),
-        [
-            "ratelimit-policy: \"default\";q=5;w=1",
-            "ratelimit: \"default\";r=4;t=1",
-            "x-ratelimit-limit: 5",
-            "x-ratelimit-remaining: 4",
-            "x-ratelimit-reset: 1",
-        ]
-    );
+    assert_eq!(limit_headers(&headers), ["ratelimit-policy: \"default\";q=5;w=1", "ratelimit: \"default\";r=4;t=1"]);
     assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
 }
 
 #[test]
-fn without_rate_limit_headers_the_server_says_nothing_but_retry_after() {
-    let served = serve(&["--rate-limit", "0.01", "--burst", "1", "--no-rate-limit-headers"]);
-    let answer = get(&served.addr, "/rates");
-    let (status, headers) = (answer.status, answer.headers);
-    assert_eq!((status.as_str(), limit_headers(&headers)), ("HTTP/1.1 200 OK", vec![]));
-    let answer = get(&served.addr, "/rates");
-    let (status, headers) = (answer.status, answer.headers);
-    assert_eq!((status.as_str(), limit_headers(&headers)), ("HTTP/1.1 429 Too Many Requests", vec![]));
-    assert!(headers.iter().any(|h| h.starts_with("retry-after: ")), "{headers:?}");
+fn by_default_the_server_says_nothing_until_its_429() {
+    // The old flag for the default still runs.
+    for extra in [&[][..], &["--no-rate-limit-headers"][..]] {
+        let served = serve(&[&["--rate-limit", "0.01", "--burst", "1"][..], extra].concat());
+        let answer = get(&served.addr, "/rates");
+        let (status, headers) = (answer.status, answer.headers);
+        assert_eq!((status.as_str(), limit_headers(&headers)), ("HTTP/1.1 200 OK", vec![]));
+        assert!(!headers.iter().any(|h| h.starts_with("retry-after: ")), "{headers:?}");
+        let answer = get(&served.addr, "/rates");
+        let (status, headers) = (answer.status, answer.headers);
+        assert_eq!(
+            (status.as_str(), limit_headers(&headers)),
+            ("HTTP/1.1 429 Too Many Requests", vec!["x-ratelimit-burst: 1", "x-ratelimit-limit: 0.01"])
+        );
+        assert!(headers.iter().any(|h| h == "retry-after: 100"), "{headers:?}");
+        assert_eq!(answer.body, r#"{"detail":"Rate limit exceeded. Try again in 100 seconds.","retry_after":100}"#);
+        assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
+    }
+}
+
+#[test]
+fn public_is_the_public_services_limit_per_route() {
+    let served = serve(&["--public"]);
+    let statuses: Vec<String> = (0..5).map(|_| get(&served.addr, "/rates?symbols=USD").status).collect();
+    assert_eq!(statuses[..4], ["HTTP/1.1 200 OK"; 4], "a burst of 4");
+    assert_eq!(statuses[4], "HTTP/1.1 429 Too Many Requests", "{statuses:?}");
+    let answer = get(&served.addr, "/rates?symbols=USD");
+    assert_eq!(limit_headers(&answer.headers), ["x-ratelimit-burst: 4", "x-ratelimit-limit: 2"]);
+    assert!(answer.headers.iter().any(|h| h == "retry-after: 1"), "{:?}", answer.headers);
+    assert_eq!(answer.body, r#"{"detail":"Rate limit exceeded. Try again in 1 seconds.","retry_after":1}"#);
+    // /currencies has its own bucket.
+    assert_eq!(get(&served.addr, "/currencies").status, "HTTP/1.1 200 OK");
     assert_eq!(served.stop(Signal::SIGTERM).status.code(), Some(0));
 }
 
 #[test]
-fn no_rate_limit_headers_needs_a_rate_limit() {
-    let (code, _, err) = run(&["serve", "--addr", "127.0.0.1:0", "--no-rate-limit-headers"]);
+fn rate_limit_headers_need_a_rate_limit_and_public_takes_none() {
+    let (code, _, err) = run(&["serve", "--addr", "127.0.0.1:0", "--rate-limit-headers"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--rate-limit"), "{err}");
+    let (code, _, err) = run(&["serve", "--addr", "127.0.0.1:0", "--public", "--rate-limit", "5"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--public") && err.contains("--rate-limit"), "{err}");
+    let (code, _, err) = run(&["fetch", "--sim-rate-limit-headers"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--sim-rate-limit"), "{err}");
+    let (code, _, err) = run(&["fetch", "--sim-public", "--api", "http://127.0.0.1:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--sim-public") && err.contains("--api"), "{err}");
 }
 
 #[test]
@@ -128,4 +153,16 @@ fn bad_capacities_exit_2_naming_the_value() {
         assert!(err.contains(named) && err.contains("capacity") && err.lines().count() == 1, "{args:?}: {err}");
         assert_eq!(out, "");
     }
+}
+
+#[test]
+fn sim_public_limits_the_embedded_server_as_the_public_service() {
+    // Five bases, one request each: the fifth is past the burst of 4 and
+    // waits for the 429's Retry-After of a second.
+    let started = std::time::Instant::now();
+    let args = ["fetch", "--sim-public", "--sim-latency", "1ms", "--date", "2018-10-12", "--format", "csv"];
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 6, "a header and five bases: {out}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "{:?}: not limited", started.elapsed());
 }
