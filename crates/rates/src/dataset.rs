@@ -35,7 +35,7 @@ pub struct Dataset {
 }
 
 /// An ECB value as printed: `mantissa · 10^-scale`, packed as
-/// `mantissa << 4 | scale` (a mantissa below 10^15, a scale up to 15), so a
+/// `mantissa << 5 | scale` (a mantissa below 10^17, a scale up to 31), so a
 /// row of the table stays a row of words.
 type Dec = u64;
 
@@ -43,52 +43,83 @@ type Dec = u64;
 const NONE: Dec = 0;
 
 /// 1, the euro's value per euro.
-const ONE: Dec = 1 << 4;
+const ONE: Dec = 1 << SCALE_BITS;
 
-/// The most significant digits a printed value may have: up to 15, a decimal
-/// survives the trip through a binary float and back (`str(float(text))` in
-/// Python, how the public service holds it) unchanged.
-const MAX_DIGITS: u32 = 15;
+/// The low bits of a [`Dec`] that hold its scale.
+const SCALE_BITS: u32 = 5;
 
-/// `10^n` for `n` up to 38, the most a `u128` holds.
+/// Up to this many significant digits, a printed decimal survives the trip
+/// through a binary float and back unchanged: it is then exactly the value
+/// the public service holds (`str(float(text))` in Python).
+const EXACT_DIGITS: u32 = 15;
+
+/// The most significant digits a packed value has: a float's shortest
+/// representation needs at most 17.
+const MAX_DIGITS: u32 = 17;
+
+/// The largest scale a packed value has (its low [`SCALE_BITS`] bits).
+const MAX_SCALE: usize = 31;
+
+/// `10^n`, saturating past 10^38 (the most a `u128` holds).
 const fn pow10(n: u32) -> u128 {
-    10u128.pow(n)
+    match 10u128.checked_pow(n) {
+        Some(p) => p,
+        None => u128::MAX,
+    }
 }
 
-/// Parses a printed rate, `DIGITS[.DIGITS]`, exactly; `None` if it is not
-/// one, is zero, or has more than [`MAX_DIGITS`] significant digits.
+/// Parses a printed rate into the decimal the public service computes
+/// with: the text itself when it is `DIGITS[.DIGITS]` with at most
+/// [`EXACT_DIGITS`] significant digits (the ECB's have 7), otherwise the
+/// shortest decimal of the float it reads as, as Python's `str(float(text))`
+/// gives. `None` if it is no positive number, or needs more than
+/// [`MAX_DIGITS`] digits or [`MAX_SCALE`] places.
 fn parse_dec(text: &str) -> Option<Dec> {
+    match plain_dec(text) {
+        Some((d, digits)) if digits <= EXACT_DIGITS => Some(d),
+        _ => {
+            let x: f64 = text.parse().ok().filter(|x: &f64| x.is_finite() && *x > 0.0)?;
+            // Display gives the shortest digits that read back as `x`, as repr does.
+            plain_dec(&x.to_string()).map(|(d, _)| d)
+        }
+    }
+}
+
+/// `DIGITS[.DIGITS]` exactly, with its count of significant digits.
+fn plain_dec(text: &str) -> Option<(Dec, u32)> {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digits_only(int) || !digits_only(frac) || text.ends_with('.') || frac.len() > MAX_SCALE {
         return None;
     }
-    if text.ends_with('.') {
-        return None;
-    }
-    let digits = int.bytes().chain(frac.bytes()).skip_while(|&b| b == b'0');
     let mut mantissa: u64 = 0;
     let mut count = 0;
-    for b in digits {
+    for b in int.bytes().chain(frac.bytes()).skip_while(|&b| b == b'0') {
         count += 1;
         if count > MAX_DIGITS {
             return None;
         }
         mantissa = mantissa * 10 + u64::from(b - b'0');
     }
-    let scale = u64::try_from(frac.len()).ok().filter(|&s| s <= u64::from(MAX_DIGITS))?;
-    (mantissa > 0).then_some(mantissa << 4 | scale)
+    // Below 10^17 and at most 31: both fit their bits.
+    (mantissa > 0).then_some((mantissa << SCALE_BITS | frac.len() as u64, count))
 }
 
 /// The mantissa and scale of a packed value.
 fn unpack(d: Dec) -> (u128, u32) {
-    (u128::from(d >> 4), (d & 0xf) as u32)
+    (u128::from(d >> SCALE_BITS), (d & ((1 << SCALE_BITS) - 1)) as u32)
 }
 
 /// The value as a float: the double nearest the decimal, as Python's
 /// `float(text)` gives (both operands exact, the division correctly rounded).
 fn to_f64(d: Dec) -> f64 {
     let (m, s) = unpack(d);
-    m as f64 / pow10(s) as f64
+    if m < 1 << 53 {
+        m as f64 / pow10(s) as f64
+    } else {
+        // A 16- or 17-digit mantissa is not exact as a float: read the text.
+        format!("{m}e-{s}").parse().unwrap_or(f64::NAN)
+    }
 }
 
 /// Significant digits of Python's default decimal context.
@@ -101,9 +132,13 @@ const PRECISION: u32 = 28;
 /// lands exactly on a half of the sixth place.
 fn cross(a: Dec, b: Dec) -> f64 {
     let ((am, as_), (bm, bs)) = (unpack(a), unpack(b));
-    // a/b · 10^6 = (am · 10^(bs+6)) / (bm · 10^as): below 10^36 and 10^30.
-    let num = am * pow10(bs + 6);
-    let den = bm * pow10(as_);
+    // a/b · 10^6 = (am · 10^(bs+6)) / (bm · 10^as). Kept below 10^37, so
+    // that twice a remainder fits too; beyond (values of 17 digits or 20
+    // places, never the ECB's) the binary path, close enough there.
+    let scaled = |m: u128, s: u32| m.checked_mul(pow10(s)).filter(|&x| x < pow10(37));
+    let (Some(num), Some(den)) = (scaled(am, bs + 6), scaled(bm, as_)) else {
+        return round6(to_f64(a) / to_f64(b));
+    };
     let (q, r) = (num / den, num % den);
     let rounded = if r == 0 {
         q
@@ -615,10 +650,17 @@ mod tests {
         assert_eq!(unpack(parse_dec("0.58230").expect("rate")), (58230, 5));
         assert_eq!(unpack(parse_dec("136").expect("rate")), (136, 0));
         assert_eq!(to_f64(parse_dec("10.312").expect("rate")), 10.312);
-        for bad in ["", "0", "0.000", "-1", "1e3", "1.", ".5", "abc", "1.2.3", "1234567890123456", "inf"] {
+        for bad in ["", "0", "0.000", "-1", "1.2.3", "abc", "inf", "NaN", "1e30", "1e-40"] {
             assert_eq!(parse_dec(bad), None, "{bad:?}");
         }
         assert!(parse_dec("123456789012345").is_some(), "15 digits");
+        // Otherwise what Python holds: str(float(text)).
+        assert_eq!(unpack(parse_dec("1.1300000000000001").expect("rate")), (11300000000000001, 16));
+        assert_eq!(to_f64(parse_dec("1.1300000000000001").expect("rate")), 1.1300000000000001);
+        assert_eq!(unpack(parse_dec("0.10000000000000001").expect("rate")), (1, 1), "str(float()) is 0.1");
+        assert_eq!(unpack(parse_dec("1e3").expect("rate")), (1000, 0));
+        assert_eq!(unpack(parse_dec("1.").expect("rate")), (1, 0));
+        assert_eq!(unpack(parse_dec(".5").expect("rate")), (5, 1));
     }
 
     #[test]
