@@ -36,6 +36,7 @@ fn wrong_method_is_405_json_with_allow() {
         assert_eq!(r.status().as_u16(), 405, "{path}");
         assert!(r.headers().get("allow").is_some_and(|v| v.to_str().unwrap().contains("GET")), "{path}");
         assert_eq!(r.headers().get("content-type").unwrap(), "application/json", "{path}");
+        assert_eq!(r.headers().get("access-control-allow-origin").unwrap(), "*", "{path}");
         let body: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
         assert_eq!(body, json!({"detail": "Method not allowed."}), "{path}");
     }
@@ -81,6 +82,7 @@ fn malformed_request_is_400_json() {
         let (status, head, body) = raw(&s, bad);
         assert_eq!(status, "HTTP/1.1 400 Bad Request", "{:?}", String::from_utf8_lossy(bad));
         assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(head.contains("access-control-allow-origin: *"), "every answer allows any origin: {head}");
         assert_eq!(body, r#"{"detail":"Bad request."}"#);
     }
 }
