@@ -52,10 +52,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::cancel::{CancelToken, Cancelled};
+use crate::cancel::{CancelToken, Cancelled, Watcher};
 use crate::throttle::{Clock, NotUntil, SystemClock};
 
 /// What an answer said about the rate.
@@ -281,10 +281,15 @@ struct Policy {
 /// untrusted, and a bucket of millions would let a run flood it.
 const MAX_STATED_BURST: u32 = 10_000;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Waiting {
     due: Duration,
     revoked: bool,
+    /// Wakes its waiter when the slot is revoked: a slot of a slower rate
+    /// may be seconds away, and the waiter must not sleep through the
+    /// faster schedule that replaced it (with a waiter per worker all
+    /// asleep on the first rate's slots, a run kept that rate for good).
+    wake: CancelToken,
 }
 
 /// Seconds as a duration, rounded up to the nanosecond (so that a wait
@@ -328,7 +333,7 @@ impl State {
         self.next_seq += 1;
         self.granted_in_interval += 1;
         if due > now {
-            self.waiting.insert(seq, Waiting { due, revoked: false });
+            self.waiting.insert(seq, Waiting { due, revoked: false, wake: CancelToken::new() });
         }
         (seq, due)
     }
@@ -341,6 +346,7 @@ impl State {
         for w in self.waiting.values_mut() {
             if !w.revoked && w.due > now {
                 w.revoked = true;
+                w.wake.cancel();
                 self.tokens += 1.0;
             }
         }
@@ -452,8 +458,21 @@ impl<C: Clock> AdaptiveRate<C> {
         let mut slot = self.reserve();
         loop {
             let Some(r) = &slot else { return Ok(()) };
+            // The slot's sleep ends when it is due, revoked, or the run is
+            // cancelled (which the slot's token hears of through `link`).
+            let link: Arc<Watcher> = Arc::new({
+                let wake = r.wake.clone();
+                move || wake.cancel()
+            });
+            cancel.watch(&link);
             // On `Err` the reservation is dropped, which gives it back.
-            self.clock.sleep_until_cancellable(r.due, cancel)?;
+            if cancel.is_cancelled() {
+                return Err(Cancelled);
+            }
+            let _revoked_or_due = self.clock.sleep_until_cancellable(r.due, &r.wake);
+            if cancel.is_cancelled() {
+                return Err(Cancelled);
+            }
             slot = self.wake(slot);
         }
     }
@@ -467,7 +486,8 @@ impl<C: Clock> AdaptiveRate<C> {
         while let Some(r) = &slot {
             let wait = r.due.saturating_sub(self.clock.now());
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                // Until due, or revoked for a new schedule.
+                let _revoked_or_due = tokio::time::timeout(wait, r.wake.cancelled()).await;
             }
             slot = self.wake(slot);
         }
@@ -655,10 +675,11 @@ impl<C: Clock> AdaptiveRate<C> {
         let mut s = self.lock();
         let now = self.clock.now();
         let (seq, due) = s.reserve(now, self.config.margin);
+        let wake = s.waiting.get(&seq).map(|w| w.wake.clone());
         drop(s);
         // Made only when kept: a reservation dropped gives its slot back,
         // which takes the lock.
-        (due > now).then(|| Reservation { limiter: self, seq, due, armed: true })
+        wake.filter(|_| due > now).map(|wake| Reservation { limiter: self, seq, due, wake, armed: true })
     }
 
     /// The waiter of `slot` woke: `None` if its slot stands, else a new one.
@@ -672,10 +693,11 @@ impl<C: Clock> AdaptiveRate<C> {
         }
         let now = self.clock.now();
         let (seq, due) = s.reserve(now, self.config.margin);
+        let wake = s.waiting.get(&seq).map(|w| w.wake.clone());
         drop(s);
         // Made only when kept: a reservation dropped gives its slot back,
         // which takes the lock.
-        (due > now).then(|| Reservation { limiter: self, seq, due, armed: true })
+        wake.filter(|_| due > now).map(|wake| Reservation { limiter: self, seq, due, wake, armed: true })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -691,6 +713,8 @@ struct Reservation<'a, C: Clock> {
     limiter: &'a AdaptiveRate<C>,
     seq: u64,
     due: Duration,
+    /// Cancelled when the slot is revoked.
+    wake: CancelToken,
     /// Whether the slot is still the waiter's to give back.
     armed: bool,
 }

@@ -572,3 +572,66 @@ fn the_limiters_and_permits_cross_threads() {
     shared::<AdaptiveConcurrency>();
     shared::<Permit<'static, crate::throttle::SystemClock>>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiters_asleep_on_a_slow_schedule_take_a_faster_one_at_once() {
+    // Eight tasks queue at 1/s: the last slot is 7 s away. The rate then
+    // rises to 10/s: every waiter must move to the new schedule, not sleep
+    // out its old slot (the `--rate auto --workers auto` stall at 1/s).
+    let rate = Arc::new(AdaptiveRate::new(RateConfig { initial: 1.0, burst: 1, ..RateConfig::default() }));
+    let start = tokio::time::Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let rate = Arc::clone(&rate);
+            tokio::spawn(async move {
+                rate.acquire_async().await;
+                start.elapsed()
+            })
+        })
+        .collect();
+    tokio::time::sleep(ms(10)).await;
+    rate.record(RateSignal::Policy {
+        limit: 10,
+        window: Duration::from_secs(1),
+        remaining: None,
+        reset: None,
+        burst: Some(1),
+    });
+    let mut last = Duration::ZERO;
+    for t in tasks {
+        last = last.max(t.await.expect("a waiter"));
+    }
+    assert!(last <= ms(800), "the last of eight at 10/s, not at 1/s: {last:?}");
+}
+
+#[test]
+fn blocked_threads_asleep_on_a_slow_schedule_take_a_faster_one_at_once() {
+    // The same with threads on the real clock, bounded: at 0.01/s the
+    // second waiter's slot is 100 s away, and the last 700 s.
+    let rate = Arc::new(AdaptiveRate::new(RateConfig { initial: 0.01, min: 0.01, burst: 1, ..RateConfig::default() }));
+    let cancel = CancelToken::new();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (rate, cancel, done) = (Arc::clone(&rate), cancel.clone(), done_tx.clone());
+            thread::spawn(move || {
+                let got = rate.acquire_cancellable(&cancel);
+                let _ = done.send(got);
+            })
+        })
+        .collect();
+    // The first takes the burst at once; the others sleep on far slots.
+    assert_eq!(done_rx.recv_timeout(LIMIT), Ok(Ok(())));
+    rate.record(RateSignal::Policy {
+        limit: 1000,
+        window: Duration::from_secs(1),
+        remaining: None,
+        reset: None,
+        burst: Some(10),
+    });
+    for _ in 1..8 {
+        assert_eq!(done_rx.recv_timeout(LIMIT), Ok(Ok(())), "a waiter moved to the new schedule");
+    }
+    cancel.cancel();
+    threads.into_iter().for_each(|t| t.join().expect("a waiter thread"));
+}
