@@ -46,7 +46,10 @@ impl Quota {
 
     /// A throttle of this quota, shared by every worker of a run.
     pub fn throttle(self) -> anyhow::Result<Arc<Throttle>> {
-        Ok(Arc::new(Throttle::new(self.rate, self.burst())?))
+        // A token interval of margin after each burst: the server's clock,
+        // not only ours, then sees the limit kept (see `Throttle::with_margin`).
+        let margin = Duration::from_secs_f64(1.0 / self.rate);
+        Ok(Arc::new(Throttle::new(self.rate, self.burst())?.with_margin(margin)))
     }
 
     /// A server's per-client rate limit of this quota.

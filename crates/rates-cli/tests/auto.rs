@@ -13,13 +13,13 @@ use nix::sys::signal::Signal::{SIGINT, SIGTERM};
 mod common;
 
 /// A `rates serve` limiting every client to `rate` requests a second in
-/// bursts of `burst`, with its rate-limit headers or without (as the
-/// public API, which says nothing until it answers 429).
+/// bursts of `burst`, with the standard rate-limit headers on every answer
+/// or without (as the public API, which says nothing until it answers 429).
 fn limited_server(rate: &str, burst: &str, headers: bool) -> Served {
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("rates"));
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--latency", "2ms", "--rate-limit", rate, "--burst", burst]);
-    if !headers {
-        cmd.arg("--no-rate-limit-headers");
+    if headers {
+        cmd.arg("--rate-limit-headers");
     }
     Served::start(cmd)
 }

@@ -89,7 +89,8 @@ fn rust_log_selects_lines_without_flags_and_flags_win() {
 #[test]
 fn a_429_is_logged_with_its_retry_after() {
     // Three requests at once against a limit of one at a time: two are
-    // refused with 429 and `Retry-After: 1`, and retried after it.
+    // refused with 429 and `Retry-After: 1`, and asked again after it,
+    // each said with -v (and spending no retry: `--retries 0`).
     let args = [
         "-v",
         "fetch",
@@ -104,14 +105,14 @@ fn a_429_is_logged_with_its_retry_after() {
         "--sim-latency",
         "1ms",
         "--retries",
-        "10",
+        "0",
     ];
     let (code, _, err) = run_env(&args, None);
     assert_eq!(code, 0, "{err}");
     let refused: Vec<&str> = retry_lines(&err).into_iter().filter(|l| l.contains("429")).collect();
     assert!(refused.len() >= 2, "{err}");
     for l in refused {
-        assert!(l.contains("after 429 Too Many Requests (Retry-After 1s)"), "{l}");
+        assert!(l.contains("429 Too Many Requests, not yet: asking again in 1.00s (Retry-After 1s)"), "{l}");
     }
 }
 

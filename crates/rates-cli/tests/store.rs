@@ -20,7 +20,8 @@ use rates_server::ServerOptions;
 
 mod common;
 
-/// A server over `ds` that counts the requests it sees for each `date=`.
+/// A server over `ds` that counts the `/rates` requests it sees for each
+/// `date=` (a run also asks `/currencies` once per store and day).
 struct Server {
     url: String,
     seen: Arc<Mutex<BTreeMap<String, u32>>>,
@@ -34,8 +35,10 @@ impl Server {
         let seen = Arc::new(Mutex::new(BTreeMap::new()));
         let counts = Arc::clone(&seen);
         let app = rates_server::router(shared).layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-            let day = req.uri().query().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("date=")));
-            *counts.lock().unwrap().entry(day.unwrap_or("").to_string()).or_insert(0) += 1;
+            if req.uri().path() == "/rates" {
+                let day = req.uri().query().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("date=")));
+                *counts.lock().unwrap().entry(day.unwrap_or("").to_string()).or_insert(0) += 1;
+            }
             next.run(req)
         }));
         let (url, rt) = common::serve_app(app, 2);

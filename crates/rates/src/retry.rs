@@ -139,7 +139,11 @@ impl RetryPolicy {
         {
             tally.attempts -= 1;
             tally.waited += after;
-            tracing::debug!(target: "rates::retry", "not yet: asking again in {after:.2?} (429, Retry-After)");
+            tracing::info!(
+                target: "rates::retry",
+                "429 Too Many Requests, not yet: asking again in {after:.2?} (Retry-After {}s)",
+                after.as_secs()
+            );
             return Next::NotYet(after);
         }
         if error.is_retryable() && tally.attempts <= self.retries {

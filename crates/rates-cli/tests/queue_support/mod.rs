@@ -262,9 +262,12 @@ impl Api {
         let app = rates_server::router(shared).layer(axum::middleware::from_fn(move |req: Request, next: Next| {
             let (seen, arrived) = (Arc::clone(&seen), Arc::clone(&arrived));
             async move {
-                arrived.lock().unwrap().push(Instant::now());
-                let date = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("date=")));
-                seen.lock().unwrap().push(date.unwrap_or("").to_owned());
+                // Only `/rates`: a run also asks `/currencies` for the codes.
+                if req.uri().path() == "/rates" {
+                    arrived.lock().unwrap().push(Instant::now());
+                    let date = req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("date=")));
+                    seen.lock().unwrap().push(date.unwrap_or("").to_owned());
+                }
                 next.run(req).await
             }
         }));
