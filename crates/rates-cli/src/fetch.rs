@@ -141,9 +141,7 @@ pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let data = args.client.data.clone();
     let session = Session::start(|| ds.map_or_else(|| dataset(data.as_ref()), Ok), &config, None)?;
     let ran = session.run(args.model, &plan.requests, args.workers)?;
-    if let Some(learnt) = &ran.learnt {
-        eprintln!("rates: {learnt}");
-    }
+    ran.say_learnt();
 
     let answers: Vec<&rates::Rates> = ran.outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
     let mut out = std::io::stdout().lock();

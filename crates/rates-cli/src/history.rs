@@ -425,9 +425,7 @@ fn fetch(
     }
     let ran = session.run(args.model, &requests, args.workers)?;
     bar.finish_and_clear();
-    if let Some(learnt) = &ran.learnt {
-        eprintln!("rates: {learnt}");
-    }
+    ran.say_learnt();
     Ok((ran, job.and_then(|j| j.id.get().cloned())))
 }
 

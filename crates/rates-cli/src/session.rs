@@ -159,6 +159,23 @@ pub(crate) struct Ran {
     pub stopped: Option<Stop>,
     /// What `--rate auto` and `--workers auto` settled on, if asked.
     pub learnt: Option<Learnt>,
+    /// The server's limit, learnt from its 429s by a run without
+    /// `--rate auto` that met them.
+    pub limited: Option<Learnt>,
+}
+
+impl Ran {
+    /// Says on stderr what the run learnt of the limits: what `auto`
+    /// settled on, and the limit a server's 429s taught a run that had no
+    /// `--rate auto`, as the options that keep within it next time.
+    pub fn say_learnt(&self) {
+        if let Some(learnt) = &self.learnt {
+            eprintln!("rates: {learnt}");
+        }
+        if let Some(limited) = &self.limited {
+            eprintln!("rates: the server refused requests past its limit (429); {limited} keeps within it");
+        }
+    }
 }
 
 impl Session {
@@ -244,9 +261,10 @@ impl Session {
         };
         let elapsed = started.elapsed();
         let stopped = stop.get().copied();
+        let limited = fetcher.learnt_limit().map(|rate| Learnt { rate: Some(rate), workers: None });
         rt.shutdown_background();
         drop(self.server);
-        Ok(Ran { outcomes, elapsed, stopped, learnt: auto.learnt() })
+        Ok(Ran { outcomes, elapsed, stopped, learnt: auto.learnt(), limited })
     }
 }
 

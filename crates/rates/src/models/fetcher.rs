@@ -209,25 +209,31 @@ impl Fetcher {
             || {
                 // A cancelled run takes no slot, and a wait for one ends
                 // when the run is cancelled, giving the slot back.
-                if !self.pause.wait(&self.cancel) {
-                    return Err(FetchError::Cancelled);
-                }
-                if let Some(t) = &self.throttle {
-                    let asked = std::time::Instant::now();
-                    t.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
-                    log_throttle_wait(asked.elapsed());
-                }
-                if let Some(l) = &self.shared_limit {
-                    l.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
-                }
-                if let Some(r) = self.rate_limit() {
-                    r.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
-                }
-                // Taken last, just before the request: a permit's latency
-                // is the request's alone, not the rate limit's waits.
-                let permit = match &self.concurrency {
-                    Some(c) => Some(c.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?),
-                    None => None,
+                let permit = loop {
+                    if !self.pause.wait(&self.cancel) {
+                        return Err(FetchError::Cancelled);
+                    }
+                    if let Some(t) = &self.throttle {
+                        let asked = std::time::Instant::now();
+                        t.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
+                        log_throttle_wait(asked.elapsed());
+                    }
+                    if let Some(l) = &self.shared_limit {
+                        l.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
+                    }
+                    let rate = self.rate_limit();
+                    if let Some(r) = rate {
+                        r.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
+                    }
+                    // Taken last, just before the request: a permit's latency
+                    // is the request's alone, not the rate limit's waits.
+                    let permit = match &self.concurrency {
+                        Some(c) => Some(c.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?),
+                        None => None,
+                    };
+                    if !self.limited_since(rate.is_some()) {
+                        break permit;
+                    }
                 };
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
@@ -256,6 +262,15 @@ impl Fetcher {
     /// learnt from the server's 429s, if any yet.
     fn rate_limit(&self) -> Option<&AdaptiveRate> {
         self.adaptive_rate.as_deref().or_else(|| self.learnt_rate.get())
+    }
+
+    /// Whether a 429 came while this attempt waited at its gates: the run
+    /// is paused, or a rate was learnt that the attempt (which had none,
+    /// `had_rate` false) did not wait for. Then it goes through the gates
+    /// again rather than join the burst that earned the 429 (a run of 8
+    /// in flight, waiting on permits, drew 61 answers of 429 that way).
+    fn limited_since(&self, had_rate: bool) -> bool {
+        self.pause.is_on() || (!had_rate && self.rate_limit().is_some())
     }
 
     /// The rate and burst learnt from the server's 429s in a run without
@@ -328,18 +343,24 @@ impl Fetcher {
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
                 }
-                self.pause.wait_async().await;
-                if let Some(t) = &self.throttle {
-                    let asked = tokio::time::Instant::now();
-                    t.acquire_async().await;
-                    log_throttle_wait(asked.elapsed());
-                }
-                if let Some(r) = self.rate_limit() {
-                    r.acquire_async().await;
-                }
-                let permit = match &self.concurrency {
-                    Some(c) => Some(c.acquire_async().await),
-                    None => None,
+                let permit = loop {
+                    self.pause.wait_async().await;
+                    if let Some(t) = &self.throttle {
+                        let asked = tokio::time::Instant::now();
+                        t.acquire_async().await;
+                        log_throttle_wait(asked.elapsed());
+                    }
+                    let rate = self.rate_limit();
+                    if let Some(r) = rate {
+                        r.acquire_async().await;
+                    }
+                    let permit = match &self.concurrency {
+                        Some(c) => Some(c.acquire_async().await),
+                        None => None,
+                    };
+                    if !self.limited_since(rate.is_some()) {
+                        break permit;
+                    }
                 };
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);

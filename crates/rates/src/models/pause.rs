@@ -45,6 +45,11 @@ impl Pause {
         }
     }
 
+    /// Whether the run is paused now.
+    pub(crate) fn is_on(&self) -> bool {
+        !self.remaining().is_zero()
+    }
+
     /// How long from now the run is paused; zero when it is not.
     fn remaining(&self) -> Duration {
         let held = *self.until.lock().unwrap_or_else(PoisonError::into_inner);
