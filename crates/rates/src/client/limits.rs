@@ -78,14 +78,21 @@ impl RateLimitInfo {
     /// [`from_headers`](Self::from_headers) with the time now, for the Unix
     /// timestamps of `X-RateLimit-Reset`.
     fn from_headers_at<'a>(get: impl Fn(&str) -> Option<&'a str>, now: SystemTime) -> Option<Self> {
-        if let Some(info) = get("ratelimit-policy").and_then(|policy| ietf(policy, get("ratelimit"))) {
-            return Some(info);
-        }
-        let mut info = legacy(get("x-ratelimit-limit")?, get("x-ratelimit-remaining"), get("x-ratelimit-reset"), now)?;
-        info.burst = get("x-ratelimit-burst")
-            .and_then(|b| integer(b.trim()))
-            .and_then(|b| u32::try_from(b).ok())
-            .filter(|&b| b > 0);
+        let mut info = match get("ratelimit-policy").and_then(|policy| ietf(policy, get("ratelimit"))) {
+            Some(info) => info,
+            None => {
+                let mut info =
+                    legacy(get("x-ratelimit-limit")?, get("x-ratelimit-remaining"), get("x-ratelimit-reset"), now)?;
+                info.burst = get("x-ratelimit-burst")
+                    .and_then(|b| integer(b.trim()))
+                    .and_then(|b| u32::try_from(b).ok())
+                    .filter(|&b| b > 0);
+                info
+            }
+        };
+        // A reset is a wait the server asks for: no longer than a
+        // `Retry-After` is taken at, whatever it says.
+        info.reset = info.reset.map(|r| r.min(super::MAX_RETRY_AFTER));
         Some(info)
     }
 }
@@ -376,6 +383,13 @@ mod tests {
         let w = 999_999_999_999_999;
         assert_eq!(parse(&[("ratelimit-policy", &format!("\"d\";q=5;w={w}"))]), Some(info(5, w, None, None)));
         assert_eq!(parse(&[("x-ratelimit-limit", "99999999999999999999")]), None);
+        // A reset of 31 years (or a timestamp 3,000 years away) is capped at an hour.
+        for far in ["999999999", "99999999999"] {
+            let got = parse(&[("x-ratelimit-limit", "5"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", far)]);
+            assert_eq!(got.and_then(|i| i.reset), Some(Duration::from_secs(3600)), "{far}");
+        }
+        let ietf = [("ratelimit-policy", "\"default\";q=5;w=1"), ("ratelimit", "\"default\";r=0;t=999999999")];
+        assert_eq!(parse(&ietf).and_then(|i| i.reset), Some(Duration::from_secs(3600)));
         let big_reset = [("x-ratelimit-limit", "5"), ("x-ratelimit-reset", &"9".repeat(400))];
         assert_eq!(parse(&big_reset), Some(info(5, 1, None, None)), "too far to be a duration");
         let big_remaining = [("x-ratelimit-limit", "5"), ("x-ratelimit-remaining", "4294967296")];
@@ -413,7 +427,7 @@ mod tests {
             let policy = format!("\"default\";q={q};w={w}");
             let state = format!("\"default\";r={r};t={t}");
             let got = parse(&[("ratelimit-policy", &policy), ("ratelimit", &state)]);
-            prop_assert_eq!(got, Some(info(q, w, Some(r), Some(t))));
+            prop_assert_eq!(got, Some(info(q, w, Some(r), Some(t.min(3600)))));
         }
     }
 }

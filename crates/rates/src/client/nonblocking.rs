@@ -127,6 +127,54 @@ pub enum AsyncClientError {
 mod tests {
     use super::*;
 
+    /// A server that answers one request with `head` and then `chunk`
+    /// again and again until the client goes away; gives its URL and a
+    /// receiver of the bytes of body it wrote.
+    fn endless(head: &'static str) -> (String, std::sync::mpsc::Receiver<usize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else { return };
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(head.as_bytes());
+            let chunk = vec![b' '; 64 * 1024];
+            let mut written = 0;
+            // Bounded: four times the cap is proof enough of "endless".
+            while written < 4 * MAX_BODY && stream.write_all(&chunk).is_ok() {
+                written += chunk.len();
+            }
+            let _ = tx.send(written);
+        });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_at_the_cap() {
+        let (url, written) = endless("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n");
+        let client = AsyncClient::new(&url, ClientConfig::default()).expect("client");
+        let req = RateRequest { base: "USD".parse().expect("code"), symbols: vec![], date: None };
+        let got = client.fetch_reply(&req).await;
+        assert!(matches!(&got, Err(FetchError::Malformed(m)) if m.contains("larger than 16 MiB")), "{got:?}");
+        drop(client);
+        let written = tokio::task::spawn_blocking(move || written.recv_timeout(std::time::Duration::from_secs(30)))
+            .await
+            .expect("the wait")
+            .expect("the server stopped");
+        assert!(written < 4 * MAX_BODY, "the client stopped reading at the cap: {written} bytes sent");
+    }
+
+    #[tokio::test]
+    async fn an_answer_announced_too_large_is_refused_unread() {
+        let (url, _) = endless("HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n");
+        let client = AsyncClient::new(&url, ClientConfig::default()).expect("client");
+        let req = RateRequest { base: "USD".parse().expect("code"), symbols: vec![], date: None };
+        let got = client.fetch_reply(&req).await;
+        assert!(matches!(&got, Err(FetchError::Malformed(m)) if m.contains("larger than")), "{got:?}");
+    }
+
     #[test]
     fn the_url_of_a_request_keeps_the_apis_path_and_the_query_as_written() {
         let client = AsyncClient::new("http://127.0.0.1:1/api/", ClientConfig::default()).expect("client");

@@ -377,8 +377,12 @@ impl Fetcher {
     }
 }
 
-/// What an answer's rate-limit headers said, as the adaptive rate reads it.
+/// What an answer's rate-limit headers said, as the adaptive rate reads it;
+/// a wait it implies (nothing left until a reset) is announced.
 fn policy(l: crate::RateLimitInfo) -> RateSignal {
+    if let (Some(0), Some(reset)) = (l.remaining, l.reset) {
+        super::pause::announce_wait(reset, "the server said no request is left until its limit resets");
+    }
     RateSignal::Policy { limit: l.limit, window: l.window, remaining: l.remaining, reset: l.reset, burst: l.burst }
 }
 

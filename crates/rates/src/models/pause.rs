@@ -12,9 +12,22 @@ use tokio::time::Instant;
 
 use crate::Cancel;
 
-/// Pauses longer than this are said on stderr (a warning), not only with
-/// `-v`: a run that sits still for them must say why.
-const LOUD_PAUSE: Duration = Duration::from_secs(10);
+/// Waits a server asks for that are longer than this are said on stderr
+/// (a warning), not only with `-v`: a run that sits still for them must
+/// say why, and that it can be stopped.
+const LOUD_WAIT: Duration = Duration::from_secs(5);
+
+/// Says on stderr that the run waits `wait` because `why`, if that is
+/// long enough to look like a hang.
+pub(crate) fn announce_wait(wait: Duration, why: &str) {
+    if wait >= LOUD_WAIT {
+        tracing::warn!(
+            target: "rates::retry",
+            "waiting {:.0?}: {why}; no request goes until then (Ctrl-C stops the run)",
+            wait
+        );
+    }
+}
 
 /// When the run may send again. `tokio::time::Instant`, so that under a
 /// paused test clock the pause is on the test's time (outside a runtime it
@@ -36,13 +49,7 @@ impl Pause {
         }
         *held = Some(until);
         drop(held);
-        if after >= LOUD_PAUSE {
-            tracing::warn!(
-                target: "rates::retry",
-                "the server asked to wait {:.0?} (429, Retry-After): no request goes until then",
-                after
-            );
-        }
+        announce_wait(after, "the server answered 429 with that Retry-After");
     }
 
     /// Whether the run is paused now.
