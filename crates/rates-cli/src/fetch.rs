@@ -70,7 +70,7 @@ struct Plan {
     date: Option<NaiveDate>,
 }
 
-/// The first day of the API's data (`API.md`): it answers an earlier date
+/// The first day of the API's data (`docs/API.md`): it answers an earlier date
 /// with a 404.
 const API_FIRST_DAY: NaiveDate = match NaiveDate::from_ymd_opt(1999, 1, 4) {
     Some(d) => d,

@@ -4,7 +4,7 @@ weekday, with any concurrency model.
 
 A multi-year range is thousands of independent requests, the workload the
 chapter's models are for. Each weekday is asked for; a holiday answers the
-business day before it (`API.md`), which is dropped, so the output holds
+business day before it (`docs/API.md`), which is dropped, so the output holds
 exactly the business days of the range, in date order. A day that still
 fails after retries is named on stderr and the exit code is 1, but every
 row that arrived is written. Progress is a bar on stderr, hidden when

@@ -1,4 +1,4 @@
-//! The types of the rates API (`API.md`): what a client asks for, what a
+//! The types of the rates API (`docs/API.md`): what a client asks for, what a
 //! server answers, and the strict date syntax both sides share.
 
 use std::collections::BTreeMap;
@@ -67,7 +67,7 @@ impl fmt::Display for RateRequest {
 
 /// A `date` parameter that is not a strict `YYYY-MM-DD` calendar day.
 ///
-/// The messages are the API's own (`API.md`), so the server can answer with
+/// The messages are the API's own (`docs/API.md`), so the server can answer with
 /// them and the CLI can refuse the same input before sending it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DateError {
@@ -75,7 +75,7 @@ pub enum DateError {
     #[error("Invalid date format: '{0}'. Expected format: YYYY-MM-DD")]
     Format(String),
     /// The right shape, but no such day (`2024-02-30`).
-    #[error("Invalid date: '{0}'.")]
+    #[error("Invalid date: '{0}'. Expected a valid date in YYYY-MM-DD format.")]
     Invalid(String),
 }
 

@@ -1,4 +1,4 @@
-//! Clients of the rates API (`API.md`): [`BlockingClient`] on ureq, the
+//! Clients of the rates API (`docs/API.md`): [`BlockingClient`] on ureq, the
 //! chapter's `requests`, and [`AsyncClient`] on reqwest, its `aiohttp`. Both
 //! clients share the URL check, the decoding of
 //! answers and the typed [`FetchError`], so every model reports failures the
