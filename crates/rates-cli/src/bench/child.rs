@@ -139,7 +139,12 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let prepared = match spec.workload {
         Workload::Io => {
             let api = spec.api.as_deref().context("bench-run: no API for the I/O workload")?;
-            let throttle = spec.rate.map(|r| concur::Throttle::new(r, spec.burst)).transpose()?.map(Arc::new);
+            // Paced as `fetch` paces (see `Quota::throttle`): the same margin after a burst.
+            let throttle = spec
+                .rate
+                .map(|r| concur::Throttle::new(r, spec.burst).map(|t| t.with_margin(Duration::from_secs_f64(1.0 / r))))
+                .transpose()?
+                .map(Arc::new);
             let config = ClientConfig { timeout: Duration::from_secs_f64(spec.timeout_s), ..ClientConfig::default() };
             let retry = RetryPolicy { retries: spec.retries, ..RetryPolicy::default() };
             let sink = Arc::clone(&latencies);
