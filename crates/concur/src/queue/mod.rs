@@ -45,11 +45,13 @@ mod pool;
 mod redis_value;
 mod status;
 mod throttle;
+mod url;
 mod worker;
 
 pub use pool::{RedisPool, RedisPoolBuilder};
 pub use status::{QueueStatus, WorkerSeen, queue_status};
 pub use throttle::RedisThrottle;
+pub use url::{CA_PARAM, check_url, redact_url, with_ca_file};
 pub use worker::{WorkerOptions, serve_queue};
 
 use std::time::Duration;

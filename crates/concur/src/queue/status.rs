@@ -1,7 +1,7 @@
 //! What a queue holds right now: [`queue_status`].
 
 use super::redis_value;
-use super::{GROUP, Keys, QueueError, connect};
+use super::{GROUP, Keys, QueueError};
 
 /// A queue's state, as the broker sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,9 +33,8 @@ pub struct WorkerSeen {
 ///
 /// A bad URL or a broker that cannot be reached.
 pub fn queue_status(url: &str, namespace: &str) -> Result<QueueStatus, QueueError> {
-    let client = redis::Client::open(url).map_err(QueueError::redis("bad queue URL"))?;
-    let mut con = connect(&client, std::time::Duration::from_secs(5))
-        .map_err(QueueError::redis(format!("cannot reach {url}")))?;
+    let client = super::url::open(url)?;
+    let mut con = super::url::reach(&client, url, std::time::Duration::from_secs(5))?;
     let keys = Keys::new(namespace);
     let mut status = QueueStatus::default();
     // No stream yet means an empty queue, not an error.

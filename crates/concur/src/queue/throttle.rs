@@ -63,8 +63,8 @@ impl RedisThrottle {
                 "a rate limit needs a rate > 0 and a burst ≥ 1, got {rate}/s, {burst}"
             )));
         }
-        let client = redis::Client::open(url).map_err(QueueError::redis("bad queue URL"))?;
-        let con = connect(&client, Duration::from_secs(5)).map_err(QueueError::redis(format!("cannot reach {url}")))?;
+        let client = super::url::open(url)?;
+        let con = super::url::reach(&client, url, Duration::from_secs(5))?;
         Ok(RedisThrottle {
             con: std::sync::Mutex::new(Some(con)),
             client,

@@ -9,7 +9,7 @@ use super::*;
 /// Options of a [`RedisPool`].
 #[derive(Debug, Clone)]
 pub struct RedisPoolBuilder {
-    pub(super) url: String,
+    pub(super) url: crate::queue::url::QueueUrl,
     pub(super) namespace: String,
     pub(super) job_ttl: Duration,
     pub(super) broker_timeout: Duration,
@@ -90,9 +90,8 @@ impl RedisPoolBuilder {
     /// finished, or expired) or one started for other work
     /// ([`QueueError::NotTheSameJob`]).
     pub fn build(self) -> Result<RedisPool, QueueError> {
-        let client = redis::Client::open(self.url.as_str()).map_err(QueueError::redis("bad queue URL"))?;
-        let mut con =
-            connect(&client, REPLY_WITHIN).map_err(QueueError::redis(format!("cannot reach {}", self.url)))?;
+        let client = crate::queue::url::open(&self.url)?;
+        let mut con = crate::queue::url::reach(&client, &self.url, REPLY_WITHIN)?;
         let keys = Keys::new(&self.namespace);
         ensure_group(&mut con, &keys).map_err(QueueError::redis("cannot create the consumer group"))?;
         let ttl = secs(self.job_ttl);

@@ -126,7 +126,7 @@ impl RedisPool {
     /// Options for a pool on the queue at `url`.
     pub fn builder(url: impl Into<String>) -> RedisPoolBuilder {
         RedisPoolBuilder {
-            url: url.into(),
+            url: crate::queue::url::QueueUrl(url.into()),
             namespace: DEFAULT_NAMESPACE.to_owned(),
             job_ttl: Duration::from_secs(60),
             broker_timeout: Duration::from_secs(60),

@@ -95,14 +95,13 @@ impl InFlight {
 /// A bad URL, a broker that cannot be reached at the start, or one lost
 /// for longer than the broker timeout.
 pub fn serve_queue(url: &str, registry: Registry, options: WorkerOptions) -> Result<u64, QueueError> {
-    let client = redis::Client::open(url).map_err(QueueError::redis("bad queue URL"))?;
+    let client = super::url::open(url)?;
     let keys = Keys::new(&options.namespace);
-    let mut reader =
-        connect(&client, REPLY_WITHIN + BLOCK).map_err(QueueError::redis(format!("cannot reach {url}")))?;
+    let mut reader = super::url::reach(&client, url, REPLY_WITHIN + BLOCK)?;
     ensure_group(&mut reader, &keys).map_err(QueueError::redis("cannot create the consumer group"))?;
     let me = options.name.clone().unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
     let log = |what: &str| eprintln!("concur worker {me}: {what}");
-    log(&format!("serving {} on {url}, {} at once", keys.tasks(), options.concurrency));
+    log(&format!("serving {} on {}, {} at once", keys.tasks(), super::redact_url(url), options.concurrency));
 
     let registry = Arc::new(registry);
     let in_flight = Arc::new(InFlight { held: Mutex::new(HashSet::new()), freed: Condvar::new() });
