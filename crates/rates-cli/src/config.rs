@@ -106,9 +106,10 @@ impl RunConfig {
             Some(api) => Target::Remote(rates::parse_api_url(api).map_err(|e| Usage(e.to_string()))?),
             None => Target::Embedded(sim_options(sim, defaults)?),
         };
+        let queue = crate::queue_url::of_client(client)?;
         let (throttle, auto_rate) = match client.rate {
             Some(RateArg::Fixed(r)) => (Some(Quota::new("--rate", r, client.burst)?), None),
-            Some(RateArg::Auto) if client.queue.is_some() => {
+            Some(RateArg::Auto) if queue.is_some() => {
                 return Err(Usage(
                     "--rate auto: not with --queue, whose limit is kept on the broker; give a rate".into(),
                 ));
@@ -116,13 +117,9 @@ impl RunConfig {
             Some(RateArg::Auto) => (None, Some(client.burst)),
             None => (None, None),
         };
-        let queue = match &client.queue {
-            Some(_) if !defaults.queue => {
-                return Err(Usage("--queue: this command does not run on a queue yet".into()));
-            }
-            Some(url) => Some(queue_url(url)?),
-            None => None,
-        };
+        if queue.is_some() && !defaults.queue {
+            return Err(Usage("--queue: this command does not run on a queue yet".into()));
+        }
         Ok(RunConfig {
             target,
             client: ClientConfig { timeout: client.timeout, ..ClientConfig::default() },
@@ -151,14 +148,6 @@ impl RunConfig {
             Target::Embedded(o) => Some(o),
             Target::Remote(_) => None,
         }
-    }
-}
-
-/// A `--queue` URL: a `redis://` URL with a host (TLS is not built in).
-pub(crate) fn queue_url(url: &str) -> Result<String, Usage> {
-    match url.strip_prefix("redis://") {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(url.to_owned()),
-        _ => Err(Usage(format!("--queue: invalid URL '{url}': expected redis://HOST[:PORT][/DB]"))),
     }
 }
 

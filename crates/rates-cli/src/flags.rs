@@ -35,19 +35,38 @@ pub struct ClientFlags {
     #[arg(long, value_parser = cli::timeout, default_value = "10s")]
     pub timeout: Duration,
     /// Run every request on the workers of this Redis queue
-    /// (redis://HOST:PORT/DB; start them with `rates worker`): --model
+    /// (redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS; start
+    /// them with `rates worker`): --model
     /// (--models) is then ignored, --workers bounds the requests in flight,
     /// --rate is one limit on the broker for every caller and worker.
     #[arg(long, value_name = "URL")]
     pub queue: Option<String>,
+    /// --queue's URL from the first line of this file, so its password is
+    /// not on the command line; without either, RATES_QUEUE.
+    #[arg(long, value_name = "PATH", conflicts_with = "queue")]
+    pub queue_file: Option<PathBuf>,
+    /// With a rediss:// queue: check the broker's certificate against the
+    /// CA certificates of this PEM file instead of the Web PKI roots.
+    #[arg(long, env = "RATES_QUEUE_CA", value_name = "PATH")]
+    pub queue_ca: Option<PathBuf>,
 }
 
 /// Where a queue is and which one (`worker`, `queue status`).
 #[derive(Debug, Clone, Args)]
 pub struct QueueFlags {
-    /// The Redis queue (redis://HOST:PORT/DB; one queue per database).
+    /// The Redis queue: redis://[USER:PASSWORD@]HOST[:PORT][/DB], or
+    /// rediss://... for TLS (one queue per database); without it or
+    /// --queue-file, RATES_QUEUE.
     #[arg(long, value_name = "URL")]
-    pub queue: String,
+    pub queue: Option<String>,
+    /// The queue's URL from the first line of this file, so its password
+    /// is not on the command line.
+    #[arg(long, value_name = "PATH", conflicts_with = "queue")]
+    pub queue_file: Option<PathBuf>,
+    /// With a rediss:// queue: check the broker's certificate against the
+    /// CA certificates of this PEM file instead of the Web PKI roots.
+    #[arg(long, env = "RATES_QUEUE_CA", value_name = "PATH")]
+    pub queue_ca: Option<PathBuf>,
 }
 
 /// The embedded server's simulated network and faults (`fetch`, `history`,

@@ -16,6 +16,7 @@ pub mod logging;
 mod output;
 mod plot;
 mod queue;
+mod queue_url;
 mod session;
 mod worker;
 

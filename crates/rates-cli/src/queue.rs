@@ -18,7 +18,8 @@ use rates::{Cancel, FetchError, Fetcher, Outcome, Progress, RateRequest, Workers
 
 use crate::Usage;
 use crate::config::Quota;
-use crate::{config, flags};
+use crate::flags;
+use crate::queue_url::shown;
 
 /// `rates queue`: look at a queue.
 #[derive(Debug, Args)]
@@ -37,7 +38,7 @@ pub enum QueueCommand {
 pub(crate) fn run_command(args: QueueArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         QueueCommand::Status(q) => {
-            let url = config::queue_url(&q.queue)?;
+            let url = crate::queue_url::of_queue(&q)?;
             let status = concur::queue_status(&url, concur::queue::DEFAULT_NAMESPACE)?;
             print!("{}", render(&status, now()));
             Ok(ExitCode::SUCCESS)
@@ -75,7 +76,7 @@ pub(crate) fn run<J: Job>(url: &str, job: &J, items: &[J::Item], workers: Worker
     if let Some(cancel) = job.cancel() {
         pool = pool.cancel_on(cancel.clone());
     }
-    let pool = pool.build().with_context(|| format!("cannot use the queue at {url}"))?;
+    let pool = pool.build().with_context(|| format!("cannot use the queue at {}", shown(url)))?;
     warn_if_no_worker(url);
     Ok(models::run_on_pool(&pool, job, items, workers))
 }
@@ -144,14 +145,15 @@ pub(crate) fn run_job(
     }
     let pool = builder.build().map_err(|e| match e {
         QueueError::UnknownJob(job) => anyhow::Error::new(Usage(format!(
-            "--resume {job}: no such job on {url} (unknown, finished, or expired: a stopped run can be resumed \
-             for {RESUMABLE_FOR})"
+            "--resume {job}: no such job on {} (unknown, finished, or expired: a stopped run can be resumed \
+             for {RESUMABLE_FOR})",
+            shown(url)
         ))),
         QueueError::NotTheSameJob { job, was, .. } => anyhow::Error::new(Usage(format!(
             "--resume {job}: that job is {was}, not {}: give the stopped run's --base, --symbols, --from and --to",
             spec.about
         ))),
-        other => anyhow::Error::new(other).context(format!("cannot use the queue at {url}")),
+        other => anyhow::Error::new(other).context(format!("cannot use the queue at {}", shown(url))),
     })?;
     let job = pool.job().to_owned();
     eprintln!("rates: job {job} (resume with --resume {job})");
@@ -261,6 +263,7 @@ impl Pool for ItemTasks<'_> {
 /// be started after the run).
 fn warn_if_no_worker(url: &str) {
     if concur::queue_status(url, concur::queue::DEFAULT_NAMESPACE).is_ok_and(|s| s.workers.is_empty()) {
+        let url = shown(url);
         eprintln!("rates: no worker serves {url} yet: the requests wait for one (start `rates worker --queue {url}`)");
     }
 }
@@ -279,7 +282,7 @@ impl SharedLimit for SharedThrottle {
 pub(crate) fn shared_limit(url: &str, api: &str, quota: Quota) -> anyhow::Result<Arc<dyn SharedLimit>> {
     let key = format!("{}:limit:{api}", concur::queue::DEFAULT_NAMESPACE);
     let throttle = RedisThrottle::new(url, &key, quota.rate(), quota.burst())
-        .with_context(|| format!("cannot use the queue at {url}"))?;
+        .with_context(|| format!("cannot use the queue at {}", shown(url)))?;
     Ok(Arc::new(SharedThrottle(throttle)))
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use concur::{CancelToken, WorkerOptions};
 
-use crate::{Usage, cli, config, flags};
+use crate::{Usage, cli, flags};
 
 /// Options of `rates worker`.
 #[derive(Debug, Args)]
@@ -28,7 +28,7 @@ pub struct WorkerArgs {
 }
 
 pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let url = config::queue_url(&args.queue.queue)?;
+    let url = crate::queue_url::of_queue(&args.queue)?;
     if args.concurrency == 0 || args.max_deliveries == 0 {
         return Err(Usage("--concurrency and --max-deliveries must be at least 1".into()).into());
     }

@@ -78,7 +78,7 @@ impl std::fmt::Debug for QueueUrl {
 pub fn check_url(url: &str) -> Result<(), QueueError> {
     let invalid = |why: &str| {
         QueueError::Invalid(format!(
-            "invalid queue URL '{}': {why}; expected redis://[USER:PASSWORD@]HOST[:PORT][/DB] or rediss://...",
+            "invalid URL '{}': {why}; expected redis://[USER:PASSWORD@]HOST[:PORT][/DB] or rediss://...",
             redact_url(url)
         ))
     };
