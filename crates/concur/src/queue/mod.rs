@@ -40,7 +40,36 @@
 //!   go on. (With the default `appendfsync everysec`, a crash can lose the
 //!   last second of writes: a lost task is then never answered, and the
 //!   caller fails it when its job's time runs out.)
+//! - **A lost task is noticed.** A caller looks for its tasks every 5 s: one
+//!   neither queued, held by a worker nor answered at two looks in a row
+//!   (the broker was flushed, or restarted without its data) is queued
+//!   again, at most twice, then fails; both are said on stderr. So a lost
+//!   task is queued again or failed within about 15 s.
+//!
+//! # The broker is not trusted
+//!
+//! Anyone who can write to the broker can add entries, so with a
+//! [`QueueKey`] (the same on callers and workers) every task and result
+//! carries an HMAC-SHA256 tag over all the other side acts on. A worker
+//! sends a task whose tag is missing or wrong, or that is malformed or out
+//! of range (a time to live over 7 days), to the dead letters with the
+//! reason, running nothing; a caller drops such a result, or one for a task
+//! it never queued, and says so once (a `tracing` warning). Without a key,
+//! [`RedisPool`] and [`serve_queue`] use only a broker on this host
+//! (loopback, or a Unix socket): [`QueueError::KeyRequired`] otherwise.
+//!
+//! A worker bounds what a task asks: each task runs at most its own limit
+//! ([`RedisPoolBuilder::task_limit`]) within the worker's
+//! ([`WorkerOptions::task_limit`], 10 minutes by default); past it the task
+//! is answered with an error, acknowledged, and its slot goes to the next
+//! task (its claim is no longer renewed). A broker that answers a command
+//! with an error (a key of the wrong type, a value out of range) fails the
+//! entries concerned (dead letters, with the reason), not the worker; a
+//! caller fails the tasks concerned at once instead of retrying. A caller
+//! given a cancel token ([`RedisPoolBuilder::cancel_on`]) gives up within
+//! a tenth of a second of its cancellation, whatever the broker does.
 
+mod codec;
 mod pool;
 mod redis_value;
 mod status;
@@ -48,6 +77,7 @@ mod throttle;
 mod url;
 mod worker;
 
+pub use codec::QueueKey;
 pub use pool::{RedisPool, RedisPoolBuilder};
 pub use status::{QueueStatus, WorkerSeen, queue_status};
 pub use throttle::RedisThrottle;
@@ -72,6 +102,12 @@ pub enum QueueError {
     /// An option or a reply made no sense.
     #[error("{0}")]
     Invalid(String),
+    /// A broker on another host without a [`QueueKey`]: whoever can write
+    /// to it could make the workers run anything.
+    #[error(
+        "the queue on {0} needs a key (the same on callers and workers): without one, only a broker on this host is used"
+    )]
+    KeyRequired(String),
     /// [`resume`](RedisPoolBuilder::resume): no such job on the broker
     /// (never started, finished, or expired: a job outlives its caller by
     /// its `job_ttl` only).
@@ -170,6 +206,14 @@ pub(crate) fn connect(client: &redis::Client, reply_within: Duration) -> redis::
     con.set_read_timeout(Some(reply_within))?;
     con.set_write_timeout(Some(reply_within))?;
     Ok(con)
+}
+
+/// Whether a command failed because the connection did (refused, dropped,
+/// timed out): the broker is away, and reconnecting may help. Any other
+/// error is the broker's answer (a key of the wrong type, a value out of
+/// range), which the same command would get again.
+pub(crate) fn broker_lost(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
 /// A fresh random hex id (a job's).

@@ -16,6 +16,8 @@ pub struct RedisPoolBuilder {
     pub(super) cancel: Option<CancelToken>,
     pub(super) about: Option<String>,
     pub(super) resume: Option<String>,
+    pub(super) key: Option<QueueKey>,
+    pub(super) task_limit: Option<Duration>,
 }
 
 impl RedisPoolBuilder {
@@ -40,10 +42,11 @@ impl RedisPoolBuilder {
 
     /// How long the job outlives its caller (default 60 s): the caller
     /// renews it while it lives; once it expires, workers skip the job's
-    /// remaining tasks and its results expire.
+    /// remaining tasks and its results expire. At most 7 days.
     #[must_use]
     pub fn job_ttl(mut self, ttl: Duration) -> Self {
-        self.job_ttl = ttl.max(Duration::from_secs(1));
+        // Workers refuse a longer one.
+        self.job_ttl = ttl.clamp(Duration::from_secs(1), Duration::from_secs(super::super::codec::MAX_TTL));
         self
     }
 
@@ -80,6 +83,24 @@ impl RedisPoolBuilder {
         self
     }
 
+    /// The queue's key: tasks carry its tag, and results without it are
+    /// dropped. Without a key, only a broker on this host (loopback or a
+    /// Unix socket) is used.
+    #[must_use]
+    pub fn key(mut self, key: QueueKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The most each task may run on a worker (within the worker's own
+    /// limit, which applies alone without this): past it the task is
+    /// answered with an error.
+    #[must_use]
+    pub fn task_limit(mut self, limit: Duration) -> Self {
+        self.task_limit = Some(limit);
+        self
+    }
+
     /// Connects, makes the stream and the group if needed, and starts the
     /// job, or resumes it.
     ///
@@ -91,12 +112,14 @@ impl RedisPoolBuilder {
     /// ([`QueueError::NotTheSameJob`]).
     pub fn build(self) -> Result<RedisPool, QueueError> {
         let client = crate::queue::url::open(&self.url)?;
+        check_keyless(&client, self.key.as_ref())?;
+        let seal = Seal::new(self.key.clone(), &self.namespace);
         let mut con = crate::queue::url::reach(&client, &self.url, REPLY_WITHIN)?;
         let keys = Keys::new(&self.namespace);
         ensure_group(&mut con, &keys).map_err(QueueError::redis("cannot create the consumer group"))?;
         let ttl = secs(self.job_ttl);
         let (job, left) = match (&self.resume, &self.about) {
-            (Some(job), Some(about)) => (job.clone(), resume::reattach(&mut con, &keys, job, about, ttl)?),
+            (Some(job), Some(about)) => (job.clone(), resume::reattach(&mut con, &keys, &seal, job, about, ttl)?),
             (Some(_), None) => return Err(QueueError::Invalid("resuming a job needs its description".into())),
             (None, about) => {
                 let job = random_id();
@@ -111,6 +134,10 @@ impl RedisPoolBuilder {
         };
         let shared = Arc::new(Shared {
             keys,
+            seal,
+            limit_ms: self.task_limit.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)),
+            said_forged: AtomicBool::new(false),
+            said_unknown: AtomicBool::new(false),
             job,
             client,
             job_ttl: self.job_ttl,
@@ -118,7 +145,7 @@ impl RedisPoolBuilder {
             cancel: self.cancel,
             about: self.about,
             found: Mutex::new(left.found),
-            state: Mutex::new(State { waiting: HashMap::new(), stopping: false }),
+            state: Mutex::new(State { waiting: HashMap::new(), given: HashSet::new(), stopping: false }),
             changed: Condvar::new(),
             next_id: AtomicU64::new(left.next_id),
             closed: AtomicBool::new(false),
@@ -132,6 +159,13 @@ impl RedisPoolBuilder {
                 move || collect(&shared, left.read_to)
             })
             .map_err(|e| QueueError::Invalid(format!("cannot start the results thread: {e}")))?;
+        if let Some(cancel) = shared.cancel.clone() {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("concur-queue-cancel".into())
+                .spawn(move || watch(&shared, &cancel))
+                .map_err(|e| QueueError::Invalid(format!("cannot start the cancel watcher: {e}")))?;
+        }
         Ok(RedisPool { shared, collector: Mutex::new(Some(collector)) })
     }
 }

@@ -7,8 +7,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::codec::{QueueKey, Seal, TaskMsg, check_keyless};
 use super::redis_value::{self, Entry};
-use super::{DEFAULT_NAMESPACE, Keys, QueueError, connect, ensure_group, random_id, secs};
+use super::{DEFAULT_NAMESPACE, Keys, QueueError, broker_lost, connect, ensure_group, random_id, secs};
 use crate::CancelToken;
 use crate::pool::{AsyncResult, ImapUnordered, Pool, Task, TaskError};
 use crate::process_pool::registry::{decode, encode};
@@ -21,6 +22,19 @@ pub use builder::RedisPoolBuilder;
 /// How long any one reply of the broker may take before the connection is
 /// taken for dead (blocking reads block for less).
 const REPLY_WITHIN: Duration = Duration::from_secs(5);
+/// How long queueing tasks may wait for the broker's reply before it is
+/// asked again: short, so a cancelled caller is never held by a broker that
+/// stopped answering (a task queued twice is answered once).
+const SUBMIT_REPLY_WITHIN: Duration = Duration::from_secs(1);
+/// How often the caller looks for its tasks in the work stream: one
+/// neither queued, held by a worker nor answered at two looks in a row
+/// (the broker lost it: flushed, or restarted without its data) is queued
+/// again, so a lost task is noticed within about three times this.
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+/// Times a lost task is queued again before it fails.
+const REQUEUES: u8 = 2;
+/// How often a cancelled caller is noticed.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// How long a blocking read of results waits before it looks around.
 const BLOCK: Duration = Duration::from_secs(1);
 /// Tasks queued in one round trip.
@@ -69,6 +83,12 @@ pub struct RedisPool {
 
 struct Shared {
     keys: Keys,
+    seal: Seal,
+    /// The most each task may run, in milliseconds (0: the worker's own).
+    limit_ms: u64,
+    /// Said once each: answers dropped as forged, or for tasks never asked.
+    said_forged: AtomicBool,
+    said_unknown: AtomicBool,
     job: String,
     client: redis::Client,
     job_ttl: Duration,
@@ -103,9 +123,34 @@ struct Found {
 
 struct State {
     /// Tasks queued and not answered yet, by task id.
-    waiting: HashMap<u64, Waiter>,
+    waiting: HashMap<u64, Waiting>,
+    /// The ids given to [`RedisPool::apply_with_id`] so far: an answer for
+    /// any other id below `AUTO_IDS` was never asked for.
+    given: HashSet<u64>,
     /// The pool is being dropped: the results thread ends.
     stopping: bool,
+}
+
+/// A lost task to queue again: its id, name and payload.
+type Requeue = (u64, &'static str, Vec<u8>);
+
+/// A task waiting for its answer.
+struct Waiting {
+    waiter: Waiter,
+    /// What to queue again if the broker loses it (`None` for a task the
+    /// job's earlier caller queued, or one being queued again).
+    task: Option<(&'static str, Vec<u8>)>,
+    /// Its entry in the work stream, once queued, and when.
+    entry: Option<(String, Instant)>,
+    /// Looks that found it neither queued, held nor answered, in a row.
+    missing: u8,
+    requeued: u8,
+}
+
+impl Waiting {
+    fn new(waiter: Waiter) -> Self {
+        Waiting { waiter, task: None, entry: None, missing: 0, requeued: 0 }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,6 +178,8 @@ impl RedisPool {
             cancel: None,
             about: None,
             resume: None,
+            key: None,
+            task_limit: None,
         }
     }
 
@@ -184,13 +231,14 @@ impl RedisPool {
             if state.waiting.contains_key(&id) {
                 return AsyncResult::ready(Err(TaskError::Failed(format!("task id {id} is waiting already"))));
             }
+            state.given.insert(id);
             if found.queued.remove(&id) {
-                state.waiting.insert(id, waiter);
+                state.waiting.insert(id, Waiting::new(waiter));
                 return handle;
             }
         }
         if let Some(queued) = self.shared.prepare_as(Some(id), &task, waiter) {
-            self.shared.send(T::NAME, &[queued]);
+            self.shared.send(T::NAME, vec![queued]);
         }
         handle
     }
@@ -282,10 +330,10 @@ impl RedisPool {
                 batch.push(queued);
             }
             if batch.len() >= SUBMIT_BATCH {
-                self.shared.send(T::NAME, &std::mem::take(&mut batch));
+                self.shared.send(T::NAME, std::mem::take(&mut batch));
             }
         }
-        self.shared.send(T::NAME, &batch);
+        self.shared.send(T::NAME, batch);
         ImapUnordered::new(rx, n)
     }
 }
@@ -298,7 +346,7 @@ impl Shared {
         match encode(task, || format!("task {:?}", T::NAME)) {
             Ok(payload) => {
                 let id = id.unwrap_or_else(|| self.next_id.fetch_add(1, Ordering::Relaxed));
-                lock(&self.state).waiting.insert(id, waiter);
+                lock(&self.state).waiting.insert(id, Waiting::new(waiter));
                 Some((id, payload))
             }
             Err(e) => {
@@ -309,60 +357,82 @@ impl Shared {
     }
 
     /// Queues `tasks` (already registered) on the work stream, in one round
-    /// trip. A broker that is away is retried until `broker_timeout`; a
-    /// batch cut off half-way is sent again whole, since a duplicate task
-    /// only gives a duplicate result, which is dropped.
-    fn send(&self, name: &str, tasks: &[(u64, Vec<u8>)]) {
+    /// trip. A broker that is away is retried until `broker_timeout` (or
+    /// until the job is given up); a batch cut off half-way is sent again
+    /// whole, since a duplicate task only gives a duplicate result, which
+    /// is dropped. A broker that refuses them (the work stream is not a
+    /// stream, say) fails them at once.
+    fn send(&self, name: &'static str, tasks: Vec<(u64, Vec<u8>)>) {
         if tasks.is_empty() {
             return;
         }
         let mut pipe = redis::pipe();
-        let ttl = secs(self.job_ttl);
-        for (id, payload) in tasks {
-            pipe.cmd("XADD")
-                .arg(self.keys.tasks())
-                .arg("*")
-                .arg("job")
-                .arg(&self.job)
-                .arg("id")
-                .arg(id)
-                .arg("name")
-                .arg(name)
-                .arg("ttl")
-                .arg(ttl)
-                .arg("payload")
-                .arg(payload.as_slice())
-                .ignore();
+        let (ttl, stream) = (secs(self.job_ttl), self.keys.tasks());
+        for (id, payload) in &tasks {
+            let task = TaskMsg { job: &self.job, id: *id, name, ttl, limit_ms: self.limit_ms, payload };
+            self.seal.write_task(&mut pipe, &stream, &task);
         }
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         let mut con = lock(&self.submit);
+        let fail = |why: &str, error: fn(String) -> TaskError| {
+            for (id, _) in &tasks {
+                self.finish(*id, Err(error(why.to_owned())));
+            }
+        };
         loop {
             let result = match con.as_mut() {
-                Some(c) => pipe.query::<()>(c),
-                None => connect(&self.client, REPLY_WITHIN).and_then(|mut c| {
-                    let r = pipe.query::<()>(&mut c);
+                Some(c) => pipe.query::<Vec<String>>(c),
+                None => connect(&self.client, SUBMIT_REPLY_WITHIN).and_then(|mut c| {
+                    let r = pipe.query::<Vec<String>>(&mut c);
                     *con = Some(c);
                     r
                 }),
             };
             match result {
-                Ok(()) => return,
+                Ok(entries) => {
+                    drop(con);
+                    let now = Instant::now();
+                    let mut state = lock(&self.state);
+                    for ((id, payload), entry) in tasks.into_iter().zip(entries) {
+                        if let Some(w) = state.waiting.get_mut(&id) {
+                            w.task = Some((name, payload));
+                            w.entry = Some((entry, now));
+                        }
+                    }
+                    return;
+                }
+                Err(e) if !broker_lost(&e) => {
+                    drop(con);
+                    tracing::warn!(target: "concur::queue", "the broker refused task {name:?}: {e}");
+                    return fail(&format!("the broker refused task {name:?}: {e}"), TaskError::Failed);
+                }
                 Err(e) => {
                     *con = None;
+                    if self.given_up() {
+                        drop(con);
+                        return fail("", |_| TaskError::Cancelled);
+                    }
                     if started.elapsed() >= self.broker_timeout {
                         drop(con);
-                        let why = format!("cannot queue task {name:?}: {e}");
-                        for (id, _) in tasks {
-                            self.finish(*id, Err(TaskError::Failed(why.clone())));
-                        }
-                        return;
+                        return fail(&format!("cannot queue task {name:?}: {e}"), TaskError::Failed);
                     }
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
         }
+    }
+
+    /// Whether the job was given up (its cancel token, or `terminate`) or
+    /// the pool is being dropped.
+    fn given_up(&self) -> bool {
+        self.cancelled() || self.stopping()
+    }
+
+    /// Whether the job was given up (its cancel token, or `terminate`).
+    fn cancelled(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst) || self.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
     }
 
     /// Gives task `id` its answer, if it is still waiting for one: a later
@@ -376,8 +446,8 @@ impl Shared {
             }
             waiter
         };
-        if let Some(waiter) = waiter {
-            waiter(answer);
+        if let Some(w) = waiter {
+            (w.waiter)(answer);
         }
     }
 
@@ -386,20 +456,47 @@ impl Shared {
     /// had queued before it was resumed and nobody asked for it yet; drops
     /// it otherwise (a duplicate).
     fn arrived(&self, id: u64, body: &[u8]) {
-        let waiter = {
+        let (waiter, asked) = {
             let mut found = lock(&self.found);
             let mut state = lock(&self.state);
             let waiter = state.waiting.remove(&id);
+            let mut asked = waiter.is_some();
             if waiter.is_none() && found.queued.remove(&id) {
                 found.answers.entry(id).or_insert_with(|| body.to_vec());
+                asked = true;
             }
             if state.waiting.is_empty() {
                 self.changed.notify_all();
             }
-            waiter
+            // A duplicate answers a task asked before; any other id was
+            // never queued by this job's callers.
+            let ours = if id >= AUTO_IDS {
+                id < self.next_id.load(Ordering::Relaxed)
+            } else {
+                state.given.contains(&id) || found.answers.contains_key(&id)
+            };
+            (waiter, asked || ours)
         };
-        if let Some(waiter) = waiter {
-            waiter(answer_of(body, id));
+        if let Some(w) = waiter {
+            (w.waiter)(answer_of(body, id));
+        } else if !asked && !self.said_unknown.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "concur::queue",
+                "job {}: dropped an answer for task {id}, which it never queued (said once)",
+                self.job
+            );
+        }
+    }
+
+    /// Drops a result entry that is malformed or not tagged with the key.
+    fn forged(&self, entry: &Entry, why: &str) {
+        if !self.said_forged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "concur::queue",
+                "job {}: dropped result entry {}: {why} (said once; do the workers have the queue's key?)",
+                self.job,
+                entry.id
+            );
         }
     }
 
@@ -407,8 +504,8 @@ impl Shared {
     fn fail_all(&self, why: &str) {
         let waiting = std::mem::take(&mut lock(&self.state).waiting);
         self.changed.notify_all();
-        for (_, waiter) in waiting {
-            waiter(Err(TaskError::Failed(why.to_owned())));
+        for (_, w) in waiting {
+            (w.waiter)(Err(TaskError::Failed(why.to_owned())));
         }
     }
 
@@ -418,7 +515,9 @@ impl Shared {
     /// skip its tasks.
     fn abandon(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        self.abandoned.store(true, Ordering::SeqCst);
+        if self.abandoned.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let waiting = std::mem::take(&mut lock(&self.state).waiting);
         drop(waiting);
         self.changed.notify_all();
@@ -438,9 +537,10 @@ impl Shared {
         let ttl = secs(self.job_ttl);
         let mut pipe = redis::pipe();
         pipe.cmd("SET").arg(self.keys.alive(&self.job)).arg(1).arg("EX").arg(ttl).ignore();
-        if self.about.is_some() {
+        if let Some(about) = &self.about {
             // The answers given so far are what a resumed job starts from.
-            pipe.cmd("EXPIRE").arg(self.keys.about(&self.job)).arg(ttl).ignore();
+            // Set, not only renewed: a broker that lost it has it again.
+            pipe.cmd("SET").arg(self.keys.about(&self.job)).arg(about).arg("EX").arg(ttl).ignore();
             pipe.cmd("EXPIRE").arg(self.keys.results(&self.job)).arg(ttl).ignore();
         }
         pipe.query(con)
@@ -475,12 +575,13 @@ fn collect(shared: &Shared, from: String) {
     let mut last = from;
     let mut con: Option<redis::Connection> = None;
     let mut renewed: Option<Instant> = None;
+    let mut looked = Instant::now();
     let mut lost_since: Option<Instant> = None;
-    let mut abandoned = false;
+    let mut refused: Option<String> = None;
     while !shared.stopping() {
-        if !abandoned && shared.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+        let abandoned = shared.cancelled();
+        if abandoned {
             shared.abandon();
-            abandoned = true;
         }
         let read = (|| -> redis::RedisResult<Vec<Entry>> {
             let c = match con.as_mut() {
@@ -492,6 +593,10 @@ fn collect(shared: &Shared, from: String) {
             if !abandoned && renewed.is_none_or(|t| t.elapsed() >= renew_every) {
                 shared.renew(c)?;
                 renewed = Some(Instant::now());
+            }
+            if !abandoned && looked.elapsed() >= LOOK_EVERY {
+                looked = Instant::now();
+                shared.look_for_lost(c)?;
             }
             let reply: redis::Value = redis::cmd("XREAD")
                 .arg("COUNT")
@@ -507,11 +612,27 @@ fn collect(shared: &Shared, from: String) {
         match read {
             Ok(entries) => {
                 lost_since = None;
+                refused = None;
                 for entry in entries {
                     last.clone_from(&entry.id);
-                    let Some(id) = entry.number::<u64>("id") else { continue };
-                    shared.arrived(id, entry.get("answer").unwrap_or_default());
+                    match shared.seal.read_result(&shared.job, &entry) {
+                        Ok(Some((id, answer))) => shared.arrived(id, answer),
+                        Ok(None) => {}
+                        Err(why) => shared.forged(&entry, &why),
+                    }
                 }
+            }
+            Err(e) if !broker_lost(&e) => {
+                // The broker answers, with an error (the results stream is
+                // not a stream, say): asking again gives the same. What
+                // waits fails now, saying why, once per error.
+                let why = format!("the queue's broker refused to give the job's results: {e}");
+                if refused.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(target: "concur::queue", "job {}: {why}", shared.job);
+                    refused = Some(why.clone());
+                }
+                shared.fail_all(&why);
+                shared.pause(Duration::from_secs(1));
             }
             Err(e) => {
                 con = None;
@@ -523,6 +644,120 @@ fn collect(shared: &Shared, from: String) {
                 shared.pause(Duration::from_millis(200));
             }
         }
+    }
+}
+
+/// Gives up the job as soon as `cancel` is cancelled, without waiting for
+/// the results thread (which may be waiting for a broker that stopped
+/// answering); ends with the pool.
+fn watch(shared: &Shared, cancel: &CancelToken) {
+    while !shared.stopping() {
+        if cancel.sleep(WATCH_EVERY) {
+            shared.abandon();
+            return;
+        }
+    }
+}
+
+impl Shared {
+    /// Finds the tasks the broker lost (flushed, or restarted without its
+    /// data): queued a while ago, and neither in the work stream (queued or
+    /// held by a worker) nor answered at two looks in a row. Each is queued
+    /// again, up to [`REQUEUES`] times, then fails; both are said. A job
+    /// whose key is gone has it set again first, or workers would skip its
+    /// tasks.
+    fn look_for_lost(&self, con: &mut redis::Connection) -> redis::RedisResult<()> {
+        let probe: Vec<(u64, String)> = lock(&self.state)
+            .waiting
+            .iter()
+            .filter_map(|(id, w)| {
+                w.entry.as_ref().filter(|(_, at)| at.elapsed() >= LOOK_EVERY).map(|(e, _)| (*id, e.clone()))
+            })
+            .collect();
+        if probe.is_empty() {
+            return Ok(());
+        }
+        let alive: bool = redis::cmd("EXISTS").arg(self.keys.alive(&self.job)).query(con)?;
+        if !alive {
+            tracing::warn!(
+                target: "concur::queue",
+                "job {}: its key was gone from the broker (flushed, or restarted without its data): set again",
+                self.job
+            );
+            self.renew(con)?;
+        }
+        let tasks = self.keys.tasks();
+        let mut gone = Vec::new();
+        for chunk in probe.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for (_, entry) in chunk {
+                pipe.cmd("XRANGE").arg(&tasks).arg(entry).arg(entry);
+            }
+            let found: Vec<redis::Value> = pipe.query(con)?;
+            gone.extend(
+                chunk.iter().zip(found).filter(|(_, f)| redis_value::items(f).is_empty()).map(|((id, _), _)| *id),
+            );
+        }
+        let (mut again, mut failed): (Vec<Requeue>, Vec<u64>) = (Vec::new(), Vec::new());
+        {
+            let gone: HashSet<u64> = gone.into_iter().collect();
+            let mut state = lock(&self.state);
+            for (id, w) in &mut state.waiting {
+                if w.entry.is_none() {
+                    continue;
+                }
+                if !gone.contains(id) {
+                    w.missing = 0;
+                    continue;
+                }
+                w.missing += 1;
+                if w.missing < 2 {
+                    continue;
+                }
+                w.missing = 0;
+                match w.task.take() {
+                    Some((name, payload)) if w.requeued < REQUEUES => {
+                        w.requeued += 1;
+                        w.entry = None;
+                        again.push((*id, name, payload));
+                    }
+                    _ => failed.push(*id),
+                }
+            }
+        }
+        if !again.is_empty() {
+            tracing::warn!(
+                target: "concur::queue",
+                "job {}: {} task(s) lost by the broker (neither queued, held nor answered): queued again",
+                self.job,
+                again.len()
+            );
+            eprintln!(
+                "concur: job {}: {} task(s) lost by the queue's broker (flushed, or restarted without its data): \
+                 queued again",
+                self.job,
+                again.len()
+            );
+        }
+        for (id, name, payload) in again {
+            self.send(name, vec![(id, payload)]);
+        }
+        if !failed.is_empty() {
+            eprintln!(
+                "concur: job {}: {} task(s) lost by the queue's broker {} times: failed",
+                self.job,
+                failed.len(),
+                REQUEUES + 1
+            );
+        }
+        for id in failed {
+            let why = format!(
+                "task {id} was lost by the queue's broker (neither queued, held by a worker nor answered) {} times",
+                REQUEUES + 1
+            );
+            self.finish(id, Err(TaskError::Failed(why)));
+        }
+        Ok(())
     }
 }
 
@@ -543,7 +778,7 @@ impl Pool for RedisPool {
             tx.complete(answer.and_then(|bytes| decode(bytes, T::NAME)));
         });
         if let Some(queued) = self.shared.prepare_as(None, &task, waiter) {
-            self.shared.send(T::NAME, &[queued]);
+            self.shared.send(T::NAME, vec![queued]);
         }
         handle
     }
@@ -555,6 +790,23 @@ impl Drop for RedisPool {
         self.join();
         lock(&self.shared.state).stopping = true;
         self.shared.changed.notify_all();
+        // Cancelled counts even if the results thread has not seen it yet:
+        // the answers may all have come first, but the caller may have left
+        // items unasked.
+        if self.shared.cancelled() {
+            // Promptly, whatever the broker does: the results thread is left
+            // to end by itself, and the keys get one short try.
+            if let Ok(mut con) = connect(&self.shared.client, SUBMIT_REPLY_WITHIN) {
+                if self.shared.about.is_some() {
+                    let _ = self.shared.renew(&mut con);
+                } else {
+                    let (keys, job) = (&self.shared.keys, &self.shared.job);
+                    let _: redis::RedisResult<()> =
+                        redis::cmd("DEL").arg(keys.results(job)).arg(keys.alive(job)).query(&mut con);
+                }
+            }
+            return;
+        }
         // Wakes the results thread from its blocking read, then removes the
         // job's keys (best effort: they expire anyway), or, for a job given
         // up that can be resumed, gives them their whole time to live.
@@ -566,17 +818,8 @@ impl Drop for RedisPool {
             if let Some(handle) = lock(&self.collector).take() {
                 let _ = handle.join();
             }
-            // Cancelled counts even if the results thread has not seen it
-            // yet: the answers may all have come first, but the caller may
-            // have left items unasked.
-            let given_up = self.shared.abandoned.load(Ordering::SeqCst)
-                || self.shared.cancel.as_ref().is_some_and(CancelToken::is_cancelled);
-            if self.shared.about.is_some() && given_up {
-                let _ = self.shared.renew(&mut con);
-            } else {
-                let _: redis::RedisResult<()> =
-                    redis::cmd("DEL").arg(&results).arg(keys.alive(job)).arg(keys.about(job)).query(&mut con);
-            }
+            let _: redis::RedisResult<()> =
+                redis::cmd("DEL").arg(&results).arg(keys.alive(job)).arg(keys.about(job)).query(&mut con);
         } else if let Some(handle) = lock(&self.collector).take() {
             let _ = handle.join();
         }

@@ -2,7 +2,7 @@
 //! and reading what it left (tasks still queued, answers given).
 
 use super::redis_value;
-use super::{AUTO_IDS, Found, Keys, QueueError};
+use super::{AUTO_IDS, Found, Keys, QueueError, Seal};
 
 /// Stream entries read in one round trip.
 const PAGE: usize = 1000;
@@ -34,6 +34,7 @@ impl Default for Left {
 pub(super) fn reattach(
     con: &mut redis::Connection,
     keys: &Keys,
+    seal: &Seal,
     job: &str,
     about: &str,
     ttl: u64,
@@ -86,7 +87,15 @@ pub(super) fn reattach(
     for entry in read_all(con, &keys.results(job))? {
         read_to.clone_from(&entry.id);
         // Entries without an id wake a results thread; they answer nothing.
-        let (Some(id), Some(body)) = (entry.number::<u64>("id"), entry.get("answer")) else { continue };
+        // One not tagged with the key is not an answer either.
+        let (id, body) = match seal.read_result(job, &entry) {
+            Ok(Some(answer)) => answer,
+            Ok(None) => continue,
+            Err(why) => {
+                tracing::warn!(target: "concur::queue", "job {job}: dropped result entry {}: {why}", entry.id);
+                continue;
+            }
+        };
         found.queued.remove(&id);
         found.answers.entry(id).or_insert_with(|| body.to_vec());
         highest = highest.max(Some(id));

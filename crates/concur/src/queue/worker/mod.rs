@@ -10,16 +10,25 @@
 //! holds, records that the worker is alive, and claims the tasks other
 //! workers left idle for `claim_after` (they died), sending those
 //! delivered more than `max_deliveries` times to the dead letters.
+//!
+//! Nothing read from the broker is trusted: an entry that is malformed,
+//! out of range, or (with a key) not tagged by a holder of the key goes to
+//! the dead letters with the reason, unrun. A task that overstays its time
+//! limit is answered with an error and its slot given to the next task. A
+//! broker that answers a command with an error (a key of the wrong type, a
+//! value out of range) fails the entries concerned, not the worker.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::codec::{QueueKey, Seal, check_keyless};
 use super::redis_value::{self, Entry};
-use super::{DEFAULT_NAMESPACE, GROUP, Keys, QueueError, connect, ensure_group};
+use super::{DEFAULT_NAMESPACE, GROUP, Keys, QueueError, broker_lost, connect, ensure_group};
 use crate::CancelToken;
 use crate::process_pool::registry::Registry;
 use crate::process_pool::wire;
@@ -33,10 +42,13 @@ mod writer;
 /// How long any one reply may take before the connection is taken for dead.
 const REPLY_WITHIN: Duration = Duration::from_secs(5);
 /// How long a blocking read waits before the reader looks around (for a
-/// stop, renewals and claims).
+/// stop, renewals, claims and tasks past their time limit).
 const BLOCK: Duration = Duration::from_millis(500);
 /// Results written in one transaction, at most.
 const WRITE_BATCH: usize = 256;
+/// How long the reader waits before asking again a broker that answered
+/// its read with an error (not a lost connection).
+const AFTER_AN_ERROR: Duration = Duration::from_secs(1);
 
 /// A task read from the stream, to run.
 struct Held {
@@ -46,6 +58,8 @@ struct Held {
     name: String,
     payload: Vec<u8>,
     ttl: u64,
+    /// The most it may run: the task's own limit within the worker's.
+    limit: Duration,
 }
 
 /// A task's answer, to write.
@@ -57,16 +71,41 @@ struct Done {
     ttl: u64,
 }
 
-/// What the reader and the writer share: the entries read and not yet
-/// acknowledged.
+/// A task running, and when its time is up.
+struct Running {
+    deadline: Instant,
+    job: String,
+    id: u64,
+    ttl: u64,
+    limit: Duration,
+}
+
+/// What the reader, the runners and the writer share: the entries read
+/// and not yet acknowledged, and the tasks running.
 struct InFlight {
     held: Mutex<HashSet<String>>,
     freed: Condvar,
+    clock: Mutex<Clock>,
+    /// Runner threads alive (those left running past a time limit
+    /// included).
+    runners: AtomicUsize,
+}
+
+/// The tasks running by entry, and those answered already because they
+/// overstayed their limit (whatever their runner returns is dropped).
+#[derive(Default)]
+struct Clock {
+    running: HashMap<String, Running>,
+    overdue: HashSet<String>,
 }
 
 impl InFlight {
     fn lock(&self) -> MutexGuard<'_, HashSet<String>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn clock(&self) -> MutexGuard<'_, Clock> {
+        self.clock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -92,41 +131,56 @@ impl InFlight {
 ///
 /// # Errors
 ///
-/// A bad URL, a broker that cannot be reached at the start, or one lost
-/// for longer than the broker timeout.
+/// A bad URL, a broker on another host without a key
+/// ([`QueueError::KeyRequired`]), a broker that cannot be reached at the
+/// start, or one lost for longer than the broker timeout.
 pub fn serve_queue(url: &str, registry: Registry, options: WorkerOptions) -> Result<u64, QueueError> {
     let client = super::url::open(url)?;
+    check_keyless(&client, options.key.as_ref())?;
     let keys = Keys::new(&options.namespace);
     let mut reader = super::url::reach(&client, url, REPLY_WITHIN + BLOCK)?;
     ensure_group(&mut reader, &keys).map_err(QueueError::redis("cannot create the consumer group"))?;
     let me = options.name.clone().unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
     let log = |what: &str| eprintln!("concur worker {me}: {what}");
     log(&format!("serving {} on {}, {} at once", keys.tasks(), super::redact_url(url), options.concurrency));
+    if options.key.is_none() {
+        log("no key: tasks are not checked (a broker on this host only)");
+    }
+    let seal = Seal::new(options.key.clone(), &options.namespace);
 
     let registry = Arc::new(registry);
-    let in_flight = Arc::new(InFlight { held: Mutex::new(HashSet::new()), freed: Condvar::new() });
+    let in_flight = Arc::new(InFlight {
+        held: Mutex::new(HashSet::new()),
+        freed: Condvar::new(),
+        clock: Mutex::new(Clock::default()),
+        runners: AtomicUsize::new(0),
+    });
     // Unbounded: the reader already holds at most `concurrency + prefetch`,
     // and a hand-over that blocked would stop it renewing its claims.
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<Held>();
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
-    let runners: Vec<_> = (0..options.concurrency)
-        .map(|i| {
-            let (registry, work_rx, done_tx) = (Arc::clone(&registry), work_rx.clone(), done_tx.clone());
-            thread::Builder::new()
-                .name(format!("concur-queue-run-{i}"))
-                .spawn(move || run_tasks(&registry, &work_rx, &done_tx))
-        })
-        .collect::<Result<_, _>>()
-        .map_err(|e| QueueError::Invalid(format!("cannot start a worker thread: {e}")))?;
-    drop(done_tx);
+    let runners = Runners {
+        registry,
+        work: work_rx,
+        done: done_tx.clone(),
+        in_flight: Arc::clone(&in_flight),
+        concurrency: options.concurrency,
+        me: me.clone(),
+    };
+    for _ in 0..options.concurrency {
+        runners.spawn().map_err(|e| QueueError::Invalid(format!("cannot start a worker thread: {e}")))?;
+    }
+    let finished = CancelToken::new();
     let writer = {
         let ctx = Writer {
             client: client.clone(),
             keys: keys.clone(),
+            seal: seal.clone(),
             me: me.clone(),
             in_flight: Arc::clone(&in_flight),
             broker_timeout: options.broker_timeout,
             stop: options.stop.clone(),
+            finished: finished.clone(),
         };
         thread::Builder::new()
             .name("concur-queue-write".into())
@@ -137,19 +191,32 @@ pub fn serve_queue(url: &str, registry: Registry, options: WorkerOptions) -> Res
     let mut ctx = Reader {
         client,
         keys,
+        seal,
         me: me.clone(),
         options: options.clone(),
         in_flight: Arc::clone(&in_flight),
         work: work_tx,
+        runners,
         claim_cursor: "0-0".to_owned(),
+        said: HashSet::new(),
     };
     let read = ctx.run(reader);
-    let Reader { work, client, keys, .. } = ctx;
+    let Reader { work, client, keys, runners, .. } = ctx;
     drop(work);
     log(&format!("draining: finishing {} held task(s)", in_flight.lock().len()));
-    for runner in runners {
-        let _ = runner.join();
+    // Until every held task is answered: by its runner, or by its time
+    // limit, or the writer gave up.
+    loop {
+        runners.end_overdue();
+        let held = in_flight.lock();
+        if held.is_empty() || writer.is_finished() {
+            break;
+        }
+        let _ = in_flight.freed.wait_timeout(held, Duration::from_millis(100));
     }
+    drop(runners);
+    drop(done_tx);
+    finished.cancel();
     let written = writer.join().unwrap_or_else(|_| Err(QueueError::Invalid("the writer thread panicked".into())));
     // Leaves the group only with nothing pending, so nothing is orphaned.
     if let Ok(mut con) = connect(&client, REPLY_WITHIN) {
@@ -167,15 +234,91 @@ pub fn serve_queue(url: &str, registry: Registry, options: WorkerOptions) -> Res
     Ok(written)
 }
 
-/// A runner thread: runs tasks until the reader stops and the queue of
-/// read tasks is empty.
-fn run_tasks(registry: &Registry, work: &Receiver<Held>, done: &Sender<Done>) {
-    for held in work {
-        let frame = registry.run(&held.name, &held.payload);
-        // The answer body, without the frame's length prefix.
-        let answer = frame.get(4..).unwrap_or_default().to_vec();
-        let _ = done.send(Done { entry: held.entry, job: held.job, id: held.id, answer, ttl: held.ttl });
+/// Starts runner threads, and ends tasks past their time limit.
+struct Runners {
+    registry: Arc<Registry>,
+    work: Receiver<Held>,
+    done: Sender<Done>,
+    in_flight: Arc<InFlight>,
+    concurrency: usize,
+    me: String,
+}
+
+impl Runners {
+    fn spawn(&self) -> std::io::Result<()> {
+        let (registry, work, done, in_flight) =
+            (Arc::clone(&self.registry), self.work.clone(), self.done.clone(), Arc::clone(&self.in_flight));
+        let concurrency = self.concurrency;
+        let n = in_flight.runners.fetch_add(1, Ordering::SeqCst);
+        let spawned = thread::Builder::new()
+            .name(format!("concur-queue-run-{n}"))
+            .spawn(move || run_tasks(&registry, &work, &done, &in_flight, concurrency));
+        if spawned.is_err() {
+            self.in_flight.runners.fetch_sub(1, Ordering::SeqCst);
+        }
+        spawned.map(drop)
     }
+
+    /// Answers every task past its deadline with an error, so its entry is
+    /// acknowledged and its slot freed, and starts a runner in place of
+    /// each one left running (up to twice `concurrency` threads in all: a
+    /// worker whose tasks never end runs fewer at once, not unboundedly
+    /// many threads).
+    fn end_overdue(&self) {
+        let now = Instant::now();
+        let overdue: Vec<(String, Running)> = {
+            let mut clock = self.in_flight.clock();
+            let late: Vec<String> =
+                clock.running.iter().filter(|(_, r)| r.deadline <= now).map(|(e, _)| e.clone()).collect();
+            late.into_iter()
+                .filter_map(|e| {
+                    let r = clock.running.remove(&e)?;
+                    clock.overdue.insert(e.clone());
+                    Some((e, r))
+                })
+                .collect()
+        };
+        for (entry, r) in overdue {
+            let why = format!("the task ran past its time limit of {:?}: ended, its slot given to the next", r.limit);
+            eprintln!("concur worker {}: task {} of job {}: {why}", self.me, r.id, r.job);
+            let answer = wire::error_frame(wire::FAILED, &why).get(4..).unwrap_or_default().to_vec();
+            let _ = self.done.send(Done { entry, job: r.job, id: r.id, answer, ttl: r.ttl });
+            if self.in_flight.runners.load(Ordering::SeqCst) < 2 * self.concurrency {
+                if let Err(e) = self.spawn() {
+                    eprintln!("concur worker {}: cannot start a runner in place of a late one: {e}", self.me);
+                }
+            } else {
+                eprintln!("concur worker {}: too many tasks run past their limit: fewer run at once", self.me);
+            }
+        }
+    }
+}
+
+/// A runner thread: runs tasks until the reader stops and the queue of
+/// read tasks is empty, or it is one too many (it ran a task past its
+/// limit and another runner took its place).
+fn run_tasks(registry: &Registry, work: &Receiver<Held>, done: &Sender<Done>, in_flight: &InFlight, n: usize) {
+    for held in work {
+        let deadline = Instant::now().checked_add(held.limit).unwrap_or_else(|| Instant::now() + BLOCK);
+        in_flight.clock().running.insert(
+            held.entry.clone(),
+            Running { deadline, job: held.job.clone(), id: held.id, ttl: held.ttl, limit: held.limit },
+        );
+        let frame = registry.run(&held.name, &held.payload);
+        let on_time = {
+            let mut clock = in_flight.clock();
+            clock.running.remove(&held.entry).is_some() || !clock.overdue.remove(&held.entry)
+        };
+        if on_time {
+            // The answer body, without the frame's length prefix.
+            let answer = frame.get(4..).unwrap_or_default().to_vec();
+            let _ = done.send(Done { entry: held.entry, job: held.job, id: held.id, answer, ttl: held.ttl });
+        } else if in_flight.runners.load(Ordering::SeqCst) > n {
+            // Answered already; another runner took this one's place.
+            break;
+        }
+    }
+    in_flight.runners.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Whether a command failed only because a signal interrupted its read: a
@@ -201,11 +344,15 @@ fn now_unix() -> u64 {
 struct Reader {
     client: redis::Client,
     keys: Keys,
+    seal: Seal,
     me: String,
     options: WorkerOptions,
     in_flight: Arc<InFlight>,
     work: Sender<Held>,
+    runners: Runners,
     claim_cursor: String,
+    /// The broker's errors said already (each is said once).
+    said: HashSet<String>,
 }
 
 impl Reader {
@@ -214,15 +361,18 @@ impl Reader {
     }
 
     /// Reads and dispatches until stopped. Reconnects to a broker that went
-    /// away; gives up after the broker timeout.
+    /// away; gives up after the broker timeout. A broker that answers with
+    /// an error is said so once and asked again a second later, on the
+    /// same connection.
     fn run(&mut self, first: redis::Connection) -> Result<(), QueueError> {
         let cap = self.options.concurrency + self.options.prefetch;
         let mut last_upkeep: Option<Instant> = None;
         let mut lost_since: Option<Instant> = None;
-        // `None` after any error: a connection whose reply may still be on
+        // `None` after a lost connection: one whose reply may still be on
         // its way is never used again.
         let mut con = Some(first);
         while !self.options.stop.is_cancelled() {
+            self.runners.end_overdue();
             let step = (|| -> redis::RedisResult<()> {
                 let con = match con.as_mut() {
                     Some(c) => c,
@@ -234,8 +384,10 @@ impl Reader {
                     }
                 };
                 if last_upkeep.is_none_or(|t| t.elapsed() >= self.options.claim_after / 3) {
-                    self.upkeep(con, cap)?;
+                    // Set first: an upkeep the broker refuses is not retried
+                    // at once.
                     last_upkeep = Some(Instant::now());
+                    self.upkeep(con, cap)?;
                 }
                 let room = {
                     let held = self.in_flight.lock();
@@ -276,6 +428,21 @@ impl Reader {
                     // read short: the connection is replaced, quietly.
                     con = None;
                 }
+                Err(e) if !broker_lost(&e) => {
+                    // The broker answered, with an error: reconnecting would
+                    // not change its answer.
+                    if e.code() == Some("NOGROUP")
+                        && let Some(c) = con.as_mut()
+                    {
+                        self.log("the consumer group is gone (the broker lost its data?): making it again");
+                        if let Err(e) = ensure_group(c, &self.keys) {
+                            self.say_once(&format!("cannot make the consumer group again: {e}"));
+                        }
+                        continue;
+                    }
+                    self.say_once(&format!("the broker refused a read of {}: {e}; asking again", self.keys.tasks()));
+                    self.options.stop.sleep(AFTER_AN_ERROR);
+                }
                 Err(e) => {
                     con = None;
                     let since = *lost_since.get_or_insert_with(|| {
@@ -291,6 +458,12 @@ impl Reader {
         }
         self.log("stop requested: reading no more tasks");
         Ok(())
+    }
+
+    fn say_once(&mut self, what: &str) {
+        if self.said.insert(what.to_owned()) {
+            self.log(what);
+        }
     }
 
     /// Renews this worker's claim on what it holds, records it alive, and
@@ -373,47 +546,47 @@ impl Reader {
     }
 
     /// Moves a task delivered too often to the dead letters, and answers
-    /// its caller with an error saying so.
+    /// its caller with an error saying so (if the task is well-formed and
+    /// tagged: a forged one is only refused).
     fn dead_letter(&self, con: &mut redis::Connection, entry: &Entry, deliveries: i64) -> redis::RedisResult<()> {
-        let (job, id, name) =
-            (entry.text("job").unwrap_or(""), entry.text("id").unwrap_or(""), entry.text("name").unwrap_or(""));
+        let task = match self.seal.read_task(entry) {
+            Ok(task) => task,
+            Err(why) => return self.refuse(con, entry, &why),
+        };
         let why = format!(
-            "dead letter: task {name:?} was delivered {deliveries} times (more than {}) and never finished: \
+            "dead letter: task {:?} was delivered {deliveries} times (more than {}) and never finished: \
              the workers that took it stopped",
-            self.options.max_deliveries
+            task.name, self.options.max_deliveries
         );
-        self.log(&format!("task {id} of job {job} ({name}) -> dead letters after {deliveries} deliveries"));
+        self.log(&format!(
+            "task {} of job {} ({}) -> dead letters after {deliveries} deliveries",
+            task.id, task.job, task.name
+        ));
         let answer = wire::error_frame(wire::FAILED, &why);
-        let results = self.keys.results(job);
-        redis::pipe()
-            .atomic()
+        let results = self.keys.results(task.job);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .cmd("XADD")
             .arg(self.keys.dead())
             .arg("*")
             .arg("job")
-            .arg(job)
+            .arg(task.job)
             .arg("id")
-            .arg(id)
+            .arg(task.id)
             .arg("name")
-            .arg(name)
+            .arg(task.name)
             .arg("deliveries")
             .arg(deliveries)
             .arg("worker")
             .arg(&self.me)
-            .ignore()
-            .cmd("XADD")
-            .arg(&results)
-            .arg("*")
-            .arg("id")
-            .arg(id)
-            .arg("answer")
-            .arg(answer.get(4..).unwrap_or_default())
-            .arg("worker")
-            .arg(&self.me)
-            .ignore()
+            .ignore();
+        let add = pipe.cmd("XADD");
+        add.arg(&results).arg("*");
+        self.seal.write_result(add, task.job, task.id, answer.get(4..).unwrap_or_default(), &self.me);
+        pipe.ignore()
             .cmd("EXPIRE")
             .arg(&results)
-            .arg(entry.number::<u64>("ttl").unwrap_or(60))
+            .arg(task.ttl)
             .ignore()
             .cmd("XACK")
             .arg(self.keys.tasks())
@@ -423,19 +596,41 @@ impl Reader {
             .cmd("XDEL")
             .arg(self.keys.tasks())
             .arg(&entry.id)
-            .ignore()
-            .query(con)
+            .ignore();
+        match pipe.query::<()>(con) {
+            Err(e) if !broker_lost(&e) => self.refuse(con, entry, &format!("cannot answer its caller: {e}")),
+            other => other,
+        }
     }
 
-    /// Hands read entries to the runners, skipping (acknowledging unrun)
-    /// the tasks of jobs whose caller is gone.
+    /// Sends an entry that cannot be run to the dead letters with `why`,
+    /// and acknowledges it; its caller is not answered (it may not be
+    /// one).
+    fn refuse(&self, con: &mut redis::Connection, entry: &Entry, why: &str) -> redis::RedisResult<()> {
+        self.log(&format!("task entry {} refused, to the dead letters: {why}", entry.id));
+        refuse(con, &self.keys, &self.me, entry, why)
+    }
+
+    /// Hands read entries to the runners; refuses those that cannot be run
+    /// (malformed, out of range, not tagged with the key); skips
+    /// (acknowledges unrun) the tasks of jobs whose caller is gone.
     fn dispatch(&self, con: &mut redis::Connection, entries: Vec<Entry>) -> redis::RedisResult<()> {
         if entries.is_empty() {
             return Ok(());
         }
-        let jobs: Vec<String> = {
-            let mut jobs: Vec<String> = entries.iter().filter_map(|e| e.text("job").map(str::to_owned)).collect();
-            jobs.sort();
+        let mut tasks = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            match self.seal.read_task(entry) {
+                Ok(task) => tasks.push((entry, task)),
+                Err(why) => self.refuse(con, entry, &why)?,
+            }
+        }
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let jobs: Vec<&str> = {
+            let mut jobs: Vec<&str> = tasks.iter().map(|(_, t)| t.job).collect();
+            jobs.sort_unstable();
             jobs.dedup();
             jobs
         };
@@ -444,33 +639,33 @@ impl Reader {
             pipe.cmd("EXISTS").arg(self.keys.alive(job));
         }
         let exists: Vec<i64> = pipe.query(con)?;
-        let alive: HashMap<&str, bool> = jobs.iter().map(String::as_str).zip(exists.iter().map(|n| *n > 0)).collect();
+        let alive: HashMap<&str, bool> = jobs.iter().copied().zip(exists.iter().map(|n| *n > 0)).collect();
         let mut skipped = Vec::new();
-        for entry in entries {
-            let task = (|| {
-                let job = entry.text("job")?;
-                alive.get(job).copied().filter(|a| *a)?;
-                Some(Held {
-                    entry: entry.id.clone(),
-                    job: job.to_owned(),
-                    id: entry.number("id")?,
-                    name: entry.text("name")?.to_owned(),
-                    payload: entry.get("payload")?.to_vec(),
-                    ttl: entry.number("ttl").unwrap_or(60),
-                })
-            })();
-            match task {
-                Some(held) => {
-                    self.in_flight.lock().insert(held.entry.clone());
-                    if self.work.send(held).is_err() {
-                        break;
-                    }
-                }
-                None => skipped.push(entry.id),
+        for (entry, task) in tasks {
+            if !alive.get(task.job).copied().unwrap_or(false) {
+                skipped.push(entry.id.clone());
+                continue;
+            }
+            let limit = match task.limit_ms {
+                0 => self.options.task_limit,
+                ms => Duration::from_millis(ms).min(self.options.task_limit),
+            };
+            let held = Held {
+                entry: entry.id.clone(),
+                job: task.job.to_owned(),
+                id: task.id,
+                name: task.name.to_owned(),
+                payload: task.payload.to_vec(),
+                ttl: task.ttl,
+                limit,
+            };
+            self.in_flight.lock().insert(held.entry.clone());
+            if self.work.send(held).is_err() {
+                break;
             }
         }
         if !skipped.is_empty() {
-            self.log(&format!("skipped {} task(s) of jobs whose caller is gone (or malformed)", skipped.len()));
+            self.log(&format!("skipped {} task(s) of jobs whose caller is gone", skipped.len()));
             redis::pipe()
                 .cmd("XACK")
                 .arg(self.keys.tasks())
@@ -484,5 +679,45 @@ impl Reader {
                 .query::<()>(con)?;
         }
         Ok(())
+    }
+}
+
+/// Sends `entry` to the dead letters with `why` (its fields as they came,
+/// for whoever looks), and acknowledges and removes it.
+fn refuse(con: &mut redis::Connection, keys: &Keys, me: &str, entry: &Entry, why: &str) -> redis::RedisResult<()> {
+    let field = |name: &str| entry.get(name).unwrap_or_default();
+    redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg(keys.dead())
+        .arg("*")
+        .arg("job")
+        .arg(field("job"))
+        .arg("id")
+        .arg(field("id"))
+        .arg("name")
+        .arg(field("name"))
+        .arg("entry")
+        .arg(&entry.id)
+        .arg("reason")
+        .arg(why)
+        .arg("worker")
+        .arg(me)
+        .ignore()
+        .cmd("XACK")
+        .arg(keys.tasks())
+        .arg(GROUP)
+        .arg(&entry.id)
+        .ignore()
+        .cmd("XDEL")
+        .arg(keys.tasks())
+        .arg(&entry.id)
+        .ignore()
+        .query(con)
+}
+
+impl std::fmt::Debug for Runners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runners").field("concurrency", &self.concurrency).finish_non_exhaustive()
     }
 }

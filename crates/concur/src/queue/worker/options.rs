@@ -15,7 +15,13 @@ pub struct WorkerOptions {
     pub(super) broker_timeout: Duration,
     pub(super) name: Option<String>,
     pub(super) stop: CancelToken,
+    pub(super) key: Option<QueueKey>,
+    pub(super) task_limit: Duration,
 }
+
+/// The longest [`WorkerOptions::task_limit`] (a day): a deadline always fits
+/// the clock.
+const LONGEST_TASK_LIMIT: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for WorkerOptions {
     fn default() -> Self {
@@ -28,13 +34,16 @@ impl Default for WorkerOptions {
             broker_timeout: Duration::from_secs(60),
             name: None,
             stop: CancelToken::new(),
+            key: None,
+            task_limit: Duration::from_secs(600),
         }
     }
 }
 
 impl WorkerOptions {
     /// One task at a time and none read ahead, namespace `concur`, claims
-    /// after 30 s, dead letters after 5 deliveries.
+    /// after 30 s, dead letters after 5 deliveries, tasks ended after 10
+    /// minutes, no key (a broker on this host only).
     pub fn new() -> Self {
         Self::default()
     }
@@ -101,6 +110,25 @@ impl WorkerOptions {
     #[must_use]
     pub fn stop_on(mut self, stop: CancelToken) -> Self {
         self.stop = stop;
+        self
+    }
+
+    /// The queue's key: tasks without its tag go to the dead letters
+    /// unrun, and results carry it. Without a key, only a broker on this
+    /// host (loopback or a Unix socket) is served.
+    #[must_use]
+    pub fn key(mut self, key: QueueKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The longest any task may run (default 10 minutes, at most a day); a
+    /// task asking for less gets less. A task past its limit is answered
+    /// with an error, acknowledged and its slot given to the next task; its
+    /// thread is left to finish, and what it returns is dropped.
+    #[must_use]
+    pub fn task_limit(mut self, limit: Duration) -> Self {
+        self.task_limit = limit.clamp(Duration::from_millis(1), LONGEST_TASK_LIMIT);
         self
     }
 }
