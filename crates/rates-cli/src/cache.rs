@@ -4,6 +4,13 @@
 //! uses it, the codes an external API accepts kept there for a day
 //! ([`api_codes`]), and `rates cache info|clear`. The store itself is
 //! [`rates::store`].
+//!
+//! What only reads opens the store only to read (`history --offline`,
+//! `cache info`): a store that cannot be written serves them as any other.
+//! A `history` that would store answers in it warns once that they are not
+//! kept, and prints them. A store that cannot be used at all is exit code 2
+//! with one line naming its file and why, before any request; `fetch`,
+//! which keeps only the API's codes there, goes on without it (a `-v` line).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -58,7 +65,8 @@ pub(crate) fn location(flag: &CacheFlag) -> Result<PathBuf, Usage> {
 
 /// A `history`'s use of the store, decided before any request.
 pub(crate) struct HistoryStore {
-    store: Store,
+    /// `None`: `--offline`, and nothing stored.
+    store: Option<Store>,
     /// The API the answers are stored under.
     api: String,
     pub offline: bool,
@@ -82,25 +90,44 @@ impl HistoryStore {
             Target::Embedded(_) => return Ok(None),
         };
         let dir = location(&flags.dir)?;
-        let store = Store::open(&dir).map_err(|e| anyhow::anyhow!("{e} (--no-cache runs without it)"))?;
+        // Offline, the store is only read, and made if missing by no one.
+        let store = if flags.offline { Store::open_read_only(&dir) } else { Store::open(&dir).map(Some) };
+        let store = store.map_err(|e| Usage(format!("{e} (--no-cache runs without it)")))?;
         Ok(Some(HistoryStore { store, api, offline: flags.offline, max_age: flags.max_age }))
     }
 
-    /// What the store knows of each of `days`.
+    /// What the store knows of each of `days`. A store that cannot be
+    /// read is a usage error, as one that cannot be opened.
     pub fn lookup(&self, base: Currency, symbols: &[Currency], days: &[NaiveDate]) -> anyhow::Result<Vec<Stored>> {
+        let Some(store) = &self.store else { return Ok(vec![Stored::Missing; days.len()]) };
         let q = Query { api: &self.api, base, symbols, days };
-        Ok(self.store.lookup(&q, rates::store::unix_now(), self.max_age)?)
+        store.lookup(&q, rates::store::unix_now(), self.max_age).map_err(|e| unusable(e).into())
     }
 
     /// The store, to keep the codes the API accepts ([`api_codes`]).
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
     }
 
-    /// A writer of this run's answers, on a thread of its own.
-    pub fn writer(self, symbols: &[Currency]) -> anyhow::Result<Writer> {
-        Ok(self.store.writer(&self.api, symbols)?)
+    /// A writer of the answers of this run, which asks `asked` days, on a
+    /// thread of its own; none for a store that cannot be written, which a
+    /// warning says once: the run goes on, its answers only not kept.
+    pub fn writer(self, symbols: &[Currency], asked: usize) -> anyhow::Result<Option<Writer>> {
+        let Some(store) = self.store else { return Ok(None) };
+        if let Some(why) = store.read_only() {
+            eprintln!(
+                "rates: warning: store {} is read-only ({why}): the {asked} days asked now will not be kept",
+                store.path().display()
+            );
+            return Ok(None);
+        }
+        Ok(Some(store.writer(&self.api, symbols)?))
     }
+}
+
+/// A store that cannot be used: exit code 2, as bad input.
+fn unusable(e: rates::store::StoreError) -> Usage {
+    Usage(e.to_string())
 }
 
 /// How long the codes an API's `/currencies` listed are trusted: a
@@ -139,10 +166,14 @@ pub(crate) fn api_codes(
         return Err(NoCodes("not in the store, and --offline asks nothing".into()));
     }
     let codes = ask()?;
-    if let Some(store) = store
-        && let Err(e) = store.put_currencies(api, &codes, now)
-    {
-        crate::session::verbose(&format!("{e}: the codes of {api} are not kept"));
+    if let Some(store) = store {
+        let kept = match store.read_only() {
+            Some(why) => Err(format!("store {} is read-only ({why})", store.path().display())),
+            None => store.put_currencies(api, &codes, now).map_err(|e| e.to_string()),
+        };
+        if let Err(e) = kept {
+            crate::session::verbose(&format!("{e}: the codes of {api} are not kept"));
+        }
     }
     Ok(codes)
 }
@@ -160,12 +191,21 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         CacheAction::Info(flag) => {
             let dir = location(&flag)?;
-            let Some(store) = Store::open_existing(&dir)? else {
-                writeln!(out, "store: {} (empty: nothing stored yet)", dir.join(rates::store::FILE_NAME).display())?;
+            // Only read: a store that cannot be written is shown as well.
+            let Some(store) = Store::open_read_only(&dir).map_err(unusable)? else {
+                let file = dir.join(rates::store::FILE_NAME);
+                // A folder where no store can be made is no place for one.
+                if dir.is_dir()
+                    && let Err(e) = can_write_in(&dir)
+                {
+                    let why = format!("store {}: none there, and none can be made: {e}", file.display());
+                    return Err(Usage(why).into());
+                }
+                writeln!(out, "store: {} (empty: nothing stored yet)", file.display())?;
                 return Ok(ExitCode::SUCCESS);
             };
             writeln!(out, "store: {} ({})", store.path().display(), size(store.size()))?;
-            let summary = store.summary()?;
+            let summary = store.summary().map_err(unusable)?;
             if summary.is_empty() {
                 writeln!(out, "no answers stored")?;
             }
@@ -188,9 +228,9 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
         }
         CacheAction::Clear(flag) => {
             let dir = location(&flag)?;
-            match Store::open_existing(&dir)? {
+            match Store::open_existing(&dir).map_err(unusable)? {
                 Some(mut store) => {
-                    let rows = store.clear()?;
+                    let rows = store.clear().map_err(unusable)?;
                     writeln!(out, "cleared {}: {rows} rows removed", store.path().display())?;
                 }
                 None => writeln!(out, "nothing to clear at {}", dir.display())?,
@@ -199,6 +239,14 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a file can be made in the folder `dir`: one is made and
+/// removed, as nothing else tells (root, read-only file systems, ACLs).
+fn can_write_in(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".{}-probe-{}", rates::store::FILE_NAME, std::process::id()));
+    std::fs::File::create_new(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 /// Bytes as B, KiB or MiB.

@@ -230,7 +230,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
     // The last check, as it may ask the API (its /currencies, once a day).
     let offline = store.as_ref().is_some_and(|s| s.offline);
-    let accepted = session::accepted_codes(&config, Some(&ds), store.as_ref().map(HistoryStore::store), offline);
+    let accepted = session::accepted_codes(&config, Some(&ds), store.as_ref().and_then(HistoryStore::store), offline);
     accepted.check("base", &[plan.base])?;
     accepted.check("symbols", &plan.symbols)?;
     for note in &plan.notes {
@@ -252,7 +252,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         .map(|(i, (d, _))| (i as u64, *d))
         .unzip();
     let writer = match store {
-        Some(s) if !offline && !wanted.is_empty() => Some(s.writer(&plan.symbols)?),
+        Some(s) if !offline && !wanted.is_empty() => s.writer(&plan.symbols, wanted.len())?,
         _ => None,
     };
     let ran = if offline || wanted.is_empty() {

@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
@@ -344,10 +346,183 @@ fn a_store_that_cannot_be_opened_stops_the_run_before_any_request() {
     let file = dir.path().join("not-a-folder");
     std::fs::write(&file, "").unwrap();
     let (code, out, err) = common::run(&history(&server.url, &file, "2020-01-01", "2020-01-10", &[]));
-    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
     assert!(err.starts_with("rates: store ") && err.lines().count() == 1, "{err}");
     assert_eq!(server.total(), 0);
     // --no-cache is the way around it.
     let (code, _, err) = common::run(&history(&server.url, &file, "2020-01-01", "2020-01-10", &["--no-cache"]));
     assert_eq!(code, 0, "{err}");
+}
+
+/// Whether permissions stop this process writing: root writes a file
+/// made read-only all the same.
+fn permissions_bind() -> bool {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::OpenOptions::new().write(true).open(file.path()).is_err()
+}
+
+/// Who runs `rates` where permissions must stop it: this user, else (as
+/// root) nobody.
+fn unprivileged() -> Option<u32> {
+    if permissions_bind() { None } else { Some(65_534) }
+}
+
+/// Runs `rates args` as the user `uid` (else this one), and gives (exit
+/// code, stdout, stderr).
+fn run_as(uid: Option<u32>, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("rates"));
+    command.args(args).env_remove("RATES_API").env_remove("RATES_CACHE").stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(uid) = uid {
+        command.uid(uid).gid(uid);
+    }
+    finish(command.spawn().unwrap())
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Gives the folders back their permissions when a test ends, so that its
+/// temporary folder can be removed.
+struct Restore(Vec<std::path::PathBuf>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
+/// The store file's bytes and modification time.
+fn snapshot(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
+    (std::fs::read(path).unwrap(), std::fs::metadata(path).unwrap().modified().unwrap())
+}
+
+#[test]
+fn a_store_that_cannot_be_written_is_read_and_left_as_it_was() {
+    let server = Server::start(Dataset::embedded(), Duration::ZERO);
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    let file = dir.join("rates.sqlite3");
+    let (from, to) = ("2020-03-02", "2020-03-13");
+    let (code, online, err) = common::run(&history(&server.url, &dir, from, to, &[]));
+    assert_eq!(code, 0, "{err}");
+    // Closed, the store is its file alone; now nobody may write either.
+    let _restore = Restore(vec![dir.clone()]);
+    chmod(root.path(), 0o755);
+    chmod(&dir, 0o555);
+    chmod(&file, 0o444);
+    let before = snapshot(&file);
+    let who = unprivileged();
+    let asked = server.total();
+
+    // Offline, or with every day stored: all of it, silently, no request.
+    for extra in [&["--offline"][..], &[]] {
+        let (code, out, err) = run_as(who, &history(&server.url, &dir, from, to, extra));
+        assert_eq!((code, err.as_str()), (Some(0), ""), "{extra:?}");
+        assert_eq!(out, online, "{extra:?}");
+    }
+    assert_eq!(server.total(), asked);
+    let (code, out, err) = run_as(who, &["cache", "info", "--cache", dir.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("store: {}", file.display())), "{out}");
+    assert!(out.lines().any(|l| l.starts_with(&server.url) && l.contains(" USD ")), "{out}");
+
+    // Days not stored: asked and printed, and said once not to be kept.
+    let wider = history(&server.url, &dir, "2020-02-24", to, &[]);
+    let fresh = Server::start(Dataset::embedded(), Duration::ZERO);
+    let (code, whole, err) = common::run(&history(&fresh.url, &dir, "2020-02-24", to, &["--no-cache"]));
+    assert_eq!(code, 0, "{err}");
+    for round in 1..=2 {
+        let (code, out, err) = run_as(who, &wider);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(out, whole.replace(&fresh.url, &server.url));
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let warning = format!("rates: warning: store {} is read-only (", file.display());
+        assert!(err.starts_with(&warning) && err.contains("the 5 days asked now will not be kept"), "{err}");
+        // Not kept: the second round asks them again.
+        assert_eq!(server.total(), asked + 5 * round, "{:?}", server.counts());
+    }
+
+    // Clearing it cannot be done: said in one line, exit code 2.
+    let (code, out, err) = run_as(who, &["cache", "clear", "--cache", dir.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
+    assert!(err.starts_with(&format!("rates: store {}: read-only (", file.display())), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(snapshot(&file) == before, "the store changed");
+}
+
+#[test]
+fn an_unusable_store_is_named_with_why_by_every_command_but_fetch_goes_on() {
+    let server = Server::start(Dataset::embedded(), Duration::ZERO);
+    let root = tempfile::tempdir().unwrap();
+    let place = |name: &str| root.path().join(name);
+    // A file where the folder should be.
+    std::fs::write(place("file"), "").unwrap();
+    // A file that is not a database.
+    std::fs::create_dir(place("junk")).unwrap();
+    std::fs::write(place("junk").join("rates.sqlite3"), "x".repeat(200)).unwrap();
+    // A folder that cannot be written, with no store in it.
+    std::fs::create_dir(place("empty")).unwrap();
+    // A folder that cannot be read, with a store in it.
+    let (code, _, err) = common::run(&history(&server.url, &place("locked"), "2020-01-06", "2020-01-07", &[]));
+    assert_eq!(code, 0, "{err}");
+    let asked = server.total();
+    let _restore = Restore(vec![place("empty"), place("locked")]);
+    chmod(root.path(), 0o755);
+    chmod(&place("empty"), 0o555);
+    chmod(&place("locked"), 0o000);
+    let who = unprivileged();
+
+    let history_of = |dir: &Path, extra: &'static [&'static str]| {
+        let mut args =
+            vec!["history", "--api", &server.url, "--cache"].into_iter().map(String::from).collect::<Vec<_>>();
+        args.push(dir.to_str().unwrap().to_string());
+        args.extend(
+            ["--base", "USD", "--symbols", "EUR", "--from", "2020-01-06", "--to", "2020-01-10"].map(String::from),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let cache = |action: &str, dir: &Path| {
+        vec!["cache".to_string(), action.into(), "--cache".into(), dir.to_str().unwrap().into()]
+    };
+    let cases: Vec<(&str, &str, Vec<String>)> = vec![
+        ("file", "is not a folder", history_of(&place("file"), &[])),
+        ("file", "is not a folder", history_of(&place("file"), &["--offline"])),
+        ("file", "is not a folder", cache("info", &place("file"))),
+        ("file", "is not a folder", cache("clear", &place("file"))),
+        ("junk", "not a database", history_of(&place("junk"), &[])),
+        ("junk", "not a database", history_of(&place("junk"), &["--offline"])),
+        ("junk", "not a database", cache("info", &place("junk"))),
+        ("junk", "not a database", cache("clear", &place("junk"))),
+        ("empty", "cannot make it", history_of(&place("empty"), &[])),
+        ("empty", "none can be made", cache("info", &place("empty"))),
+        ("locked", "cannot read it", history_of(&place("locked"), &[])),
+        ("locked", "cannot read it", history_of(&place("locked"), &["--offline"])),
+        ("locked", "cannot read it", cache("info", &place("locked"))),
+        ("locked", "cannot read it", cache("clear", &place("locked"))),
+    ];
+    for (name, why, args) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = run_as(who, &args);
+        let said = format!("{name}: {args:?}: {code:?}\n{out}{err}");
+        assert_eq!((code, out.as_str()), (Some(2), ""), "{said}");
+        let head = format!("rates: store {}: ", place(name).join("rates.sqlite3").display());
+        assert!(err.starts_with(&head) && err.contains(why) && err.lines().count() == 1, "{said}");
+    }
+    assert_eq!(server.total(), asked, "no request");
+    assert!(!place("file").is_dir() && std::fs::read_dir(place("junk")).unwrap().count() == 1, "nothing made");
+
+    // fetch keeps only the codes there: it goes on, and says why at -v.
+    for name in ["file", "junk", "empty", "locked"] {
+        let dir = place(name);
+        let (code, out, err) = run_as(who, &["fetch", "-v", "--api", &server.url, "--cache", dir.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{name}: {err}");
+        assert!(out.contains("EUR"), "{name}: {out}");
+        let note = format!("rates: store {}: ", dir.join("rates.sqlite3").display());
+        assert!(err.lines().any(|l| l.starts_with(&note) && l.ends_with("not kept")), "{name}: {err}");
+    }
 }

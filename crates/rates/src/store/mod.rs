@@ -48,6 +48,38 @@ does not know it leaves it alone.
 Answers arrive on many threads at once; a [`Writer`] gathers them on one
 thread of its own and writes what arrives within a tenth of a second in one
 transaction.
+
+# A store that cannot be written
+
+A store may be read where it cannot be written: a file or a folder without
+write permission, a read-only file system, a copy shared with others.
+[`Store::open_read_only`] opens an existing store only to read it, and
+changes nothing, not even its schema: the tables a store lacks (one made
+before the `currencies` table, or an empty file) read as empty. It is what
+commands that only read use (`history --offline`, `rates cache info`).
+[`Store::open`], for a run that may write, opens the same way when the
+store exists but cannot be written, and [`Store::read_only`] says why; its
+writes then fail with [`StoreErrorKind::ReadOnly`] and touch nothing.
+
+A store in WAL mode is read through a shared-memory file beside it, which
+a folder that cannot be written cannot hold. Such a store with no log left
+beside it (every write checkpointed, as the last process to close it
+leaves it) is the file alone, and is read as an immutable snapshot: no
+locks and no log, so a process that could write it anyway (root) while
+it is read is not seen. A store whose log remains cannot be read so, and
+says why.
+
+What a run does with a store it cannot write is its own choice. `rates
+history` warns once, on stderr, that the answers it fetches now are not
+kept, and still prints them all: the store only spares requests, and a run
+that failed instead would lose the answers the store could give. A
+`history` whose days are all stored writes nothing, and notices nothing.
+A store that cannot be used at all (a file where its folder should be, a
+folder that cannot be read, or a folder that cannot be written holding no
+store, a file that is not a database) is an error naming the file and why:
+`history` and `rates cache` stop with it before any request (exit code 2),
+and `fetch`, which keeps only the codes the API accepts there, goes on
+without it.
 */
 
 mod writer;
@@ -60,7 +92,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use chrono::{NaiveDate, NaiveTime};
-use rusqlite::{Connection, ErrorCode, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params, params_from_iter};
 
 pub use writer::{Sink, Writer, Written};
 
@@ -102,6 +134,9 @@ CREATE TABLE IF NOT EXISTS currencies (
 ) WITHOUT ROWID;
 ";
 
+/// Every table this program reads, and the statements that make it.
+const TABLES: [(&str, &str); 3] = [("rates", SCHEMA), ("closed_days", SCHEMA), ("currencies", CURRENCIES_SCHEMA)];
+
 /// How long one statement waits for another process's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Whole transactions retried when the wait was not enough: with the busy
@@ -125,15 +160,42 @@ pub enum StoreErrorKind {
     /// Its folder could not be made.
     #[error("cannot make its folder: {0}")]
     Io(#[from] std::io::Error),
+    /// Something other than a folder is where its folder should be.
+    #[error("{} is not a folder", .0.display())]
+    NotAFolder(PathBuf),
+    /// Its file, or its folder, could not be looked at or read.
+    #[error("cannot read it: {0}")]
+    Unreadable(std::io::Error),
+    /// There is no store, and its file could not be made.
+    #[error("cannot make it: {0}")]
+    Uncreatable(std::io::Error),
+    /// Something other than a file is where its file should be.
+    #[error("not a file")]
+    NotAFile,
+    /// The file is not an SQLite database, or a damaged one.
+    #[error("not a database, or a damaged one ({0}): move it away to start a new store")]
+    Damaged(rusqlite::Error),
+    /// Open only to read (the reason), and asked to write.
+    #[error("read-only ({0})")]
+    ReadOnly(String),
     /// SQLite refused.
     #[error("{0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// Written by a newer program, whose schema this one does not know.
     #[error("schema version {0} is newer than this program's ({SCHEMA_VERSION}): use another store")]
     Newer(i64),
     /// A value that this program did not write.
     #[error("bad value in the store: {0}")]
     Bad(String),
+}
+
+impl From<rusqlite::Error> for StoreErrorKind {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreErrorKind::Damaged(e),
+            _ => StoreErrorKind::Sqlite(e),
+        }
+    }
 }
 
 /// What one `history` asks of the store: a base's rates for some symbols
@@ -199,6 +261,8 @@ pub struct Summary {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Open only to read: why.
+    read_only: Option<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -214,20 +278,77 @@ pub fn unix_now() -> i64 {
 
 impl Store {
     /// Opens the store in the folder `dir`, making the folder and the file
-    /// if they do not exist.
+    /// if they do not exist. A store that exists but cannot be written is
+    /// opened to be read ([`Store::read_only`] says why); a folder with no
+    /// store where none can be made is an error.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.join(FILE_NAME);
-        let opened = std::fs::create_dir_all(dir).map_err(StoreErrorKind::from).and_then(|()| Self::connect(&path));
-        opened.map(|conn| Store { conn, path: path.clone() }).map_err(|kind| StoreError { path, kind })
+        let fail = |kind| StoreError { path: path.clone(), kind };
+        let exists = locate(dir, &path).map_err(fail)?;
+        if !exists {
+            std::fs::create_dir_all(dir).map_err(|e| fail(StoreErrorKind::Io(e)))?;
+            // Made here rather than by SQLite, whose refusal says only
+            // "unable to open": the system's says why. An empty file is an
+            // empty database.
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(fail(StoreErrorKind::Uncreatable(e))),
+            }
+        }
+        match Self::connect(&path) {
+            Ok(conn) => Ok(Store { conn, path, read_only: None }),
+            Err(e) if needs_write(&e) => {
+                // The file or its folder cannot be written: read it as it
+                // is. If even that fails, its reason is the better one (a
+                // file that is not a store, say).
+                let conn = Self::connect_read_only(&path).map_err(fail)?;
+                let why = why_read_only(&path);
+                Ok(Store { conn, path, read_only: Some(why) })
+            }
+            Err(e) => Err(fail(e)),
+        }
     }
 
-    /// Opens the store in `dir` if its file exists, without making it.
+    /// Opens the store in `dir` if its file exists, without making it,
+    /// to read and write it as [`Store::open`] does.
     pub fn open_existing(dir: &Path) -> Result<Option<Store>, StoreError> {
-        if dir.join(FILE_NAME).exists() { Self::open(dir).map(Some) } else { Ok(None) }
+        let path = dir.join(FILE_NAME);
+        match locate(dir, &path) {
+            Ok(true) => Self::open(dir).map(Some),
+            Ok(false) => Ok(None),
+            Err(kind) => Err(StoreError { path, kind }),
+        }
+    }
+
+    /// Opens the store in `dir` only to read it, if its file exists: makes
+    /// nothing, and changes nothing in the file, whoever may write it.
+    /// Tables the store lacks read as empty.
+    pub fn open_read_only(dir: &Path) -> Result<Option<Store>, StoreError> {
+        let path = dir.join(FILE_NAME);
+        let opened = locate(dir, &path).and_then(|exists| match exists {
+            true => Self::connect_read_only(&path).map(Some),
+            false => Ok(None),
+        });
+        match opened {
+            Ok(conn) => Ok(conn.map(|conn| Store { conn, path, read_only: Some("opened only to read".into()) })),
+            Err(kind) => Err(StoreError { path, kind }),
+        }
+    }
+
+    /// Why this store cannot be written, if it cannot: its writes fail
+    /// with [`StoreErrorKind::ReadOnly`].
+    pub fn read_only(&self) -> Option<&str> {
+        self.read_only.as_deref()
     }
 
     fn connect(path: &Path) -> Result<Connection, StoreErrorKind> {
-        let mut conn = Connection::open(path)?;
+        let mut conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        // SQLite opens a file it may not write to be read, silently.
+        if conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(StoreErrorKind::ReadOnly("the file is not writable".into()));
+        }
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL: readers never block the writer, nor the writer the readers;
         // NORMAL sync is safe in WAL mode (a power cut may lose the last
@@ -253,6 +374,58 @@ impl Store {
         Ok(conn)
     }
 
+    /// A connection that reads `path` and cannot write it: no schema is
+    /// made or changed, and a table the store lacks is shadowed by an
+    /// empty one of the connection's own (its temporary schema).
+    fn connect_read_only(path: &Path) -> Result<Connection, StoreErrorKind> {
+        let version =
+            |conn: &Connection| retrying(|| conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)));
+        let plain = Connection::open_with_flags(path, read_only_flags()).and_then(|conn| {
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            version(&conn).map(|v| (conn, v))
+        });
+        let (conn, version) = match plain {
+            Ok(opened) => opened,
+            // In WAL mode, reading takes the shared-memory file beside the
+            // store, which a folder that cannot be written cannot hold.
+            // With no log beside it, the file is the whole store.
+            Err(e) if needs_write_sqlite(&e) && !has_log(path) => {
+                let Some(uri) = immutable_uri(path) else { return Err(e.into()) };
+                let conn = Connection::open_with_flags(uri, read_only_flags() | OpenFlags::SQLITE_OPEN_URI)?;
+                let v = version(&conn)?;
+                (conn, v)
+            }
+            Err(e) if needs_write_sqlite(&e) => {
+                return Err(StoreErrorKind::ReadOnly(format!(
+                    "{e}: its write-ahead log cannot be read where its folder cannot be written; open it once where \
+                     it can be, to fold the log into the file"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if version > SCHEMA_VERSION {
+            return Err(StoreErrorKind::Newer(version));
+        }
+        // Kept in memory: a read-only store may have no writable place
+        // for a temporary file either.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        for (table, ddl) in TABLES {
+            let known: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?1)",
+                [table],
+                |r| r.get(0),
+            )?;
+            if !known {
+                // Only the missing table of the statements that make it.
+                let head = format!("CREATE TABLE IF NOT EXISTS {table} (");
+                for stmt in ddl.split(';').filter(|s| s.contains(&head)) {
+                    conn.execute_batch(&stmt.replace("CREATE TABLE", "CREATE TEMP TABLE"))?;
+                }
+            }
+        }
+        Ok(conn)
+    }
+
     /// The store's file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -260,6 +433,14 @@ impl Store {
 
     fn err(&self, kind: impl Into<StoreErrorKind>) -> StoreError {
         StoreError { path: self.path.clone(), kind: kind.into() }
+    }
+
+    /// An error if this store is open only to read.
+    fn writable(&self) -> Result<(), StoreError> {
+        match &self.read_only {
+            Some(why) => Err(self.err(StoreErrorKind::ReadOnly(why.clone()))),
+            None => Ok(()),
+        }
     }
 
     /// What the store knows of each day of `q` (in the same order), at
@@ -343,6 +524,7 @@ impl Store {
     /// without one of them is stored as having none (NULL), so that day
     /// is not asked again for it.
     pub fn put(&mut self, api: &str, symbols: &[Currency], entries: &[Entry], at: i64) -> Result<(), StoreError> {
+        self.writable()?;
         let conn = &mut self.conn;
         let written = retrying(|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -416,6 +598,7 @@ impl Store {
     /// Stores the codes `api`'s `/currencies` listed, fetched at `at` (Unix
     /// seconds), in place of any stored before.
     pub fn put_currencies(&self, api: &str, codes: &[Currency], at: i64) -> Result<(), StoreError> {
+        self.writable()?;
         let codes: Vec<&str> = codes.iter().map(Currency::as_str).collect();
         let codes = codes.join(",");
         retrying(|| {
@@ -468,6 +651,7 @@ impl Store {
     /// rows there were. Safe while other processes use the store: they
     /// simply find it empty.
     pub fn clear(&mut self) -> Result<u64, StoreError> {
+        self.writable()?;
         let conn = &mut self.conn;
         let removed = retrying(|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -495,6 +679,87 @@ pub fn settled(day: NaiveDate, fetched_at: i64) -> bool {
 
 fn parse_day(s: &str) -> Result<NaiveDate, StoreErrorKind> {
     crate::parse_date(s).map_err(|e| StoreErrorKind::Bad(e.to_string()))
+}
+
+/// Whether the store at `path` (in `dir`) exists, or why it cannot be
+/// looked at: a file where its folder should be, a folder where its file
+/// should be, or a folder that cannot be read.
+fn locate(dir: &Path, path: &Path) -> Result<bool, StoreErrorKind> {
+    // The folder, or one it is in, that is something else.
+    let not_a_folder = || {
+        let file = dir.ancestors().find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()));
+        file.map(|f| StoreErrorKind::NotAFolder(f.to_path_buf()))
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(StoreErrorKind::NotAFile),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(false),
+            Ok(_) => Err(StoreErrorKind::NotAFolder(dir.to_path_buf())),
+            // Neither the folder (nor some folders it is in): nothing stored.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(not_a_folder().unwrap_or(StoreErrorKind::Unreadable(e))),
+        },
+        Err(e) => Err(not_a_folder().unwrap_or(StoreErrorKind::Unreadable(e))),
+    }
+}
+
+fn read_only_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+/// Whether opening to write failed for want of permission to write.
+fn needs_write(e: &StoreErrorKind) -> bool {
+    match e {
+        StoreErrorKind::ReadOnly(_) => true,
+        StoreErrorKind::Sqlite(e) => needs_write_sqlite(e),
+        _ => false,
+    }
+}
+
+fn needs_write_sqlite(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen))
+}
+
+/// Why the existing store at `path` could not be opened to write, as far
+/// as the system tells: its file, else its folder.
+fn why_read_only(path: &Path) -> String {
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Err(e) => format!("the file is not writable: {e}"),
+        Ok(_) => "its folder is not writable".into(),
+    }
+}
+
+/// Whether a write-ahead log with something in it is beside the store.
+fn has_log(path: &Path) -> bool {
+    let mut log = path.as_os_str().to_owned();
+    log.push("-wal");
+    std::fs::metadata(log).is_ok_and(|m| m.len() > 0)
+}
+
+/// `path` as an SQLite URI that opens it as an immutable file: no locks,
+/// no shared memory, no log.
+#[cfg(unix)]
+fn immutable_uri(path: &Path) -> Option<String> {
+    use std::fmt::Write as _;
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // An absolute path after an empty authority: `file:///...`.
+    let mut uri = String::from(if bytes.first() == Some(&b'/') { "file://" } else { "file:" });
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            let _ = write!(uri, "%{b:02X}");
+        }
+    }
+    uri.push_str("?immutable=1");
+    Some(uri)
+}
+
+#[cfg(not(unix))]
+fn immutable_uri(_path: &Path) -> Option<String> {
+    None
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
