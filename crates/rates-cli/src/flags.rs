@@ -49,6 +49,12 @@ pub struct ClientFlags {
     /// CA certificates of this PEM file instead of the Web PKI roots.
     #[arg(long, env = "RATES_QUEUE_CA", value_name = "PATH")]
     pub queue_ca: Option<PathBuf>,
+    /// The queue's shared key (16 bytes or more, the same on callers and
+    /// workers) from the first line of this file; without it,
+    /// RATES_QUEUE_KEY. Tasks and answers are signed with it; a broker not
+    /// on this host is refused without one.
+    #[arg(long, value_name = "PATH", value_parser = crate::queue::key_file)]
+    pub queue_key_file: Option<PathBuf>,
 }
 
 /// Where a queue is and which one (`worker`, `queue status`).

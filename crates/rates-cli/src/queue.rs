@@ -72,13 +72,67 @@ fn render(status: &QueueStatus, now: u64) -> String {
 /// throttle and retries) stays here, so `--rate` holds across every worker
 /// on every host; cancelling the job abandons what is still queued.
 pub(crate) fn run<J: Job>(url: &str, job: &J, items: &[J::Item], workers: Workers) -> anyhow::Result<Vec<J::Output>> {
-    let mut pool = RedisPool::builder(url);
+    let mut pool = keyed(RedisPool::builder(url))?;
     if let Some(cancel) = job.cancel() {
         pool = pool.cancel_on(cancel.clone());
     }
-    let pool = pool.build().with_context(|| format!("cannot use the queue at {}", shown(url)))?;
+    let pool = pool.build().map_err(|e| match e {
+        QueueError::KeyRequired(host) => key_required(&host),
+        other => anyhow::Error::new(other).context(format!("cannot use the queue at {}", shown(url))),
+    })?;
     warn_if_no_worker(url);
     Ok(models::run_on_pool(&pool, job, items, workers))
+}
+
+/// What a task may take beyond its request's timeouts before its worker
+/// ends it.
+const TASK_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The environment variable that holds the queue's key.
+pub(crate) const KEY_ENV: &str = "RATES_QUEUE_KEY";
+
+/// The key read from `--queue-key-file`, when given.
+static KEY_FROM_FILE: OnceLock<concur::queue::QueueKey> = OnceLock::new();
+
+/// `--queue-key-file PATH`: reads the key (its first line, at least 16
+/// bytes) at once, so a bad file is a usage error before any work, and
+/// keeps it for the queue's callers and worker of this process.
+pub(crate) fn key_file(path: &str) -> Result<std::path::PathBuf, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the queue's key from {path}: {e}"))?;
+    let key = concur::queue::QueueKey::new(text.lines().next().unwrap_or("").trim().as_bytes())
+        .map_err(|e| format!("{path}: {e}"))?;
+    let _ = KEY_FROM_FILE.set(key);
+    Ok(path.into())
+}
+
+/// The queue's key: `--queue-key-file`'s, else `RATES_QUEUE_KEY`'s, else
+/// none (then only a broker on this host is used).
+pub(crate) fn key() -> Result<Option<concur::queue::QueueKey>, Usage> {
+    if let Some(key) = KEY_FROM_FILE.get() {
+        return Ok(Some(key.clone()));
+    }
+    match std::env::var(KEY_ENV) {
+        Ok(secret) if !secret.trim().is_empty() => concur::queue::QueueKey::new(secret.trim().as_bytes())
+            .map(Some)
+            .map_err(|e| Usage(format!("{KEY_ENV}: {e}"))),
+        _ => Ok(None),
+    }
+}
+
+/// `builder` with the queue's key, if one is given.
+fn keyed(builder: concur::RedisPoolBuilder) -> Result<concur::RedisPoolBuilder, Usage> {
+    Ok(match key()? {
+        Some(key) => builder.key(key),
+        None => builder,
+    })
+}
+
+/// The one line that says how to give the key a remote broker needs.
+pub(crate) fn key_required(host: &str) -> anyhow::Error {
+    anyhow::Error::new(Usage(format!(
+        "--queue: the broker {host} is not on this host, so its tasks must be signed: give the queue's key \
+         (16 bytes or more, the same on callers and workers) in {KEY_ENV} or with --queue-key-file PATH"
+    )))
 }
 
 /// How long a job outlives a run that stopped (the pool's default
@@ -139,7 +193,12 @@ pub(crate) fn run_job(
     workers: Workers,
     spec: &QueueJob,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let mut builder = RedisPool::builder(url).describe(&spec.about).cancel_on(fetcher.cancel().clone());
+    // A task's time: its request's, with room for its worker to take it up.
+    let config = fetcher.config();
+    let mut builder = keyed(RedisPool::builder(url))?
+        .describe(&spec.about)
+        .cancel_on(fetcher.cancel().clone())
+        .task_limit(config.connect_timeout + config.timeout + TASK_MARGIN);
     if let Some(job) = &spec.resume {
         builder = builder.resume(job);
     }
@@ -153,6 +212,7 @@ pub(crate) fn run_job(
             "--resume {job}: that job is {was}, not {}: give the stopped run's --base, --symbols, --from and --to",
             spec.about
         ))),
+        QueueError::KeyRequired(host) => key_required(&host),
         other => anyhow::Error::new(other).context(format!("cannot use the queue at {}", shown(url))),
     })?;
     let job = pool.job().to_owned();

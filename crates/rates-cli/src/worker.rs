@@ -25,26 +25,76 @@ pub struct WorkerArgs {
     /// A task delivered more than this many times goes to the dead letters.
     #[arg(long, default_value = "5", value_name = "N")]
     pub max_deliveries: u32,
+    /// An API this worker's tasks may ask (repeat for several; HOST:* for
+    /// any port); any other is the task's error, without a request
+    /// [default: the public service, https://api.vatcomply.com, only].
+    #[arg(long = "allow-api", value_name = "URL")]
+    pub allow_api: Vec<String>,
+    /// The longest a task's request may take (connecting included), whatever
+    /// the task asks; at most 60s. A task is ended 10s after it.
+    #[arg(long, value_parser = cli::timeout, default_value = "10s", value_name = "T")]
+    pub timeout: Duration,
+    /// The queue's shared key (16 bytes or more, the same on callers and
+    /// workers) from the first line of this file; without it,
+    /// RATES_QUEUE_KEY. Tasks without its signature go to the dead letters
+    /// unrun; a broker not on this host is refused without one.
+    #[arg(long, value_name = "PATH", value_parser = crate::queue::key_file)]
+    pub queue_key_file: Option<std::path::PathBuf>,
 }
+
+/// The longest `--timeout` of a worker.
+const MAX_WORKER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a task may run past its request's timeout before it is ended.
+const TASK_MARGIN: Duration = Duration::from_secs(10);
 
 pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let url = crate::queue_url::of_queue(&args.queue)?;
     if args.concurrency == 0 || args.max_deliveries == 0 {
         return Err(Usage("--concurrency and --max-deliveries must be at least 1".into()).into());
     }
+    if args.timeout > MAX_WORKER_TIMEOUT {
+        return Err(Usage(format!("--timeout: at most {MAX_WORKER_TIMEOUT:?} for a worker")).into());
+    }
+    let allow = if args.allow_api.is_empty() {
+        vec![rates::PUBLIC_API.to_owned()]
+    } else {
+        args.allow_api
+            .iter()
+            .map(|a| {
+                // `http://HOST:*`: that host on any port.
+                let (base, any_port) = a.strip_suffix(":*").map_or((a.as_str(), ""), |b| (b, ":*"));
+                rates::parse_api_url(base).map(|b| format!("{b}{any_port}")).map_err(|_| {
+                    Usage(format!("--allow-api: invalid URL '{a}': expected http(s)://HOST[:PORT] or http(s)://HOST:*"))
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let key = crate::queue::key()?;
+    eprintln!("rates worker: tasks may ask {} (--allow-api), each request within {:?}", allow.join(", "), args.timeout);
+    rates::models::FetchOnce::serve_with(
+        allow,
+        rates::ClientConfig { connect_timeout: args.timeout, timeout: args.timeout },
+    );
     let (stop, done) = (CancelToken::new(), CancelToken::new());
     let watcher = stop_on_signals(stop.clone(), done.clone())?;
     let options = WorkerOptions::new()
         .concurrency(args.concurrency)
         .claim_after(args.claim_after)
         .max_deliveries(args.max_deliveries)
+        .task_limit(args.timeout + TASK_MARGIN)
         .stop_on(stop.clone());
+    let options = match key {
+        Some(key) => options.key(key),
+        None => options,
+    };
     let served = concur::serve_queue(&url, crate::worker_registry(), options);
     // Ends the signal watcher, whether or not a signal came.
     done.cancel();
     let _ = watcher.join();
-    served?;
-    Ok(ExitCode::SUCCESS)
+    match served {
+        Err(concur::QueueError::KeyRequired(host)) => Err(crate::queue::key_required(&host)),
+        other => other.map(|_| ExitCode::SUCCESS).map_err(Into::into),
+    }
 }
 
 /// A thread that cancels `stop` on the first SIGTERM or SIGINT and ends the

@@ -175,7 +175,7 @@ fn bench_runs_the_workload_on_the_queue_as_one_row() {
     let _workers = Workers::start(2, &redis, &[]);
     for workload in ["io", "cpu"] {
         let args = ["bench", "--queue", &redis.url(), "--workload", workload, "--requests", "12"];
-        let (code, out, err) = common::run(&[&args[..], &["--repeat", "1", "--cpu-ms", "1", "--json"]].concat());
+        let (code, out, err) = run_keyed(&[&args[..], &["--repeat", "1", "--cpu-ms", "1", "--json"]].concat());
         assert_eq!(code, 0, "{workload}: {err}");
         let report: serde_json::Value = serde_json::from_str(&out).unwrap();
         let rows = report["models"].as_array().unwrap();

@@ -18,6 +18,16 @@ use std::time::{Duration, Instant};
 /// How long a test waits for something that should happen promptly.
 pub const PROMPTLY: Duration = Duration::from_secs(60);
 
+/// The queue's key that callers and workers of the tests share.
+pub const KEY: &str = "the tests' queue key, 16+ bytes";
+pub const KEY_ENV: &str = "RATES_QUEUE_KEY";
+
+/// `rates ARGS` with the tests' queue key: exit code, stdout, stderr.
+pub fn run_keyed(args: &[&str]) -> (i32, String, String) {
+    let out = crate::common::rates().args(args).env(KEY_ENV, KEY).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
 // ---------------------------------------------------------------------------
 // A redis-server of the test's own
 // ---------------------------------------------------------------------------
@@ -202,6 +212,9 @@ impl Workers {
                 .map(|_| {
                     Command::new(assert_cmd::cargo::cargo_bin("rates"))
                         .args(["worker", "--queue", &redis.url(), "--concurrency", "1"])
+                        // The tests' APIs are on this host, on ports of their own.
+                        .args(["--allow-api", "http://127.0.0.1:*"])
+                        .env(KEY_ENV, KEY)
                         .args(extra)
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
@@ -298,6 +311,7 @@ impl History {
             // same port would find its days stored and ask for none.
             .env_remove("RATES_API")
             .env("RATES_CACHE", crate::common::fresh_cache())
+            .env(KEY_ENV, KEY)
             .args(["history", "--api", &api.url, "--queue", queue, "--base", "EUR", "--symbols", "USD"])
             .args(extra)
             .args(["--from", FROM, "--to", to, "--workers", "4", "--retries", "0", "--format", "csv"])

@@ -4,7 +4,6 @@
 //! request in each model's setting, as a [`Job`]. [`FetchOnce`] is one
 //! attempt as a pool task, for the multiprocessing models.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -511,24 +510,111 @@ impl Task for FetchOnce {
     type Output = Result<Reply, FetchError>;
     const NAME: &'static str = "rates::FetchOnce";
 
+    /// In a process that serves tasks from others (see [`FetchPolicy`]),
+    /// an API not allowed is this task's error, without a request, and the
+    /// timeouts are capped at the policy's.
     fn run(self) -> Self::Output {
-        client(&self.api, self.config)?.fetch_reply(&self.request)
+        let config = match POLICY.get() {
+            Some(policy) => policy.admit(&self.api, self.config)?,
+            None => self.config,
+        };
+        client(&self.api, config)?.fetch_reply(&self.request)
     }
 }
 
+/// What a process that runs [`FetchOnce`] tasks for others (a `rates
+/// worker` on a queue) lets them do: which APIs they may ask, and the
+/// longest timeouts, whatever a task carries. Set once per process with
+/// [`FetchOnce::serve_with`]; a process without one (a process pool's
+/// worker, whose tasks come from its own parent) runs tasks as they are.
+#[derive(Debug, Clone, PartialEq)]
+struct FetchPolicy {
+    /// The APIs tasks may ask (base URLs, compared without a trailing `/`).
+    allow: Vec<String>,
+    /// The longest connect and request timeouts.
+    max: ClientConfig,
+}
+
+impl FetchPolicy {
+    /// The configuration a task may use on `api`: its own timeouts within
+    /// the policy's; an API not allowed is an error.
+    fn admit(&self, api: &str, asked: ClientConfig) -> Result<ClientConfig, FetchError> {
+        let api = api.trim_end_matches('/');
+        if !self.allow.iter().any(|a| allows(a.trim_end_matches('/'), api)) {
+            return Err(FetchError::Worker(format!(
+                "the API {api:?} is not allowed on this worker (its --allow-api): nothing was requested"
+            )));
+        }
+        Ok(ClientConfig {
+            connect_timeout: asked.connect_timeout.min(self.max.connect_timeout),
+            timeout: asked.timeout.min(self.max.timeout),
+        })
+    }
+}
+
+/// Whether the allowed API `allowed` covers `api`: the same URL, or, for
+/// an entry ending in `:*` (`http://127.0.0.1:*`), the same scheme and host
+/// on any port.
+fn allows(allowed: &str, api: &str) -> bool {
+    match allowed.strip_suffix(":*") {
+        Some(base) => api
+            .strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())),
+        None => allowed == api,
+    }
+}
+
+static POLICY: OnceLock<FetchPolicy> = OnceLock::new();
+
+impl FetchOnce {
+    /// Clients a process keeps, at most (the most recently used).
+    pub const CLIENT_CACHE: usize = CLIENT_CACHE;
+
+    /// Bounds the tasks this process runs from now on, before it serves
+    /// tasks from others (`rates worker`): only the APIs of `allow` are
+    /// asked (any other is the task's error, without a request), and a
+    /// task's timeouts are capped at `max`'s. Once per process: `false` if
+    /// a policy was set already (which stays).
+    pub fn serve_with(allow: Vec<String>, max: ClientConfig) -> bool {
+        POLICY.set(FetchPolicy { allow, max }).is_ok()
+    }
+
+    /// How many clients this process keeps now (at most
+    /// [`CLIENT_CACHE`](Self::CLIENT_CACHE)).
+    pub fn cached_clients() -> usize {
+        CACHED.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Clients kept per process, at most.
+const CLIENT_CACHE: usize = 16;
+
 /// One blocking client per API and configuration in each process, so a
-/// worker reuses its connections from task to task.
+/// worker reuses its connections from task to task; at most
+/// [`CLIENT_CACHE`] of them, the least recently used dropped (with its
+/// connections), so whatever APIs and timeouts tasks name, descriptors and
+/// memory stay bounded.
 fn client(api: &str, config: ClientConfig) -> Result<BlockingClient, FetchError> {
-    static CLIENTS: OnceLock<Mutex<HashMap<String, BlockingClient>>> = OnceLock::new();
+    static CLIENTS: OnceLock<Mutex<std::collections::VecDeque<(String, BlockingClient)>>> = OnceLock::new();
     let key = format!("{api} {config:?}");
     let mut clients = CLIENTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = clients.get(&key) {
-        return Ok(c.clone());
+    if let Some(at) = clients.iter().position(|(k, _)| *k == key) {
+        let hit = clients.remove(at).map(|(_, c)| c);
+        if let Some(c) = hit {
+            clients.push_front((key, c.clone()));
+            return Ok(c);
+        }
     }
     let c = BlockingClient::new(api, config).map_err(|e| FetchError::Transport(e.to_string()))?;
-    clients.insert(key, c.clone());
+    clients.push_front((key, c.clone()));
+    clients.truncate(CLIENT_CACHE);
+    CACHED.store(clients.len(), std::sync::atomic::Ordering::Relaxed);
     Ok(c)
 }
+
+/// Clients in the cache now (for tests and logs).
+static CACHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The tasks a `rates` worker process can run; pass to `concur::worker_main`
 /// at the top of `main` (add your own tasks with `.register`).
@@ -584,6 +670,29 @@ mod tests {
         });
         // All three on the one connection, closed with the runtime.
         assert_eq!(closed.recv_timeout(Duration::from_secs(10)), Ok(3));
+    }
+
+    #[test]
+    fn the_client_cache_stays_at_its_bound() {
+        for i in 0..(3 * CLIENT_CACHE as u64) {
+            let config = ClientConfig { timeout: Duration::from_millis(1000 + i), ..ClientConfig::default() };
+            client("http://127.0.0.1:9", config).expect("a client");
+            assert!(FetchOnce::cached_clients() <= CLIENT_CACHE);
+        }
+        assert_eq!(FetchOnce::cached_clients(), CLIENT_CACHE);
+    }
+
+    #[test]
+    fn a_policy_allows_its_apis_only_and_caps_timeouts() {
+        let policy = FetchPolicy { allow: vec!["http://a.test/".into()], max: ClientConfig::default() };
+        let huge = ClientConfig { connect_timeout: Duration::MAX, timeout: Duration::from_secs(u64::MAX) };
+        assert_eq!(policy.admit("http://a.test", huge), Ok(ClientConfig::default()));
+        assert!(matches!(policy.admit("http://b.test", huge), Err(FetchError::Worker(m)) if m.contains("not allowed")));
+        let any_port = FetchPolicy { allow: vec!["http://127.0.0.1:*".into()], max: ClientConfig::default() };
+        assert!(any_port.admit("http://127.0.0.1:8080", huge).is_ok());
+        for other in ["http://127.0.0.1", "http://127.0.0.10:80", "http://127.0.0.1:80/x", "http://127.0.0.1:80@evil"] {
+            assert!(any_port.admit(other, huge).is_err(), "{other}");
+        }
     }
 
     #[test]
