@@ -124,7 +124,11 @@ enum On {
 pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec: Spec = serde_json::from_str(&args.spec).map_err(|e| Usage(format!("bad bench-run spec: {e}")))?;
     let on = match &spec.queue {
-        Some(url) => On::Queue(url.clone()),
+        // The parent passes the URL itself in the environment (see
+        // `run_child`).
+        Some(_) => On::Queue(std::env::var(crate::queue_url::ENV).map_err(|_| {
+            Usage(format!("bench-run: a queue run needs the queue's URL in {}", crate::queue_url::ENV))
+        })?),
         None => On::Model(spec.model.parse().map_err(|e: rates::models::UnknownModel| Usage(e.to_string()))?),
     };
     let workers = match (&on, spec.auto_workers) {
@@ -212,8 +216,17 @@ fn percentile(latencies: &std::sync::Mutex<Vec<f64>>, q: f64) -> Option<f64> {
 /// longer than `limit` (its pool workers, if any, die with it).
 pub(super) fn run_child(spec: &Spec, limit: Duration) -> Result<Measured, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
-    let child = Command::new(exe)
+    // The queue's URL holds the broker's password: it goes in the
+    // environment, and the command line (which `ps` shows) has it redacted.
+    let mut shown = spec.clone();
+    shown.queue = spec.queue.as_deref().map(crate::queue_url::shown);
+    let json = serde_json::to_string(&shown).map_err(|e| e.to_string())?;
+    let mut command = Command::new(exe);
+    match &spec.queue {
+        Some(url) => command.env(crate::queue_url::ENV, url),
+        None => command.env_remove(crate::queue_url::ENV),
+    };
+    let child = command
         .arg("bench-run")
         .arg(json)
         .stdin(Stdio::null())
