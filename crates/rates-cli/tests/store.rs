@@ -371,12 +371,32 @@ fn unprivileged() -> Option<u32> {
 /// Runs `rates args` as the user `uid` (else this one), and gives (exit
 /// code, stdout, stderr).
 fn run_as(uid: Option<u32>, args: &[&str]) -> (Option<i32>, String, String) {
-    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("rates"));
+    let program = match uid {
+        Some(_) => reachable_binary(),
+        None => assert_cmd::cargo::cargo_bin("rates"),
+    };
+    let mut command = std::process::Command::new(program);
     command.args(args).env_remove("RATES_API").env_remove("RATES_CACHE").stdout(Stdio::piped()).stderr(Stdio::piped());
     if let Some(uid) = uid {
         command.uid(uid).gid(uid);
     }
     finish(command.spawn().unwrap())
+}
+
+/// A copy of the `rates` binary that another user can run: the build's
+/// folder may sit where only its owner can enter (a home folder).
+fn reachable_binary() -> std::path::PathBuf {
+    static COPY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        // Kept for the test process's life; a few MiB in the temporary folder.
+        let dir = tempfile::Builder::new().prefix("rates-bin-").tempdir().unwrap().keep();
+        chmod(&dir, 0o755);
+        let copy = dir.join("rates");
+        std::fs::copy(assert_cmd::cargo::cargo_bin("rates"), &copy).unwrap();
+        chmod(&copy, 0o755);
+        copy
+    })
+    .clone()
 }
 
 fn chmod(path: &Path, mode: u32) {

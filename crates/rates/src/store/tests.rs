@@ -418,7 +418,12 @@ fn a_store_that_cannot_be_written_is_opened_to_read() {
     mode(root.path(), 0o755);
     mode(&dir, 0o555);
     mode(&dir.join(FILE_NAME), 0o444);
-    let mut child = std::process::Command::new(std::env::current_exe().expect("this test"));
+    // A copy another user can run: the build's folder may sit where only
+    // its owner can enter (a home folder).
+    let exe = root.path().join("store-test");
+    std::fs::copy(std::env::current_exe().expect("this test"), &exe).expect("a copy of this test");
+    mode(&exe, 0o755);
+    let mut child = std::process::Command::new(&exe);
     child.args(["--exact", "store::tests::a_store_that_cannot_be_written_is_opened_to_read", "--test-threads=1"]);
     child.env(CHILD_STORE, &dir);
     // Root writes whatever the permissions say: the test runs as nobody.
