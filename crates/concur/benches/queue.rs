@@ -11,6 +11,10 @@
 //! costs a sync per write). Workers run this bench binary again, so `main`
 //! is written by hand and there is no criterion: the figures are printed.
 //!
+//! Tasks and results are signed with a key (HMAC-SHA256), as on a broker
+//! shared with other hosts; `CONCUR_BENCH_UNSIGNED=1` measures without
+//! one (loopback only), to see what signing costs.
+//!
 //! `cargo bench -p concur --features redis --bench queue`
 
 use std::net::TcpListener;
@@ -19,6 +23,19 @@ use std::time::{Duration, Instant};
 
 use concur::{Pool, RedisPool, Registry, Task, WorkerOptions};
 use serde::{Deserialize, Serialize};
+
+/// Any value: no key, nothing signed.
+const UNSIGNED: &str = "CONCUR_BENCH_UNSIGNED";
+/// The bench's key, when it signs.
+const KEY: &[u8] = b"the queue bench's key, 16+ bytes";
+
+/// The key, unless `UNSIGNED` is set.
+fn key() -> Option<concur::queue::QueueKey> {
+    if std::env::var_os(UNSIGNED).is_some() {
+        return None;
+    }
+    Some(concur::queue::QueueKey::new(KEY).expect("a long enough key"))
+}
 
 /// Set in a worker process: the queue's URL.
 const WORKER: &str = "CONCUR_BENCH_QUEUE_WORKER";
@@ -43,7 +60,10 @@ impl Task for Trivial {
 
 fn main() {
     if let Ok(url) = std::env::var(WORKER) {
-        let options = WorkerOptions::new().concurrency(2).prefetch(512);
+        let mut options = WorkerOptions::new().concurrency(2).prefetch(512);
+        if let Some(key) = key() {
+            options = options.key(key);
+        }
         let code = i32::from(concur::serve_queue(&url, Registry::new().register::<Trivial>(), options).is_err());
         std::process::exit(code);
     }
@@ -111,6 +131,7 @@ fn main() {
         let _ = std::hint::black_box(local.try_acquire());
     }
     let local_each = started.elapsed() / GRANTS;
+    println!("signed: {}", key().is_some());
     println!("throttle: shared (Redis GCRA) {shared_each:.2?} per grant; local {local_each:.2?} per grant");
     let _ = redis.kill();
     let _ = redis.wait();
@@ -121,7 +142,12 @@ fn main() {
 fn connect(url: &str) -> RedisPool {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match RedisPool::connect(url) {
+        let builder = RedisPool::builder(url);
+        let builder = match key() {
+            Some(key) => builder.key(key),
+            None => builder,
+        };
+        match builder.build() {
             Ok(pool) => return pool,
             Err(e) if Instant::now() > deadline => panic!("the broker did not start: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
