@@ -59,6 +59,9 @@ struct TlsBroker {
     secret: String,
     /// The password as typed in the broker's ACL.
     password: String,
+    /// The queue's key (`RATES_QUEUE_KEY`) of the run's callers and
+    /// workers: no output may hold it either.
+    key: String,
 }
 
 impl TlsBroker {
@@ -72,7 +75,8 @@ impl TlsBroker {
         let secret = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
         // An '@' too: the URL must carry it percent-encoded.
         let password = format!("pw@{secret}");
-        let mut broker = TlsBroker { child: None, dir, port: 0, secret, password };
+        let key = format!("key-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+        let mut broker = TlsBroker { child: None, dir, port: 0, secret, password, key };
         // A port found free can be taken before redis-server binds it: then
         // another.
         for _ in 0..5 {
@@ -160,13 +164,14 @@ impl Drop for TlsBroker {
     }
 }
 
-/// `rates` with no queue, CA, API or store of the environment, its output
-/// to files in `dir` named after `name`.
+/// `rates` with no queue, CA, key, API or store of the environment, its
+/// output to files in `dir` named after `name`.
 fn rates(dir: &Path, name: &str) -> Command {
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("rates"));
     c.env_remove("RATES_API")
         .env_remove("RATES_QUEUE")
         .env_remove("RATES_QUEUE_CA")
+        .env_remove("RATES_QUEUE_KEY")
         .env("RATES_CACHE", common::fresh_cache())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
@@ -179,8 +184,9 @@ fn command_line(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap()
 }
 
-/// Waits (bounded) for `child`; its exit code.
-fn finish(child: &mut Child) -> Option<i32> {
+/// Waits (bounded) for `child`, whose output is `dir`'s `name`.out and
+/// .err; its exit code.
+fn finish(child: &mut Child, dir: &Path, name: &str) -> Option<i32> {
     let deadline = Instant::now() + PROMPTLY;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -188,7 +194,11 @@ fn finish(child: &mut Child) -> Option<i32> {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("a process did not finish");
+            let others: Vec<String> = ["history", "worker"]
+                .iter()
+                .map(|n| format!("{n}: {}", std::fs::read_to_string(dir.join(format!("{n}.err"))).unwrap_or_default()))
+                .collect();
+            panic!("{name} did not finish: {}\n{}", read(dir, &format!("{name}.err")), others.join("\n"));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -196,7 +206,7 @@ fn finish(child: &mut Child) -> Option<i32> {
 
 /// Runs `command` to its end: exit code, stdout, stderr (from their files).
 fn run(mut command: Command, dir: &Path, name: &str) -> (Option<i32>, String, String) {
-    let code = finish(&mut command.spawn().unwrap());
+    let code = finish(&mut command.spawn().unwrap(), dir, name);
     (code, read(dir, &format!("{name}.out")), read(dir, &format!("{name}.err")))
 }
 
@@ -205,7 +215,8 @@ fn read(dir: &Path, name: &str) -> String {
 }
 
 /// Asserts that no output of the run (every `.out`, `.err` and `.log`
-/// file in `dir`) nor any command line in `lines` holds the password.
+/// file in `dir`) nor any command line in `lines` holds the password or
+/// the queue's key.
 fn assert_secret_kept(broker: &TlsBroker, lines: &[String]) {
     let mut searched = 0;
     for entry in std::fs::read_dir(&broker.dir).unwrap() {
@@ -213,12 +224,14 @@ fn assert_secret_kept(broker: &TlsBroker, lines: &[String]) {
         if matches!(path.extension().and_then(|e| e.to_str()), Some("out" | "err" | "log")) {
             let text = std::fs::read_to_string(&path).unwrap();
             assert!(!text.contains(&broker.secret), "{} shows the password:\n{text}", path.display());
+            assert!(!text.contains(&broker.key), "{} shows the queue's key:\n{text}", path.display());
             searched += 1;
         }
     }
     assert!(searched >= 3, "the run's outputs were not all found ({searched})");
     for line in lines {
         assert!(!line.contains(&broker.secret), "a command line shows the password: {line}");
+        assert!(!line.contains(&broker.key), "a command line shows the queue's key: {line}");
     }
 }
 
@@ -235,6 +248,7 @@ fn a_history_over_tls_with_a_password_completes_and_never_shows_it() {
     history
         .env("RATES_QUEUE", broker.url())
         .env("RATES_QUEUE_CA", broker.ca())
+        .env("RATES_QUEUE_KEY", &broker.key)
         .args(["history", "--api", &api.url, "--base", "EUR", "--symbols", "USD", "--from", FROM, "--to", TO])
         .args(["--workers", "4", "--retries", "0", "--format", "csv"]);
     let mut history = history.spawn().unwrap();
@@ -247,10 +261,12 @@ fn a_history_over_tls_with_a_password_completes_and_never_shows_it() {
     // The worker, from a file and a CA file.
     let mut worker = rates(&dir, "worker");
     worker.arg("worker").arg("--queue-file").arg(broker.url_file()).arg("--queue-ca").arg(broker.ca());
+    // The test's API is on this host, on a port of its own.
+    worker.args(["--allow-api", "http://127.0.0.1:*"]).env("RATES_QUEUE_KEY", &broker.key);
     let mut worker = worker.args(["--concurrency", "2"]).spawn().unwrap();
     command_lines.push(command_line(worker.id()));
 
-    assert_eq!(finish(&mut history), Some(0), "{}", read(&dir, "history.err"));
+    assert_eq!(finish(&mut history, &dir, "history"), Some(0), "{}", read(&dir, "history.err"));
     assert_eq!(dates_written(&read(&dir, "history.out")), days(TO), "every day, over TLS");
     let said = read(&dir, "history.err");
     assert!(said.contains(&format!("no worker serves {}", broker.shown())), "{said}");
@@ -274,7 +290,7 @@ fn a_history_over_tls_with_a_password_completes_and_never_shows_it() {
 
     // The worker drains on SIGTERM; its start line named the queue, hidden.
     signal(worker.id(), Signal::SIGTERM);
-    assert_eq!(finish(&mut worker), Some(0), "{}", read(&dir, "worker.err"));
+    assert_eq!(finish(&mut worker, &dir, "worker"), Some(0), "{}", read(&dir, "worker.err"));
     let said = read(&dir, "worker.err");
     assert!(said.contains(&format!("on {}", broker.shown())), "{said}");
     assert!(said.contains("ssl_ca_certs="), "the CA file is part of the URL the worker uses: {said}");
