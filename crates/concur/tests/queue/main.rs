@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
+use concur::queue::QueueKey;
 use concur::{CancelToken, Pool, QueueError, RedisPool, Registry, Task, TaskError, WorkerOptions};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,8 @@ use support::{RedisServer, Workers, pending, queued, signal, wait_for_file, wait
 const PROMPTLY: Duration = Duration::from_secs(30);
 /// How long the whole run may take before a watchdog aborts it.
 const SUITE_LIMIT: Duration = Duration::from_secs(240);
-/// Set in a worker process: `url;claim_after_ms;max_deliveries`.
+/// Set in a worker process: `url;claim_after_ms;max_deliveries[;key[;task_limit_ms]]`
+/// (an empty key: none).
 const WORKER_ROLE: &str = "CONCUR_TEST_QUEUE_WORKER";
 /// Set in a caller process: `url;log;marker`. It queues five `Counted`
 /// tasks on a job that lives 1 s past its caller, writes the job id to
@@ -130,8 +132,21 @@ impl Task for Logged {
     }
 }
 
+/// Sleeps for its milliseconds: a task that overstays any time limit.
+#[derive(Serialize, Deserialize)]
+struct Sleeps(u64);
+
+impl Task for Sleeps {
+    type Output = ();
+    const NAME: &'static str = "sleeps";
+    fn run(self) {
+        std::thread::sleep(Duration::from_millis(self.0));
+    }
+}
+
 fn registry() -> Registry {
     Registry::new()
+        .register::<Sleeps>()
         .register::<Square>()
         .register::<SlowFirstTime>()
         .register::<Poison>()
@@ -144,11 +159,20 @@ fn registry() -> Registry {
 fn enter() {
     if let Ok(role) = std::env::var(WORKER_ROLE) {
         let parts: Vec<&str> = role.split(';').collect();
-        let [url, claim_ms, max] = parts[..] else { panic!("bad worker role {role:?}") };
-        let options = WorkerOptions::new()
+        let (url, claim_ms, max) = match parts[..] {
+            [url, claim_ms, max, ..] => (url, claim_ms, max),
+            _ => panic!("bad worker role {role:?}"),
+        };
+        let mut options = WorkerOptions::new()
             .concurrency(2)
             .claim_after(Duration::from_millis(claim_ms.parse().expect("ms")))
             .max_deliveries(max.parse().expect("a count"));
+        if let Some(key) = parts.get(3).filter(|k| !k.is_empty()) {
+            options = options.key(QueueKey::new(key.as_bytes()).expect("a test key"));
+        }
+        if let Some(ms) = parts.get(4) {
+            options = options.task_limit(Duration::from_millis(ms.parse().expect("ms")));
+        }
         let code = match concur::serve_queue(url, registry(), options) {
             Ok(_) => 0,
             Err(e) => {
@@ -635,4 +659,117 @@ fn a_job_cancelled_after_its_last_answer_can_still_be_resumed() {
     assert_eq!(pool.answered(), [0]);
     assert_eq!(pool.apply_with_id(0, Square(3)).wait(), Ok(9));
     assert_eq!(pool.apply_with_id(1, Square(4)).wait(), Ok(16));
+}
+
+/// The key of the tests' keyed workers and callers.
+const KEY: &str = "the tests' key, sixteen bytes+";
+
+fn key(secret: &str) -> QueueKey {
+    QueueKey::new(secret.as_bytes()).expect("a test key")
+}
+
+/// The reasons of the dead letters so far.
+fn dead_reasons(con: &mut redis::Connection) -> Vec<String> {
+    let reply: redis::Value = redis::cmd("XRANGE").arg("concur:dead").arg("-").arg("+").query(con).expect("XRANGE");
+    format!("{reply:?}").split("reason").skip(1).map(|rest| rest.chars().take(120).collect()).collect()
+}
+
+#[test]
+fn a_task_without_the_keys_tag_is_a_dead_letter_and_never_runs() {
+    enter();
+    let redis = RedisServer::start();
+    let log = redis.path("forged");
+    let _workers = Workers::start_with(1, &redis.url(), CLAIM_AFTER, 5, KEY, None);
+    let mut con = redis.con();
+    // An attacker without the key (on a loopback broker a caller may go
+    // without one; the worker still checks).
+    let unkeyed = RedisPool::connect(&redis.url()).expect("pool connects");
+    let _forged = unkeyed.apply_async(Counted(log.clone()));
+    wait_until("the untagged task is a dead letter", || dead_reasons(&mut con).len() == 1);
+    let wrong = RedisPool::builder(redis.url()).key(key("another key, sixteen+")).build().expect("connects");
+    let _forged = wrong.apply_async(Counted(log.clone()));
+    wait_until("the wrongly tagged task is a dead letter", || dead_reasons(&mut con).len() == 2);
+    let reasons = dead_reasons(&mut con);
+    assert!(reasons[0].contains("no tag") && reasons[1].contains("wrong tag"), "{reasons:?}");
+    assert_eq!(lines(&log), 0, "no forged task ran");
+    assert_eq!(pending(&mut con), 0, "both acknowledged");
+    // The worker serves the queue's own tasks still.
+    let keyed = RedisPool::builder(redis.url()).key(key(KEY)).build().expect("connects");
+    assert_eq!(keyed.apply_async(Square(7)).wait(), Ok(49));
+    unkeyed.terminate();
+    wrong.terminate();
+}
+
+#[test]
+fn a_result_without_the_keys_tag_is_dropped() {
+    enter();
+    let redis = RedisServer::start();
+    // A worker without the key answers untagged, as a forger would.
+    let _workers = Workers::start_with(1, &redis.url(), CLAIM_AFTER, 5, "", None);
+    let pool = RedisPool::builder(redis.url()).key(key(KEY)).build().expect("connects");
+    let handle = pool.apply_async(Square(3));
+    let mut con = redis.con();
+    wait_until("the worker answered", || queued(&mut con) == 0 && pending(&mut con) == 0);
+    let handle = match handle.wait_timeout(Duration::from_secs(2)) {
+        Ok(got) => panic!("an untagged answer was taken: {got:?}"),
+        Err(handle) => handle,
+    };
+    pool.terminate();
+    assert_eq!(handle.wait(), Err(TaskError::Cancelled));
+}
+
+#[test]
+fn a_task_past_its_time_limit_is_ended_and_its_slot_serves_the_next() {
+    enter();
+    let redis = RedisServer::start();
+    // Two slots, tasks ended after half a second.
+    let _workers = Workers::start_with(1, &redis.url(), CLAIM_AFTER, 5, "", Some(500));
+    let pool = RedisPool::connect(&redis.url()).expect("pool connects");
+    let stuck: Vec<_> = (0..2).map(|_| pool.apply_async(Sleeps(3_600_000))).collect();
+    let next = pool.apply_async(Square(4));
+    for h in stuck {
+        let got = h.wait();
+        assert!(matches!(&got, Err(TaskError::Failed(m)) if m.contains("time limit")), "{got:?}");
+    }
+    assert_eq!(next.wait(), Ok(16), "a freed slot ran the next task");
+    let mut con = redis.con();
+    wait_until("nothing is left pending", || pending(&mut con) == 0);
+}
+
+#[test]
+fn a_bad_ttl_and_a_results_key_of_the_wrong_type_fail_one_entry_each() {
+    enter();
+    let redis = RedisServer::start();
+    let _workers = Workers::start_with(1, &redis.url(), CLAIM_AFTER, 5, "", None);
+    let mut con = redis.con();
+    // A task whose time to live would make EXPIRE fail (2^63 s).
+    let pool = RedisPool::connect(&redis.url()).expect("pool connects");
+    redis::cmd("XADD")
+        .arg("concur:tasks")
+        .arg("*")
+        .arg("job")
+        .arg(pool.job())
+        .arg("id")
+        .arg(1)
+        .arg("name")
+        .arg("square")
+        .arg("ttl")
+        .arg("9223372036854775808")
+        .arg("payload")
+        .arg(&b"\x02"[..])
+        .query::<String>(&mut con)
+        .expect("XADD");
+    wait_until("the bad ttl is a dead letter", || dead_reasons(&mut con).len() == 1);
+    assert!(dead_reasons(&mut con)[0].contains("out of range"), "{:?}", dead_reasons(&mut con));
+    // A job whose results key is a string: its answer cannot be written.
+    let broken = RedisPool::connect(&redis.url()).expect("pool connects");
+    let results = format!("concur:job:{}:results", broken.job());
+    redis::cmd("SET").arg(&results).arg("not a stream").query::<()>(&mut con).expect("SET");
+    let got = broken.apply_async(Square(2)).wait();
+    assert!(matches!(&got, Err(TaskError::Failed(m)) if m.contains("WRONGTYPE")), "{got:?}");
+    wait_until("the unwritable answer is a dead letter", || dead_reasons(&mut con).len() == 2);
+    assert!(dead_reasons(&mut con)[1].contains("cannot write its answer"), "{:?}", dead_reasons(&mut con));
+    // The worker goes on with the next task.
+    assert_eq!(pool.apply_async(Square(5)).wait(), Ok(25));
+    wait_until("nothing is left pending", || pending(&mut con) == 0);
 }

@@ -126,9 +126,25 @@ impl Workers {
     /// `n` workers of the current test on `url`, claiming after
     /// `claim_after`, dead letters after `max_deliveries`.
     pub(crate) fn start(n: usize, url: &str, claim_after: Duration, max_deliveries: u32) -> Self {
+        Self::start_with(n, url, claim_after, max_deliveries, "", None)
+    }
+
+    /// As [`start`](Self::start), with the queue's key (`""`: none) and
+    /// the workers' task limit in milliseconds.
+    pub(crate) fn start_with(
+        n: usize,
+        url: &str,
+        claim_after: Duration,
+        max_deliveries: u32,
+        key: &str,
+        task_limit_ms: Option<u64>,
+    ) -> Self {
         let current = thread::current();
         let test = current.name().expect("tests run on threads named after them");
-        let role = format!("{url};{};{max_deliveries}", claim_after.as_millis());
+        let mut role = format!("{url};{};{max_deliveries};{key}", claim_after.as_millis());
+        if let Some(ms) = task_limit_ms {
+            role.push_str(&format!(";{ms}"));
+        }
         Workers(
             (0..n)
                 .map(|_| {
