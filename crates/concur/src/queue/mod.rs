@@ -68,6 +68,16 @@
 //! caller fails the tasks concerned at once instead of retrying. A caller
 //! given a cancel token ([`RedisPoolBuilder::cancel_on`]) gives up within
 //! a tenth of a second of its cancellation, whatever the broker does.
+//!
+//! # The broker's URL
+//!
+//! `redis://[USER:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://...` for TLS
+//! to the broker (rustls): its certificate is checked against the Web PKI
+//! roots, or against the CA certificates of the PEM file that the
+//! `ssl_ca_certs` query parameter names ([`with_ca_file`]); the check
+//! cannot be turned off. [`check_url`] says what is wrong with a URL. The
+//! password is never shown: errors, log lines and `Debug` output show the
+//! URL as [`redact_url`] does (`redis://alice:***@host/0`).
 
 mod codec;
 mod pool;

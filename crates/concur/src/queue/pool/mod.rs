@@ -158,8 +158,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RedisPool {
-    /// A pool on the queue at `url` (`redis://HOST:PORT/DB`) with default
-    /// options.
+    /// A pool on the queue at `url` (`redis://HOST:PORT/DB`, or
+    /// `rediss://` for TLS: see [the broker's URL](crate::queue#the-brokers-url))
+    /// with default options.
     ///
     /// # Errors
     ///
