@@ -114,7 +114,7 @@ Exit codes:
 const WORKER_HELP: &str = "\
 Examples:
   rates worker --queue redis://127.0.0.1:6379/0 --concurrency 8
-  rates -v worker --queue-file ~/.rates-queue --queue-key-file ~/.rates-queue-key --allow-api http://api:8080
+  rates -v worker --queue-file ~/.rates-queue --allow-api http://api:8080 --claim-after 1m
 
 Exit codes:
   0    drained after Ctrl-C or SIGTERM: what it held was finished and acknowledged
