@@ -38,13 +38,26 @@ pub struct Redis {
     pub child: Option<Child>,
     pub dir: PathBuf,
     pub port: u16,
+    /// The user and password every connection of the tests gives, if the
+    /// server wants one (see [`Redis::start_with`]).
+    pub auth: Option<(String, String)>,
+    /// Options added to redis-server's command line.
+    pub extra: Vec<String>,
 }
 
 impl Redis {
     pub fn start() -> Self {
+        Self::start_with(&[], None)
+    }
+
+    /// A server started with `extra` options (an ACL user, say), whose
+    /// [`url`](Self::url) carries `auth` (user, password) when given.
+    pub fn start_with(extra: &[&str], auth: Option<(&str, &str)>) -> Self {
         let dir = std::env::temp_dir().join(format!("rates-queue-test-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut r = Redis { child: None, dir, port: 0 };
+        let auth = auth.map(|(u, p)| (u.to_owned(), p.to_owned()));
+        let extra = extra.iter().map(|a| (*a).to_owned()).collect();
+        let mut r = Redis { child: None, dir, port: 0, auth, extra };
         // A port found free can be taken before redis-server binds it (by
         // another test's server or a client's ephemeral port): then try
         // another rather than talk to a server that is not ours.
@@ -63,6 +76,7 @@ impl Redis {
         let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"])
+            .args(&self.extra)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -85,7 +99,10 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.auth {
+            Some((user, password)) => format!("redis://{user}:{password}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     pub fn con(&self) -> redis::Connection {
@@ -207,17 +224,36 @@ impl Workers {
     /// queues work knows every worker takes part, however slowly a loaded
     /// machine started them.
     pub fn start(n: usize, redis: &Redis, extra: &[&str]) -> Self {
+        // The tests' APIs are on this host, on ports of their own.
+        let url = redis.url();
+        let args = [&["--queue", &url, "--allow-api", "http://127.0.0.1:*"][..], extra].concat();
+        Self::start_exact(n, redis, &args, &[(KEY_ENV, KEY)], None)
+    }
+
+    /// Starts `n` workers with `args` after `rates worker --concurrency 1`
+    /// (the queue and the APIs allowed included: nothing is added) and
+    /// `env`, their stdout and stderr appended to `log` (else dropped), and
+    /// waits as [`start`](Self::start) does.
+    pub fn start_exact(
+        n: usize,
+        redis: &Redis,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
+        let output = || match log {
+            Some(path) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap()),
+            None => Stdio::null(),
+        };
         let workers = Workers(
             (0..n)
                 .map(|_| {
                     Command::new(assert_cmd::cargo::cargo_bin("rates"))
-                        .args(["worker", "--queue", &redis.url(), "--concurrency", "1"])
-                        // The tests' APIs are on this host, on ports of their own.
-                        .args(["--allow-api", "http://127.0.0.1:*"])
-                        .env(KEY_ENV, KEY)
-                        .args(extra)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
+                        .args(["worker", "--concurrency", "1"])
+                        .args(args)
+                        .envs(env.iter().copied())
+                        .stdout(output())
+                        .stderr(output())
                         .spawn()
                         .unwrap()
                 })

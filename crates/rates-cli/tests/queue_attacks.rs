@@ -1,0 +1,321 @@
+//! The queue attacked, end to end: the real `rates` binary (callers,
+//! workers, `rates queue status`) on a real `redis-server` of each test's
+//! own, with in-test API servers that count what they are asked. The
+//! broker is not trusted, so each test does what anyone who can write to
+//! it, or break it, could do:
+//!
+//! - a task written straight into the work stream, untagged or tagged
+//!   with another key, is not run and lands in the dead letters with why;
+//! - a result written into a live job's results stream is neither printed
+//!   nor stored;
+//! - a task (signed by a real caller) naming an API the worker does not
+//!   allow fails without a request to it;
+//! - `FLUSHALL` mid-run ends the run, every day written or named, never a
+//!   hang;
+//! - Ctrl-C while the broker is stopped or gone ends the run promptly;
+//! - no password and no key is ever shown, on any path.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod queue_support;
+
+use std::io::Read as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use queue_support::*;
+
+/// A key that is not the workers' (16+ bytes).
+const OTHER_KEY: &str = "another key, not the workers'";
+
+/// A `rates` run in the background, its output drained on threads so a
+/// full pipe cannot stall it.
+struct Run {
+    child: Child,
+    out: Option<std::thread::JoinHandle<String>>,
+    err: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Run {
+    /// `rates args` with `env` (and a store of its own unless `env` names
+    /// one), no `RATES_API` or `RATES_QUEUE_KEY` from the test's
+    /// environment.
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("rates"));
+        cmd.env_remove("RATES_API").env_remove(KEY_ENV).env_remove("RATES_QUEUE");
+        cmd.env("RATES_CACHE", common::fresh_cache());
+        let mut child =
+            cmd.args(args).envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let drain = |mut r: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = r.read_to_string(&mut s);
+                s
+            })
+        };
+        let out = Some(drain(Box::new(child.stdout.take().unwrap())));
+        let err = Some(drain(Box::new(child.stderr.take().unwrap())));
+        Run { child, out, err }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the run, failing the test if it takes longer than
+    /// `bound`: exit code (-1 if killed), stdout, stderr.
+    fn finish_within(mut self, bound: Duration) -> (i32, String, String) {
+        let deadline = Instant::now() + bound;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("rates did not end within {bound:?}: {}", self.err.take().unwrap().join().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let (out, err) = (self.out.take().unwrap().join().unwrap(), self.err.take().unwrap().join().unwrap());
+        (status.code().unwrap_or(-1), out, err)
+    }
+
+    fn finish(self) -> (i32, String, String) {
+        self.finish_within(PROMPTLY)
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `history` arguments of the tests: `base` in `symbols` from FROM to
+/// `to`, four requests in flight, no retries, CSV.
+fn history_args<'a>(api: &'a str, base: &'a str, symbols: &'a str, to: &'a str) -> Vec<&'a str> {
+    vec![
+        "history",
+        "--api",
+        api,
+        "--base",
+        base,
+        "--symbols",
+        symbols,
+        "--from",
+        FROM,
+        "--to",
+        to,
+        "--workers",
+        "4",
+        "--retries",
+        "0",
+        "--format",
+        "csv",
+    ]
+}
+
+/// A stream entry's fields, as they came.
+type Fields = Vec<(String, Vec<u8>)>;
+
+/// The entries of `stream`, oldest first: id and fields.
+fn entries(con: &mut redis::Connection, stream: &str) -> Vec<(String, Fields)> {
+    let reply: redis::Value = redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query(con).unwrap();
+    let bytes = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => b.clone(),
+        other => panic!("not a string: {other:?}"),
+    };
+    let redis::Value::Array(items) = reply else { return vec![] };
+    items
+        .iter()
+        .map(|item| {
+            let redis::Value::Array(parts) = item else { panic!("{item:?}") };
+            let id = String::from_utf8(bytes(&parts[0])).unwrap();
+            let redis::Value::Array(kv) = &parts[1] else { panic!("{item:?}") };
+            let fields = kv.chunks(2).map(|p| (String::from_utf8(bytes(&p[0])).unwrap(), bytes(&p[1]))).collect();
+            (id, fields)
+        })
+        .collect()
+}
+
+fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+}
+
+fn xlen(redis: &Redis, stream: &str) -> i64 {
+    redis::cmd("XLEN").arg(stream).query(&mut redis.con()).unwrap_or(0)
+}
+
+/// The reasons the dead letters give.
+fn dead_reasons(redis: &Redis) -> Vec<String> {
+    entries(&mut redis.con(), "concur:dead")
+        .iter()
+        .map(|(_, f)| String::from_utf8_lossy(field(f, "reason").unwrap_or_default()).into_owned())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// 1. Forged tasks
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_forged_task_is_not_run_and_lands_in_the_dead_letters_with_why() {
+    let redis = Redis::start();
+    // The API the forged tasks name: the workers allow it (any port on
+    // this host), so only the tag stands between them and a request.
+    let target = common::Stub::new(None);
+    // A real task, as a caller with another key writes it (so its tag is
+    // one made with another key): queued with no worker, then taken.
+    let capture = Run::start(
+        &history_args(&target.url, "EUR", "USD", FROM),
+        &[("RATES_QUEUE", &redis.url()), (KEY_ENV, OTHER_KEY)],
+    );
+    wait_until("a task is queued", || xlen(&redis, "concur:tasks") > 0);
+    signal(capture.pid(), Signal::SIGINT);
+    let (code, _, err) = capture.finish();
+    assert_eq!(code, 130, "{err}");
+    let mut con = redis.con();
+    let (_, task) = entries(&mut con, "concur:tasks").into_iter().next().unwrap();
+    assert!(field(&task, "tag").is_some(), "a keyed caller tags its tasks: {task:?}");
+    let job = String::from_utf8(field(&task, "job").unwrap().to_vec()).unwrap();
+    // Only the test's own entries in the stream, and their job alive (as
+    // anyone who can write to the broker can make it), so a worker that
+    // did not check tags would run them.
+    let _: () = redis::cmd("DEL").arg("concur:tasks").query(&mut con).unwrap();
+    let _: () =
+        redis::cmd("SET").arg(format!("concur:job:{job}:alive")).arg(1).arg("EX").arg(600).query(&mut con).unwrap();
+    let add = |fields: &[(String, Vec<u8>)]| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg("concur:tasks").arg("*");
+        for (k, v) in fields {
+            cmd.arg(k).arg(v.as_slice());
+        }
+        let _: String = cmd.query(&mut redis.con()).unwrap();
+    };
+    let untagged: Vec<_> = task.iter().filter(|(k, _)| k != "tag").cloned().collect();
+    add(&untagged);
+    add(&task);
+
+    let _workers = Workers::start(1, &redis, &[]);
+    wait_until("both entries are dealt with", || redis.dead_letters() >= 2 || target.rates_asked() > 0);
+    assert_eq!(target.rates_asked(), 0, "a forged task made a request");
+    let mut reasons = dead_reasons(&redis);
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].starts_with("a wrong tag: not written by a holder of the queue's key"), "{reasons:?}");
+    assert!(reasons[1].starts_with("no tag: not written by a holder of the queue's key"), "{reasons:?}");
+    let (code, status, err) = run_keyed(&["queue", "status", "--queue", &redis.url()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(status.contains("queued: 0\n") && status.contains("dead letters: 2\n"), "{status}");
+    // The worker is not refusing everything: a caller with the key is served.
+    let api = Api::start(Duration::from_millis(1));
+    let (code, out, err) = History::start(&api, &redis.url(), "2024-01-03").finish();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dates_written(&out), days("2024-01-03"));
+    assert_eq!(target.rates_asked(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// 2. A forged result
+// ---------------------------------------------------------------------------
+
+/// The body a worker writes for a `rates::FetchOnce` that fetched
+/// `base` → `symbol` = `rate` on `date` (ISO): the answer's frame kind,
+/// then the task's output as the pool serialises it (`Ok(Reply { rates,
+/// limit: None })`, strings and the map length-prefixed, the rate as 8
+/// little-endian bytes).
+fn answer_body(date: &str, base: &str, symbol: &str, rate: f64) -> Vec<u8> {
+    let mut body = vec![b'O', 0];
+    for text in [date, base] {
+        body.push(text.len() as u8);
+        body.extend_from_slice(text.as_bytes());
+    }
+    body.extend_from_slice(&[1, symbol.len() as u8]);
+    body.extend_from_slice(symbol.as_bytes());
+    body.extend_from_slice(&rate.to_le_bytes());
+    body.push(0);
+    body
+}
+
+#[test]
+fn a_forged_result_is_neither_printed_nor_stored() {
+    let redis = Redis::start();
+    // Slow, and one task at a time: tasks wait in the stream a while, so
+    // a forged answer for one of them comes long before the real one.
+    let api = Api::start(Duration::from_millis(700));
+    let _workers = Workers::start(1, &redis, &[]);
+    let store = common::fresh_cache();
+    let store = store.to_str().unwrap();
+    let to = "2024-01-09";
+    let env = [("RATES_QUEUE", redis.url()), (KEY_ENV, KEY.to_owned()), ("RATES_CACHE", store.to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = Run::start(&history_args(&api.url, "USD", "EUR", to), &env);
+    // The last task queued: still waiting for a worker.
+    let mut con = redis.con();
+    let mut target = None;
+    wait_until("four tasks are queued", || {
+        let queued = entries(&mut con, "concur:tasks");
+        if queued.len() >= 4 {
+            target = queued.last().map(|(_, f)| f.clone());
+        }
+        target.is_some()
+    });
+    let task = target.unwrap();
+    let (job, id) = (field(&task, "job").unwrap(), field(&task, "id").unwrap());
+    let payload = String::from_utf8_lossy(field(&task, "payload").unwrap()).into_owned();
+    let date = &payload[payload.find("2024-").unwrap()..][..10];
+    let results = format!("concur:job:{}:results", String::from_utf8_lossy(job));
+    let body = answer_body(date, "USD", "EUR", 123.456);
+    for tag in [None, Some([7u8; 32])] {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&results).arg("*").arg("id").arg(id).arg("answer").arg(&body).arg("worker").arg("forger");
+        if let Some(tag) = tag {
+            cmd.arg("tag").arg(&tag[..]);
+        }
+        let _: String = cmd.query(&mut con).unwrap();
+    }
+    assert!(!api.dates.lock().unwrap().iter().any(|d| d == date), "{date} was fetched before its forged answer came");
+    let (code, out, err) = run.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("123.45"), "the forged rate was printed:\n{out}");
+    assert_eq!(dates_written(&out), days(to), "{err}");
+    assert!(out.lines().any(|l| l.starts_with(date)), "{out}");
+    // The store holds the real answers only.
+    let mut offline = history_args(&api.url, "USD", "EUR", to);
+    offline.push("--offline");
+    let (code, stored, err) = Run::start(&offline, &[("RATES_CACHE", store)]).finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(!stored.contains("123.45"), "the forged rate was stored:\n{stored}");
+    assert_eq!(stored, out, "the store holds what was printed");
+}
+
+// ---------------------------------------------------------------------------
+// 3. An API the worker does not allow
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_signed_task_naming_an_api_the_worker_does_not_allow_fails_without_a_request() {
+    let redis = Redis::start();
+    let allowed = Api::start(Duration::from_millis(1));
+    let other = common::Stub::new(None);
+    let url = redis.url();
+    let _workers =
+        Workers::start_exact(1, &redis, &["--queue", &url, "--allow-api", &allowed.url], &[(KEY_ENV, KEY)], None);
+    // A real caller, with the key: its tasks are signed, and name OTHER.
+    let env = [("RATES_QUEUE", url.as_str()), (KEY_ENV, KEY)];
+    let (code, out, err) = Run::start(&history_args(&other.url, "EUR", "USD", "2024-01-04"), &env).finish();
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(dates_written(&out), Vec::<String>::new(), "{out}");
+    for day in days("2024-01-04") {
+        assert!(err.lines().any(|l| l.contains(&day) && l.contains("is not allowed on this worker")), "{day}: {err}");
+    }
+    assert_eq!(other.rates_asked(), 0, "a request went to an API the worker does not allow");
+    // The same worker serves the API it allows.
+    let (code, out, err) = Run::start(&history_args(&allowed.url, "EUR", "USD", "2024-01-04"), &env).finish();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dates_written(&out), days("2024-01-04"));
+    assert_eq!(allowed.requests(), days("2024-01-04").len());
+}
