@@ -319,3 +319,79 @@ fn a_signed_task_naming_an_api_the_worker_does_not_allow_fails_without_a_request
     assert_eq!(dates_written(&out), days("2024-01-04"));
     assert_eq!(allowed.requests(), days("2024-01-04").len());
 }
+
+// ---------------------------------------------------------------------------
+// 4. FLUSHALL mid-run
+// ---------------------------------------------------------------------------
+
+#[test]
+fn flushall_mid_history_ends_with_every_day_written_or_named() {
+    let redis = Redis::start();
+    let api = Api::start(Duration::from_millis(150));
+    let _workers = Workers::start(2, &redis, &[]);
+    let to = "2024-02-26";
+    let all = days(to);
+    assert_eq!(all.len(), 40);
+    let env = [("RATES_QUEUE", redis.url()), (KEY_ENV, KEY.to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = Run::start(&history_args(&api.url, "EUR", "USD", to), &env);
+    wait_until("the run is under way", || api.requests() >= 6);
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.con()).unwrap();
+    let flushed = Instant::now();
+    let (code, out, err) = run.finish_within(Duration::from_secs(60));
+    let took = flushed.elapsed();
+    eprintln!("FLUSHALL mid-history: the run ended {took:?} after it, exit {code}");
+    assert!(code == 0 || code == 1, "{err}");
+    assert!(took < Duration::from_secs(60));
+    let written = dates_written(&out);
+    for day in &all {
+        assert!(
+            written.contains(day) || err.lines().any(|l| l.contains(day.as_str())),
+            "{day} neither written nor named: {err}"
+        );
+    }
+    assert_eq!(code == 0, written.len() == all.len(), "exit 0 exactly when every day is written: {err}");
+}
+
+// ---------------------------------------------------------------------------
+// 5. Ctrl-C on a broken broker
+// ---------------------------------------------------------------------------
+
+/// Starts a `history` on `redis`, breaks the broker with `break_it` once
+/// the run is under way, waits a second (the run now waits on the broker),
+/// sends SIGINT, and gives how long the run took to exit after it, with
+/// its exit code and stderr.
+fn ctrl_c_on_a_broken_broker(redis: &mut Redis, break_it: impl FnOnce(&mut Redis)) -> (Duration, i32, String) {
+    let api = Api::start(Duration::from_millis(200));
+    let _workers = Workers::start(1, redis, &[]);
+    let env = [("RATES_QUEUE", redis.url()), (KEY_ENV, KEY.to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = Run::start(&history_args(&api.url, "EUR", "USD", "2024-02-26"), &env);
+    wait_until("the run is under way", || api.requests() >= 3);
+    break_it(redis);
+    std::thread::sleep(Duration::from_secs(1));
+    signal(run.pid(), Signal::SIGINT);
+    let sent = Instant::now();
+    let (code, _, err) = run.finish_within(Duration::from_secs(60));
+    (sent.elapsed(), code, err)
+}
+
+#[test]
+fn ctrl_c_while_the_broker_is_stopped_exits_130_promptly() {
+    let mut redis = Redis::start();
+    let pid = redis.child.as_ref().unwrap().id();
+    let (took, code, err) = ctrl_c_on_a_broken_broker(&mut redis, |_| signal(pid, Signal::SIGSTOP));
+    signal(pid, Signal::SIGCONT);
+    eprintln!("Ctrl-C with the broker stopped (SIGSTOP): exit {code} after {took:?}");
+    assert_eq!(code, 130, "{err}");
+    assert!(took <= Duration::from_secs(3), "{took:?}: {err}");
+}
+
+#[test]
+fn ctrl_c_while_the_broker_is_gone_exits_130_promptly() {
+    let mut redis = Redis::start();
+    let (took, code, err) = ctrl_c_on_a_broken_broker(&mut redis, Redis::kill);
+    eprintln!("Ctrl-C with the broker killed: exit {code} after {took:?}");
+    assert_eq!(code, 130, "{err}");
+    assert!(took <= Duration::from_secs(3), "{took:?}: {err}");
+}
