@@ -395,3 +395,99 @@ fn ctrl_c_while_the_broker_is_gone_exits_130_promptly() {
     assert_eq!(code, 130, "{err}");
     assert!(took <= Duration::from_secs(3), "{took:?}: {err}");
 }
+
+// ---------------------------------------------------------------------------
+// 6. No secret in any output
+// ---------------------------------------------------------------------------
+
+#[test]
+fn no_password_and_no_key_appears_in_any_output() {
+    let password = format!("pw{:016x}", rand::random::<u64>());
+    let key = format!("key{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+    let (wrong_password, wrong_key) =
+        (format!("wrongpw{:016x}", rand::random::<u64>()), format!("wrongkey{:016x}", rand::random::<u64>()));
+    let short_key = format!("sk{:08x}", rand::random::<u32>());
+    let secrets = [&password, &key, &wrong_password, &wrong_key, &short_key];
+    let acl = format!(">{password}");
+    let mut redis = Redis::start_with(
+        &["--user", "rates", "on", &acl, "~*", "&*", "+@all", "--user", "default", "off"],
+        Some(("rates", &password)),
+    );
+    let url = redis.url();
+    let wrong_url = url.replace(&password, &wrong_password);
+    let nowhere = format!("redis://rates:{password}@127.0.0.1:{}/0", free_port());
+    let log = std::env::temp_dir().join(format!("rates-queue-secrets-{}-{}.log", std::process::id(), free_port()));
+    let api = Api::start(Duration::from_millis(1));
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    let queue = |u: &str| ("RATES_QUEUE", u.to_owned());
+    let env = |pairs: &[(&'static str, String)]| pairs.to_vec();
+    let run = |label: &str, args: &[&str], env: Vec<(&'static str, String)>, outputs: &mut Vec<(String, String)>| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, out, err) = Run::start(args, &env).finish();
+        outputs.push((format!("{label}: stdout"), out));
+        outputs.push((format!("{label}: stderr"), err.clone()));
+        (code, err)
+    };
+
+    let workers = Workers::start_exact(
+        1,
+        &redis,
+        &["-vv", "--allow-api", "http://127.0.0.1:*"],
+        &[("RATES_QUEUE", &url), (KEY_ENV, &key)],
+        Some(&log),
+    );
+    let mut history = history_args(&api.url, "EUR", "USD", "2024-01-05");
+    history.push("-vv");
+    let good = env(&[queue(&url), (KEY_ENV, key.clone())]);
+    let (code, err) = run("history", &history, good.clone(), &mut outputs);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(dates_written(&outputs[outputs.len() - 2].1), days("2024-01-05"));
+    let (code, err) = run("queue status", &["queue", "status", "-vv"], good.clone(), &mut outputs);
+    assert_eq!(code, 0, "{err}");
+    assert!(outputs[outputs.len() - 2].1.contains("workers seen: 1"), "{outputs:?}");
+
+    // Error paths: a wrong password, a broker not there, a bad URL, a wrong,
+    // a short and an unreadable key.
+    for (label, u) in [("wrong password", &wrong_url), ("no broker", &nowhere)] {
+        for args in [&history[..], &["queue", "status"], &["worker", "--allow-api", "http://127.0.0.1:*"]] {
+            let (code, err) =
+                run(&format!("{label}: {}", args[0]), args, env(&[queue(u), (KEY_ENV, key.clone())]), &mut outputs);
+            assert_ne!(code, 0, "{label}: {args:?}: {err}");
+        }
+    }
+    let bad_url = format!("redis://rates:{password}@127.0.0.1:99999/0");
+    let (code, err) = run("bad URL", &["queue", "status"], env(&[queue(&bad_url)]), &mut outputs);
+    assert_eq!(code, 2, "{err}");
+    let (code, err) = run("short key", &history, env(&[queue(&url), (KEY_ENV, short_key.clone())]), &mut outputs);
+    assert_eq!(code, 2, "{err}");
+    let key_file = log.with_extension("key");
+    std::fs::write(&key_file, format!("{short_key}\n")).unwrap();
+    let with_file = [&history[..], &["--queue-key-file", key_file.to_str().unwrap()]].concat();
+    let (code, err) = run("short key file", &with_file, env(&[queue(&url)]), &mut outputs);
+    assert_eq!(code, 2, "{err}");
+    // A caller with another key: the worker refuses its tasks, and the
+    // caller fails them once they are lost three times (about 15 s).
+    let one_day = history_args(&api.url, "EUR", "USD", FROM);
+    let (code, err) = run("wrong key", &one_day, env(&[queue(&url), (KEY_ENV, wrong_key.clone())]), &mut outputs);
+    assert_eq!(code, 1, "{err}");
+    // The worker losing its broker, then stopped.
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut workers = workers;
+    signal(workers.pid(0), Signal::SIGTERM);
+    workers.wait(0);
+    let worker_log = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&key_file);
+    outputs.push(("worker log".into(), worker_log.clone()));
+
+    for (label, text) in &outputs {
+        for secret in secrets {
+            assert!(!text.contains(secret.as_str()), "{label} shows a secret:\n{text}");
+        }
+    }
+    // What was searched holds what each path says.
+    assert!(worker_log.contains("rates:***@"), "the worker said where it serves: {worker_log}");
+    assert!(worker_log.contains("refused"), "the worker refused the wrong key's task: {worker_log}");
+    assert!(worker_log.contains("lost the broker"), "{worker_log}");
+}
