@@ -78,15 +78,20 @@ where
         let uri = req.uri();
         (req.method().clone(), uri.path_and_query().map_or_else(|| uri.path().to_string(), |p| p.to_string()))
     });
-    let answer = if is_preflight(&req) {
-        preflight()
+    // As django-cors-headers: any origin is allowed, said to a request
+    // that names one.
+    let cross_origin = req.headers().contains_key(header::ORIGIN);
+    let answer = if let Some(answer) = before_routes(&req) {
+        answer
     } else if route == Route::Metrics {
         inner(req).await
     } else {
         faults::inject(shared, peer, req, inner).await
     };
     let mut answer = json_errors(answer).await;
-    answer.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    if cross_origin {
+        answer.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    }
     let made = tokio::time::Instant::now();
     let elapsed = made.saturating_duration_since(started);
     let status = answer.status().as_u16();
@@ -196,6 +201,40 @@ fn json_body(body: Bytes) -> Response {
         .into_response()
 }
 
+/// The API's routes, as vatcomply's server matches them.
+const API_ROUTES: [&str; 2] = ["/rates", "/currencies"];
+
+/// What vatcomply's server answers before its routes, if anything: a CORS
+/// preflight on any path; a route with a trailing slash, redirected (308)
+/// to the route; on a route, a plain `OPTIONS` (204, its `Allow`) and any
+/// method but `GET` (404, as for an unknown path). None of these takes a
+/// token of the rate limit.
+fn before_routes(req: &Request) -> Option<Response> {
+    if is_preflight(req) {
+        return Some(preflight());
+    }
+    let path = req.uri().path();
+    if let Some(route) = path.strip_suffix('/').filter(|p| API_ROUTES.contains(p)) {
+        let location = match req.uri().query() {
+            Some(q) => format!("{route}?{q}"),
+            None => route.to_string(),
+        };
+        let location = HeaderValue::from_str(&location).unwrap_or_else(|_| HeaderValue::from_static("/"));
+        return Some((StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, location)]).into_response());
+    }
+    if !API_ROUTES.contains(&path) {
+        return None;
+    }
+    match *req.method() {
+        Method::GET => None,
+        Method::OPTIONS => Some(
+            (StatusCode::NO_CONTENT, [(header::ALLOW, "GET, OPTIONS"), (header::CONTENT_TYPE, "application/json")])
+                .into_response(),
+        ),
+        _ => Some(not_found_answer()),
+    }
+}
+
 /// Whether `req` is a CORS preflight: `OPTIONS` with an `Origin` and the
 /// method the real request will use.
 fn is_preflight(req: &Request) -> bool {
@@ -209,9 +248,12 @@ fn is_preflight(req: &Request) -> bool {
 fn preflight() -> Response {
     let mut headers = HeaderMap::new();
     for (name, value) in [
-        (header::ACCESS_CONTROL_ALLOW_METHODS, "DELETE, GET, OPTIONS, PATCH, POST, PUT"),
+        (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, PUT, PATCH, DELETE, OPTIONS"),
         (header::ACCESS_CONTROL_ALLOW_HEADERS, "Content-Type, Authorization"),
         (header::ACCESS_CONTROL_MAX_AGE, "3600"),
+        (header::VARY, "Access-Control-Request-Method, Access-Control-Request-Headers"),
+        (header::ALLOW, "GET, OPTIONS"),
+        (header::CONTENT_TYPE, "application/json"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
@@ -223,9 +265,7 @@ async fn rates(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if let Some(body) = shared.answers.get(query) {
         return json_body(body);
     }
-    let Ok(Query(q)) = Query::<HashMap<String, String>>::try_from_uri(req.uri()) else {
-        return detail(StatusCode::BAD_REQUEST, "Invalid query string.");
-    };
+    let q = query_params(query);
     let param = |name: &str| q.get(name).map(String::as_str);
     match rates_answer(&shared.dataset, param("base"), param("symbols"), param("date")) {
         Ok(body) => {
@@ -235,6 +275,21 @@ async fn rates(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         }
         Err((status, text)) => detail(status, text),
     }
+}
+
+/// A query string's parameters as vatcomply's server reads them: `%XX`
+/// decoded (invalid UTF-8 replaced), `+` kept as it is (`USD,+GBP` names
+/// `+GBP`), the last of a repeated name standing.
+fn query_params(query: &str) -> HashMap<String, String> {
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(name), decode(value))
+        })
+        .collect()
 }
 
 /// A `/rates` answer's JSON, or its error status and detail, from the raw
@@ -387,6 +442,11 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn not_found() -> Response {
+    not_found_answer()
+}
+
+/// vatcomply's answer to a path (or a method) it has no route for.
+fn not_found_answer() -> Response {
     detail(StatusCode::NOT_FOUND, "Not Found")
 }
 

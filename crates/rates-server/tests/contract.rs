@@ -307,11 +307,56 @@ fn currencies_is_vatcomplys_table_and_searchable() {
     assert_eq!(get_json(&a, &s, "/currencies?search=").1, Value::Object(table.clone()));
 }
 
-/// The headers of `GET path` (lower-case names) and its status.
+/// The headers of `GET path` (lower-case names) and its status, asked
+/// from a page of another origin.
 fn headers(a: &ureq::Agent, s: &RunningServer, path: &str) -> (u16, HashMap<String, String>) {
-    let r = a.get(format!("{}{path}", s.url())).call().unwrap();
+    let r = a.get(format!("{}{path}", s.url())).header("Origin", "https://example.com").call().unwrap();
     let h = r.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
     (r.status().as_u16(), h)
+}
+
+#[test]
+fn a_request_that_names_no_origin_is_told_none() {
+    // django-cors-headers answers the CORS header to requests with an Origin.
+    let s = server(ServerOptions::default());
+    let r = agent().get(format!("{}/rates?symbols=USD", s.url())).call().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+#[test]
+fn methods_slashes_and_plus_signs_as_vatcomplys_server_takes_them() {
+    let s = server(ServerOptions::public());
+    let url = |path: &str| format!("{}{path}", s.url());
+    let body = |r: &mut ureq::http::Response<ureq::Body>| -> Value {
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+    };
+    // Any method but GET on a route: 404 as an unknown path, no token taken.
+    for _ in 0..5 {
+        let mut r = agent().post(url("/rates")).send("").unwrap();
+        assert_eq!(r.status().as_u16(), 404);
+        assert_eq!(body(&mut r), json!({"detail": "Not Found"}));
+    }
+    assert_eq!(agent().head(url("/rates")).call().unwrap().status().as_u16(), 404);
+    // A plain OPTIONS: 204 with what the route allows.
+    let r = agent().options(url("/rates")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(r.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET, OPTIONS"));
+    // A trailing slash: a permanent redirect to the route, query kept.
+    let no_redirects = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().new_agent();
+    let r = no_redirects.get(url("/rates/?base=USD")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 308);
+    assert_eq!(r.headers().get("location").and_then(|v| v.to_str().ok()), Some("/rates?base=USD"));
+    // '+' is not a space: `USD,+GBP` names '+GBP' ('%20' is a space).
+    let mut r = agent().get(url("/rates?symbols=USD,+GBP")).call().unwrap();
+    assert_eq!((r.status().as_u16(), body(&mut r)), (400, json!({"detail": "Currency '+GBP' is not supported."})));
+    let mut r = agent().get(url("/rates?symbols=USD,%20GBP")).call().unwrap();
+    assert_eq!((r.status().as_u16(), body(&mut r)), (400, json!({"detail": "Currency ' GBP' is not supported."})));
+    // None of that drew on the bucket: /rates still has its burst of 4,
+    // the two 400s above taken.
+    for want in [200, 200, 429] {
+        assert_eq!(agent().get(url("/rates?symbols=USD")).call().unwrap().status().as_u16(), want);
+    }
 }
 
 #[test]
@@ -344,7 +389,9 @@ fn a_preflight_is_answered_204_on_any_path() {
         assert_eq!(r.status().as_u16(), 204, "{path}");
         let h = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         assert_eq!(h("access-control-allow-origin").as_deref(), Some("*"));
-        assert_eq!(h("access-control-allow-methods").as_deref(), Some("DELETE, GET, OPTIONS, PATCH, POST, PUT"));
+        assert_eq!(h("access-control-allow-methods").as_deref(), Some("GET, POST, PUT, PATCH, DELETE, OPTIONS"));
+        assert_eq!(h("allow").as_deref(), Some("GET, OPTIONS"));
+        assert_eq!(h("vary").as_deref(), Some("Access-Control-Request-Method, Access-Control-Request-Headers"));
         assert_eq!(h("access-control-allow-headers").as_deref(), Some("Content-Type, Authorization"));
         assert_eq!(h("access-control-max-age").as_deref(), Some("3600"));
     }
