@@ -218,13 +218,18 @@
 //!
 //! ```
 //! use concur::adaptive::{AdaptiveRate, RateConfig, RateSignal};
+//! use concur::throttle::FakeClock;
 //! use std::time::Duration;
 //!
-//! let rate = AdaptiveRate::new(RateConfig::default());
+//! let clock = FakeClock::new();
+//! let rate = AdaptiveRate::with_clock(RateConfig::default(), clock.clone());
 //! rate.record(RateSignal::Policy { limit: 10, window: Duration::from_secs(1), remaining: None, reset: None, burst: None });
 //! assert_eq!(rate.rate(), 10.0); // the server said so
 //! rate.record(RateSignal::Limited { retry_after: None });
-//! assert!(rate.rate() < 10.0); // and a 429 still cuts
+//! assert_eq!(rate.rate(), 10.0); // a 429 of a request sent before it knew
+//! clock.advance(Duration::from_secs(1));
+//! rate.record(RateSignal::Limited { retry_after: None });
+//! assert!(rate.rate() < 10.0); // later, a 429 still cuts
 //! ```
 //!
 //! # Blocking code from async code

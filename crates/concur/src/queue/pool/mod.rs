@@ -26,6 +26,13 @@ const REPLY_WITHIN: Duration = Duration::from_secs(5);
 /// asked again: short, so a cancelled caller is never held by a broker that
 /// stopped answering (a task queued twice is answered once).
 const SUBMIT_REPLY_WITHIN: Duration = Duration::from_secs(1);
+
+/// The last try of a cancelled pool at its job's keys (to renew them for a
+/// resume, or delete them): a connection and a command, each within this,
+/// so that Ctrl-C ends the run in under a second whatever the broker does
+/// (a stopped broker accepts connections and never answers). A broker that
+/// misses it loses nothing: the keys expire, or are renewed by `--resume`.
+const LAST_TRY_WITHIN: Duration = Duration::from_millis(400);
 /// How often the caller looks for its tasks in the work stream: one
 /// neither queued, held by a worker nor answered at two looks in a row
 /// (the broker lost it: flushed, or restarted without its data) is queued
@@ -797,7 +804,7 @@ impl Drop for RedisPool {
         if self.shared.cancelled() {
             // Promptly, whatever the broker does: the results thread is left
             // to end by itself, and the keys get one short try.
-            if let Ok(mut con) = connect(&self.shared.client, SUBMIT_REPLY_WITHIN) {
+            if let Ok(mut con) = connect(&self.shared.client, LAST_TRY_WITHIN) {
                 if self.shared.about.is_some() {
                     let _ = self.shared.renew(&mut con);
                 } else {
