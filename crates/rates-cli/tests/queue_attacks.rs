@@ -384,7 +384,10 @@ fn ctrl_c_while_the_broker_is_stopped_exits_130_promptly() {
     signal(pid, Signal::SIGCONT);
     eprintln!("Ctrl-C with the broker stopped (SIGSTOP): exit {code} after {took:?}");
     assert_eq!(code, 130, "{err}");
-    assert!(took <= Duration::from_secs(3), "{took:?}: {err}");
+    // About 0.83 s here: the job's last try at its keys waits 400 ms for
+    // a connection and 400 ms for its command. Twice that for a loaded
+    // machine; it took 2.05 s when each wait was a second.
+    assert!(took <= Duration::from_secs(2), "{took:?}: {err}");
 }
 
 #[test]
