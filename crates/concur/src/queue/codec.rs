@@ -242,10 +242,9 @@ mod tests {
         Entry { id: "1-0".into(), fields: fields.iter().map(|(k, v)| ((*k).to_owned(), v.to_vec())).collect() }
     }
 
-    /// The fields `write_task` would send, as an entry.
-    fn written(seal: &Seal, t: &TaskMsg<'_>) -> Entry {
-        let mut pipe = redis::pipe();
-        seal.write_task(&mut pipe, "s", t);
+    /// The fields the first command of `pipe` sends from its argument
+    /// `first_field` on, as an entry.
+    fn sent(pipe: &redis::Pipeline, first_field: usize) -> Entry {
         let args: Vec<Vec<u8>> = pipe
             .cmd_iter()
             .next()
@@ -256,8 +255,17 @@ mod tests {
                 _ => None,
             })
             .collect();
-        let fields = args[3..].chunks(2).map(|kv| (String::from_utf8_lossy(&kv[0]).into_owned(), kv[1].clone()));
+        let fields =
+            args[first_field..].chunks(2).map(|kv| (String::from_utf8_lossy(&kv[0]).into_owned(), kv[1].clone()));
         Entry { id: "1-0".into(), fields: fields.collect() }
+    }
+
+    /// The fields `write_task` would send, as an entry.
+    fn written(seal: &Seal, t: &TaskMsg<'_>) -> Entry {
+        let mut pipe = redis::pipe();
+        seal.write_task(&mut pipe, "s", t);
+        // After `XADD s *`.
+        sent(&pipe, 3)
     }
 
     fn key(secret: &[u8]) -> QueueKey {
@@ -313,18 +321,8 @@ mod tests {
         let seal = Seal::new(Some(key(b"0123456789abcdef")), "concur");
         let mut pipe = redis::pipe();
         seal.write_result(pipe.cmd("XADD"), "j", 7, b"ok", "w");
-        let args: Vec<Vec<u8>> = pipe
-            .cmd_iter()
-            .next()
-            .expect("one command")
-            .args_iter()
-            .filter_map(|a| match a {
-                redis::Arg::Simple(b) => Some(b.to_vec()),
-                _ => None,
-            })
-            .collect();
-        let fields = args[1..].chunks(2).map(|kv| (String::from_utf8_lossy(&kv[0]).into_owned(), kv[1].clone()));
-        let e = Entry { id: "1-0".into(), fields: fields.collect() };
+        // After the bare `XADD`.
+        let e = sent(&pipe, 1);
         assert_eq!(seal.read_result("j", &e), Ok(Some((7, &b"ok"[..]))));
         assert!(seal.read_result("k", &e).is_err(), "another job's answer");
         let forged = entry(&[("id", b"7"), ("answer", b"ok")]);
