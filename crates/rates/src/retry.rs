@@ -31,11 +31,15 @@ pub struct RetryPolicy {
     /// The largest backoff ceiling.
     pub max_delay: Duration,
     /// The most one item waits, in all, on 429s that said when to come
-    /// back ("not yet"): their `Retry-After`s added up. Within it they
+    /// back ("not yet"): their `Retry-After`s added up, each at least a
+    /// second (so that `Retry-After: 0` for ever ends too). Within it they
     /// cost no retry; past it a 429 is an ordinary retryable failure.
     #[serde(default = "default_patience")]
     pub patience: Duration,
 }
+
+/// The least patience one "not yet" uses, whatever wait it asked for.
+const MIN_NOT_YET_CHARGE: Duration = Duration::from_secs(1);
 
 fn default_patience() -> Duration {
     Duration::from_secs(15 * 60)
@@ -134,11 +138,14 @@ impl RetryPolicy {
             return Next::Fail;
         }
         tally.attempts += 1;
+        // Each "not yet" is charged at least a second of patience: a server
+        // that says `Retry-After: 0` for ever must still run it out.
         if let Some(after) = error.not_yet()
-            && tally.waited.saturating_add(after) <= self.patience
+            && let charged = after.max(MIN_NOT_YET_CHARGE)
+            && tally.waited.saturating_add(charged) <= self.patience
         {
             tally.attempts -= 1;
-            tally.waited += after;
+            tally.waited += charged;
             tracing::info!(
                 target: "rates::retry",
                 "429 Too Many Requests, not yet: asking again in {after:.2?} (Retry-After {}s)",
@@ -291,6 +298,22 @@ mod tests {
             |_| {},
         );
         assert_eq!((calls, r.map_err(|f| f.attempts)), (2, Err(2)));
+    }
+
+    #[test]
+    fn a_server_that_says_not_yet_now_for_ever_runs_out_the_patience() {
+        // `Retry-After: 0` on every answer: each costs a second of patience.
+        let policy = RetryPolicy { retries: 1, patience: Duration::from_secs(5), ..RetryPolicy::default() };
+        let mut calls = 0;
+        let r: Result<(), _> = policy.run(
+            || {
+                calls += 1;
+                Err(status(429, Some(Duration::ZERO)))
+            },
+            |_| {},
+        );
+        assert_eq!(r.map_err(|f| f.attempts), Err(2));
+        assert_eq!(calls, 5 + 2, "five not-yets, then the attempt and its one retry");
     }
 
     #[tokio::test(start_paused = true)]
