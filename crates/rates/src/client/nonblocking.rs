@@ -71,8 +71,11 @@ impl AsyncClient {
     /// one is an error as soon as it passes the cap, not memory.
     async fn read_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, FetchError> {
         let too_big = || FetchError::Malformed(format!("answer larger than {} MiB", MAX_BODY >> 20));
-        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(too_big());
+        if let Some(n) = resp.content_length().filter(|&n| n > MAX_BODY as u64) {
+            return Err(FetchError::Malformed(format!(
+                "answer of {n} bytes announced, more than {} MiB",
+                MAX_BODY >> 20
+            )));
         }
         let mut body = Vec::with_capacity(resp.content_length().map_or(0, |n| n as usize));
         while let Some(chunk) = resp.chunk().await.map_err(|e| self.map_error(e))? {
@@ -151,14 +154,19 @@ mod tests {
         (url, rx)
     }
 
-    #[tokio::test]
-    async fn an_endless_answer_is_cut_at_the_cap() {
-        let (url, written) = endless("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n");
+    /// What the client makes of the `endless` answer with `head`, and the
+    /// receiver of the bytes of body the server wrote.
+    async fn fetched(head: &'static str) -> (Result<Reply, FetchError>, std::sync::mpsc::Receiver<usize>) {
+        let (url, written) = endless(head);
         let client = AsyncClient::new(&url, ClientConfig::default()).expect("client");
         let req = RateRequest { base: "USD".parse().expect("code"), symbols: vec![], date: None };
-        let got = client.fetch_reply(&req).await;
-        assert!(matches!(&got, Err(FetchError::Malformed(m)) if m.contains("larger than 16 MiB")), "{got:?}");
-        drop(client);
+        (client.fetch_reply(&req).await, written)
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_at_the_cap() {
+        let (got, written) = fetched("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n").await;
+        assert!(matches!(&got, Err(FetchError::Malformed(m)) if m == "answer larger than 16 MiB"), "{got:?}");
         let written = tokio::task::spawn_blocking(move || written.recv_timeout(std::time::Duration::from_secs(30)))
             .await
             .expect("the wait")
@@ -168,11 +176,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_announced_too_large_is_refused_unread() {
-        let (url, _) = endless("HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n");
-        let client = AsyncClient::new(&url, ClientConfig::default()).expect("client");
-        let req = RateRequest { base: "USD".parse().expect("code"), symbols: vec![], date: None };
-        let got = client.fetch_reply(&req).await;
-        assert!(matches!(&got, Err(FetchError::Malformed(m)) if m.contains("larger than")), "{got:?}");
+        let (got, _) = fetched("HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n").await;
+        // Refused on its announced length, before a byte of it is read.
+        assert!(matches!(&got, Err(FetchError::Malformed(m)) if m.contains("1073741824 bytes announced")), "{got:?}");
     }
 
     #[test]
