@@ -1,5 +1,5 @@
 //! What an answer says about the rate ([`RateSignal`]), what changed
-//! ([`RateChange`]), and how an [`AdaptiveRate`](super::AdaptiveRate)
+//! ([`RateChange`]), and how an [`AdaptiveRate`](crate::AdaptiveRate)
 //! starts and moves ([`RateConfig`]).
 
 use std::time::Duration;
@@ -33,7 +33,7 @@ pub enum RateSignal {
     },
 }
 
-/// A change of the learnt rate, for an observer ([`AdaptiveRate::on_change`]).
+/// A change of the learnt rate, for an observer ([`AdaptiveRate::on_change`](crate::AdaptiveRate::on_change)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateChange {
     /// The rate before, requests per second.
@@ -44,7 +44,7 @@ pub struct RateChange {
     pub why: &'static str,
 }
 
-/// How an [`AdaptiveRate`] starts and moves. Values out of range are
+/// How an [`AdaptiveRate`](crate::AdaptiveRate) starts and moves. Values out of range are
 /// brought into it (see each field).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateConfig {
