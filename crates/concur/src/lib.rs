@@ -203,7 +203,7 @@
 //! // The chapter's own throttle: no burst, and `consume` never waits.
 //! let chapter = Throttle::chapter_with_clock(2.0, FakeClock::new())?;
 //! assert_eq!(chapter.consume(1), 0);
-//! # Ok::<(), concur::ThrottleError>(())
+//! # Ok::<(), concur::QuotaError>(())
 //! ```
 //!
 //! # Limits that tune themselves
@@ -302,4 +302,4 @@ pub use crate::queue::{
 };
 pub use crate::scoped::scoped_map;
 pub use crate::thread_pool::{ThreadPool, ThreadPoolBuilder};
-pub use crate::throttle::{Throttle, ThrottleError};
+pub use crate::throttle::{Quota, QuotaError, Throttle};

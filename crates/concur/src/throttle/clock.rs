@@ -114,7 +114,7 @@ impl Clock for SystemClock {
 /// assert!(throttle.try_acquire().is_err());
 /// clock.advance(Duration::from_millis(500));
 /// assert!(throttle.try_acquire().is_ok());
-/// # Ok::<(), concur::ThrottleError>(())
+/// # Ok::<(), concur::QuotaError>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct FakeClock {

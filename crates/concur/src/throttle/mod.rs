@@ -24,6 +24,7 @@ mod bucket;
 mod clock;
 #[cfg(test)]
 mod proptests;
+mod quota;
 #[cfg(test)]
 mod tests;
 
@@ -34,26 +35,11 @@ use std::time::Duration;
 use crate::cancel::{CancelToken, Cancelled};
 use bucket::Bucket;
 pub use clock::{Clock, FakeClock, SystemClock};
+pub use quota::{Quota, QuotaError};
 
 /// Seconds as a duration, saturating instead of panicking on huge values.
 fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
-}
-
-/// A parameter a [`Throttle`] cannot work with.
-#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ThrottleError {
-    /// The rate must be a finite number of tokens per second above 0.
-    #[error("throttle rate must be a finite number of tokens per second above 0, got {0}")]
-    Rate(f64),
-    /// The burst must be at least one token.
-    #[error("throttle burst must be at least 1 token, got {0}")]
-    Burst(u32),
-    /// The chapter's bucket holds at most `rate` tokens, so below 1 it could
-    /// never grant a single one.
-    #[error("the chapter's throttle needs a rate of at least 1 token per second, got {0}")]
-    ChapterRate(f64),
 }
 
 /// Refused by [`Throttle::try_acquire`]: no token is available yet.
@@ -129,7 +115,7 @@ impl NotUntil {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() -> Result<(), concur::ThrottleError> {
+/// # async fn main() -> Result<(), concur::QuotaError> {
 /// use concur::Throttle;
 /// use std::sync::Arc;
 ///
@@ -156,13 +142,19 @@ pub struct Throttle<C = SystemClock> {
 
 impl Throttle<SystemClock> {
     /// A bucket of `burst` tokens, full at the start, refilled at `rate`
-    /// tokens per second.
+    /// tokens per second: [`Throttle::of`] a [`Quota::new`].
     ///
     /// # Errors
     ///
-    /// A rate that is not finite and above 0, or a burst of 0.
-    pub fn new(rate: f64, burst: u32) -> Result<Self, ThrottleError> {
-        Self::with_clock(rate, burst, SystemClock::new())
+    /// As [`Quota::new`]: a rate that is not finite or below one a day, or
+    /// a burst of 0.
+    pub fn new(rate: f64, burst: u32) -> Result<Self, QuotaError> {
+        Ok(Self::of(Quota::new(rate, burst)?))
+    }
+
+    /// A bucket of `quota`'s burst, full at the start, refilled at its rate.
+    pub fn of(quota: Quota) -> Self {
+        Self::of_with_clock(quota, SystemClock::new())
     }
 
     /// The chapter's `Throttle(rate)`: the bucket starts empty, tokens
@@ -178,7 +170,7 @@ impl Throttle<SystemClock> {
     ///
     /// A rate that is not finite or is below 1 (the bucket would hold less
     /// than one token).
-    pub fn chapter(rate: f64) -> Result<Self, ThrottleError> {
+    pub fn chapter(rate: f64) -> Result<Self, QuotaError> {
         Self::chapter_with_clock(rate, SystemClock::new())
     }
 }
@@ -189,21 +181,21 @@ impl<C: Clock> Throttle<C> {
     /// # Errors
     ///
     /// As [`Throttle::new`].
-    pub fn with_clock(rate: f64, burst: u32, clock: C) -> Result<Self, ThrottleError> {
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err(ThrottleError::Rate(rate));
-        }
-        if burst == 0 {
-            return Err(ThrottleError::Burst(burst));
-        }
+    pub fn with_clock(rate: f64, burst: u32, clock: C) -> Result<Self, QuotaError> {
+        Ok(Self::of_with_clock(Quota::new(rate, burst)?, clock))
+    }
+
+    /// [`Throttle::of`] with the given clock.
+    pub fn of_with_clock(quota: Quota, clock: C) -> Self {
         let now = clock.now();
-        Ok(Throttle {
-            rate,
-            capacity: f64::from(burst),
+        let burst = f64::from(quota.burst());
+        Throttle {
+            rate: quota.rate(),
+            capacity: burst,
             margin: Duration::ZERO,
             clock,
-            bucket: Mutex::new(Bucket::new(f64::from(burst), Some(now))),
-        })
+            bucket: Mutex::new(Bucket::new(burst, Some(now))),
+        }
     }
 
     /// [`Throttle::chapter`] with the given clock.
@@ -211,9 +203,9 @@ impl<C: Clock> Throttle<C> {
     /// # Errors
     ///
     /// As [`Throttle::chapter`].
-    pub fn chapter_with_clock(rate: f64, clock: C) -> Result<Self, ThrottleError> {
+    pub fn chapter_with_clock(rate: f64, clock: C) -> Result<Self, QuotaError> {
         if !(rate.is_finite() && rate >= 1.0) {
-            return Err(ThrottleError::ChapterRate(rate));
+            return Err(QuotaError::ChapterRate(rate));
         }
         Ok(Throttle { rate, capacity: rate, margin: Duration::ZERO, clock, bucket: Mutex::new(Bucket::new(0.0, None)) })
     }
@@ -242,7 +234,7 @@ impl<C: Clock> Throttle<C> {
     /// t.acquire(); // the burst
     /// t.acquire(); // one interval, plus the margin
     /// assert_eq!(clock.now(), Duration::from_secs(1));
-    /// # Ok::<(), concur::ThrottleError>(())
+    /// # Ok::<(), concur::QuotaError>(())
     /// ```
     pub fn with_margin(mut self, margin: Duration) -> Self {
         self.margin = margin;
@@ -285,7 +277,7 @@ impl<C: Clock> Throttle<C> {
     /// cancel.cancel();
     /// // Does not wait 1000 s, and takes nothing.
     /// assert_eq!(throttle.acquire_cancellable(&cancel), Err(Cancelled));
-    /// # Ok::<(), concur::ThrottleError>(())
+    /// # Ok::<(), concur::QuotaError>(())
     /// ```
     ///
     /// # Errors

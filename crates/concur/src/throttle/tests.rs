@@ -25,14 +25,14 @@ pub(super) fn assert_windows(grants: &[Duration], rate: f64, capacity: f64) {
 fn bad_parameters_are_named() {
     for rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
         let err = Throttle::new(rate, 1).expect_err("bad rate");
-        assert!(matches!(err, ThrottleError::Rate(r) if r.to_bits() == rate.to_bits()));
+        assert!(matches!(err, QuotaError::Rate(r) if r.to_bits() == rate.to_bits()));
     }
-    assert_eq!(Throttle::new(1.0, 0).expect_err("bad burst"), ThrottleError::Burst(0));
+    assert_eq!(Throttle::new(1.0, 0).expect_err("bad burst"), QuotaError::Burst(0));
     assert_eq!(
         Throttle::new(-2.5, 1).expect_err("bad rate").to_string(),
-        "throttle rate must be a finite number of tokens per second above 0, got -2.5"
+        "invalid rate -2.5: expected a number per second, at least one a day (0.0000116)"
     );
-    assert_eq!(Throttle::chapter(0.5).expect_err("bad rate"), ThrottleError::ChapterRate(0.5));
+    assert_eq!(Throttle::chapter(0.5).expect_err("bad rate"), QuotaError::ChapterRate(0.5));
     assert!(Throttle::chapter(f64::NAN).is_err());
 }
 
