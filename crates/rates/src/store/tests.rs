@@ -4,6 +4,9 @@ use std::sync::Arc;
 use std::path::Path;
 use std::time::SystemTime;
 
+use rusqlite::OpenFlags;
+
+use super::open::{immutable_uri, read_only_flags};
 use super::*;
 
 const API: &str = "http://api.test";
