@@ -1,7 +1,8 @@
 //! The conventions of a command-line tool: completions and a man page
 //! generated from the same definitions as `--help`, examples and exit codes
-//! in every subcommand's `--help`, every option the README names present in
-//! the `--help` of its subcommand, and a schema version in `bench --json`.
+//! in every subcommand's `--help`, every option the README and the docs
+//! name present in the `--help` of its subcommand, and a schema version in
+//! `bench --json`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -133,16 +134,18 @@ fn offers(help: &str, option: &str) -> bool {
     long_options(help).iter().any(|o| o == option)
 }
 
-#[test]
-fn every_option_in_the_readme_is_in_the_help_of_its_subcommand() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let helps: Vec<(&str, String)> = SUBCOMMANDS.iter().map(|s| (*s, help(Some(s)))).collect();
-    let top = help(None);
+/// The documents a user reads, from the workspace's root: every option
+/// they name must be one `rates` takes.
+const DOCS: [&str; 4] = ["README.md", "docs/GUIDE.md", "docs/ARCHITECTURE.md", "docs/BENCHMARKS.md"];
+
+/// Checks the options `doc` (named `name`) names against `helps` and `top`
+/// and returns those it checked.
+fn options_of_doc(name: &str, doc: &str, helps: &[(&str, String)], top: &str) -> BTreeSet<String> {
     let mut checked = BTreeSet::new();
 
     // A command line: `rates [global flags] SUB --options ...`, up to a
     // comment or a pipe; its options must be in SUB's help.
-    for line in readme.lines() {
+    for line in doc.lines() {
         let Some(at) = line.find("rates ") else { continue };
         if at > 0 && !line[..at].ends_with([' ', '`', '(']) {
             continue;
@@ -161,22 +164,36 @@ fn every_option_in_the_readme_is_in_the_help_of_its_subcommand() {
             _ => sub_help,
         };
         for opt in long_options(cmd) {
-            assert!(offers(sub_help, &opt), "README line {line:?}: `rates {sub} --help` has no {opt}");
+            assert!(offers(sub_help, &opt), "{name} line {line:?}: `rates {sub} --help` has no {opt}");
             checked.insert(opt);
         }
     }
     // Any other option the prose names must exist somewhere (the lines
     // that run `cargo` or `redis-server` name those programs' options).
     let prose: String =
-        readme.lines().filter(|l| !l.contains("cargo ") && !l.contains("redis-server ")).collect::<Vec<_>>().join("\n");
+        doc.lines().filter(|l| !l.contains("cargo ") && !l.contains("redis-server ")).collect::<Vec<_>>().join("\n");
     for opt in long_options(&prose) {
-        let known = offers(&top, &opt) || helps.iter().any(|(_, h)| offers(h, &opt));
-        assert!(known, "README names {opt}, which no `rates` command takes");
+        let known = offers(top, &opt) || helps.iter().any(|(_, h)| offers(h, &opt));
+        assert!(known, "{name} names {opt}, which no `rates` command takes");
         checked.insert(opt);
     }
-    assert!(checked.len() > 20, "only {checked:?}: is the README parsed?");
+    checked
+}
+
+#[test]
+fn every_option_in_the_docs_is_in_the_help_of_its_subcommand() {
+    let helps: Vec<(&str, String)> = SUBCOMMANDS.iter().map(|s| (*s, help(Some(s)))).collect();
+    let top = help(None);
+    let mut checked = BTreeSet::new();
+    for name in DOCS {
+        let doc = std::fs::read_to_string(format!("{}/../../{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let of_doc = options_of_doc(name, &doc, &helps, &top);
+        assert!(!of_doc.is_empty(), "{name} names no option: is it parsed?");
+        checked.extend(of_doc);
+    }
+    assert!(checked.len() > 20, "only {checked:?}: are the docs parsed?");
     for opt in ["--sim-fail-rate", "--rate-limit", "--plot", "--sim-"] {
-        assert!(checked.contains(opt), "{opt} not found in the README: {checked:?}");
+        assert!(checked.contains(opt), "{opt} not found in the docs: {checked:?}");
     }
 }
 
