@@ -27,6 +27,7 @@ pub mod store;
 mod supported;
 #[cfg(test)]
 mod test_server;
+pub mod trace;
 
 pub use api::{DateError, RateRequest, Rates, parse_date};
 pub use client::{
@@ -42,6 +43,7 @@ pub use models::{Fetcher, Model, Outcome, Progress, Workers};
 pub use retry::{Failure, RetryPolicy};
 pub use store::{Store, StoreError};
 pub use supported::{CURRENCIES_JSON, SUPPORTED, is_supported, supported_code};
+pub use trace::Trace;
 
 /// The chapter's five currencies, used as bases and as symbols by default.
 pub const CHAPTER_CURRENCIES: &str = "USD,EUR,PLN,NOK,CZK";

@@ -81,7 +81,7 @@ impl BlockingClient {
         let url = format!("{}/rates?{}", self.api, req.query());
         let a = self.get(&url)?;
         let rates = check_answer(req, decode_rates(a.status, a.retry_after.as_deref(), a.limit, &a.body)?)?;
-        Ok(Reply { rates, limit: a.limit })
+        Ok(Reply { rates, limit: a.limit, bytes: a.body.len() as u64 })
     }
 
     /// `GET /currencies`: code → name.

@@ -49,6 +49,9 @@ pub struct Reply {
     pub rates: Rates,
     /// The server's rate limit, if its headers gave one.
     pub limit: Option<RateLimitInfo>,
+    /// The size of the answer's body (what a trace shows of it).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// Why one request for rates failed. Serialisable, so a failure can cross a

@@ -63,8 +63,9 @@ impl AsyncClient {
         // Every answer may state the limit: vatcomply does only on its 429s.
         let limit = RateLimitInfo::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()));
         let body = self.read_body(resp).await?;
+        let bytes = body.len() as u64;
         let rates = check_answer(req, decode_rates(status, retry_after.as_deref(), limit, &body)?)?;
-        Ok(Reply { rates, limit })
+        Ok(Reply { rates, limit, bytes })
     }
 
     /// An answer's body, at most [`MAX_BODY`] bytes: a larger or endless

@@ -5,20 +5,23 @@
 //! attempt as a pool task, for the multiprocessing models.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use concur::adaptive::{AdaptiveConcurrency, AdaptiveRate, Permit, RateSignal};
-use concur::throttle::SystemClock;
-use concur::{Pool, Task, Throttle};
-use serde::{Deserialize, Serialize};
+use concur::adaptive::{AdaptiveConcurrency, AdaptiveRate};
+use concur::{Pool, Throttle};
 
+use super::fetch_once::{FetchOnce, FetchStamped};
 use super::pause::Pause;
+use super::traced::{Stamp, Traced, timed, timed_async};
 use super::{Job, Workers};
+use crate::Trace;
 use crate::{
     AsyncClient, BadUrl, BlockingClient, Cancel, ClientConfig, FetchError, RateRequest, Rates, Reply, RetryPolicy,
     retry::Failure,
 };
+
+mod learn;
 
 /// The result of fetching one item: its rates, or why it failed for good.
 pub type Outcome = Result<Rates, Failure>;
@@ -44,6 +47,7 @@ pub struct Fetcher {
     progress: Option<Progress>,
     worker_program: Option<std::path::PathBuf>,
     stack_size: Option<usize>,
+    trace: Option<Trace>,
 }
 
 /// The stack of a thread that fetches: 256 KiB. A request over `http://`
@@ -104,6 +108,7 @@ impl Fetcher {
             progress: None,
             worker_program: None,
             stack_size: Some(REQUEST_STACK),
+            trace: None,
         })
     }
 
@@ -173,6 +178,18 @@ impl Fetcher {
         self
     }
 
+    /// Writes every attempt, wait, retry and 429 of its runs to `trace`
+    /// (see [`crate::trace`]); `None`, the default, writes nothing.
+    pub fn with_trace(mut self, trace: Option<Trace>) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// The trace its runs are written to, if any.
+    pub fn trace(&self) -> Option<&Trace> {
+        self.trace.as_ref()
+    }
+
     /// The client's timeouts.
     pub fn config(&self) -> ClientConfig {
         self.config
@@ -197,37 +214,55 @@ impl Fetcher {
     /// gives up early (as `Cancelled`) once the run is cancelled.
     pub fn fetch(&self, req: &RateRequest) -> Outcome {
         let _span = span(req).entered();
-        self.fetch_with(|| self.client.fetch_reply(req))
+        self.attempts(Some(req), || (self.client.fetch_reply(req), None))
     }
 
     /// [`Fetcher::fetch`] with each attempt made by `attempt` (e.g. on a pool
     /// worker): the throttle, the adaptive limits, the retries,
     /// cancellation and progress stay with the caller.
     pub fn fetch_with(&self, attempt: impl Fn() -> Result<Reply, FetchError>) -> Outcome {
+        self.attempts(None, || (attempt(), None))
+    }
+
+    /// The attempts at `req` (if known, for the trace), each made by
+    /// `attempt`, which says where it ran if a worker process made it.
+    fn attempts(
+        &self,
+        req: Option<&RateRequest>,
+        attempt: impl Fn() -> (Result<Reply, FetchError>, Option<Stamp>),
+    ) -> Outcome {
+        let traced = self.trace.as_ref().map(|t| Traced::new(t, t.thread_track(), req));
+        let traced = traced.as_ref();
+        let cancelled = |_| FetchError::Cancelled;
         let outcome = self.retry.run(
             || {
+                if let Some(t) = traced {
+                    t.next_attempt();
+                }
                 // A cancelled run takes no slot, and a wait for one ends
                 // when the run is cancelled, giving the slot back.
                 let permit = loop {
-                    if !self.pause.wait(&self.cancel) {
+                    if !timed(traced, "retry-after", || self.pause.wait(&self.cancel)) {
                         return Err(FetchError::Cancelled);
                     }
                     if let Some(t) = &self.throttle {
                         let asked = std::time::Instant::now();
-                        t.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
+                        timed(traced, "throttle", || t.acquire_cancellable(&self.cancel)).map_err(cancelled)?;
                         log_throttle_wait(asked.elapsed());
                     }
                     if let Some(l) = &self.shared_limit {
-                        l.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
+                        timed(traced, "shared limit", || l.acquire_cancellable(&self.cancel)).map_err(cancelled)?;
                     }
                     let rate = self.rate_limit();
                     if let Some(r) = rate {
-                        r.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?;
+                        timed(traced, "rate", || r.acquire_cancellable(&self.cancel)).map_err(cancelled)?;
                     }
                     // Taken last, just before the request: a permit's latency
                     // is the request's alone, not the rate limit's waits.
                     let permit = match &self.concurrency {
-                        Some(c) => Some(c.acquire_cancellable(&self.cancel).map_err(|_| FetchError::Cancelled)?),
+                        Some(c) => Some(
+                            timed(traced, "concurrency", || c.acquire_cancellable(&self.cancel)).map_err(cancelled)?,
+                        ),
                         None => None,
                     };
                     if !self.limited_since(rate.is_some()) {
@@ -238,15 +273,23 @@ impl Fetcher {
                     return Err(FetchError::Cancelled);
                 }
                 let sent = self.latency.as_ref().map(|_| std::time::Instant::now());
-                let answer = attempt();
+                let at = traced.map(Traced::send);
+                let (answer, stamp) = attempt();
+                if let (Some(t), Some(at)) = (traced, at) {
+                    t.answered(at, &answer, stamp);
+                }
                 self.observe(sent, &answer);
                 self.learn(permit, &answer);
+                self.trace_limits();
                 answer.map(|reply| reply.rates)
             },
             |d| {
                 self.cancel.sleep(d);
             },
         );
+        if let Some(t) = traced {
+            t.finish(&outcome);
+        }
         self.done(outcome)
     }
 
@@ -254,72 +297,6 @@ impl Fetcher {
     fn observe(&self, sent: Option<std::time::Instant>, answer: &Result<Reply, FetchError>) {
         if let (Some(sink), Some(sent), Ok(_)) = (&self.latency, sent, answer) {
             sink(sent.elapsed());
-        }
-    }
-
-    /// The rate the run paces itself by: `--rate auto`'s, else the one
-    /// learnt from the server's 429s, if any yet.
-    fn rate_limit(&self) -> Option<&AdaptiveRate> {
-        self.adaptive_rate.as_deref().or_else(|| self.learnt_rate.get())
-    }
-
-    /// Whether a 429 came while this attempt waited at its gates: the run
-    /// is paused, or a rate was learnt that the attempt (which had none,
-    /// `had_rate` false) did not wait for. Then it goes through the gates
-    /// again rather than join the burst that earned the 429 (a run of 8
-    /// in flight, waiting on permits, drew 61 answers of 429 that way).
-    fn limited_since(&self, had_rate: bool) -> bool {
-        self.pause.is_on() || (!had_rate && self.rate_limit().is_some())
-    }
-
-    /// The rate and burst learnt from the server's 429s in a run without
-    /// `--rate auto`, if it met any: what `--rate`/`--burst` would reuse.
-    pub fn learnt_limit(&self) -> Option<(f64, u32)> {
-        self.learnt_rate.get().map(|r| (r.rate(), r.burst()))
-    }
-
-    /// Tells the adaptive limits what an attempt's answer said.
-    fn learn(&self, permit: Option<Permit<'_, SystemClock>>, answer: &Result<Reply, FetchError>) {
-        match answer {
-            Ok(reply) => {
-                if let Some(p) = permit {
-                    p.success();
-                }
-                if let Some(r) = self.rate_limit() {
-                    if let Some(l) = reply.limit {
-                        r.record(policy(l));
-                    }
-                    r.record(RateSignal::Success);
-                }
-            }
-            Err(e) if is_overload(e) => {
-                if let Some(p) = permit {
-                    p.overload();
-                }
-                if let FetchError::Status { status, retry_after, limit, .. } = e {
-                    // Not before the server said: no worker of the run.
-                    if let Some(after) = retry_after {
-                        self.pause.hold(*after);
-                    }
-                    // A 429 is the server's limit: a run that had none
-                    // learns it now, and paces by it from here on.
-                    let rate = match (self.rate_limit(), status) {
-                        (Some(r), _) => Some(r),
-                        (None, 429) => Some(self.learnt_rate.get_or_init(learnt_rate)),
-                        (None, _) => None,
-                    };
-                    if let Some(r) = rate {
-                        if let Some(l) = limit {
-                            r.record(policy(*l));
-                        }
-                        r.record(RateSignal::Limited { retry_after: *retry_after });
-                    }
-                }
-            }
-            // Cancelled, or an answer that says nothing of the server's
-            // load (a 404, a 500 of its own, a malformed body): the permit
-            // is given back without a sample.
-            Err(_) => drop(permit),
         }
     }
 
@@ -334,27 +311,34 @@ impl Fetcher {
     /// Cancellation drops this future (the `async` model does).
     pub async fn fetch_async(&self, client: &AsyncClient, req: &RateRequest) -> Outcome {
         use tracing::Instrument;
+        // A slot of the trace while the task runs, given back if it is dropped.
+        let slot = self.trace.as_ref().map(Trace::slot);
+        let traced = slot.as_ref().map(|s| Traced::new(s.trace(), s.track(), Some(req)));
+        let traced = traced.as_ref();
         let outcome = self
             .retry
             .run_async(|| async {
+                if let Some(t) = traced {
+                    t.next_attempt();
+                }
                 // As on the blocking path: once the run is cancelled no
                 // request starts, even before the task itself is dropped.
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
                 }
                 let permit = loop {
-                    self.pause.wait_async().await;
+                    timed_async(traced, "retry-after", self.pause.wait_async()).await;
                     if let Some(t) = &self.throttle {
                         let asked = tokio::time::Instant::now();
-                        t.acquire_async().await;
+                        timed_async(traced, "throttle", t.acquire_async()).await;
                         log_throttle_wait(asked.elapsed());
                     }
                     let rate = self.rate_limit();
                     if let Some(r) = rate {
-                        r.acquire_async().await;
+                        timed_async(traced, "rate", r.acquire_async()).await;
                     }
                     let permit = match &self.concurrency {
-                        Some(c) => Some(c.acquire_async().await),
+                        Some(c) => Some(timed_async(traced, "concurrency", c.acquire_async()).await),
                         None => None,
                     };
                     if !self.limited_since(rate.is_some()) {
@@ -365,41 +349,22 @@ impl Fetcher {
                     return Err(FetchError::Cancelled);
                 }
                 let sent = self.latency.as_ref().map(|_| std::time::Instant::now());
+                let at = traced.map(Traced::send);
                 let answer = client.fetch_reply(req).await;
+                if let (Some(t), Some(at)) = (traced, at) {
+                    t.answered(at, &answer, None);
+                }
                 self.observe(sent, &answer);
                 self.learn(permit, &answer);
+                self.trace_limits();
                 answer.map(|reply| reply.rates)
             })
             .instrument(span(req))
             .await;
+        if let Some(t) = traced {
+            t.finish(&outcome);
+        }
         self.done(outcome)
-    }
-}
-
-/// What an answer's rate-limit headers said, as the adaptive rate reads it;
-/// a wait it implies (nothing left until a reset) is announced.
-fn policy(l: crate::RateLimitInfo) -> RateSignal {
-    if let (Some(0), Some(reset)) = (l.remaining, l.reset) {
-        super::pause::announce_wait(reset, "the server said no request is left until its limit resets");
-    }
-    RateSignal::Policy { limit: l.limit, window: l.window, remaining: l.remaining, reset: l.reset, burst: l.burst }
-}
-
-/// The rate a run without `--rate auto` paces itself by once the server
-/// refused it: `--rate auto`'s, started from the first 429 (whose headers,
-/// if it has them, set it at once), with the margin that keeps the
-/// server's clock, not only ours, within the limit.
-fn learnt_rate() -> AdaptiveRate {
-    AdaptiveRate::new(super::auto::server_rate()).on_change(super::auto::log_rate_change)
-}
-
-/// Whether a failed attempt says the server is overloaded or limiting us:
-/// a 429 or 503, a timeout, a connection refused or cut.
-fn is_overload(e: &FetchError) -> bool {
-    match e {
-        FetchError::Status { status, .. } => matches!(status, 429 | 503),
-        FetchError::Timeout(_) | FetchError::Connect(_) | FetchError::Transport(_) => true,
-        _ => false,
     }
 }
 
@@ -446,9 +411,19 @@ impl Job for Fetcher {
     /// all worker processes and retries are throttled like first attempts.
     fn run_on(&self, pool: &(impl Pool + Sync), req: &RateRequest) -> Outcome {
         let _span = span(req).entered();
-        self.fetch_with(|| {
+        // Traced, a worker process says where and when it made the attempt.
+        let stamped = self.trace.as_ref().is_some_and(Trace::stamps_workers);
+        self.attempts(Some(req), || {
             let task = FetchOnce { api: self.api().to_string(), config: self.config, request: req.clone() };
-            pool.apply_async(task).wait().unwrap_or_else(|e| Err(FetchError::Worker(e.to_string())))
+            let failed = |e: concur::TaskError| Err(FetchError::Worker(e.to_string()));
+            if stamped {
+                match pool.apply_async(FetchStamped(task)).wait() {
+                    Ok((answer, stamp)) => (answer, Some(stamp)),
+                    Err(e) => (failed(e), None),
+                }
+            } else {
+                (pool.apply_async(task).wait().unwrap_or_else(failed), None)
+            }
         })
     }
 
@@ -490,152 +465,16 @@ impl Job for Fetcher {
     fn stack_size(&self) -> Option<usize> {
         self.stack_size
     }
-}
 
-/// One attempt at `GET /rates`, as a task a pool worker runs: what crosses
-/// to a worker process (serialised) and back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FetchOnce {
-    /// The API's base URL.
-    pub api: String,
-    /// The client's timeouts.
-    pub config: ClientConfig,
-    /// What to fetch.
-    pub request: RateRequest,
-}
-
-impl Task for FetchOnce {
-    /// The answer with its rate-limit headers, which the caller's adaptive
-    /// rate learns from.
-    type Output = Result<Reply, FetchError>;
-    const NAME: &'static str = "rates::FetchOnce";
-
-    /// In a process that serves tasks from others (see [`FetchPolicy`]),
-    /// an API not allowed is this task's error, without a request, and the
-    /// timeouts are capped at the policy's.
-    fn run(self) -> Self::Output {
-        let config = match POLICY.get() {
-            Some(policy) => policy.admit(&self.api, self.config)?,
-            None => self.config,
-        };
-        client(&self.api, config)?.fetch_reply(&self.request)
+    fn trace(&self) -> Option<&Trace> {
+        self.trace.as_ref()
     }
-}
-
-/// What a process that runs [`FetchOnce`] tasks for others (a `rates
-/// worker` on a queue) lets them do: which APIs they may ask, and the
-/// longest timeouts, whatever a task carries. Set once per process with
-/// [`FetchOnce::serve_with`]; a process without one (a process pool's
-/// worker, whose tasks come from its own parent) runs tasks as they are.
-#[derive(Debug, Clone, PartialEq)]
-struct FetchPolicy {
-    /// The APIs tasks may ask (base URLs, compared without a trailing `/`).
-    allow: Vec<String>,
-    /// The longest connect and request timeouts.
-    max: ClientConfig,
-}
-
-impl FetchPolicy {
-    /// The configuration a task may use on `api`: its own timeouts within
-    /// the policy's; an API not allowed is an error.
-    fn admit(&self, api: &str, asked: ClientConfig) -> Result<ClientConfig, FetchError> {
-        let api = api.trim_end_matches('/');
-        if !self.allow.iter().any(|a| allows(a.trim_end_matches('/'), api)) {
-            return Err(FetchError::Worker(format!(
-                "the API {api:?} is not allowed on this worker (its --allow-api): nothing was requested"
-            )));
-        }
-        Ok(ClientConfig {
-            connect_timeout: asked.connect_timeout.min(self.max.connect_timeout),
-            timeout: asked.timeout.min(self.max.timeout),
-        })
-    }
-}
-
-/// Whether the allowed API `allowed` covers `api`: the same URL, or, for
-/// an entry ending in `:*` (`http://127.0.0.1:*`), the same scheme and host
-/// on any port.
-fn allows(allowed: &str, api: &str) -> bool {
-    match allowed.strip_suffix(":*") {
-        Some(base) => api
-            .strip_prefix(base)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())),
-        None => allowed == api,
-    }
-}
-
-static POLICY: OnceLock<FetchPolicy> = OnceLock::new();
-
-impl FetchOnce {
-    /// Clients a process keeps, at most (the most recently used).
-    pub const CLIENT_CACHE: usize = CLIENT_CACHE;
-
-    /// Bounds the tasks this process runs from now on, before it serves
-    /// tasks from others (`rates worker`): only the APIs of `allow` are
-    /// asked (any other is the task's error, without a request), and a
-    /// task's timeouts are capped at `max`'s. Once per process: `false` if
-    /// a policy was set already (which stays).
-    pub fn serve_with(allow: Vec<String>, max: ClientConfig) -> bool {
-        POLICY.set(FetchPolicy { allow, max }).is_ok()
-    }
-
-    /// How many clients this process keeps now (at most
-    /// [`CLIENT_CACHE`](Self::CLIENT_CACHE)).
-    pub fn cached_clients() -> usize {
-        CACHED.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-/// Clients kept per process, at most.
-const CLIENT_CACHE: usize = 16;
-
-/// One blocking client per API and configuration in each process, so a
-/// worker reuses its connections from task to task; at most
-/// [`CLIENT_CACHE`] of them, the least recently used dropped (with its
-/// connections), so whatever APIs and timeouts tasks name, descriptors and
-/// memory stay bounded.
-fn client(api: &str, config: ClientConfig) -> Result<BlockingClient, FetchError> {
-    static CLIENTS: OnceLock<Mutex<std::collections::VecDeque<(String, BlockingClient)>>> = OnceLock::new();
-    let key = format!("{api} {config:?}");
-    let mut clients = CLIENTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(at) = clients.iter().position(|(k, _)| *k == key) {
-        let hit = clients.remove(at).map(|(_, c)| c);
-        if let Some(c) = hit {
-            clients.push_front((key, c.clone()));
-            return Ok(c);
-        }
-    }
-    let c = BlockingClient::new(api, config).map_err(|e| FetchError::Transport(e.to_string()))?;
-    clients.push_front((key, c.clone()));
-    clients.truncate(CLIENT_CACHE);
-    CACHED.store(clients.len(), std::sync::atomic::Ordering::Relaxed);
-    Ok(c)
-}
-
-/// Clients in the cache now (for tests and logs).
-static CACHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// The tasks a `rates` worker process can run; pass to `concur::worker_main`
-/// at the top of `main` (add your own tasks with `.register`).
-pub fn registry() -> concur::Registry {
-    concur::Registry::new().register::<FetchOnce>()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_server::{one_connection, usd, usd_answer};
-
-    #[test]
-    fn a_bad_api_is_an_error_not_a_panic() {
-        let task = FetchOnce {
-            api: "nonsense".into(),
-            config: ClientConfig::default(),
-            request: RateRequest { base: crate::Currency::EUR, symbols: vec![], date: None },
-        };
-        assert!(matches!(task.run(), Err(FetchError::Transport(_))));
-    }
 
     /// Runs `f` on a single-threaded runtime, dropped when `f` is done.
     fn on_runtime<F: std::future::Future>(f: F) -> F::Output {
@@ -670,33 +509,5 @@ mod tests {
         });
         // All three on the one connection, closed with the runtime.
         assert_eq!(closed.recv_timeout(Duration::from_secs(10)), Ok(3));
-    }
-
-    #[test]
-    fn the_client_cache_stays_at_its_bound() {
-        for i in 0..(3 * CLIENT_CACHE as u64) {
-            let config = ClientConfig { timeout: Duration::from_millis(1000 + i), ..ClientConfig::default() };
-            client("http://127.0.0.1:9", config).expect("a client");
-            assert!(FetchOnce::cached_clients() <= CLIENT_CACHE);
-        }
-        assert_eq!(FetchOnce::cached_clients(), CLIENT_CACHE);
-    }
-
-    #[test]
-    fn a_policy_allows_its_apis_only_and_caps_timeouts() {
-        let policy = FetchPolicy { allow: vec!["http://a.test/".into()], max: ClientConfig::default() };
-        let huge = ClientConfig { connect_timeout: Duration::MAX, timeout: Duration::from_secs(u64::MAX) };
-        assert_eq!(policy.admit("http://a.test", huge), Ok(ClientConfig::default()));
-        assert!(matches!(policy.admit("http://b.test", huge), Err(FetchError::Worker(m)) if m.contains("not allowed")));
-        let any_port = FetchPolicy { allow: vec!["http://127.0.0.1:*".into()], max: ClientConfig::default() };
-        assert!(any_port.admit("http://127.0.0.1:8080", huge).is_ok());
-        for other in ["http://127.0.0.1", "http://127.0.0.10:80", "http://127.0.0.1:80/x", "http://127.0.0.1:80@evil"] {
-            assert!(any_port.admit(other, huge).is_err(), "{other}");
-        }
-    }
-
-    #[test]
-    fn the_registry_knows_the_fetch_task() {
-        assert!(registry().names().any(|n| n == FetchOnce::NAME));
     }
 }

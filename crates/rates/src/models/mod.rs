@@ -23,13 +23,17 @@
 
 mod asyncio;
 mod auto;
+mod fetch_once;
 mod fetcher;
 mod pause;
 mod processes;
 mod threads;
+mod traced;
 
 pub use auto::{AutoLimits, Learnt, auto_pool_size};
-pub use fetcher::{FetchOnce, Fetcher, LatencySink, Outcome, Progress, REQUEST_STACK, SharedLimit, registry};
+pub use fetch_once::{FetchOnce, FetchStamped, registry};
+pub use fetcher::{Fetcher, LatencySink, Outcome, Progress, REQUEST_STACK, SharedLimit};
+pub use traced::Stamp;
 
 use std::fmt;
 use std::future::Future;
@@ -105,6 +109,12 @@ pub trait Job: Send + Sync + 'static {
     /// The program `process-pool` starts as its workers; this executable
     /// when `None`.
     fn worker_program(&self) -> Option<&Path> {
+        None
+    }
+
+    /// The trace its runs are written to, if any: the models name its
+    /// tracks after themselves.
+    fn trace(&self) -> Option<&crate::Trace> {
         None
     }
 }
@@ -206,6 +216,9 @@ impl Workers {
 /// The async models run on a runtime of their own, made for the call.
 pub fn run<J: Job>(model: Model, job: &Arc<J>, items: &[J::Item], workers: Workers) -> Vec<J::Output> {
     let n = workers.for_items(items.len());
+    if let Some(trace) = job.trace() {
+        trace.set_model(model, n);
+    }
     match model {
         Model::Sync => items.iter().map(|item| job.run(item)).collect(),
         Model::ThreadPerItem => threads::thread_per_item(job, items),
