@@ -6,8 +6,10 @@
 //! given the token is woken too, and gives its reserved slot back.
 
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
+
+use crate::sync;
 
 /// A cancellation flag; clones share it. Once set it stays set.
 ///
@@ -71,8 +73,7 @@ impl CancelToken {
         #[cfg(feature = "async")]
         self.0.wake_tasks.notify_waiters();
         // Called outside the list's lock: a watcher takes its own lock.
-        let watchers: Vec<_> =
-            self.0.watchers.0.lock().unwrap_or_else(PoisonError::into_inner).iter().filter_map(Weak::upgrade).collect();
+        let watchers: Vec<_> = sync::lock(&self.0.watchers.0).iter().filter_map(Weak::upgrade).collect();
         for wake in watchers {
             wake();
         }
@@ -84,7 +85,7 @@ impl CancelToken {
     /// notifies, and the thread checks the flag under the lock before
     /// each wait.
     pub(crate) fn watch(&self, wake: &Arc<Watcher>) {
-        let mut watchers = self.0.watchers.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut watchers = sync::lock(&self.0.watchers.0);
         watchers.retain(|w| w.strong_count() > 0);
         watchers.push(Arc::downgrade(wake));
     }
@@ -98,11 +99,7 @@ impl CancelToken {
     /// meanwhile; returns whether it was cancelled.
     pub fn sleep(&self, d: Duration) -> bool {
         let guard = self.lock();
-        let (guard, _) = self
-            .0
-            .wake_threads
-            .wait_timeout_while(guard, d, |cancelled| !*cancelled)
-            .unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = sync::wait_timeout_while(&self.0.wake_threads, guard, d, |cancelled| !*cancelled);
         *guard
     }
 
@@ -123,7 +120,7 @@ impl CancelToken {
 
     fn lock(&self) -> MutexGuard<'_, bool> {
         // A bool cannot be left half-written: a poisoned lock is still sound.
-        self.0.cancelled.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.0.cancelled)
     }
 }
 

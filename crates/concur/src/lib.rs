@@ -281,6 +281,7 @@ pub mod process_pool;
 #[cfg(all(unix, feature = "redis"))]
 pub mod queue;
 mod scoped;
+pub mod sync;
 pub mod thread_pool;
 pub mod throttle;
 

@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::sync::Mutex;
 
+use concur::sync;
 use concur::{Pool, ProcessPool, Registry, Task, TaskError};
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +37,7 @@ struct Capture;
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGGED.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        sync::lock(&LOGGED).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

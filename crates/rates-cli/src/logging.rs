@@ -18,6 +18,7 @@ use std::io::{self, Write};
 use std::sync::Mutex;
 
 use clap::{ArgAction, Args};
+use concur::sync;
 use indicatif::{ProgressBar, WeakProgressBar};
 use tracing_subscriber::EnvFilter;
 
@@ -99,7 +100,7 @@ static BAR: Mutex<Option<WeakProgressBar>> = Mutex::new(None);
 /// written with the bar cleared, and the bar redrawn below it.
 pub(crate) fn progress_bar(len: u64) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    *BAR.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar.downgrade());
+    *sync::lock(&BAR) = Some(bar.downgrade());
     bar
 }
 
@@ -111,7 +112,7 @@ impl Write for BarAwareStderr {
         // The formatter hands over one whole line per event. A line that
         // cannot be written (stderr closed) is dropped: logging must never
         // stop the work it reports on.
-        let bar = BAR.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(WeakProgressBar::upgrade);
+        let bar = sync::lock(&BAR).as_ref().and_then(WeakProgressBar::upgrade);
         let _ = match bar {
             Some(bar) if !bar.is_finished() => bar.suspend(|| io::stderr().lock().write_all(buf)),
             _ => io::stderr().lock().write_all(buf),

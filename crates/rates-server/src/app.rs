@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use concur::sync;
 use rates::{CURRENCIES_JSON, Currency, Dataset, RatesError, is_supported, supported_code};
 
 use crate::metrics::Route;
@@ -168,14 +169,14 @@ const MAX_ANSWER_KEY: usize = 256;
 
 impl Answers {
     fn get(&self, query: &str) -> Option<Bytes> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).get(query).cloned()
+        sync::read(&self.0).get(query).cloned()
     }
 
     fn put(&self, query: &str, body: Bytes) {
         if query.len() > MAX_ANSWER_KEY {
             return;
         }
-        let mut answers = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let mut answers = sync::write(&self.0);
         if answers.len() >= MAX_ANSWERS {
             answers.clear();
         }

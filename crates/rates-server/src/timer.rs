@@ -14,10 +14,11 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use concur::sync;
 use tokio::sync::oneshot;
 
 /// Which clock times the injected latency.
@@ -81,7 +82,7 @@ impl Ord for Entry {
 impl State {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // The queue stays consistent whatever panicked while holding it.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.queue)
     }
 }
 
@@ -152,8 +153,8 @@ fn run(state: &State) {
             continue;
         }
         q = match next {
-            Some(wait) => state.changed.wait_timeout(q, wait).unwrap_or_else(PoisonError::into_inner).0,
-            None => state.changed.wait(q).unwrap_or_else(PoisonError::into_inner),
+            Some(wait) => sync::wait_timeout(&state.changed, q, wait).0,
+            None => sync::wait(&state.changed, q),
         };
     }
 }

@@ -40,10 +40,11 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::cancel::{CancelToken, Cancelled, Watcher};
+use crate::sync;
 use crate::throttle::{Clock, SystemClock};
 
 /// A change of the learnt limit, for an observer
@@ -263,7 +264,7 @@ impl<C: Clock> AdaptiveConcurrency<C> {
                 s.threads_waiting -= 1;
                 return Ok(self.take(&mut s));
             }
-            s = self.shared.threads.wait(s).unwrap_or_else(PoisonError::into_inner);
+            s = sync::wait(&self.shared.threads, s);
         }
     }
 
@@ -405,7 +406,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state is updated with plain arithmetic that cannot panic, so
         // a poisoned lock still guards consistent numbers.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.state)
     }
 
     /// Wakes one waiter for one free slot: a thread if any waits, else a

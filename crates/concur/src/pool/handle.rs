@@ -3,12 +3,15 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::TaskError;
+// The slot's state is taken even if a thread panicked while holding the
+// lock: every change to it is a single assignment, never half made.
+use crate::sync::{self, lock};
 
 /// A handle on the result of one task queued with
 /// [`Pool::apply_async`](crate::Pool::apply_async) or [`ThreadPool::submit`](crate::ThreadPool::submit).
@@ -85,12 +88,6 @@ impl<R> Drop for Promise<R> {
     }
 }
 
-/// The slot's state even if a thread panicked while holding the lock: every
-/// change to it is a single assignment, so it is never half made.
-pub(super) fn lock<R>(state: &Mutex<State<R>>) -> MutexGuard<'_, State<R>> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl<R> AsyncResult<R> {
     /// A handle and the promise its task completes it with.
     pub(crate) fn channel() -> (Promise<R>, Self) {
@@ -117,7 +114,7 @@ impl<R> AsyncResult<R> {
                 State::Pending { parked, .. } => *parked = true,
                 _ => return take(&mut state),
             }
-            state = self.slot.done.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = sync::wait(&self.slot.done, state);
         }
     }
 
@@ -140,7 +137,7 @@ impl<R> AsyncResult<R> {
                 drop(state);
                 return Err(self);
             }
-            state = self.slot.done.wait_timeout(state, left).unwrap_or_else(PoisonError::into_inner).0;
+            state = sync::wait_timeout(&self.slot.done, state, left).0;
         }
     }
 

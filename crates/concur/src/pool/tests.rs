@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::handle::{State, lock};
+use super::handle::State;
 use super::*;
+use crate::sync::lock;
 
 #[test]
 fn a_tally_gives_each_index_once_then_names_the_rest_cancelled() {

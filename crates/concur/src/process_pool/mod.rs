@@ -122,13 +122,16 @@
 //! groups and `poll`. The crate builds elsewhere without it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::pool::{AsyncResult, Pool, Promise, Task, TaskError};
+// Nothing panics while holding the pool's locks, so poison carries no
+// broken invariant.
+use crate::sync::lock;
 
 mod answers;
 mod builder;
@@ -272,12 +275,6 @@ impl Shared {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks, so poison carries no
-    // broken invariant.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl ProcessPool {

@@ -13,12 +13,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::pool::{AsyncResult, ImapUnordered, InOrder, Pool, PoolError, Task, TaskError, panic_message};
+use crate::sync;
 
 /// A job on the work queue. Dropping it unrun drops the result sender it
 /// holds, which is how its caller learns it was cancelled.
@@ -210,7 +211,7 @@ impl ThreadPool {
     /// wait for that job's thread.
     pub fn join(&self) {
         self.close();
-        let handles = std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        let handles = std::mem::take(&mut *sync::lock(&self.workers));
         let me = thread::current().id();
         for handle in handles {
             if handle.thread().id() != me {
@@ -238,7 +239,7 @@ impl ThreadPool {
     fn lock_queue(&self) -> MutexGuard<'_, Option<Sender<Job>>> {
         // Nothing panics while holding the lock, so poison carries no
         // broken invariant.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.queue)
     }
 
     #[cfg(test)]
@@ -400,7 +401,7 @@ impl ThreadPoolBuilder {
                 work(&jobs, alive);
             });
             match spawned {
-                Ok(handle) => pool.workers.lock().unwrap_or_else(PoisonError::into_inner).push(handle),
+                Ok(handle) => sync::lock(&pool.workers).push(handle),
                 // Dropping `pool` closes and joins the workers started so far.
                 Err(e) => return Err(PoolError::Spawn(e)),
             }

@@ -29,10 +29,11 @@ mod quota;
 mod tests;
 
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::cancel::{CancelToken, Cancelled};
+use crate::sync;
 use bucket::Bucket;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use quota::{Quota, QuotaError};
@@ -420,7 +421,7 @@ impl<C: Clock> Throttle<C> {
     fn lock(&self) -> MutexGuard<'_, Bucket> {
         // The bucket is updated with plain arithmetic that cannot panic, so
         // a poisoned lock still guards consistent numbers.
-        self.bucket.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.bucket)
     }
 }
 

@@ -51,10 +51,11 @@
 //! the rate stays `r`, at most `burst + r·w` are granted.
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::cancel::{CancelToken, Cancelled, Watcher};
+use crate::sync;
 use crate::throttle::{Clock, NotUntil, SystemClock};
 
 mod config;
@@ -414,7 +415,7 @@ impl<C: Clock> AdaptiveRate<C> {
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state is updated with plain arithmetic that cannot panic, so
         // a poisoned lock still guards consistent numbers.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.state)
     }
 }
 
