@@ -9,9 +9,10 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use anyhow::Context;
+use concur::sync;
 
 use crate::Usage;
 
@@ -45,7 +46,7 @@ impl OutFile {
         // The full name, so that a name the system refuses is refused here.
         let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
         let file = File::options().write(true).create_new(true).open(&tmp).map_err(|e| refuse(&e))?;
-        PENDING.lock().unwrap_or_else(PoisonError::into_inner).push(tmp.clone());
+        sync::lock(&PENDING).push(tmp.clone());
         Ok(OutFile { path: path.to_path_buf(), tmp, file })
     }
 
@@ -65,14 +66,14 @@ impl Drop for OutFile {
     fn drop(&mut self) {
         // After a successful rename there is nothing left to remove.
         let _ = std::fs::remove_file(&self.tmp);
-        PENDING.lock().unwrap_or_else(PoisonError::into_inner).retain(|p| p != &self.tmp);
+        sync::lock(&PENDING).retain(|p| p != &self.tmp);
     }
 }
 
 /// Removes every temporary file not yet committed: for an exit that will
 /// not run destructors.
 pub(crate) fn remove_pending() {
-    for p in PENDING.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+    for p in sync::lock(&PENDING).drain(..) {
         let _ = std::fs::remove_file(p);
     }
 }
@@ -102,7 +103,7 @@ mod tests {
 
     #[test]
     fn commit_replaces_the_target_and_leaves_nothing_else() {
-        let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let _turn = sync::lock(&SERIAL);
         let dir = tmp_dir("commit");
         let path = dir.join("out.csv");
         std::fs::write(&path, "old").expect("written");
@@ -116,7 +117,7 @@ mod tests {
 
     #[test]
     fn dropping_without_commit_keeps_the_old_file() {
-        let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let _turn = sync::lock(&SERIAL);
         let dir = tmp_dir("drop");
         let path = dir.join("out.csv");
         std::fs::write(&path, "old").expect("written");
@@ -128,7 +129,7 @@ mod tests {
 
     #[test]
     fn unwritable_targets_are_refused_by_name() {
-        let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let _turn = sync::lock(&SERIAL);
         let dir = tmp_dir("refuse");
         let e = OutFile::create("--out", &dir.join("no/such/x.csv")).expect_err("no directory");
         assert!(e.0.starts_with("--out: cannot write '") && e.0.contains("no directory '"), "{e}");
@@ -145,7 +146,7 @@ mod tests {
 
     #[test]
     fn pending_files_are_removed_on_demand() {
-        let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let _turn = sync::lock(&SERIAL);
         let dir = tmp_dir("pending");
         let out = OutFile::create("--out", &dir.join("x.csv")).expect("writable");
         remove_pending();
