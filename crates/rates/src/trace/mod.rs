@@ -26,8 +26,10 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use concur::sync;
 
 pub use read::{ReadError, read_events};
 
@@ -197,7 +199,7 @@ impl Trace {
             Model::Async => Prefix::Numbered("async thread".into()),
             m => Prefix::Numbered(format!("{} worker", m.name())),
         };
-        *self.0.prefix.lock().unwrap_or_else(PoisonError::into_inner) = prefix;
+        *sync::lock(&self.0.prefix) = prefix;
     }
 
     /// Whether attempts are made in worker processes, which say when and
@@ -220,7 +222,7 @@ impl Trace {
     /// Names the tracks of threads that record from now on `prefix N`, N
     /// the number the thread's name ends with (or the track's own).
     pub fn set_thread_prefix(&self, prefix: impl Into<String>) {
-        *self.0.prefix.lock().unwrap_or_else(PoisonError::into_inner) = Prefix::Numbered(prefix.into());
+        *sync::lock(&self.0.prefix) = Prefix::Numbered(prefix.into());
     }
 
     /// Writes what is buffered and ends the file with `]`; later events
@@ -251,7 +253,7 @@ impl Trace {
         });
         let thread = std::thread::current();
         let own = thread.name();
-        let name = match &*self.0.prefix.lock().unwrap_or_else(PoisonError::into_inner) {
+        let name = match &*sync::lock(&self.0.prefix) {
             Prefix::One(name) => name.clone(),
             Prefix::Numbered(prefix) => format!("{prefix} {}", own.and_then(trailing_number).unwrap_or(tid)),
             Prefix::Thread => own.map_or_else(|| format!("thread {tid}"), str::to_owned),
@@ -263,7 +265,7 @@ impl Trace {
     /// The lowest async task slot free now, the task's until the guard
     /// is dropped: slots never overlap.
     pub fn slot(&self) -> Slot {
-        let mut slots = self.0.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slots = sync::lock(&self.0.slots);
         let n = match slots.free.pop_first() {
             Some(n) => n,
             None => {
@@ -392,7 +394,7 @@ impl Trace {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Out> {
-        self.out.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.out)
     }
 
     /// Runs `write` on the file unless it is finished or failed.
@@ -464,7 +466,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.trace.0.slots.lock().unwrap_or_else(PoisonError::into_inner).free.insert(self.n);
+        sync::lock(&self.trace.0.slots).free.insert(self.n);
     }
 }
 
