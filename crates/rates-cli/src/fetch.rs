@@ -19,7 +19,7 @@ use rates::{Currency, Model, RateRequest, present};
 use crate::config::{Defaults, RunConfig, Target};
 use crate::flags::{CacheFlag, ClientFlags, SimFlags};
 use crate::session::{self, Session, parse_currencies};
-use crate::{Usage, cache, cli, dataset};
+use crate::{Usage, cache, dataset, parse};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -39,9 +39,9 @@ pub struct FetchArgs {
     /// async, async-executor.
     #[arg(long, default_value = "sync")]
     pub model: Model,
-    /// Requests in flight at once for the pooled and async models (0 or "unlimited": all; auto: learnt from latency).
-    #[arg(long, default_value = "4", value_parser = cli::workers)]
-    pub workers: cli::WorkersArg,
+    /// Requests in flight at once for the pooled and async models ("unlimited": all; auto: learnt from latency).
+    #[arg(long, default_value = "4", value_parser = parse::workers)]
+    pub workers: parse::WorkersArg,
     /// Base currencies, comma-separated.
     #[arg(long, default_value = rates::CHAPTER_CURRENCIES)]
     pub bases: String,
@@ -118,8 +118,7 @@ fn date_note(asked: NaiveDate, answered: NaiveDate, today: NaiveDate, data_ends:
 }
 
 pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
-    let config = RunConfig::new(&args.client, &args.sim, Defaults::FETCH)?;
-    config.workers(args.workers)?;
+    let config = RunConfig::new(&args.client, &args.sim, args.workers, Defaults::FETCH)?;
     // With `--api` and the embedded data, nothing needs the table: parsing
     // it would only slow the start.
     let ds = match (&config.target, &args.client.data) {
@@ -140,7 +139,7 @@ pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let data_ends = embedded.map(|ds| ds.last_day());
     let data = args.client.data.clone();
     let session = Session::start(|| ds.map_or_else(|| dataset(data.as_ref()), Ok), &config, None)?;
-    let ran = session.run(args.model, &plan.requests, args.workers)?;
+    let ran = session.run(args.model, &plan.requests)?;
     ran.say_learnt();
 
     let answers: Vec<&rates::Rates> = ran.outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();

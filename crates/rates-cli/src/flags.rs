@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::cli;
+use crate::parse;
 
 /// Where the requests go and how each is made (`fetch`, `history`, `bench`).
 #[derive(Debug, Clone, Args)]
@@ -23,8 +23,8 @@ pub struct ClientFlags {
     pub data: Option<PathBuf>,
     /// At most this many requests per second, across all workers; `auto`
     /// learns it from the server's 429s, Retry-After and rate-limit headers.
-    #[arg(long, value_parser = cli::rate_or_auto, value_name = "R|auto")]
-    pub rate: Option<cli::RateArg>,
+    #[arg(long, value_parser = parse::rate_or_auto, value_name = "R|auto")]
+    pub rate: Option<parse::RateArg>,
     /// With --rate: requests allowed at once after a quiet spell.
     #[arg(long, default_value = "1", requires = "rate", value_name = "B")]
     pub burst: NonZeroU32,
@@ -32,7 +32,7 @@ pub struct ClientFlags {
     #[arg(long, value_name = "K")]
     pub retries: Option<u32>,
     /// Time limit of one request.
-    #[arg(long, value_parser = cli::timeout, default_value = "10s")]
+    #[arg(long, value_parser = parse::timeout, default_value = "10s")]
     pub timeout: Duration,
     /// Run every request on the workers of this Redis queue
     /// (redis://[USER:PASSWORD@]HOST[:PORT][/DB], rediss:// for TLS; start
@@ -81,17 +81,17 @@ pub struct QueueFlags {
 #[command(group = clap::ArgGroup::new("sim_limited").args(["sim_rate_limit", "sim_public"]).multiple(false))]
 pub struct SimFlags {
     /// Embedded server: latency of every answer [default: 100ms; bench: 20ms].
-    #[arg(long, alias = "latency", value_parser = cli::duration, value_name = "T", conflicts_with = "api")]
+    #[arg(long, alias = "latency", value_parser = parse::duration, value_name = "T", conflicts_with = "api")]
     pub sim_latency: Option<Duration>,
     /// Embedded server: random extra latency up to this much.
-    #[arg(long, alias = "jitter", value_parser = cli::duration, default_value = "0", conflicts_with = "api")]
+    #[arg(long, alias = "jitter", value_parser = parse::duration, default_value = "0", conflicts_with = "api")]
     pub sim_jitter: Duration,
     /// Embedded server: fraction of requests that fail with 500.
-    #[arg(long, alias = "fail-rate", value_parser = cli::fraction, default_value = "0", conflicts_with = "api")]
+    #[arg(long, alias = "fail-rate", value_parser = parse::fraction, default_value = "0", conflicts_with = "api")]
     pub sim_fail_rate: f64,
     /// Embedded server: requests per second allowed per client and route
     /// (/rates, /currencies); over it, a 429 as the public service's.
-    #[arg(long, value_parser = cli::rate, value_name = "R", conflicts_with = "api")]
+    #[arg(long, value_parser = parse::rate, value_name = "R", conflicts_with = "api")]
     pub sim_rate_limit: Option<f64>,
     /// Embedded server: burst of --sim-rate-limit.
     #[arg(long, default_value = "1", requires = "sim_rate_limit", value_name = "B")]
@@ -111,8 +111,8 @@ pub struct SimFlags {
     #[arg(long, hide = true, conflicts_with = "sim_rate_limit_headers")]
     pub sim_no_rate_limit_headers: bool,
     /// Embedded server: serves at most N requests at once, the rest wait their turn.
-    #[arg(long, value_name = "N", conflicts_with = "api")]
-    pub sim_capacity: Option<String>,
+    #[arg(long, value_parser = parse::capacity, value_name = "N", conflicts_with = "api")]
+    pub sim_capacity: Option<usize>,
 }
 
 /// The faults `rates serve` injects into its own answers.
@@ -120,18 +120,18 @@ pub struct SimFlags {
 #[command(group = clap::ArgGroup::new("limited").args(["rate_limit", "public"]).multiple(false))]
 pub struct FaultFlags {
     /// Every answer waits this long (e.g. 50ms).
-    #[arg(long, value_parser = cli::duration, default_value = "0")]
+    #[arg(long, value_parser = parse::duration, default_value = "0")]
     pub latency: Duration,
     /// Plus a random extra delay up to this much.
-    #[arg(long, value_parser = cli::duration, default_value = "0")]
+    #[arg(long, value_parser = parse::duration, default_value = "0")]
     pub jitter: Duration,
     /// This fraction of requests answers 500 (e.g. 0.2 or 20%).
-    #[arg(long, value_parser = cli::fraction, default_value = "0")]
+    #[arg(long, value_parser = parse::fraction, default_value = "0")]
     pub fail_rate: f64,
     /// Per client IP and route (/rates, /currencies), at most this many
     /// requests per second; over it, a 429 as the public service's
     /// (Retry-After, X-RateLimit-Limit, X-RateLimit-Burst).
-    #[arg(long, value_parser = cli::rate, value_name = "R")]
+    #[arg(long, value_parser = parse::rate, value_name = "R")]
     pub rate_limit: Option<f64>,
     /// With --rate-limit: requests allowed at once.
     #[arg(long, default_value = "1", requires = "rate_limit", value_name = "B")]
@@ -151,8 +151,8 @@ pub struct FaultFlags {
     pub no_rate_limit_headers: bool,
     /// Serve at most N requests at once; the rest wait their turn, so
     /// latency grows with load, as on a saturated server.
-    #[arg(long, value_name = "N")]
-    pub capacity: Option<String>,
+    #[arg(long, value_parser = parse::capacity, value_name = "N")]
+    pub capacity: Option<usize>,
 }
 
 /// How `rates serve` protects itself from clients that hold connections.
@@ -160,10 +160,10 @@ pub struct FaultFlags {
 pub struct ConnFlags {
     /// A connection must send a whole request head within this long (from
     /// accept, or from the first byte of a keep-alive connection's next request).
-    #[arg(long, value_parser = cli::duration, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse::duration, default_value = "10s", value_name = "DURATION")]
     pub header_timeout: Duration,
     /// A keep-alive connection idle this long between requests is closed.
-    #[arg(long, value_parser = cli::duration, default_value = "30s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse::duration, default_value = "30s", value_name = "DURATION")]
     pub idle_timeout: Duration,
     /// At most this many connections open; at the cap a new one closes the
     /// connection that has waited longest for a request (or, if all are busy,
@@ -192,6 +192,6 @@ pub struct StoreFlags {
     #[arg(long)]
     pub no_cache: bool,
     /// Answers about the last two days (which may be published late) are asked again once this old.
-    #[arg(long, value_parser = cli::duration, default_value = "1h", value_name = "DURATION")]
+    #[arg(long, value_parser = parse::duration, default_value = "1h", value_name = "DURATION")]
     pub max_age: Duration,
 }

@@ -51,7 +51,7 @@ use crate::flags::{ClientFlags, SimFlags, StoreFlags};
 use crate::output::OutFile;
 use crate::queue::QueueJob;
 use crate::session::{self, Ran, Session, parse_currencies};
-use crate::{Usage, cli, dataset, plot};
+use crate::{Usage, dataset, parse, plot};
 
 /// How the series is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -81,9 +81,9 @@ pub struct HistoryArgs {
     /// async, async-executor.
     #[arg(long, default_value = "async")]
     pub model: Model,
-    /// Requests in flight at once for the pooled and async models (0 or "unlimited": all; auto: learnt from latency).
-    #[arg(long, default_value = "8", value_parser = cli::workers)]
-    pub workers: cli::WorkersArg,
+    /// Requests in flight at once for the pooled and async models ("unlimited": all; auto: learnt from latency).
+    #[arg(long, default_value = "8", value_parser = parse::workers)]
+    pub workers: parse::WorkersArg,
     /// Output format.
     #[arg(long, value_enum, default_value = "csv")]
     pub format: HistoryFormat,
@@ -222,8 +222,7 @@ enum Day<'a> {
 pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.client.data.as_ref())?;
     let plan = plan(&args, &ds, chrono::Utc::now().date_naive())?;
-    let config = RunConfig::new(&args.client, &args.sim, Defaults::FETCH)?;
-    config.workers(args.workers)?;
+    let config = RunConfig::new(&args.client, &args.sim, args.workers, Defaults::FETCH)?;
     let store = HistoryStore::open(&args.store, &config.target)?;
     // Proven writable before any request: results are not fetched to be lost.
     let out_file = args.out.as_deref().map(|p| OutFile::create("--out", p)).transpose()?;
@@ -299,7 +298,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
              day (holidays)",
             plan.from, plan.to
         );
-        return Ok(ExitCode::from(2));
+        return Ok(crate::exit::code(crate::exit::USAGE));
     }
     let rows: Vec<&Rates> =
         days.iter().filter_map(|(_, d)| if let Day::Row(r) = d { Some(*r) } else { None }).collect();
@@ -423,7 +422,7 @@ fn fetch(
     if let Some(job) = &job {
         session = session.with_job(Arc::clone(job));
     }
-    let ran = session.run(args.model, &requests, args.workers)?;
+    let ran = session.run(args.model, &requests)?;
     bar.finish_and_clear();
     ran.say_learnt();
     Ok((ran, job.and_then(|j| j.id.get().cloned())))

@@ -311,7 +311,9 @@ impl std::fmt::Debug for ThreadPoolBuilder {
 
 impl ThreadPoolBuilder {
     /// The number of workers; by default the machine's available
-    /// parallelism (1 if unknown), like Python's `Pool()`.
+    /// parallelism (1 if unknown), like Python's `Pool()`. Zero is refused
+    /// by [`build`](Self::build) with [`PoolError::NoWorkers`], as by every
+    /// pool of this crate: never taken as one.
     pub fn size(mut self, workers: usize) -> Self {
         self.size = Some(workers);
         self

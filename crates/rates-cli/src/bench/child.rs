@@ -143,7 +143,7 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let prepared = match spec.workload {
         Workload::Io => {
             let api = spec.api.as_deref().context("bench-run: no API for the I/O workload")?;
-            // Paced as `fetch` paces (see `Quota::throttle`): the same margin after a burst.
+            // Paced as `fetch` paces (see `config::throttle`): the same margin after a burst.
             let throttle = spec
                 .rate
                 .map(|r| concur::Throttle::new(r, spec.burst).map(|t| t.with_margin(Duration::from_secs_f64(1.0 / r))))

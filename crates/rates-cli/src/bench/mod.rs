@@ -73,7 +73,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Defaults, RunConfig, Target};
 use crate::flags::{ClientFlags, SimFlags};
-use crate::{Usage, cli, plot};
+use crate::{Usage, parse, plot};
 use child::{Spec, run_child};
 use cpu::seconds_per_round;
 use render::{draw, table};
@@ -104,9 +104,9 @@ pub struct BenchArgs {
     /// Runs of each model; the median is reported, with the spread.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
-    /// Items in flight at once for the pooled and async models (0 or "unlimited": all; auto: learnt from latency).
-    #[arg(long, default_value = "8", value_parser = cli::workers)]
-    pub workers: cli::WorkersArg,
+    /// Items in flight at once for the pooled and async models ("unlimited": all; auto: learnt from latency).
+    #[arg(long, default_value = "8", value_parser = parse::workers)]
+    pub workers: parse::WorkersArg,
     /// Also run each model with --workers auto (and --rate auto when a
     /// rate limit is in play: --rate or --sim-rate-limit), as a row
     /// `MODEL auto` beside it: what learning the limits costs or saves.
@@ -114,7 +114,7 @@ pub struct BenchArgs {
     pub auto: bool,
     /// Time limit of one run of one model: past it the run is stopped and
     /// the model reported as failed.
-    #[arg(long, value_parser = cli::duration, default_value = "10m")]
+    #[arg(long, value_parser = parse::duration, default_value = "10m")]
     pub run_limit: Duration,
     /// CPU workload: computation per item, in milliseconds on this machine.
     #[arg(long, default_value_t = 10.0, value_name = "MS")]
@@ -195,9 +195,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
-    let config = RunConfig::new(&args.client, &args.sim, Defaults::BENCH)?;
+    let config = RunConfig::new(&args.client, &args.sim, args.workers, Defaults::BENCH)?;
     let io = args.workload == Workload::Io;
-    let auto_workers = config.workers(args.workers)? == cli::WorkersArg::Auto;
+    let auto_workers = config.workers == parse::WorkersArg::Auto;
     if !io && (auto_workers || args.auto || config.auto_rate.is_some()) {
         return Err(
             Usage("--workload cpu: the auto limits learn from a server's answers; use --workload io".into()).into()
@@ -239,9 +239,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let item_s = per_round * rounds as f64;
 
-    let fixed_workers = match args.workers {
-        cli::WorkersArg::Fixed(w) => w,
-        cli::WorkersArg::Auto => Workers::Unlimited,
+    let fixed_workers = match config.workers {
+        parse::WorkersArg::Fixed(w) => w,
+        parse::WorkersArg::Auto => Workers::Unlimited,
     };
     let workers = match fixed_workers {
         Workers::Bounded(w) => Some(w.max(1)),
@@ -378,7 +378,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 /// server's own limit, as (rate, burst).
 fn rate_limit(config: &RunConfig, sim: Option<&rates_server::ServerOptions>) -> Option<(f64, u32)> {
     let client = config.throttle.map(|q| (q.rate(), q.burst()));
-    let server = sim.and_then(|o| o.rate_limit.as_ref()).map(|l| (l.rate, l.burst));
+    let server = sim.and_then(|o| o.rate_limit).map(|l| (l.rate(), l.burst()));
     match (client, server) {
         (Some(c), Some(s)) => Some(if s.0 < c.0 { s } else { c }),
         (c, s) => c.or(s),
