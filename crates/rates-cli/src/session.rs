@@ -5,8 +5,7 @@
 //! Both commands check every option before anything starts (into a
 //! [`RunConfig`]), then run their requests through [`Session::run`], then
 //! report failures with [`report`]: each failure once on stderr, a
-//! summary, and the exit code
-//! (0 all good, 1 some failed, 130 interrupted by Ctrl-C, 143 by SIGTERM).
+//! summary, and the exit code ([`crate::exit`]).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,11 +15,12 @@ use anyhow::Context;
 use rates::models::{AutoLimits, Learnt, auto_pool_size};
 use rates::{Currency, Dataset, Failure, FetchError, Fetcher, Model, Outcome, Progress, RateRequest, Workers, models};
 use rates_server::RunningServer;
+use rates_server::signals::Stop;
 
-use crate::Usage;
 use crate::cache::NoCodes;
-use crate::cli::WorkersArg;
 use crate::config::{RunConfig, Target};
+use crate::parse::WorkersArg;
+use crate::{Usage, exit};
 
 /// The currencies of a comma-separated `--flag` value, checked for their
 /// syntax alone (three letters, none twice): whether the API accepts them
@@ -145,6 +145,8 @@ pub(crate) struct Session {
     server: Option<RunningServer>,
     /// The queue whose workers run the requests (`--queue`), if any.
     queue: Option<String>,
+    /// The requests in flight at once.
+    workers: WorkersArg,
     /// On the queue, the requests as a job that can be resumed (`history`).
     job: Option<Arc<crate::queue::QueueJob>>,
 }
@@ -199,7 +201,7 @@ impl Session {
         // through the same broker, kept on the broker.
         let (throttle, shared) = match (&config.queue, config.throttle) {
             (Some(url), Some(q)) => (None, Some(crate::queue::shared_limit(url, &api, q)?)),
-            (_, q) => (q.map(|q| q.throttle()).transpose()?, None),
+            (_, q) => (q.map(crate::config::throttle), None),
         };
         let mut fetcher = Fetcher::new(&api, config.client)?.with_retry(config.retry).with_throttle(throttle);
         if let Some(limit) = shared {
@@ -209,7 +211,7 @@ impl Session {
             fetcher = fetcher.with_progress(p);
         }
         let auto_rate = config.auto_rate.map(|b| b.get());
-        Ok(Session { fetcher, auto_rate, server, queue: config.queue.clone(), job: None })
+        Ok(Session { fetcher, auto_rate, server, queue: config.queue.clone(), workers: config.workers, job: None })
     }
 
     /// On a queue, runs the requests as `job`, which a later run can resume.
@@ -218,15 +220,16 @@ impl Session {
         self
     }
 
-    /// Runs `requests` with `model`. Ctrl-C or SIGTERM cancels the run: no
+    /// Runs `requests` with `model`, as many in flight at once as the
+    /// configuration's `--workers`. Ctrl-C or SIGTERM cancels the run: no
     /// new request starts, no throttle wait or backoff goes on, those in
     /// flight are dropped (async models) or finish (blocking ones), and the
     /// outcomes that arrived are returned. A second signal ends the process
-    /// at once.
-    pub fn run(self, model: Model, requests: &[RateRequest], workers: WorkersArg) -> anyhow::Result<Ran> {
+    /// at once ([`exit::on_signals`]).
+    pub fn run(self, model: Model, requests: &[RateRequest]) -> anyhow::Result<Ran> {
         // `--workers auto`: the model's pool is the most the limit may
         // learn, and the limit decides how many of its workers send at once.
-        let (workers, auto_workers) = match workers {
+        let (workers, auto_workers) = match self.workers {
             WorkersArg::Fixed(w) => (w, None),
             WorkersArg::Auto => {
                 let most = auto_pool_size(model);
@@ -235,24 +238,10 @@ impl Session {
         };
         let auto = AutoLimits::new(self.auto_rate, auto_workers);
         let fetcher = Arc::new(auto.apply(self.fetcher));
-        // A small runtime listens for the signals; the models run on this
-        // thread (the async ones on a runtime of their own).
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        // The models run on this thread (the async ones on a runtime of
+        // their own); the signals are heard on a thread of the watch's.
         let cancel = fetcher.cancel().clone();
-        let mut signals = Signals::install(&rt)?;
-        let stop = Arc::new(std::sync::OnceLock::new());
-        rt.spawn({
-            let stop = Arc::clone(&stop);
-            async move {
-                let first = signals.next().await;
-                let _ = stop.set(first);
-                cancel.cancel();
-                let second = signals.next().await;
-                eprintln!("rates: {}: stopping at once", second.name());
-                crate::output::remove_pending();
-                std::process::exit(second.exit_code().into());
-            }
-        });
+        let signals = exit::on_signals("rates", move |_| cancel.cancel())?;
         let started = Instant::now();
         let outcomes = match (&self.queue, &self.job) {
             (None, _) => models::run(model, &fetcher, requests, workers),
@@ -260,85 +249,18 @@ impl Session {
             (Some(url), None) => crate::queue::run(url, &*fetcher, requests, workers)?,
         };
         let elapsed = started.elapsed();
-        let stopped = stop.get().copied();
+        let stopped = signals.stopped();
         let limited = fetcher.learnt_limit().map(|rate| Learnt { rate: Some(rate), workers: None });
-        rt.shutdown_background();
+        drop(signals);
         drop(self.server);
         Ok(Ran { outcomes, elapsed, stopped, learnt: auto.learnt(), limited })
     }
 }
 
-/// A signal that stops a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stop {
-    /// Ctrl-C.
-    Interrupt,
-    /// What service managers and `timeout` send.
-    Terminate,
-}
-
-impl Stop {
-    fn name(self) -> &'static str {
-        match self {
-            Stop::Interrupt => "interrupted",
-            Stop::Terminate => "terminated",
-        }
-    }
-
-    /// 128 + the signal's number, as a shell reports a command it stopped.
-    fn exit_code(self) -> u8 {
-        match self {
-            Stop::Interrupt => 130,
-            Stop::Terminate => 143,
-        }
-    }
-}
-
-/// SIGINT and SIGTERM, their handlers installed at once: a signal that
-/// arrives before the first request still stops the run cleanly instead of
-/// killing the process.
-struct Signals {
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install(rt: &tokio::runtime::Runtime) -> std::io::Result<Self> {
-        let _in_runtime = rt.enter();
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
-        }
-        #[cfg(not(unix))]
-        Ok(Signals {})
-    }
-
-    /// The next signal.
-    async fn next(&mut self) -> Stop {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                Some(()) = self.int.recv() => Stop::Interrupt,
-                Some(()) = self.term.recv() => Stop::Terminate,
-                else => std::future::pending().await,
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            match tokio::signal::ctrl_c().await {
-                Ok(()) => Stop::Interrupt,
-                Err(_) => std::future::pending().await,
-            }
-        }
-    }
-}
-
 /// Names each failure once on stderr (`label: reason (after N attempts)`),
-/// then a summary, and gives the exit code: 0 when nothing failed, 130 or
-/// 143 when Ctrl-C or SIGTERM stopped the run, 1 otherwise. `ok` counts
+/// then a summary, and gives the exit code: [`exit::SUCCESS`] when nothing
+/// failed, [`exit::of_stop`] when Ctrl-C or SIGTERM stopped the run,
+/// [`exit::FAILED`] otherwise. `ok` counts
 /// what was written; cancelled items are counted here, and named by the
 /// caller (as bases, or as ranges of days).
 pub(crate) fn report<'a>(
@@ -357,13 +279,13 @@ pub(crate) fn report<'a>(
     }
     if let Some(stop) = stopped {
         eprintln!("rates: {}: {ok} ok, {failed} failed, {cancelled} cancelled", stop.name());
-        return ExitCode::from(stop.exit_code());
+        return exit::code(exit::of_stop(stop));
     }
     if failed + cancelled == 0 {
-        return ExitCode::SUCCESS;
+        return exit::code(exit::SUCCESS);
     }
     eprintln!("rates: {ok} ok, {failed} failed");
-    ExitCode::FAILURE
+    exit::code(exit::FAILED)
 }
 
 #[cfg(test)]

@@ -1,15 +1,16 @@
 //! `rates worker`: serves a Redis queue with the tasks of the `rates`
 //! binary, on any host that reaches the broker, until SIGTERM or Ctrl-C,
 //! then drains (reads no more, finishes and acknowledges what it holds)
-//! and exits 0. A second signal ends it at once.
+//! and exits 0. A second signal ends it at once ([`crate::exit::on_signals`]).
 
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use concur::{CancelToken, WorkerOptions};
 
-use crate::{Usage, cli, flags};
+use crate::{Usage, exit, flags, parse};
 
 /// Options of `rates worker`.
 #[derive(Debug, Args)]
@@ -17,14 +18,14 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub queue: flags::QueueFlags,
     /// Tasks run at once by this worker.
-    #[arg(long, default_value = "4", value_name = "N")]
-    pub concurrency: usize,
+    #[arg(long, default_value = "4", value_parser = parse::concurrency, value_name = "N")]
+    pub concurrency: NonZeroUsize,
     /// Take over a task another worker has left idle this long (it died).
-    #[arg(long, value_parser = cli::duration, default_value = "30s", value_name = "T")]
+    #[arg(long, value_parser = parse::duration, default_value = "30s", value_name = "T")]
     pub claim_after: Duration,
     /// A task delivered more than this many times goes to the dead letters.
     #[arg(long, default_value = "5", value_name = "N")]
-    pub max_deliveries: u32,
+    pub max_deliveries: NonZeroU32,
     /// An API this worker's tasks may ask (repeat for several; HOST:* for
     /// any port); any other is the task's error, without a request
     /// [default: the public service, https://api.vatcomply.com, only].
@@ -32,7 +33,7 @@ pub struct WorkerArgs {
     pub allow_api: Vec<String>,
     /// The longest a task's request may take (connecting included), whatever
     /// the task asks; at most 60s. A task is ended 10s after it.
-    #[arg(long, value_parser = cli::timeout, default_value = "10s", value_name = "T")]
+    #[arg(long, value_parser = parse::timeout, default_value = "10s", value_name = "T")]
     pub timeout: Duration,
     /// The queue's shared key (16 bytes or more, the same on callers and
     /// workers) from the first line of this file; without it,
@@ -49,9 +50,6 @@ const TASK_MARGIN: Duration = Duration::from_secs(10);
 
 pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let url = crate::queue_url::of_queue(&args.queue)?;
-    if args.concurrency == 0 || args.max_deliveries == 0 {
-        return Err(Usage("--concurrency and --max-deliveries must be at least 1".into()).into());
-    }
     if args.timeout > MAX_WORKER_TIMEOUT {
         return Err(Usage(format!("--timeout: at most {MAX_WORKER_TIMEOUT:?} for a worker")).into());
     }
@@ -75,54 +73,29 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         allow,
         rates::ClientConfig { connect_timeout: args.timeout, timeout: args.timeout },
     );
-    let (stop, done) = (CancelToken::new(), CancelToken::new());
-    let watcher = stop_on_signals(stop.clone(), done.clone())?;
+    let stop = CancelToken::new();
+    let signals = exit::on_signals("rates worker", {
+        let stop = stop.clone();
+        move |signal| {
+            eprintln!("rates worker: {}: draining", signal.signal());
+            stop.cancel();
+        }
+    })?;
     let options = WorkerOptions::new()
-        .concurrency(args.concurrency)
+        .concurrency(args.concurrency.get())
         .claim_after(args.claim_after)
-        .max_deliveries(args.max_deliveries)
+        .max_deliveries(args.max_deliveries.get())
         .task_limit(args.timeout + TASK_MARGIN)
-        .stop_on(stop.clone());
+        .stop_on(stop);
     let options = match key {
         Some(key) => options.key(key),
         None => options,
     };
     let served = concur::serve_queue(&url, crate::worker_registry(), options);
-    // Ends the signal watcher, whether or not a signal came.
-    done.cancel();
-    let _ = watcher.join();
+    // Ends the signal watch, whether or not a signal came.
+    drop(signals);
     match served {
         Err(concur::QueueError::KeyRequired(host)) => Err(crate::queue::key_required(&host)),
-        other => other.map(|_| ExitCode::SUCCESS).map_err(Into::into),
+        other => other.map(|_| exit::code(exit::SUCCESS)).map_err(Into::into),
     }
-}
-
-/// A thread that cancels `stop` on the first SIGTERM or SIGINT and ends the
-/// process on the second; it ends when `done` is cancelled.
-fn stop_on_signals(stop: CancelToken, done: CancelToken) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (mut term, mut int) = {
-        let _in_runtime = rt.enter();
-        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?)
-    };
-    Ok(std::thread::spawn(move || {
-        rt.block_on(async {
-            let mut signals = 0;
-            loop {
-                let name = tokio::select! {
-                    Some(()) = term.recv() => "SIGTERM",
-                    Some(()) = int.recv() => "SIGINT",
-                    () = done.cancelled() => return,
-                };
-                signals += 1;
-                if signals > 1 {
-                    eprintln!("rates worker: {name} again: stopping at once");
-                    std::process::exit(if name == "SIGTERM" { 143 } else { 130 });
-                }
-                eprintln!("rates worker: {name}: draining");
-                stop.cancel();
-            }
-        });
-    }))
 }
