@@ -34,7 +34,7 @@ use anyhow::Context;
 use concur::Throttle;
 use crossbeam_channel::{Receiver, Sender};
 use rates::{BlockingClient, Currency, Dataset, RateRequest, Rates, present};
-use rates_server::{RateLimit, ServerOptions};
+use rates_server::{Quota, ServerOptions};
 
 const THREAD_POOL_SIZE: usize = 4;
 /// Requests per second: the server's limit and the throttle's rate.
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     let throttled = !std::env::args().any(|arg| arg == "--unthrottled");
     let options = ServerOptions {
         latency: Duration::from_millis(100),
-        rate_limit: Some(RateLimit { rate: RATE, burst: 4 }),
+        rate_limit: Some(Quota::new(RATE, 4).expect("a valid quota")),
         ..ServerOptions::default()
     };
     let server = rates_server::spawn(Dataset::embedded(), options).expect("start the rates server");

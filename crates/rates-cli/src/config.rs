@@ -8,54 +8,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use concur::Throttle;
+use concur::throttle::Quota;
 use rates::{ClientConfig, RetryPolicy};
-use rates_server::{ConnLimits, RateLimit, ServerOptions, Timer};
+use rates_server::{ConnLimits, PUBLIC_LIMIT, ServerOptions, Timer};
 
 use crate::Usage;
-use crate::cli::{RateArg, WorkersArg};
 use crate::flags::{ClientFlags, ConnFlags, FaultFlags, SimFlags};
+use crate::parse::{RateArg, WorkersArg};
 
-/// A rate and a burst that a throttle or a rate limit can work with:
-/// checked when made, so it cannot hold a bad value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Quota {
-    rate: f64,
-    burst: NonZeroU32,
+/// `rate` per second in bursts of `burst`; `flag` names the option in the
+/// error.
+pub(crate) fn quota(flag: &str, rate: f64, burst: NonZeroU32) -> Result<Quota, Usage> {
+    Quota::new(rate, burst.get()).map_err(|e| Usage(format!("{flag}: {e}")))
 }
 
-impl Quota {
-    /// `rate` per second in bursts of `burst`; `flag` names the option in
-    /// the error.
-    pub fn new(flag: &str, rate: f64, burst: NonZeroU32) -> Result<Self, Usage> {
-        if rate.is_finite() && rate >= crate::cli::MIN_RATE {
-            Ok(Quota { rate, burst })
-        } else {
-            Err(Usage(format!("{flag}: invalid rate '{rate}': expected at least one a day")))
-        }
-    }
-
-    /// Requests per second.
-    pub fn rate(self) -> f64 {
-        self.rate
-    }
-
-    /// Requests allowed at once.
-    pub fn burst(self) -> u32 {
-        self.burst.get()
-    }
-
-    /// A throttle of this quota, shared by every worker of a run.
-    pub fn throttle(self) -> anyhow::Result<Arc<Throttle>> {
-        // A token interval of margin after each burst: the server's clock,
-        // not only ours, then sees the limit kept (see `Throttle::with_margin`).
-        let margin = Duration::from_secs_f64(1.0 / self.rate);
-        Ok(Arc::new(Throttle::new(self.rate, self.burst())?.with_margin(margin)))
-    }
-
-    /// A server's per-client rate limit of this quota.
-    pub fn rate_limit(self) -> RateLimit {
-        RateLimit { rate: self.rate, burst: self.burst() }
-    }
+/// A throttle of `quota`, shared by every worker of a run. A token
+/// interval of margin after each burst: the server's clock, not only ours,
+/// then sees the limit kept (see `Throttle::with_margin`).
+pub(crate) fn throttle(quota: Quota) -> Arc<Throttle> {
+    Arc::new(Throttle::of(quota).with_margin(quota.interval()))
 }
 
 /// Where a run's requests go.
@@ -97,18 +68,20 @@ pub(crate) struct RunConfig {
     pub auto_rate: Option<NonZeroU32>,
     /// The queue whose workers run the requests, if any.
     pub queue: Option<String>,
+    /// The requests in flight at once (`--workers`).
+    pub workers: WorkersArg,
 }
 
 impl RunConfig {
-    /// Checks the client and simulation flags together.
-    pub fn new(client: &ClientFlags, sim: &SimFlags, defaults: Defaults) -> Result<Self, Usage> {
+    /// Checks the client and simulation flags and `--workers` together.
+    pub fn new(client: &ClientFlags, sim: &SimFlags, workers: WorkersArg, defaults: Defaults) -> Result<Self, Usage> {
         let target = match &client.api {
             Some(api) => Target::Remote(rates::parse_api_url(api).map_err(|e| Usage(e.to_string()))?),
             None => Target::Embedded(sim_options(sim, defaults)?),
         };
         let queue = crate::queue_url::of_client(client)?;
         let (throttle, auto_rate) = match client.rate {
-            Some(RateArg::Fixed(r)) => (Some(Quota::new("--rate", r, client.burst)?), None),
+            Some(RateArg::Fixed(r)) => (Some(quota("--rate", r, client.burst)?), None),
             Some(RateArg::Auto) if queue.is_some() => {
                 return Err(Usage(
                     "--rate auto: not with --queue, whose limit is kept on the broker; give a rate".into(),
@@ -120,6 +93,11 @@ impl RunConfig {
         if queue.is_some() && !defaults.queue {
             return Err(Usage("--queue: this command does not run on a queue yet".into()));
         }
+        // `auto` learns a bound from the answers' latency in this process,
+        // which a queue's workers on other hosts cannot share.
+        if workers == WorkersArg::Auto && queue.is_some() {
+            return Err(Usage("--workers auto: not with --queue; give the requests in flight as a number".into()));
+        }
         Ok(RunConfig {
             target,
             client: ClientConfig { timeout: client.timeout, ..ClientConfig::default() },
@@ -127,19 +105,8 @@ impl RunConfig {
             throttle,
             auto_rate,
             queue,
+            workers,
         })
-    }
-
-    /// Checks `--workers` against the rest: `auto` learns a bound from the
-    /// answers' latency in this process, which a queue's workers on other
-    /// hosts cannot share.
-    pub fn workers(&self, workers: WorkersArg) -> Result<WorkersArg, Usage> {
-        match workers {
-            WorkersArg::Auto if self.queue.is_some() => {
-                Err(Usage("--workers auto: not with --queue; give the requests in flight as a number".into()))
-            }
-            w => Ok(w),
-        }
     }
 
     /// The embedded server's options, if the run uses it.
@@ -154,9 +121,9 @@ impl RunConfig {
 /// The embedded server's options from the `--sim-*` flags.
 fn sim_options(sim: &SimFlags, defaults: Defaults) -> Result<ServerOptions, Usage> {
     let rate_limit = if sim.sim_public {
-        Some(RateLimit::PUBLIC)
+        Some(PUBLIC_LIMIT)
     } else {
-        sim.sim_rate_limit.map(|r| Quota::new("--sim-rate-limit", r, sim.sim_burst)).transpose()?.map(Quota::rate_limit)
+        sim.sim_rate_limit.map(|r| quota("--sim-rate-limit", r, sim.sim_burst)).transpose()?
     };
     checked(ServerOptions {
         latency: sim.sim_latency.unwrap_or(defaults.sim_latency),
@@ -164,7 +131,7 @@ fn sim_options(sim: &SimFlags, defaults: Defaults) -> Result<ServerOptions, Usag
         fail_rate: sim.sim_fail_rate,
         rate_limit,
         rate_limit_headers: sim.sim_rate_limit_headers,
-        capacity: sim.sim_capacity.as_deref().map(|n| capacity("--sim-capacity", n)).transpose()?,
+        capacity: sim.sim_capacity,
         // Only this process's own client connects, and "unlimited" workers
         // must mean every request in flight at once, not the cap's worth.
         limits: ConnLimits { max_connections: EMBEDDED_MAX_CONNECTIONS, ..ConnLimits::default() },
@@ -178,9 +145,9 @@ const EMBEDDED_MAX_CONNECTIONS: usize = 1 << 20;
 /// `rates serve`'s options from its fault flags.
 pub(crate) fn serve_options(faults: &FaultFlags, conn: &ConnFlags) -> Result<ServerOptions, Usage> {
     let rate_limit = if faults.public {
-        Some(RateLimit::PUBLIC)
+        Some(PUBLIC_LIMIT)
     } else {
-        faults.rate_limit.map(|r| Quota::new("--rate-limit", r, faults.burst)).transpose()?.map(Quota::rate_limit)
+        faults.rate_limit.map(|r| quota("--rate-limit", r, faults.burst)).transpose()?
     };
     checked(ServerOptions {
         latency: faults.latency,
@@ -188,7 +155,7 @@ pub(crate) fn serve_options(faults: &FaultFlags, conn: &ConnFlags) -> Result<Ser
         fail_rate: faults.fail_rate,
         rate_limit,
         rate_limit_headers: faults.rate_limit_headers,
-        capacity: faults.capacity.as_deref().map(|n| capacity("--capacity", n)).transpose()?,
+        capacity: faults.capacity,
         limits: ConnLimits {
             header_timeout: conn.header_timeout,
             idle_timeout: conn.idle_timeout,
@@ -196,15 +163,6 @@ pub(crate) fn serve_options(faults: &FaultFlags, conn: &ConnFlags) -> Result<Ser
         },
         timer: Timer::Precise,
     })
-}
-
-/// A server's capacity: a number of requests from 1 up (the server checks
-/// the most).
-fn capacity(flag: &str, value: &str) -> Result<usize, Usage> {
-    match value.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(Usage(format!("{flag}: invalid capacity '{value}': expected a number of requests, at least 1"))),
-    }
 }
 
 fn checked(options: ServerOptions) -> Result<ServerOptions, Usage> {
@@ -221,7 +179,7 @@ mod tests {
     fn fetch(args: &[&str]) -> Result<RunConfig, Usage> {
         let cli = crate::Cli::try_parse_from([&["rates", "fetch"], args].concat()).expect("valid syntax");
         match cli.command {
-            crate::Command::Fetch(f) => RunConfig::new(&f.client, &f.sim, Defaults::FETCH),
+            crate::Command::Fetch(f) => RunConfig::new(&f.client, &f.sim, f.workers, Defaults::FETCH),
             other => panic!("not fetch: {other:?}"),
         }
     }
@@ -243,11 +201,12 @@ mod tests {
         let c = fetch(&["--rate", "auto", "--burst", "3"]).expect("valid");
         assert_eq!(c.auto_rate.map(NonZeroU32::get), Some(3));
         assert!(c.throttle.is_none());
-        assert!(matches!(c.workers(WorkersArg::Auto), Ok(WorkersArg::Auto)));
+        assert_eq!(fetch(&["--workers", "auto"]).expect("valid").workers, WorkersArg::Auto);
         let e = fetch(&["--rate", "auto", "--queue", "redis://127.0.0.1:6379/0"]).expect_err("auto on a queue");
         assert!(e.0.starts_with("--rate auto:"), "{e}");
-        let c = fetch(&["--queue", "redis://127.0.0.1:6379/0"]).expect("valid");
-        let e = c.workers(WorkersArg::Auto).expect_err("auto on a queue");
+        let c = fetch(&["--queue", "redis://127.0.0.1:6379/0", "--workers", "3"]).expect("valid");
+        assert_eq!(c.workers, WorkersArg::Fixed(rates::Workers::Bounded(3)));
+        let e = fetch(&["--queue", "redis://127.0.0.1:6379/0", "--workers", "auto"]).expect_err("auto on a queue");
         assert!(e.0.starts_with("--workers auto:"), "{e}");
     }
 
@@ -273,10 +232,16 @@ mod tests {
     #[test]
     fn quotas_cannot_hold_a_bad_rate() {
         let one = NonZeroU32::MIN;
-        assert!(Quota::new("--rate", 2.0, one).is_ok());
+        assert!(quota("--rate", 2.0, one).is_ok());
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-300] {
-            let e = Quota::new("--rate", bad, one).expect_err("bad rate");
+            let e = quota("--rate", bad, one).expect_err("bad rate");
             assert!(e.0.starts_with("--rate: invalid rate"), "{e}");
         }
+    }
+
+    #[test]
+    fn capacities_are_numbers_once_parsed() {
+        let c = fetch(&["--sim-capacity", "8"]).expect("valid");
+        assert_eq!(c.embedded().and_then(|o| o.capacity), Some(8));
     }
 }

@@ -1,19 +1,22 @@
 //! The `rates` command line: a thin layer of argument parsing over the
-//! `rates`, `rates-server` and `concur` crates. `main` calls [`main_with`];
-//! tests call [`Cli::parse_from`] and [`run`] in-process.
+//! `rates`, `rates-server` and `concur` crates. `main` calls [`main_with`]
+//! (or [`parse_error`] when the arguments are refused); tests call
+//! [`Cli::parse_from`] and [`run`] in-process. The exit codes are
+//! [`exit`]'s.
 
 #![forbid(unsafe_code)]
 
 mod bench;
 mod cache;
-pub mod cli;
 mod config;
+pub mod exit;
 mod fetch;
 pub mod flags;
 mod history;
 pub mod listings;
 pub mod logging;
 mod output;
+pub mod parse;
 mod plot;
 mod queue;
 mod queue_url;
@@ -31,20 +34,6 @@ use rates::Dataset;
 
 pub use fetch::FetchArgs;
 
-/// What the exit code says, for `--help`: a macro, so that each
-/// subcommand's help can `concat!` it after its examples.
-macro_rules! exit_codes {
-    () => {
-        "\
-Exit codes:
-  0    all good
-  1    some items failed (the others are still written)
-  2    bad usage or input, refused before any request
-  130  stopped by Ctrl-C (what arrived is written)
-  143  stopped by SIGTERM (what arrived is written)"
-    };
-}
-
 /// Examples and exit codes after each subcommand's `--help`.
 const FETCH_HELP: &str = concat!(
     "\
@@ -55,7 +44,7 @@ Examples:
   rates -v fetch --rate auto --sim-rate-limit 2       # the limit learnt from 429s, each change logged
 
 ",
-    exit_codes!()
+    exit::help!()
 );
 const SERVE_HELP: &str = "\
 Examples:
@@ -79,7 +68,7 @@ Examples:
   rates history --base USD --symbols EUR --from 2000-01-01 --to 2024-12-31 --rate auto --api https://api.vatcomply.com
 
 ",
-    exit_codes!()
+    exit::help!()
 );
 const BENCH_HELP: &str = concat!(
     "\
@@ -90,7 +79,7 @@ Examples:
   rates bench --models thread-pool,async --auto --sim-capacity 8   # each beside its auto row
 
 ",
-    exit_codes!()
+    exit::help!()
 );
 const COMPLETIONS_HELP: &str = "\
 Examples:
@@ -137,7 +126,7 @@ Exit codes:
     version,
     about,
     propagate_version = true,
-    after_help = concat!(exit_codes!(), "\n\n", "Logging (stderr): -v shows each retry and its reason, 429s with their
+    after_help = concat!(exit::help!(), "\n\n", "Logging (stderr): -v shows each retry and its reason, 429s with their
 Retry-After, throttle waits over a second and respawned workers; -vv debug;
 -q errors only. Without -v or -q, RUST_LOG sets the filter
 (e.g. RUST_LOG=rates::retry=info).")
@@ -311,7 +300,34 @@ pub fn main_with(cli: Cli) -> ExitCode {
         }
         Err(e) => {
             eprintln!("rates: {e:#}");
-            if e.downcast_ref::<Usage>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
+            exit::code(if e.downcast_ref::<Usage>().is_some() { exit::USAGE } else { exit::FAILED })
+        }
+    }
+}
+
+/// Reports arguments clap refused and gives the exit code: a bad value is
+/// one line on stderr naming the flag and the value, [`exit::USAGE`]; help
+/// and version go to stdout; other mistakes (an unknown flag, a missing
+/// one) are shown as clap shows them, with its hints.
+pub fn parse_error(e: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let source = std::error::Error::source(&e).map(ToString::to_string);
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split(' ').next().map(str::to_owned),
+        _ => None,
+    };
+    match (e.kind(), flag, source) {
+        (ErrorKind::ValueValidation, Some(flag), Some(why)) => {
+            let value = match e.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(v)) if !why.contains(&format!("'{v}'")) => format!("invalid value '{v}': "),
+                _ => String::new(),
+            };
+            eprintln!("rates: {flag}: {value}{why}");
+            exit::code(exit::USAGE)
+        }
+        _ => {
+            let _ = e.print();
+            exit::code(if e.use_stderr() { exit::USAGE } else { exit::SUCCESS })
         }
     }
 }

@@ -1,6 +1,5 @@
 //! The `rates` command: parse the arguments, run, map the outcome to an exit
-//! code (0 all good, 1 some items failed, 2 bad usage or input, 130 and 143
-//! stopped by Ctrl-C and SIGTERM).
+//! code (`rates_cli::exit`).
 
 #![forbid(unsafe_code)]
 
@@ -12,5 +11,8 @@ fn main() -> ExitCode {
     // A `process-pool` worker is this program started again: serve tasks
     // and exit. Otherwise this returns at once.
     concur::worker_main(rates_cli::worker_registry());
-    rates_cli::main_with(rates_cli::Cli::parse())
+    match rates_cli::Cli::try_parse() {
+        Ok(cli) => rates_cli::main_with(cli),
+        Err(e) => rates_cli::parse_error(e),
+    }
 }

@@ -1,7 +1,12 @@
-//! Parsers for the command line's own value syntaxes (`50ms`, `1.5s`, `0.3`),
-//! each with an error that shows the expected form.
+//! Parsers of the command line's values (`50ms`, `1.5s`, `0.3`, `2/s`,
+//! worker counts, capacities), each a clap `value_parser`: a bad value is
+//! refused while the arguments are parsed, with an error that names it and
+//! shows the expected form.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
+
+use concur::throttle::Quota;
 
 /// Parses a duration such as `50ms`, `1.5s`, `2m`, `1h`, `250us` or `0`.
 pub fn duration(s: &str) -> Result<Duration, String> {
@@ -37,23 +42,14 @@ pub fn fraction(s: &str) -> Result<f64, String> {
     if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(bad()) }
 }
 
-/// The lowest rate accepted: one request a day. Below it the next token
-/// would not be due within a day, which no user waits for.
-pub const MIN_RATE: f64 = 1.0 / 86_400.0;
-
 /// Parses a rate, e.g. requests per second: `20`, `0.5`, `2/s`; at least
-/// one a day ([`MIN_RATE`]).
+/// one a day, as any [`Quota`]'s.
 pub fn rate(s: &str) -> Result<f64, String> {
-    let bad = || format!("invalid rate '{s}': expected a positive number per second, e.g. 20 or 2/s");
     let t = s.trim();
     let t = t.strip_suffix("/s").unwrap_or(t);
-    match t.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= MIN_RATE => Ok(v),
-        Ok(v) if v.is_finite() && v > 0.0 => {
-            Err(format!("invalid rate '{s}': below one request a day ({MIN_RATE:.7}/s), the next would never come"))
-        }
-        _ => Err(bad()),
-    }
+    let v: f64 =
+        t.parse().map_err(|_| format!("invalid rate '{s}': expected a positive number per second, e.g. 20 or 2/s"))?;
+    Quota::check_rate(v).map_err(|e| format!("invalid rate '{s}': {}", e.expected()))
 }
 
 /// A `--rate` value: a fixed rate, or `auto`, learnt from the server's
@@ -96,16 +92,39 @@ pub enum WorkersArg {
     Auto,
 }
 
-/// Parses a worker count: a positive number, `0`/`unlimited` for as many
-/// as there are items, or `auto`.
+/// The most requests in flight a `--workers` number may ask for.
+pub const MAX_WORKERS: usize = 100_000;
+
+/// Parses a worker count: a number from 1 to [`MAX_WORKERS`],
+/// `unlimited` for as many as there are items, or `auto`. Zero workers
+/// is refused, as everywhere.
 pub fn workers(s: &str) -> Result<WorkersArg, String> {
     match s.trim() {
-        "0" | "unlimited" => Ok(WorkersArg::Fixed(rates::Workers::Unlimited)),
+        "unlimited" => Ok(WorkersArg::Fixed(rates::Workers::Unlimited)),
         "auto" => Ok(WorkersArg::Auto),
         t => match t.parse::<usize>() {
-            Ok(n) if n <= 100_000 => Ok(WorkersArg::Fixed(rates::Workers::Bounded(n))),
-            _ => Err(format!("invalid worker count '{s}': expected a number from 1 to 100000, 0/unlimited, or auto")),
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(WorkersArg::Fixed(rates::Workers::Bounded(n))),
+            _ => Err(format!(
+                "invalid worker count '{s}': expected a number from 1 to {MAX_WORKERS}, unlimited, or auto"
+            )),
         },
+    }
+}
+
+/// Parses a number of tasks run at once: 1 or more.
+pub fn concurrency(s: &str) -> Result<NonZeroUsize, String> {
+    s.trim().parse().map_err(|_| format!("invalid concurrency '{s}': expected a number of tasks, at least 1"))
+}
+
+/// Parses a server's capacity: a number of requests from 1 to the most a
+/// server allows ([`rates_server::MAX_CAPACITY`]).
+pub fn capacity(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=rates_server::MAX_CAPACITY).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid capacity '{s}': expected a number of requests from 1 to {}",
+            rates_server::MAX_CAPACITY
+        )),
     }
 }
 
@@ -130,9 +149,25 @@ mod tests {
     fn worker_counts() {
         assert_eq!(workers("8"), Ok(WorkersArg::Fixed(rates::Workers::Bounded(8))));
         assert_eq!(workers("unlimited"), Ok(WorkersArg::Fixed(rates::Workers::Unlimited)));
-        assert_eq!(workers("0"), Ok(WorkersArg::Fixed(rates::Workers::Unlimited)));
         assert_eq!(workers("auto"), Ok(WorkersArg::Auto));
         assert!(workers("-1").is_err_and(|e| e.contains("'-1'")));
+        // Zero workers is an error, as in every pool; `unlimited` says all.
+        assert!(workers("0").is_err_and(|e| e.contains("'0'") && e.contains("unlimited")));
+        assert_eq!(workers("100000"), Ok(WorkersArg::Fixed(rates::Workers::Bounded(MAX_WORKERS))));
+        assert!(workers("100001").is_err());
+        assert_eq!(concurrency("8").map(NonZeroUsize::get), Ok(8));
+        for bad in ["0", "-1", "x"] {
+            assert!(concurrency(bad).is_err_and(|e| e.contains(&format!("'{bad}'"))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn capacities() {
+        assert_eq!(capacity("8"), Ok(8));
+        assert_eq!(capacity("1048576"), Ok(rates_server::MAX_CAPACITY));
+        for bad in ["0", "x", "-3", "1048577"] {
+            assert!(capacity(bad).is_err_and(|e| e.contains(&format!("'{bad}'")) && e.contains("capacity")), "{bad}");
+        }
     }
 
     #[test]

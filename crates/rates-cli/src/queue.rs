@@ -17,9 +17,9 @@ use rates::models::{FetchOnce, Job, SharedLimit};
 use rates::{Cancel, FetchError, Fetcher, Outcome, Progress, RateRequest, Workers, models};
 
 use crate::Usage;
-use crate::config::Quota;
 use crate::flags;
 use crate::queue_url::shown;
+use concur::throttle::Quota;
 
 /// `rates queue`: look at a queue.
 #[derive(Debug, Args)]

@@ -254,7 +254,7 @@ fn a_throttled_history_stays_within_the_servers_rate_limit() {
     // without failing the day, so the exit code cannot tell).
     let limited = || {
         let options = rates_server::ServerOptions {
-            rate_limit: Some(rates_server::RateLimit { rate: 20.0, burst: 8 }),
+            rate_limit: Some(rates_server::Quota::new(20.0, 8).unwrap()),
             ..rates_server::ServerOptions::default()
         };
         let server = rates_server::spawn(Dataset::embedded(), options).unwrap();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rates::{ClientConfig, Fetcher, Model, RateRequest, RetryPolicy, Workers};
-use rates_server::{RateLimit, RunningServer, ServerOptions, spawn};
+use rates_server::{Quota, RunningServer, ServerOptions, spawn};
 
 fn server(options: ServerOptions) -> RunningServer {
     spawn(rates::Dataset::embedded(), options).unwrap()
@@ -131,7 +131,7 @@ fn a_client_throttled_at_the_servers_rate_gets_no_429() {
     // The server allows 20/s with a burst of 4; the client paces itself at
     // exactly 20/s. The three requests of slack absorb up to 150 ms between a
     // grant and its request reaching the server, on a busy machine.
-    let s = server(ServerOptions { rate_limit: Some(RateLimit { rate: 20.0, burst: 4 }), ..Default::default() });
+    let s = server(ServerOptions { rate_limit: Some(Quota::new(20.0, 4).unwrap()), ..Default::default() });
     let throttle = concur::Throttle::new(20.0, 1).unwrap();
     let f = fetcher(&s, RetryPolicy::none(), Some(throttle));
     let out = run(Model::ThreadPool, &f, &requests(30), 4);
@@ -145,7 +145,7 @@ fn an_unthrottled_client_is_refused_by_the_same_limit_and_loses_nothing() {
     // The control for the test above: the limit does bite without a throttle.
     // Its 429s say when to come back ("not yet"), which spends no retry:
     // even without retries every request ends answered.
-    let s = server(ServerOptions { rate_limit: Some(RateLimit { rate: 20.0, burst: 4 }), ..Default::default() });
+    let s = server(ServerOptions { rate_limit: Some(Quota::new(20.0, 4).unwrap()), ..Default::default() });
     let out = run(Model::ThreadPool, &fetcher(&s, RetryPolicy::none(), None), &requests(30), 4);
     assert!(out.iter().all(Result::is_ok), "{:?}", out.iter().find(|o| o.is_err()));
     assert!(s.metrics().snapshot().rate_limited > 0);

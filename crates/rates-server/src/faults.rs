@@ -58,39 +58,18 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use concur::throttle::{Clock, SystemClock};
+use concur::throttle::{Clock, Quota, SystemClock};
 use rand::Rng;
 
+use crate::Shared;
 use crate::metrics::Route;
-use crate::{OptionError, Shared};
 
-/// A token bucket per client IP: `rate` requests per second, `burst` at once.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimit {
-    /// Requests per second.
-    pub rate: f64,
-    /// Requests allowed at once after a quiet spell.
-    pub burst: u32,
-}
-
-impl RateLimit {
-    /// The public service's limit: 2 requests per second, 4 at once.
-    pub const PUBLIC: RateLimit = RateLimit { rate: 2.0, burst: 4 };
-
-    pub(crate) fn validate(&self) -> Result<(), OptionError> {
-        if !(self.rate.is_finite() && self.rate > 0.0) {
-            return Err(OptionError {
-                name: "rate limit",
-                value: self.rate.to_string(),
-                expected: "a positive number of requests per second",
-            });
-        }
-        if self.burst == 0 {
-            return Err(OptionError { name: "burst", value: "0".into(), expected: "at least 1" });
-        }
-        Ok(())
-    }
-}
+/// The public service's rate limit: 2 requests per second, 4 at once,
+/// per client and route.
+pub const PUBLIC_LIMIT: Quota = match Quota::new(2.0, 4) {
+    Ok(q) => q,
+    Err(_) => panic!("2 per second in bursts of 4 is a quota"),
+};
 
 /// A rate limit as the headers advertise it: `quota` requests per `window`
 /// seconds (see the module docs for the mapping).
@@ -118,13 +97,13 @@ impl Policy {
     /// The policy of `limit`: the largest `q/w` over whole seconds `w` with
     /// `q ≤ burst` and `q ≤ rate·w`, the longer window on a tie (it shows
     /// more of the burst).
-    pub fn of(limit: RateLimit) -> Policy {
-        let burst = u64::from(limit.burst);
+    pub fn of(limit: Quota) -> Policy {
+        let burst = u64::from(limit.burst());
         // Long enough to refill a whole burst: `burst` per it is within the rate.
-        let fill = (f64::from(limit.burst) / limit.rate).ceil().clamp(1.0, SF_INTEGER_MAX as f64) as u64;
+        let fill = (f64::from(limit.burst()) / limit.rate()).ceil().clamp(1.0, SF_INTEGER_MAX as f64) as u64;
         let mut best = Policy { quota: burst, window: fill };
         for window in 1..fill.min(POLICY_SEARCH) {
-            let quota = ((limit.rate * window as f64 + EPS).floor() as u64).min(burst);
+            let quota = ((limit.rate() * window as f64 + EPS).floor() as u64).min(burst);
             // quota/window > best.quota/best.window, without rounding.
             if quota >= 1 && u128::from(quota) * u128::from(best.window) > u128::from(best.quota) * u128::from(window) {
                 best = Policy { quota, window };
@@ -171,31 +150,31 @@ struct Bucket {
 
 impl Bucket {
     /// The tokens at `now`, refilled since the last look.
-    fn refill(&mut self, now: Duration, limit: RateLimit) -> f64 {
+    fn refill(&mut self, now: Duration, limit: Quota) -> f64 {
         let elapsed = now.saturating_sub(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * limit.rate).min(f64::from(limit.burst));
+        self.tokens = (self.tokens + elapsed * limit.rate()).min(f64::from(limit.burst()));
         self.at = now;
         self.tokens
     }
 
-    fn standing(&self, limit: RateLimit) -> Standing {
+    fn standing(&self, limit: Quota) -> Standing {
         let whole = (self.tokens + EPS).floor().max(0.0);
-        let next = if whole >= f64::from(limit.burst) {
+        let next = if whole >= f64::from(limit.burst()) {
             Duration::ZERO
         } else {
-            secs((whole + 1.0 - self.tokens) / limit.rate)
+            secs((whole + 1.0 - self.tokens) / limit.rate())
         };
         Standing { remaining: whole as u64, next }
     }
 
     /// Takes a token at `now` if there is one.
-    fn take(&mut self, now: Duration, limit: RateLimit) -> Result<Standing, Refused> {
+    fn take(&mut self, now: Duration, limit: Quota) -> Result<Standing, Refused> {
         let tokens = self.refill(now, limit);
         if tokens + EPS >= 1.0 {
             self.tokens = (tokens - 1.0).max(0.0);
             Ok(self.standing(limit))
         } else {
-            Err(Refused { wait: secs((1.0 - tokens) / limit.rate), standing: self.standing(limit) })
+            Err(Refused { wait: secs((1.0 - tokens) / limit.rate()), standing: self.standing(limit) })
         }
     }
 }
@@ -208,7 +187,7 @@ impl Bucket {
 /// "yes" or "not until": the headers need what is left.
 #[derive(Debug)]
 pub(crate) struct Limiter<C = SystemClock> {
-    limit: Option<RateLimit>,
+    limit: Option<Quota>,
     clock: C,
     buckets: Mutex<Buckets>,
 }
@@ -225,13 +204,13 @@ struct Buckets {
 const PRUNE_MIN: usize = 1024;
 
 impl Limiter {
-    pub(crate) fn new(limit: Option<RateLimit>) -> Self {
+    pub(crate) fn new(limit: Option<Quota>) -> Self {
         Limiter::with_clock(limit, SystemClock::new())
     }
 }
 
 impl<C: Clock> Limiter<C> {
-    pub(crate) fn with_clock(limit: Option<RateLimit>, clock: C) -> Self {
+    pub(crate) fn with_clock(limit: Option<Quota>, clock: C) -> Self {
         Limiter { limit, clock, buckets: Mutex::new(Buckets { by_ip: HashMap::new(), prune_at: PRUNE_MIN }) }
     }
 
@@ -250,11 +229,11 @@ impl<C: Clock> Limiter<C> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if !buckets.by_ip.contains_key(&key) && buckets.by_ip.len() >= buckets.prune_at {
             // A full bucket is the same as a new one.
-            let burst = f64::from(limit.burst);
+            let burst = f64::from(limit.burst());
             buckets.by_ip.retain(|_, b| b.refill(now, limit) + EPS < burst);
             buckets.prune_at = (2 * buckets.by_ip.len()).max(PRUNE_MIN);
         }
-        let bucket = buckets.by_ip.entry(key).or_insert(Bucket { tokens: f64::from(limit.burst), at: now });
+        let bucket = buckets.by_ip.entry(key).or_insert(Bucket { tokens: f64::from(limit.burst()), at: now });
         Some(bucket.take(now, limit))
     }
 }
@@ -268,7 +247,7 @@ pub(crate) struct Advertised {
 }
 
 impl Advertised {
-    pub(crate) fn new(limit: RateLimit) -> Self {
+    pub(crate) fn new(limit: Quota) -> Self {
         let policy = Policy::of(limit);
         let text = format!("\"default\";q={};w={}", policy.quota, policy.window);
         // Digits and ASCII punctuation only: always a valid value.
@@ -290,7 +269,7 @@ impl Advertised {
 /// vatcomply's refusal: 429, `Retry-After` in whole seconds (at least 1),
 /// the limit in `X-RateLimit-Limit` (per second, as given) and
 /// `X-RateLimit-Burst`, and the same wait in the JSON body.
-fn refusal(limit: RateLimit, wait: Duration) -> Response {
+fn refusal(limit: Quota, wait: Duration) -> Response {
     let secs = ceil_secs(wait).max(1);
     let body = serde_json::json!({
         "detail": format!("Rate limit exceeded. Try again in {secs} seconds."),
@@ -300,10 +279,10 @@ fn refusal(limit: RateLimit, wait: Duration) -> Response {
     let h = r.headers_mut();
     h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     // `2` for 2.0, `0.5` for a half: what the rate was given as.
-    if let Ok(v) = HeaderValue::try_from(limit.rate.to_string()) {
+    if let Ok(v) = HeaderValue::try_from(limit.rate().to_string()) {
         h.insert(HeaderName::from_static("x-ratelimit-limit"), v);
     }
-    h.insert(HeaderName::from_static("x-ratelimit-burst"), HeaderValue::from(limit.burst));
+    h.insert(HeaderName::from_static("x-ratelimit-burst"), HeaderValue::from(limit.burst()));
     r
 }
 

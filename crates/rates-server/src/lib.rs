@@ -26,6 +26,7 @@ mod conn;
 mod faults;
 mod metrics;
 mod process;
+pub mod signals;
 mod timer;
 
 use std::net::SocketAddr;
@@ -33,8 +34,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use app::{ACCESS_LOG, router};
+pub use concur::throttle::Quota;
 pub use conn::ConnLimits;
-pub use faults::{Policy, RateLimit};
+pub use faults::{PUBLIC_LIMIT, Policy};
 pub use metrics::{Metrics, Snapshot};
 use rates::Dataset;
 pub use timer::Timer;
@@ -49,8 +51,8 @@ pub struct ServerOptions {
     /// This fraction of requests (0.0..=1.0) answers 500.
     pub fail_rate: f64,
     /// A token bucket per client IP and route; over it, vatcomply's 429
-    /// ([`RateLimit::PUBLIC`] is the public service's).
-    pub rate_limit: Option<RateLimit>,
+    /// ([`PUBLIC_LIMIT`] is the public service's).
+    pub rate_limit: Option<Quota>,
     /// Whether every answer of a limited route also says what the limit
     /// allows, in the IETF `RateLimit-Policy`/`RateLimit` headers (off by
     /// default: vatcomply sends none, and only its 429s tell).
@@ -97,14 +99,14 @@ impl Default for ServerOptions {
 }
 
 /// The largest capacity: as many as the connections a server may keep.
-const MAX_CAPACITY: usize = 1 << 20;
+pub const MAX_CAPACITY: usize = 1 << 20;
 
 impl ServerOptions {
     /// The public service's behaviour on the wire: its rate limit (2 per
     /// second, a burst of 4, per client and route), its 429, and nothing
     /// about the limit on a served answer. No latency: add the network's.
     pub fn public() -> ServerOptions {
-        ServerOptions { rate_limit: Some(RateLimit::PUBLIC), rate_limit_headers: false, ..ServerOptions::default() }
+        ServerOptions { rate_limit: Some(PUBLIC_LIMIT), rate_limit_headers: false, ..ServerOptions::default() }
     }
 
     /// Checks the options, naming the first bad one.
@@ -115,9 +117,6 @@ impl ServerOptions {
                 value: self.fail_rate.to_string(),
                 expected: "a fraction between 0 and 1",
             });
-        }
-        if let Some(l) = &self.rate_limit {
-            l.validate()?;
         }
         if let Some(n) = self.capacity
             && !(1..=MAX_CAPACITY).contains(&n)
@@ -346,32 +345,19 @@ async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
         .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "could not resolve to any address")))
 }
 
-/// Resolves on Ctrl-C or, on Unix, SIGTERM. The handlers are installed
-/// when this is called, not when the future is first polled, so a signal
-/// that arrives in between is not lost (nor kills the process). Call it
-/// inside a tokio runtime.
+/// Resolves on Ctrl-C or, on Unix, SIGTERM ([`signals::Signals`]). The
+/// handlers are installed when this is called, not when the future is
+/// first polled, so a signal that arrives in between is not lost (nor
+/// kills the process). Call it inside a tokio runtime; if the handlers
+/// cannot be installed, it never resolves.
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let interrupt = signal(SignalKind::interrupt()).ok();
-        let terminate = signal(SignalKind::terminate()).ok();
-        async move {
-            // A handler that could not be installed never fires.
-            let recv = |s: Option<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Some(mut s) => s.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = recv(interrupt) => {},
-                _ = recv(terminate) => {},
+    let signals = signals::Signals::install().ok();
+    async move {
+        match signals {
+            Some(mut s) => {
+                s.next().await;
             }
+            None => std::future::pending().await,
         }
-    }
-    #[cfg(not(unix))]
-    async {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use rates::{AsyncClient, BlockingClient, ClientConfig, FetchError, RateRequest, Rates};
-use rates_server::{RateLimit, ServerOptions};
+use rates_server::{Quota, ServerOptions};
 use support::server;
 
 fn usd() -> RateRequest {
@@ -98,7 +98,7 @@ fn status_404_is_final() {
 
 #[test]
 fn status_429_carries_retry_after() {
-    let s = server(ServerOptions { rate_limit: Some(RateLimit { rate: 0.01, burst: 1 }), ..Default::default() });
+    let s = server(ServerOptions { rate_limit: Some(Quota::new(0.01, 1).unwrap()), ..Default::default() });
     assert!(client(s.url()).fetch(&usd()).is_ok());
     // The bucket is empty now: both clients are refused.
     let e = same_error(s.url(), ClientConfig::default(), &usd());
@@ -165,7 +165,7 @@ fn both_replies(url: &str) -> [Result<rates::Reply, FetchError>; 2] {
 #[test]
 fn replies_carry_the_advertised_rate_limit() {
     // 0.01/s: no token comes back during the test, so the numbers are exact.
-    let limit = Some(RateLimit { rate: 0.01, burst: 3 });
+    let limit = Some(Quota::new(0.01, 3).unwrap());
     let s = server(ServerOptions { rate_limit: limit, rate_limit_headers: true, ..Default::default() });
     let [a, b] = both_replies(s.url());
     let (a, b) = (a.unwrap(), b.unwrap());

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use rates_server::{RateLimit, ServerOptions};
+use rates_server::{Quota, ServerOptions};
 use support::{agent, get, get_json, server};
 
 #[test]
@@ -74,7 +74,7 @@ fn fail_rate_holds_within_statistical_bounds() {
 #[test]
 fn rate_limit_answers_429_with_retry_after() {
     // 0.01/s: no token comes back during the test, however slow the machine.
-    let s = server(ServerOptions { rate_limit: Some(RateLimit { rate: 0.01, burst: 3 }), ..Default::default() });
+    let s = server(ServerOptions { rate_limit: Some(Quota::new(0.01, 3).unwrap()), ..Default::default() });
     let a = agent();
     let statuses: Vec<(u16, Option<String>)> = (0..5)
         .map(|_| {
@@ -117,11 +117,8 @@ fn jitter_and_latency_apply_and_the_server_stops() {
 fn bad_options_are_refused() {
     let bad = rates_server::spawn(rates::Dataset::embedded(), ServerOptions { fail_rate: 1.5, ..Default::default() });
     assert!(bad.is_err_and(|e| e.to_string().contains("'1.5'")));
-    let bad = rates_server::spawn(
-        rates::Dataset::embedded(),
-        ServerOptions { rate_limit: Some(RateLimit { rate: 1.0, burst: 0 }), ..Default::default() },
-    );
-    assert!(bad.is_err());
+    // A rate limit of burst 0 cannot even be given to a server.
+    assert!(Quota::new(1.0, 0).is_err());
 }
 
 /// `GET path` → (status, every rate-limit header, by lower-case name).
@@ -147,7 +144,7 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 fn with_standard_headers_limited_answers_carry_them() {
     // 0.01/s: no token comes back during the test, so the numbers are
     // exact; the policy is the burst of 3 per the 300 s that refill it.
-    let limit = Some(RateLimit { rate: 0.01, burst: 3 });
+    let limit = Some(Quota::new(0.01, 3).unwrap());
     let s = server(ServerOptions { rate_limit: limit, rate_limit_headers: true, ..Default::default() });
     let a = agent();
     let policy = ("ratelimit-policy", "\"default\";q=3;w=300");
@@ -173,7 +170,7 @@ fn with_standard_headers_limited_answers_carry_them() {
 
 #[test]
 fn by_default_or_without_a_limit_served_answers_say_nothing() {
-    let quiet = server(ServerOptions { rate_limit: Some(RateLimit { rate: 0.01, burst: 1 }), ..Default::default() });
+    let quiet = server(ServerOptions { rate_limit: Some(Quota::new(0.01, 1).unwrap()), ..Default::default() });
     let a = agent();
     assert_eq!(limit_headers(&a, &quiet, "/rates"), (200, vec![]));
     let refused = [("retry-after", "100"), ("x-ratelimit-burst", "1"), ("x-ratelimit-limit", "0.01")];

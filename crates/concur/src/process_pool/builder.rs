@@ -54,7 +54,9 @@ impl Default for ProcessPoolBuilder {
 
 impl ProcessPoolBuilder {
     /// The number of worker processes; by default the machine's available
-    /// parallelism (1 if unknown), like Python's `Pool()`.
+    /// parallelism (1 if unknown), like Python's `Pool()`. Zero is refused
+    /// by [`build`](Self::build) with [`PoolError::NoWorkers`], as by every
+    /// pool of this crate: never taken as one.
     pub fn size(mut self, workers: usize) -> Self {
         self.size = Some(workers);
         self

@@ -401,7 +401,7 @@ async fn a_client_that_follows_the_advertised_policy_gets_no_429() {
     for (rate, burst) in [(5.0, 5), (2.0, 4), (3.0, 5), (0.5, 1)] {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let options = crate::ServerOptions {
-            rate_limit: Some(crate::RateLimit { rate, burst }),
+            rate_limit: Some(crate::Quota::new(rate, burst).expect("a valid quota")),
             rate_limit_headers: true,
             ..Default::default()
         };
@@ -420,7 +420,10 @@ async fn a_client_that_follows_the_advertised_policy_gets_no_429() {
         assert_eq!(shared.metrics().snapshot().rate_limited, 0);
         // Twice as fast is refused, or the test above proves nothing.
         let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let options = crate::ServerOptions { rate_limit: Some(crate::RateLimit { rate, burst }), ..Default::default() };
+        let options = crate::ServerOptions {
+            rate_limit: Some(crate::Quota::new(rate, burst).expect("a valid quota")),
+            ..Default::default()
+        };
         let (shared, _, _stop) = start_with(vec![Ok(server)], options);
         let (limit, window) = policy.expect("learnt");
         for _ in 0..40 {
@@ -435,8 +438,10 @@ async fn a_client_that_follows_the_advertised_policy_gets_no_429() {
 #[tokio::test(start_paused = true)]
 async fn by_default_only_the_429_tells_as_vatcomplys_does() {
     let (mut client, server) = tokio::io::duplex(64 * 1024);
-    let options =
-        crate::ServerOptions { rate_limit: Some(crate::RateLimit { rate: 1.0, burst: 1 }), ..Default::default() };
+    let options = crate::ServerOptions {
+        rate_limit: Some(crate::Quota::new(1.0, 1).expect("a valid quota")),
+        ..Default::default()
+    };
     let (_shared, _, _stop) = start_with(vec![Ok(server)], options);
     let standard = ["ratelimit", "ratelimit-policy", "x-ratelimit-remaining", "x-ratelimit-reset"];
     client.write_all(GET).await.unwrap();

@@ -9,13 +9,13 @@ fn ip(n: u32) -> IpAddr {
     IpAddr::from(n.to_be_bytes())
 }
 
-fn limit(rate: f64, burst: u32) -> RateLimit {
-    RateLimit { rate, burst }
+fn limit(rate: f64, burst: u32) -> Quota {
+    Quota::new(rate, burst).expect("a valid quota")
 }
 
 #[tokio::test(start_paused = true)]
 async fn buckets_of_gone_clients_are_forgotten() {
-    let limiter = Limiter::new(Some(RateLimit { rate: 10.0, burst: 1 }));
+    let limiter = Limiter::new(Some(Quota::new(10.0, 1).expect("a valid quota")));
     let served = |n| matches!(limiter.check(Route::Rates, ip(n)), Some(Ok(_)));
     for n in 0..3000 {
         assert!(served(n));
