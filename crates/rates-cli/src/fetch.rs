@@ -17,7 +17,7 @@ use clap::{Args, ValueEnum};
 use rates::{Currency, Model, RateRequest, present};
 
 use crate::config::{Defaults, RunConfig, Target};
-use crate::flags::{CacheFlag, ClientFlags, SimFlags};
+use crate::flags::{CacheFlag, ClientFlags, SimFlags, TraceFlag};
 use crate::session::{self, Session, parse_currencies};
 use crate::{Usage, cache, dataset, parse};
 
@@ -61,6 +61,8 @@ pub struct FetchArgs {
     // With --api, the codes the API accepts are kept in the store for a day.
     #[command(flatten)]
     pub cache: CacheFlag,
+    #[command(flatten)]
+    pub trace: TraceFlag,
 }
 
 /// The validated requests of a `fetch`: refused before any work if bad.
@@ -119,6 +121,7 @@ fn date_note(asked: NaiveDate, answered: NaiveDate, today: NaiveDate, data_ends:
 
 pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let config = RunConfig::new(&args.client, &args.sim, args.workers, Defaults::FETCH)?;
+    let trace = args.trace.open(if config.queue.is_some() { "queue" } else { args.model.name() })?;
     // With `--api` and the embedded data, nothing needs the table: parsing
     // it would only slow the start.
     let ds = match (&config.target, &args.client.data) {
@@ -139,7 +142,8 @@ pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let data_ends = embedded.map(|ds| ds.last_day());
     let data = args.client.data.clone();
     let session = Session::start(|| ds.map_or_else(|| dataset(data.as_ref()), Ok), &config, None)?;
-    let ran = session.run(args.model, &plan.requests)?;
+    let ran = session.with_trace(trace.clone()).run(args.model, &plan.requests)?;
+    trace.as_ref().map(rates::Trace::finish).transpose()?;
     ran.say_learnt();
 
     let answers: Vec<&rates::Rates> = ran.outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();

@@ -195,3 +195,26 @@ pub struct StoreFlags {
     #[arg(long, value_parser = parse::duration, default_value = "1h", value_name = "DURATION")]
     pub max_age: Duration,
 }
+
+/// Where a run's trace goes (`fetch`, `history`, `worker`).
+#[derive(Debug, Clone, Args)]
+pub struct TraceFlag {
+    /// Write a trace of the run to this file as it goes (Chrome's Trace
+    /// Event format, JSON, for Perfetto's UI): every request, wait, retry
+    /// and 429 on the track of the thread, task or process that made it.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+}
+
+impl TraceFlag {
+    /// The trace, created now (before any request), of a process called
+    /// `process`; a path that cannot be written is a usage error naming it.
+    pub fn open(&self, process: &str) -> Result<Option<rates::Trace>, crate::Usage> {
+        self.trace
+            .as_deref()
+            .map(|p| {
+                rates::Trace::create(p, process).map_err(|e| crate::Usage(format!("--trace {}: {e}", p.display())))
+            })
+            .transpose()
+    }
+}

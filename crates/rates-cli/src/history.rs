@@ -47,7 +47,7 @@ use rates::{Currency, Failure, Model, RateRequest, Rates, present};
 
 use crate::cache::HistoryStore;
 use crate::config::{Defaults, RunConfig};
-use crate::flags::{ClientFlags, SimFlags, StoreFlags};
+use crate::flags::{ClientFlags, SimFlags, StoreFlags, TraceFlag};
 use crate::output::OutFile;
 use crate::queue::QueueJob;
 use crate::session::{self, Ran, Session, parse_currencies};
@@ -104,6 +104,8 @@ pub struct HistoryArgs {
     pub sim: SimFlags,
     #[command(flatten)]
     pub store: StoreFlags,
+    #[command(flatten)]
+    pub trace: TraceFlag,
 }
 
 /// Every Monday to Friday from `from` to `to`, both included.
@@ -224,6 +226,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let plan = plan(&args, &ds, chrono::Utc::now().date_naive())?;
     let config = RunConfig::new(&args.client, &args.sim, args.workers, Defaults::FETCH)?;
     let store = HistoryStore::open(&args.store, &config.target)?;
+    let trace = args.trace.open(if config.queue.is_some() { "queue" } else { args.model.name() })?;
     // Proven writable before any request: results are not fetched to be lost.
     let out_file = args.out.as_deref().map(|p| OutFile::create("--out", p)).transpose()?;
     let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
@@ -258,8 +261,9 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         // Nothing to ask: no server, no connection.
         None
     } else {
-        Some(fetch(&args, ds, &config, &plan, (&wanted, wanted_at), writer.as_ref())?)
+        Some(fetch(&args, ds, (&config, trace.clone()), &plan, (&wanted, wanted_at), writer.as_ref())?)
     };
+    trace.as_ref().map(rates::Trace::finish).transpose()?;
     let job = ran.as_ref().and_then(|(_, job)| job.clone());
     let ran = ran.map(|(ran, _)| ran);
     let fetched: &[rates::Outcome] = ran.as_ref().map_or(&[], |r| &r.outcomes);
@@ -386,7 +390,7 @@ fn describe(plan: &Plan) -> String {
 fn fetch(
     args: &HistoryArgs,
     ds: Arc<rates::Dataset>,
-    config: &RunConfig,
+    (config, trace): (&RunConfig, Option<rates::Trace>),
     plan: &Plan,
     (wanted, wanted_at): (&[NaiveDate], Vec<u64>),
     writer: Option<&Writer>,
@@ -418,7 +422,7 @@ fn fetch(
             id: OnceLock::new(),
         })
     });
-    let mut session = Session::start(|| Ok(ds), config, Some(progress))?;
+    let mut session = Session::start(|| Ok(ds), config, Some(progress))?.with_trace(trace);
     if let Some(job) = &job {
         session = session.with_job(Arc::clone(job));
     }

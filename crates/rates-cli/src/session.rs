@@ -214,6 +214,12 @@ impl Session {
         Ok(Session { fetcher, auto_rate, server, queue: config.queue.clone(), workers: config.workers, job: None })
     }
 
+    /// Writes the run to `trace`, if any (`--trace`).
+    pub fn with_trace(mut self, trace: Option<rates::Trace>) -> Self {
+        self.fetcher = self.fetcher.with_trace(trace);
+        self
+    }
+
     /// On a queue, runs the requests as `job`, which a later run can resume.
     pub fn with_job(mut self, job: Arc<crate::queue::QueueJob>) -> Self {
         self.job = Some(job);

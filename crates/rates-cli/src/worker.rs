@@ -41,6 +41,8 @@ pub struct WorkerArgs {
     /// unrun; a broker not on this host is refused without one.
     #[arg(long, value_name = "PATH", value_parser = crate::queue::key_file)]
     pub queue_key_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub trace: flags::TraceFlag,
 }
 
 /// The longest `--timeout` of a worker.
@@ -68,6 +70,14 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             .collect::<Result<_, _>>()?
     };
     let key = crate::queue::key()?;
+    // Each task on the track of the thread that ran it, named after this
+    // host and process, so that the traces of a host's workers line up.
+    let me = format!("worker {} pid {}", host(), std::process::id());
+    let trace = args.trace.open(&me)?;
+    if let Some(t) = &trace {
+        t.set_thread_prefix(format!("{me} thread"));
+        rates::models::FetchOnce::trace_to(t.clone());
+    }
     eprintln!("rates worker: tasks may ask {} (--allow-api), each request within {:?}", allow.join(", "), args.timeout);
     rates::models::FetchOnce::serve_with(
         allow,
@@ -94,8 +104,14 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let served = concur::serve_queue(&url, crate::worker_registry(), options);
     // Ends the signal watch, whether or not a signal came.
     drop(signals);
+    trace.as_ref().map(rates::Trace::finish).transpose()?;
     match served {
         Err(concur::QueueError::KeyRequired(host)) => Err(crate::queue::key_required(&host)),
         other => other.map(|_| exit::code(exit::SUCCESS)).map_err(Into::into),
     }
+}
+
+/// This host's name, as a trace names the worker.
+fn host() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
 }

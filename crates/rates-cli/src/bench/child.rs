@@ -36,6 +36,10 @@ pub(super) struct Spec {
     pub(super) retries: u32,
     pub(super) timeout_s: f64,
     pub(super) rounds: u64,
+    /// Write the run's trace here (the I/O workload), under a process
+    /// named after the model (see `rates::trace`).
+    #[serde(default)]
+    pub(super) trace: Option<std::path::PathBuf>,
 }
 
 /// What a child measured of its one run.
@@ -138,7 +142,14 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let pool_size = workers.for_items(spec.items);
     let auto = rates::models::AutoLimits::new(spec.auto_rate, spec.auto_workers.then_some(pool_size));
 
-    // Set up outside the measurement: the fetcher, its clients, the requests.
+    // Set up outside the measurement: the trace, the fetcher, its clients,
+    // the requests.
+    let trace = match (&spec.trace, spec.workload) {
+        (Some(path), Workload::Io) => Some(
+            rates::Trace::create(path, &spec.model).map_err(|e| Usage(format!("--trace {}: {e}", path.display())))?,
+        ),
+        _ => None,
+    };
     let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(spec.items)));
     let prepared = match spec.workload {
         Workload::Io => {
@@ -153,9 +164,10 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
             let retry = RetryPolicy { retries: spec.retries, ..RetryPolicy::default() };
             let sink = Arc::clone(&latencies);
             let fetcher =
-                auto.apply(Fetcher::new(api, config)?.with_retry(retry).with_throttle(throttle)).with_latency_sink(
-                    Arc::new(move |d: Duration| sink.lock().unwrap_or_else(|p| p.into_inner()).push(d.as_secs_f64())),
-                );
+                Fetcher::new(api, config)?.with_retry(retry).with_throttle(throttle).with_trace(trace.clone());
+            let fetcher = auto.apply(fetcher).with_latency_sink(Arc::new(move |d: Duration| {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(d.as_secs_f64())
+            }));
             Some((Arc::new(fetcher), io_requests(spec.items)))
         }
         Workload::Cpu => None,
@@ -186,6 +198,10 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let wall = started.elapsed();
     let after = rusage()?;
+    drop(prepared);
+    if let Some(t) = &trace {
+        t.finish().with_context(|| format!("bench-run: the trace {}", t.path().display()))?;
+    }
 
     let workers_alive = if matches!(on, On::Model(Model::ProcessPool)) { pool_size as u64 } else { 0 };
     let measured = Measured {

@@ -297,6 +297,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             retries: config.retry.retries,
             timeout_s: config.client.timeout.as_secs_f64(),
             rounds,
+            trace: None,
         };
         let mut runs = Vec::new();
         for _ in 0..args.repeat {
