@@ -268,12 +268,16 @@
 //! | `loop.run_in_executor` | [`Bridge`] |
 //! | a function over borrowed data | [`scoped_map`]: no `'static` needed |
 #![warn(missing_docs)]
+// Unsafe code only in the modules that allow it, each saying why.
+#![deny(unsafe_code)]
 
 pub mod adaptive;
 #[cfg(feature = "async")]
 pub mod bridge;
 mod cancel;
+// Probes the descriptor table and its limit through libc.
 #[cfg(unix)]
+#[allow(unsafe_code)]
 pub mod descriptors;
 pub mod pool;
 #[cfg(unix)]

@@ -139,8 +139,12 @@ mod manager;
 mod per_call;
 mod reader;
 pub(crate) mod registry;
+// Shared memory mapped by hand: raw pointers into the mapping.
+#[allow(unsafe_code)]
 mod ring;
 mod slot;
+// Descriptors and signals through libc.
+#[allow(unsafe_code)]
 mod sys;
 pub(crate) mod wire;
 mod worker;

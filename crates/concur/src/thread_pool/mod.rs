@@ -21,6 +21,12 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::pool::{AsyncResult, ImapUnordered, InOrder, Pool, PoolError, Task, TaskError, panic_message};
 use crate::sync;
 
+// Reads the thread's attributes through libc.
+#[allow(unsafe_code)]
+mod stack;
+
+pub use stack::current_stack_size;
+
 /// A job on the work queue. Dropping it unrun drops the result sender it
 /// holds, which is how its caller learns it was cancelled.
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -474,33 +480,6 @@ impl<R> std::fmt::Debug for Imap<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Imap").finish_non_exhaustive()
     }
-}
-
-/// The size of the calling thread's stack, in bytes: for a pool's worker,
-/// what [`ThreadPoolBuilder::stack_size`] asked for, plus the room the
-/// platform adds for thread-local storage, rounded up to a page. `None`
-/// where the platform does not say (outside Linux).
-pub fn current_stack_size() -> Option<usize> {
-    #[cfg(target_os = "linux")]
-    {
-        let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
-        // SAFETY: `pthread_getattr_np` initialises `attr` for the calling
-        // thread, which is alive, or fails and leaves it untouched.
-        if unsafe { libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) } != 0 {
-            return None;
-        }
-        let mut size = 0;
-        // SAFETY: `attr` was initialised above and is destroyed once, after
-        // its last read.
-        let got = unsafe {
-            let got = libc::pthread_attr_getstacksize(attr.as_ptr(), &mut size);
-            libc::pthread_attr_destroy(attr.as_mut_ptr());
-            got
-        };
-        (got == 0).then_some(size)
-    }
-    #[cfg(not(target_os = "linux"))]
-    None
 }
 
 #[cfg(test)]

@@ -50,7 +50,9 @@ pub fn now() -> u64 {
 /// Where events go: a process (`pid`) and a track in it (`tid`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Track {
+    /// The process, as the trace viewer groups tracks.
     pub pid: u32,
+    /// The track within the process: a thread, an async slot or a worker.
     pub tid: u32,
 }
 

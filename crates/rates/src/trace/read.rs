@@ -13,6 +13,7 @@ pub enum ReadError {
     BadEvent {
         /// 1-based.
         line: usize,
+        /// What is wrong with it.
         why: String,
     },
 }
