@@ -21,11 +21,13 @@ mod handle;
 mod iter;
 #[cfg(test)]
 mod tests;
+mod work_queue;
 
 pub(crate) use handle::Promise;
 pub use handle::{AsCompleted, AsyncResult, as_completed};
 pub use iter::ImapUnordered;
 pub(crate) use iter::{InOrder, Tally};
+pub(crate) use work_queue::WorkQueue;
 
 /// A unit of work a [`Pool`] can run, in a thread or in another process.
 ///

@@ -11,7 +11,8 @@ use std::time::Duration;
 use super::manager::Manager;
 use super::registry::encode;
 use super::slot::Slot;
-use super::{Chunk, ProcessPool, Shared, lock};
+use super::{ProcessPool, Shared};
+use crate::pool::WorkQueue;
 use crate::pool::{PoolError, Task, TaskError};
 
 /// What every manager needs to know to start and drive a worker.
@@ -174,11 +175,8 @@ impl ProcessPoolBuilder {
             spawned: Mutex::new(Vec::with_capacity(size)),
             terminated: AtomicBool::new(false),
         });
-        let (tx, rx) = crossbeam_channel::unbounded::<Chunk>();
         let pool = ProcessPool {
-            queue: Mutex::new(Some(tx)),
-            backlog: rx.clone(),
-            managers: Mutex::new(Vec::with_capacity(size)),
+            queue: WorkQueue::new(size),
             shared: Arc::clone(&shared),
             chunksize: self.chunksize,
             task_timeout: self.task_timeout,
@@ -189,12 +187,12 @@ impl ProcessPoolBuilder {
             // be the thread that lives as long as the worker.
             let (started_tx, started_rx) = crossbeam_channel::bounded(1);
             let manager = Manager::new(slot, Arc::clone(&shared), wake);
-            let chunks = rx.clone();
+            let chunks = pool.queue.receiver();
             let spawned = thread::Builder::new()
                 .name(format!("concur-process-{slot}"))
                 .spawn(move || manager.run(&chunks, &started_tx))
                 .map_err(PoolError::Spawn)?;
-            lock(&pool.managers).push(spawned);
+            pool.queue.add_thread(spawned);
             match started_rx.recv() {
                 Ok(Ok(())) => {}
                 // Dropping `pool` closes and joins the managers started so far.

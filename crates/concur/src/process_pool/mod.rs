@@ -123,12 +123,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
-use crate::pool::{AsyncResult, Pool, Promise, Task, TaskError};
+use crate::pool::{AsyncResult, Pool, Promise, Task, TaskError, WorkQueue};
 // Nothing panics while holding the pool's locks, so poison carries no
 // broken invariant.
 use crate::sync::lock;
@@ -246,11 +245,8 @@ impl Chunk {
 /// zombie or an orphan, and neither are the processes its tasks left in
 /// its process group (see the module docs for the exact guarantee).
 pub struct ProcessPool {
-    /// The sending side of the work queue; `None` once closed.
-    queue: Mutex<Option<Sender<Chunk>>>,
-    /// Kept so that `terminate` can take queued chunks off the queue.
-    backlog: Receiver<Chunk>,
-    managers: Mutex<Vec<JoinHandle<()>>>,
+    /// The chunks, and the manager threads that take them.
+    queue: WorkQueue<Chunk>,
     shared: Arc<Shared>,
     chunksize: usize,
     /// Each task's time limit unless a call gives its own.
@@ -325,12 +321,12 @@ impl ProcessPool {
 
     /// Whether the pool has stopped accepting work.
     pub fn is_closed(&self) -> bool {
-        lock(&self.queue).is_none()
+        self.queue.is_closed()
     }
 
     /// Stops accepting work; queued tasks still run. Idempotent.
     pub fn close(&self) {
-        lock(&self.queue).take();
+        self.queue.close();
         // Idle managers learn the queue is closed and let their workers go.
         self.shared.wake(usize::MAX);
     }
@@ -345,9 +341,7 @@ impl ProcessPool {
         // the slot's lock, so no new worker escapes.
         self.shared.terminated.store(true, Ordering::SeqCst);
         self.close();
-        for chunk in self.backlog.try_iter() {
-            drop(chunk);
-        }
+        self.queue.drain();
         for slot in &self.shared.slots {
             slot.kill();
         }
@@ -357,11 +351,7 @@ impl ProcessPool {
     /// worker has exited and been reaped.
     pub fn join(&self) {
         self.close();
-        let managers = std::mem::take(&mut *lock(&self.managers));
-        for manager in managers {
-            // Managers do not panic; there is nothing to report if one did.
-            let _ = manager.join();
-        }
+        self.queue.join();
     }
 
     /// This pool, with a time limit for each task of the calls made
@@ -399,20 +389,9 @@ impl ProcessPool {
 
     /// Queues chunks all together, or hands them back if the pool is closed.
     fn execute(&self, chunks: Vec<Chunk>) -> Result<(), Vec<Chunk>> {
-        let queue = lock(&self.queue);
-        match queue.as_ref() {
-            Some(sender) => {
-                let n = chunks.len();
-                for chunk in chunks {
-                    // Cannot fail: `self.backlog` keeps the queue connected.
-                    let _ = sender.send(chunk);
-                }
-                drop(queue);
-                self.shared.wake(n);
-                Ok(())
-            }
-            None => Err(chunks),
-        }
+        let n = self.queue.send_all(chunks)?;
+        self.shared.wake(n);
+        Ok(())
     }
 
     fn imap_unordered_within<T: Task>(
@@ -521,7 +500,7 @@ impl std::fmt::Debug for ProcessPool {
             .field("chunksize", &self.chunksize)
             .field("task_timeout", &self.task_timeout)
             .field("workers", &self.worker_pids())
-            .field("queued", &self.backlog.len())
+            .field("queued", &self.queue.len())
             .field("closed", &self.is_closed())
             .finish()
     }

@@ -12,14 +12,13 @@
 //! Rust code truly in parallel: the pool suits CPU work as well as waiting.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::thread;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
-use crate::pool::{AsyncResult, ImapUnordered, InOrder, Pool, PoolError, Task, TaskError, panic_message};
-use crate::sync;
+use crate::pool::{AsyncResult, ImapUnordered, InOrder, Pool, PoolError, Task, TaskError, WorkQueue, panic_message};
 
 // Reads the thread's attributes through libc.
 #[allow(unsafe_code)]
@@ -76,14 +75,8 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// Every handle and every result iterator resolves: a queued job either runs
 /// or is cancelled, never lost, never reported twice.
 pub struct ThreadPool {
-    /// The sending side of the work queue; `None` once closed. Sends happen
-    /// under the lock so that a batch is queued wholly before or wholly
-    /// after a close.
-    queue: Mutex<Option<Sender<Job>>>,
-    /// A receiving side of the work queue, kept so that `terminate` can take
-    /// queued jobs off it and drop them.
-    backlog: Receiver<Job>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// The jobs, and the worker threads that take them.
+    queue: WorkQueue<Job>,
     size: usize,
     /// Worker threads still running, decremented as each exits.
     live: Arc<AtomicUsize>,
@@ -113,7 +106,7 @@ impl ThreadPool {
 
     /// Whether the pool has stopped accepting work.
     pub fn is_closed(&self) -> bool {
-        self.lock_queue().is_none()
+        self.queue.is_closed()
     }
 
     /// Queues `f` and returns a handle to wait on its result. After
@@ -195,8 +188,7 @@ impl ThreadPool {
 
     /// Stops accepting work. Queued jobs still run. Idempotent.
     pub fn close(&self) {
-        // Dropping the last sender lets workers exit once the queue is empty.
-        self.lock_queue().take();
+        self.queue.close();
     }
 
     /// Closes the pool and cancels every queued job that no worker has
@@ -204,48 +196,19 @@ impl ThreadPool {
     /// running finish. Returns without waiting; call [`join`](Self::join) to
     /// wait for the running jobs.
     pub fn terminate(&self) {
-        self.close();
-        // Workers may take some of these first and run them; either way
-        // each job runs or is dropped exactly once.
-        for job in self.backlog.try_iter() {
-            drop(job);
-        }
+        self.queue.drain();
     }
 
     /// Closes the pool and waits until every queued job has run and every
     /// worker has exited. Called from one of the pool's own jobs it does not
     /// wait for that job's thread.
     pub fn join(&self) {
-        self.close();
-        let handles = std::mem::take(&mut *sync::lock(&self.workers));
-        let me = thread::current().id();
-        for handle in handles {
-            if handle.thread().id() != me {
-                // Workers catch every panic, so join cannot report one.
-                let _ = handle.join();
-            }
-        }
+        self.queue.join();
     }
 
     /// Queues jobs all together, or hands them back if the pool is closed.
     pub(crate) fn execute(&self, jobs: Vec<Job>) -> Result<(), Vec<Job>> {
-        let queue = self.lock_queue();
-        match queue.as_ref() {
-            Some(sender) => {
-                for job in jobs {
-                    // Cannot fail: `self.backlog` keeps the queue connected.
-                    let _ = sender.send(job);
-                }
-                Ok(())
-            }
-            None => Err(jobs),
-        }
-    }
-
-    fn lock_queue(&self) -> MutexGuard<'_, Option<Sender<Job>>> {
-        // Nothing panics while holding the lock, so poison carries no
-        // broken invariant.
-        sync::lock(&self.queue)
+        self.queue.send_all(jobs).map(drop)
     }
 
     #[cfg(test)]
@@ -267,7 +230,7 @@ impl std::fmt::Debug for ThreadPool {
         f.debug_struct("ThreadPool")
             .field("size", &self.size)
             .field("live", &self.live.load(Ordering::Relaxed))
-            .field("queued", &self.backlog.len())
+            .field("queued", &self.queue.len())
             .field("closed", &self.is_closed())
             .finish()
     }
@@ -375,19 +338,12 @@ impl ThreadPoolBuilder {
             Some(n) => n,
             None => thread::available_parallelism().map_or(1, usize::from),
         };
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let live = Arc::new(AtomicUsize::new(0));
-        let pool = ThreadPool {
-            queue: Mutex::new(Some(tx)),
-            backlog: rx.clone(),
-            workers: Mutex::new(Vec::with_capacity(size)),
-            size,
-            live: Arc::clone(&live),
-        };
+        let pool = ThreadPool { queue: WorkQueue::new(size), size, live: Arc::clone(&live) };
         // Each worker reports how its initializer went, then works.
         let (init_tx, init_rx) = crossbeam_channel::bounded::<Result<(), TaskError>>(size);
         for i in 0..size {
-            let jobs = rx.clone();
+            let jobs = pool.queue.receiver();
             let init = self.initializer.clone().map(|init| (init, init_tx.clone()));
             // Made before the spawn so that a thread that never starts
             // still gives its count back when the closure is dropped.
@@ -409,7 +365,7 @@ impl ThreadPoolBuilder {
                 work(&jobs, alive);
             });
             match spawned {
-                Ok(handle) => sync::lock(&pool.workers).push(handle),
+                Ok(handle) => pool.queue.add_thread(handle),
                 // Dropping `pool` closes and joins the workers started so far.
                 Err(e) => return Err(PoolError::Spawn(e)),
             }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::test_support::{LIMIT, within};
+use crossbeam_channel::Sender;
 use std::collections::HashSet;
 use std::time::Duration;
 
