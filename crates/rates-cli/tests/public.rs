@@ -91,8 +91,8 @@ fn rate_auto_takes_the_limit_from_the_first_429() {
 
 #[test]
 fn rate_auto_with_workers_auto_reaches_the_limit() {
-    // Waiters asleep on the first rate's slots used to keep it (1/s) for
-    // the whole run: 64 s for a 30.5 s bound.
+    // Waiters asleep on the first rate's slots take the faster schedule
+    // once it is learnt; else the run would keep 1/s to its end.
     let server = public_server();
     let (_, err, _) = history(&server, &["--rate", "auto", "--workers", "auto"]);
     assert!(refused(&server) <= 2, "{err}");
@@ -102,8 +102,9 @@ fn rate_auto_with_workers_auto_reaches_the_limit() {
 
 #[test]
 fn the_published_limit_as_a_fixed_rate_draws_no_429() {
-    // Paced on the client's clock alone, the fifth request reached the
-    // server about 3 ms before its token there, half the time.
+    // Paced on the client's clock alone, a request may reach the server a
+    // few milliseconds before its token there: the throttle's margin
+    // covers that.
     for model in ["async", "thread-pool"] {
         let server = public_server();
         history(&server, &["--rate", "2", "--burst", "4", "--model", model]);
@@ -114,7 +115,8 @@ fn the_published_limit_as_a_fixed_rate_draws_no_429() {
 #[test]
 fn workers_auto_learns_from_latency_not_from_waits() {
     // A fixed rate holds the requests back; the bound on requests in
-    // flight has nothing to learn from that (it used to print 64).
+    // flight has nothing to learn from that, and must not climb to the
+    // pool's size.
     let server = public_server();
     let (_, err, _) = history(&server, &["--rate", "2", "--burst", "4", "--workers", "auto"]);
     assert_eq!(refused(&server), 0);

@@ -3,7 +3,8 @@
 //! resumes where it stopped and a repeated one costs no request, `--offline`
 //! makes no connection, two processes share one store, the latest day is
 //! asked again after `--max-age`, and `rates cache info|clear`. Also the
-//! honest partial chart (issue 13, items 1, 2 and 6).
+//! partial chart, whose lines break at the days it lacks and whose title
+//! names the range covered.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;

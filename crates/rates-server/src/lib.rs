@@ -263,9 +263,8 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 
 /// Starts a server on an ephemeral loopback port, on a runtime of its own
 /// with one worker thread: the server shares the machine with its client
-/// in this process, and on two cores a second server worker only fought the
-/// client's threads (2,000 requests opened at once finished a sixth sooner
-/// with one).
+/// in this process, and on a machine of few cores a second server worker
+/// only competes with the client's threads for them.
 pub fn spawn(dataset: Arc<Dataset>, options: ServerOptions) -> Result<RunningServer, ServeError> {
     let shared = Shared::new(dataset, options)?;
     let io_err = |source| ServeError::Io { addr: "127.0.0.1:0".into(), source };

@@ -35,8 +35,8 @@ pub use client::{
     AsyncClient, AsyncClientError, BadUrl, BlockingClient, ClientConfig, FetchError, PUBLIC_API, RateLimitInfo, Reply,
     parse_api_url,
 };
-/// The flag that stops a run: [`concur::CancelToken`] under the name the
-/// models have always used. Ctrl-C sets it.
+/// The flag that stops a run, by the name the models give it: a
+/// [`concur::CancelToken`]. Ctrl-C sets it.
 pub use concur::CancelToken as Cancel;
 pub use currency::{Currency, InvalidCurrency};
 pub use dataset::{Dataset, DatasetError, RatesError, round6};

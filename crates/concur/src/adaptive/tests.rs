@@ -51,7 +51,7 @@ fn slow_start_doubles_while_latency_is_flat() {
 fn a_caller_held_back_elsewhere_does_not_raise_the_limit() {
     // A fixed rate lets one request out at a time: latency is flat, but
     // the limit of 4 never held anything back, so it proves nothing
-    // (it used to climb to the pool's size: "learnt: --workers 64").
+    // (without this rule it would climb to the pool's size).
     let (limiter, clock) = limiter_on(ConcurrencyConfig::default());
     for _ in 0..200 {
         let p = limiter.try_acquire().expect("far below the limit");
@@ -186,7 +186,7 @@ async fn async_acquire_waits_for_a_slot_without_blocking() {
     assert_eq!(limiter.in_flight(), 0);
 }
 
-// Against simulated servers: the targets.
+// Against simulated servers: the figures the limiters are built to reach.
 
 #[test]
 fn five_per_second_without_headers_is_met_closely_with_few_429s() {

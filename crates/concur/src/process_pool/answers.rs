@@ -12,7 +12,7 @@ use crate::pool::{Tally, Task, TaskError};
 
 /// Answers in one message: `(input index, result)`. A lone answer (every
 /// answer of chunks of one task) travels without a vector, so that it
-/// costs no allocation, as it did before answers were batched.
+/// costs no allocation.
 pub(super) enum Batch<R> {
     One(usize, Result<R, TaskError>),
     Many(Vec<(usize, Result<R, TaskError>)>),

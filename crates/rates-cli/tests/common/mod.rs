@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 
-/// Every model of the issues, in the chapter's order. Written out, not
+/// Every model, in the chapter's order. Written out, not
 /// taken from `rates::Model::ALL`, so a model lost there fails the tests.
 pub const MODELS: [&str; 8] = [
     "sync",

@@ -128,7 +128,7 @@ impl Dataset {
 
     /// The currencies the embedded snapshot has ever published, EUR
     /// included, read from its header line alone: what checking a code
-    /// needs, without parsing the whole table (about 18 ms) when no
+    /// needs, without parsing the whole table when no
     /// embedded server is started.
     pub fn embedded_currencies() -> &'static [Currency] {
         static CELL: OnceLock<Vec<Currency>> = OnceLock::new();

@@ -70,7 +70,8 @@ pub(super) struct Waiting {
     /// Wakes its waiter when the slot is revoked: a slot of a slower rate
     /// may be seconds away, and the waiter must not sleep through the
     /// faster schedule that replaced it (with a waiter per worker all
-    /// asleep on the first rate's slots, a run kept that rate for good).
+    /// asleep on the first rate's slots, a run would keep that rate for
+    /// good).
     pub(super) wake: CancelToken,
 }
 
