@@ -60,6 +60,16 @@ impl OutFile {
             .with_context(|| format!("cannot write {}", self.path.display()))
         // Drop removes the temporary file if the rename did not happen.
     }
+
+    /// As [`OutFile::commit`], for a file too big to hold: `write`
+    /// streams it into the temporary file.
+    pub fn commit_with(self, write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let mut w = std::io::BufWriter::new(&self.file);
+        write(&mut w)?;
+        w.flush().with_context(|| format!("cannot write {}", self.path.display()))?;
+        drop(w);
+        self.commit(&[])
+    }
 }
 
 impl Drop for OutFile {

@@ -1,5 +1,6 @@
 //! Charts as SVG files, shared by `rates bench` (one bar per model) and
-//! `rates history` (one line per currency).
+//! `rates history` (one line per currency), and the round ticks of a value
+//! axis that `rates bench`'s timelines use too.
 //!
 //! Only the SVG backend of `plotters` is built: SVG leaves text to the
 //! viewer, so no font is bundled or loaded. PNG would need a font backend
@@ -39,13 +40,13 @@ pub(crate) struct Bar {
 const BAR: RGBColor = RGBColor(0x4c, 0x72, 0xb0);
 const BEST: RGBColor = RGBColor(0x55, 0xa8, 0x68);
 
-/// A horizontal bar chart, first bar at the top; the shortest bar is drawn
-/// in green. `x_desc` names the axis (what the values are, and which way is
-/// better).
-pub(crate) fn bars(out: OutFile, title: &str, x_desc: &str, bars: &[Bar]) -> anyhow::Result<()> {
+/// A horizontal bar chart as the text of an SVG document, first bar at
+/// the top; the shortest bar is drawn in green. `x_desc` names the axis
+/// (what the values are, and which way is better).
+pub(crate) fn bars_svg(title: &str, x_desc: &str, bars: &[Bar]) -> anyhow::Result<String> {
     let mut svg = String::new();
     draw_bars(&mut svg, title, x_desc, bars)?;
-    out.commit(svg.as_bytes())
+    Ok(svg)
 }
 
 /// The chart's width, and the bar chart's label column.
@@ -174,15 +175,15 @@ where
 /// a power of ten) giving about `n` intervals, and the range widened to
 /// whole steps, so the labels reach both ends of the axis.
 #[derive(Debug, Clone, PartialEq)]
-struct Ticks {
-    range: std::ops::Range<f64>,
-    points: Vec<f64>,
+pub(crate) struct Ticks {
+    pub(crate) range: std::ops::Range<f64>,
+    pub(crate) points: Vec<f64>,
     /// Decimals the labels need.
     decimals: usize,
 }
 
 impl Ticks {
-    fn new(lo: f64, hi: f64, n: usize) -> Ticks {
+    pub(crate) fn new(lo: f64, hi: f64, n: usize) -> Ticks {
         let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - lo.abs().max(1.0) * 0.01, hi + hi.abs().max(1.0) * 0.01) };
         let raw = (hi - lo) / n.max(1) as f64;
         let magnitude = 10f64.powf(raw.log10().floor());
@@ -194,7 +195,7 @@ impl Ticks {
         Ticks { range: first as f64 * step..last as f64 * step, points, decimals }
     }
 
-    fn label(&self, v: f64) -> String {
+    pub(crate) fn label(&self, v: f64) -> String {
         format!("{v:.*}", self.decimals)
     }
 }

@@ -3,7 +3,10 @@
 
 This file holds the options and the benchmark's loop; `cpu.rs` the CPU
 workload, `child.rs` one measured run in a child process, `stats.rs` the
-report's numbers, `render.rs` the table and the chart.
+report's numbers, `render.rs` the table (aligned or Markdown) and the
+chart; what is drawn from the runs' traces is in `views.rs`: the merged
+trace, the timelines (`timeline.rs`, from the traces read by
+`traces.rs`) and the HTML report (`html.rs`).
 
 The chapter's last lesson is "measure it". This runs each selected model on
 the same workload, one model at a time, `--repeat` times each, and reports
@@ -54,8 +57,12 @@ in `crate::worker_registry()`.
 
 mod child;
 mod cpu;
+mod html;
 mod render;
 mod stats;
+mod timeline;
+mod traces;
+mod views;
 
 pub(crate) use child::run_one;
 pub use cpu::CpuWork;
@@ -76,7 +83,7 @@ use crate::flags::{ClientFlags, SimFlags};
 use crate::{Usage, parse, plot};
 use child::{Spec, run_child};
 use cpu::seconds_per_round;
-use render::{draw, table};
+use render::{draw, markdown, table};
 use stats::{ModelReport, Report, Run, WorkloadInfo, summarise};
 
 /// What each item of a benchmark is.
@@ -125,9 +132,21 @@ pub struct BenchArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Print the table as Markdown instead (for documents whose figures are made by a command).
+    #[arg(long, conflicts_with = "json")]
+    pub markdown: bool,
     /// Also draw the wall times as a bar chart in this SVG file.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Also draw each model's last run in this SVG file: a lane per worker, a bar per request, one time axis.
+    #[arg(long, value_name = "FILE")]
+    pub timeline: Option<PathBuf>,
+    /// Also write the whole report as one HTML page that needs nothing else: the table, the charts, the timelines, the command line and the machine.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Also write every run's trace to this file, merged (Chrome's Trace Event format, for Perfetto): each run a process named "MODEL run K", from 0.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
     #[command(flatten)]
     pub client: ClientFlags,
     #[command(flatten)]
@@ -195,6 +214,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let plot_file = args.plot.as_deref().map(|p| plot::svg_file("--plot", p)).transpose()?;
+    let mut views = views::Views::new(&args)?;
     let config = RunConfig::new(&args.client, &args.sim, args.workers, Defaults::BENCH)?;
     let io = args.workload == Workload::Io;
     let auto_workers = config.workers == parse::WorkersArg::Auto;
@@ -304,6 +324,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             if let Some(s) = &server {
                 s.metrics().reset();
             }
+            let spec = Spec { trace: views.next_run(&name), ..spec.clone() };
             match run_child(&spec, args.run_limit) {
                 Ok(measured) => {
                     let seen = server.as_ref().map(|s| s.metrics().snapshot());
@@ -319,6 +340,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => {
                     progress.suspend(|| eprintln!("rates: bench: {name}: {e}"));
+                    views.stopped(&e);
                     report.skipped = Some(e);
                     any_failed = true;
                     break;
@@ -365,6 +387,8 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else if args.markdown {
+        write!(out, "{}", markdown(&report))?;
     } else {
         write!(out, "{}", table(&report))?;
     }
@@ -372,6 +396,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = plot_file {
         draw(file, &report)?;
     }
+    views.write(&report)?;
     Ok(if any_failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 

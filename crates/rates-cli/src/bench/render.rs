@@ -61,8 +61,15 @@ pub(super) fn describe(w: &WorkloadInfo) -> String {
     s
 }
 
-/// The aligned table of `rates bench`.
-pub(super) fn table(report: &Report) -> String {
+/// The cells of the report's table: the header, then a row of cells for
+/// each model that was measured, or its name and why it was not.
+pub(super) struct Cells {
+    pub(super) header: Vec<&'static str>,
+    pub(super) rows: Vec<Result<Vec<String>, (String, String)>>,
+}
+
+/// The report's table as cells, for the aligned table, Markdown and HTML.
+pub(super) fn cells(report: &Report) -> Cells {
     let io = report.workload.kind == Workload::Io;
     let header = [
         "model",
@@ -84,8 +91,7 @@ pub(super) fn table(report: &Report) -> String {
     // The auto rows' learnt limits, in a last column only when there are any.
     let learnt = report.models.iter().any(|m| m.summary.as_ref().is_some_and(|s| s.learnt.is_some()));
     let header: Vec<&str> = header.into_iter().chain(learnt.then_some("learnt")).collect();
-    // A row of cells, or a model that was not run: its name and why.
-    let mut rows: Vec<Result<Vec<String>, (String, String)>> = vec![Ok(header.iter().map(|h| h.to_string()).collect())];
+    let mut rows = Vec::new();
     for m in &report.models {
         let Some(s) = &m.summary else {
             rows.push(Err((m.model.clone(), m.skipped.clone().unwrap_or_else(|| "not run".into()))));
@@ -112,12 +118,21 @@ pub(super) fn table(report: &Report) -> String {
         .chain(learnt.then(|| s.learnt.as_deref().map_or_else(dash, |l| l.trim_start_matches("learnt: ").to_owned())))
         .collect()));
     }
+    Cells { header, rows }
+}
+
+/// The aligned table of `rates bench`.
+pub(super) fn table(report: &Report) -> String {
+    let Cells { header, rows } = cells(report);
+    let header = Ok(header.iter().map(|h| h.to_string()).collect());
+    let rows: Vec<&Result<Vec<String>, (String, String)>> = std::iter::once(&header).chain(&rows).collect();
     let width = |c: usize| {
         let cells = rows.iter().filter_map(|r| r.as_ref().ok()).map(|r| r[c].chars().count());
         let names = rows.iter().filter_map(|r| r.as_ref().err()).map(|(m, _)| if c == 0 { m.len() } else { 0 });
         cells.chain(names).max().unwrap_or(0)
     };
-    let widths: Vec<usize> = (0..header.len()).map(width).collect();
+    let columns = header.as_ref().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns).map(width).collect();
     let mut out = format!("{}\n", describe(&report.workload));
     for row in &rows {
         let line = match row {
@@ -138,7 +153,35 @@ pub(super) fn table(report: &Report) -> String {
     out
 }
 
+/// The table as Markdown (`--markdown`): the workload in a line of its
+/// own, then the table, numbers aligned right, for documents whose
+/// figures are made by a command rather than typed.
+pub(super) fn markdown(report: &Report) -> String {
+    let Cells { header, rows } = cells(report);
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut out = format!("{}\n\n", cell(&describe(&report.workload)));
+    let line = |cells: &mut dyn Iterator<Item = String>| format!("| {} |\n", cells.collect::<Vec<_>>().join(" | "));
+    out.push_str(&line(&mut header.iter().map(|h| cell(h))));
+    out.push_str(&line(&mut (0..header.len()).map(|c| if c == 0 { "---".into() } else { "---:".into() })));
+    for row in &rows {
+        out.push_str(&match row {
+            Ok(cells) => line(&mut cells.iter().map(|c| cell(c))),
+            Err((model, why)) => {
+                let rest = (2..header.len()).map(|_| String::new());
+                line(&mut [cell(model), cell(&format!("n/a: {why}"))].into_iter().chain(rest))
+            }
+        });
+    }
+    out
+}
+
+/// The bar chart of wall times (`--plot`) in `file`.
 pub(super) fn draw(file: crate::output::OutFile, report: &Report) -> anyhow::Result<()> {
+    file.commit(bars_svg(report)?.as_bytes())
+}
+
+/// The bar chart of wall times as the text of an SVG document.
+pub(super) fn bars_svg(report: &Report) -> anyhow::Result<String> {
     let bars: Vec<plot::Bar> = report
         .models
         .iter()
@@ -161,7 +204,7 @@ pub(super) fn draw(file: crate::output::OutFile, report: &Report) -> anyhow::Res
         })
         .collect();
     let title = format!("rates bench — {}", describe(&report.workload));
-    plot::bars(file, &title, "wall time, seconds (shorter is faster; green: fastest)", &bars)
+    plot::bars_svg(&title, "wall time, seconds (shorter is faster; green: fastest)", &bars)
 }
 
 #[cfg(test)]
