@@ -231,7 +231,7 @@ impl Fetcher {
         req: Option<&RateRequest>,
         attempt: impl Fn() -> (Result<Reply, FetchError>, Option<Stamp>),
     ) -> Outcome {
-        let traced = self.trace.as_ref().map(|t| Traced::new(t, t.thread_track(), req));
+        let traced = self.trace.as_ref().map(|t| Traced::new(t, None, req));
         let traced = traced.as_ref();
         let cancelled = |_| FetchError::Cancelled;
         let outcome = self.retry.run(
@@ -313,7 +313,7 @@ impl Fetcher {
         use tracing::Instrument;
         // A slot of the trace while the task runs, given back if it is dropped.
         let slot = self.trace.as_ref().map(Trace::slot);
-        let traced = slot.as_ref().map(|s| Traced::new(s.trace(), s.track(), Some(req)));
+        let traced = slot.as_ref().map(|s| Traced::new(s.trace(), Some(s.track()), Some(req)));
         let traced = traced.as_ref();
         let outcome = self
             .retry

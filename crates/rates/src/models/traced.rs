@@ -4,8 +4,8 @@
 //! cancellations, and the requests in flight.
 
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,7 +42,9 @@ impl fmt::Display for Item<'_> {
 /// are drawn on, the attempt number, and when and why the last one failed.
 pub(super) struct Traced<'a> {
     pub(super) trace: &'a Trace,
-    pub(super) track: Track,
+    /// Named when first drawn on: a process-pool dispatcher's track
+    /// only if it waited.
+    track: OnceLock<Track>,
     item: Item<'a>,
     attempt: AtomicU32,
     /// When the last failed attempt ended (0: none yet).
@@ -56,10 +58,12 @@ pub(super) struct Traced<'a> {
 }
 
 impl<'a> Traced<'a> {
-    pub(super) fn new(trace: &'a Trace, track: Track, req: Option<&'a RateRequest>) -> Self {
+    /// What the trace keeps of `req`'s attempts, on `track` if given, else
+    /// on the calling thread's.
+    pub(super) fn new(trace: &'a Trace, track: Option<Track>, req: Option<&'a RateRequest>) -> Self {
         Traced {
             trace,
-            track,
+            track: track.map_or_else(OnceLock::new, OnceLock::from),
             item: Item(req),
             attempt: AtomicU32::new(0),
             failed_at: AtomicU64::new(0),
@@ -77,23 +81,35 @@ impl<'a> Traced<'a> {
         if n == 1 || failed_at == 0 {
             return;
         }
-        let (why, told) = self.why.lock().map(|w| w.clone()).unwrap_or_default();
+        let (why, told) = concur::sync::lock(&self.why).clone();
         let why = serde_json::to_string(&why).unwrap_or_default();
         self.trace.instant(
-            self.track,
+            self.track(),
             failed_at,
             "retry",
             format_args!(r#""item":"{}","attempt":{n},"reason":{why}"#, self.item),
         );
-        self.trace.wait(self.track, if told { "retry-after" } else { "backoff" }, failed_at, trace::now());
+        self.wait(if told { "retry-after" } else { "backoff" }, failed_at, trace::now());
     }
 
     /// Times `gate`, a wait called `name`.
     pub(super) fn gate<T>(&self, name: &str, gate: impl FnOnce() -> T) -> T {
         let start = trace::now();
         let passed = gate();
-        self.trace.wait(self.track, name, start, trace::now());
+        self.wait(name, start, trace::now());
         passed
+    }
+
+    /// The track its spans are drawn on.
+    fn track(&self) -> Track {
+        *self.track.get_or_init(|| self.trace.thread_track())
+    }
+
+    /// A wait from `start` to `end`, if long enough to be drawn.
+    fn wait(&self, name: &str, start: u64, end: u64) {
+        if end.saturating_sub(start) >= trace::MIN_WAIT.as_nanos() as u64 {
+            self.trace.wait(self.track(), name, start, end);
+        }
     }
 
     /// The request is sent: one more in flight; the time it is sent.
@@ -118,15 +134,13 @@ impl<'a> Traced<'a> {
                 }
                 (track, s.start, s.end)
             }
-            None => (self.track, sent, end),
+            None => (self.track(), sent, end),
         };
         record(self.trace, track, start, end, self.item, attempt, answer);
         self.trace.in_flight(-1);
         if let Err(e) = answer {
             self.failed_at.store(end, Ordering::Relaxed);
-            if let Ok(mut why) = self.why.lock() {
-                *why = (reason(e), e.retry_after().is_some());
-            }
+            *concur::sync::lock(&self.why) = (reason(e), e.retry_after().is_some());
         }
     }
 
@@ -139,7 +153,7 @@ impl<'a> Traced<'a> {
     }
 
     fn cancelled(&self) {
-        self.trace.instant(self.track, trace::now(), "cancelled", format_args!(r#""item":"{}""#, self.item));
+        self.trace.instant(self.track(), trace::now(), "cancelled", format_args!(r#""item":"{}""#, self.item));
     }
 }
 
@@ -153,7 +167,7 @@ impl Drop for Traced<'_> {
         let sent = self.sent.load(Ordering::Relaxed);
         if sent != 0 {
             let attempt = self.attempt.load(Ordering::Relaxed);
-            record(self.trace, self.track, sent, trace::now(), self.item, attempt, &Err(FetchError::Cancelled));
+            record(self.trace, self.track(), sent, trace::now(), self.item, attempt, &Err(FetchError::Cancelled));
             self.trace.in_flight(-1);
         }
         self.cancelled();
@@ -173,7 +187,7 @@ pub(super) async fn timed_async<T>(traced: Option<&Traced<'_>>, name: &str, gate
     let start = traced.map(|_| trace::now());
     let passed = gate.await;
     if let (Some(t), Some(start)) = (traced, start) {
-        t.trace.wait(t.track, name, start, trace::now());
+        t.wait(name, start, trace::now());
     }
     passed
 }
