@@ -54,13 +54,17 @@ pub struct FetchArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// How requests are made: the API, timeouts, retries, limits.
     #[command(flatten)]
     pub client: ClientFlags,
+    /// The embedded server's simulated latency and faults.
     #[command(flatten)]
     pub sim: SimFlags,
-    // With --api, the codes the API accepts are kept in the store for a day.
+    /// The store's folder: with --api, the codes the API accepts are kept
+    /// there for a day.
     #[command(flatten)]
     pub cache: CacheFlag,
+    /// Where the run's trace is written.
     #[command(flatten)]
     pub trace: TraceFlag,
 }

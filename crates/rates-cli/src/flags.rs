@@ -183,6 +183,7 @@ pub struct CacheFlag {
 /// How `history` uses the local store of an external API's answers.
 #[derive(Debug, Clone, Args)]
 pub struct StoreFlags {
+    /// The store's folder.
     #[command(flatten)]
     pub dir: CacheFlag,
     /// Answer from the store alone, making no request; days not stored are named.

@@ -5,6 +5,7 @@
 //! [`exit`]'s.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod bench;
 mod cache;
@@ -184,8 +185,10 @@ pub struct ServeArgs {
     /// A newer eurofxref-hist.csv or .zip to serve instead of the embedded one.
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
+    /// The faults the server injects.
     #[command(flatten)]
     pub faults: flags::FaultFlags,
+    /// The server's limits on connections.
     #[command(flatten)]
     pub limits: flags::ConnFlags,
 }
