@@ -58,6 +58,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use concur::sync;
 use concur::throttle::{Clock, Quota, SystemClock};
 use rand::Rng;
 
@@ -217,7 +218,7 @@ impl<C: Clock> Limiter<C> {
     /// Buckets held now.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).by_ip.len()
+        sync::lock(&self.buckets).by_ip.len()
     }
 
     /// `None` without a rate limit; else whether to serve the request from
@@ -226,7 +227,7 @@ impl<C: Clock> Limiter<C> {
         let limit = self.limit?;
         let now = self.clock.now();
         let key = (route, ip);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = sync::lock(&self.buckets);
         if !buckets.by_ip.contains_key(&key) && buckets.by_ip.len() >= buckets.prune_at {
             // A full bucket is the same as a new one.
             let burst = f64::from(limit.burst());
