@@ -96,6 +96,28 @@ fn bad_input_exits_2_with_one_line_naming_the_value() {
 }
 
 #[test]
+fn zero_workers_and_bad_counts_are_refused_at_parse_time_in_one_line() {
+    let history = ["history", "--base", "USD", "--symbols", "EUR", "--from", "2020-01-01", "--to", "2020-01-31"];
+    let cases: &[(&[&str], &str)] = &[
+        (&["fetch", "--workers", "0"], "'0'"),
+        (&[&history[..], &["--workers", "0"]].concat(), "'0'"),
+        (&["bench", "--workers", "0"], "'0'"),
+        (&["fetch", "--workers", "100001"], "'100001'"),
+        (&["worker", "--queue", "redis://127.0.0.1:1/0", "--concurrency", "0"], "'0'"),
+        (&["worker", "--queue", "redis://127.0.0.1:1/0", "--max-deliveries", "0"], "'0'"),
+        (&["serve", "--addr", "127.0.0.1:0", "--burst", "0", "--rate-limit", "2"], "'0'"),
+    ];
+    for (args, named) in cases {
+        let (code, out, err) = run(args);
+        assert_eq!((code, out.as_str()), (2, ""), "{args:?}: {err}");
+        assert!(err.starts_with("rates: --") && err.contains(named) && err.lines().count() == 1, "{args:?}: {err}");
+    }
+    // `unlimited` is how all at once is said.
+    let (code, _, err) = run(&["fetch", "--workers", "unlimited", "--bases", "USD", "--sim-latency", "0"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
 fn bad_url_exits_2_before_any_request() {
     // An --api that is refused never reaches the network: nothing listens
     // here and the command still answers 2, not a connection error.
