@@ -1,7 +1,7 @@
 //! `rates bench` end to end: every model measured on a tiny workload
 //! against the embedded server, the JSON's fields and their sanity, errors
-//! counted when the server fails requests, the CPU workload, the table and
-//! the chart.
+//! counted when the server fails requests, the CPU workload, the table (as
+//! text and as Markdown) and the chart.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -202,10 +202,38 @@ fn the_table_has_a_row_per_model() {
 }
 
 #[test]
+fn the_markdown_table_has_a_row_per_model() {
+    let args = ["bench", "--workload", "cpu", "--requests", "3", "--work", "1000", "--repeat", "1", "--markdown"];
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("CPU-bound: 3 items") && lines[1].is_empty(), "{out}");
+    let cells = |line: &str| -> Vec<String> {
+        let inner = line.strip_prefix("| ").and_then(|l| l.strip_suffix(" |")).unwrap_or_else(|| panic!("{line}"));
+        inner.split(" | ").map(str::to_owned).collect()
+    };
+    let header = cells(lines[2]);
+    assert_eq!(header[..3], ["model", "wall", "spread"], "{out}");
+    let rule = cells(lines[3]);
+    assert_eq!(rule.len(), header.len());
+    assert!(rule[0] == "---" && rule[1..].iter().all(|r| r == "---:"), "numbers align right: {out}");
+    let rows = &lines[4..];
+    assert_eq!(rows.len(), MODELS.len(), "{out}");
+    for (row, model) in rows.iter().zip(MODELS) {
+        let row = cells(row);
+        assert_eq!((row[0].as_str(), row.len()), (model, header.len()), "{out}");
+    }
+}
+
+#[test]
 fn bad_options_are_refused_before_any_run() {
     for (args, names) in [
         (&["--models", "sync,threads"][..], "'threads'"),
         (&["--plot", "chart.png"][..], "chart.png"),
+        (&["--timeline", "timeline.png"][..], "timeline.png"),
+        (&["--markdown", "--json"][..], "--markdown"),
+        (&["--workload", "cpu", "--timeline", "t.svg"][..], "--timeline"),
+        (&["--workload", "cpu", "--trace", "t.json"][..], "--trace"),
         (&["--requests", "0"][..], "--requests"),
         (&["--api", "nonsense"][..], "nonsense"),
     ] {

@@ -244,3 +244,20 @@ fn the_html_report_shows_its_table_and_charts_in_a_headless_browser() {
         assert!(share > 0.02, "the chart at {chart:?} is {:.1}% coloured", share * 100.0);
     }
 }
+
+#[test]
+fn a_stopped_run_still_shows_what_it_did_until_then() {
+    // Ten requests of 300 ms one after another, stopped at 1.5 s: up to five answered.
+    let dir = tempfile::Builder::new().prefix("rates-bench-stopped").tempdir().unwrap();
+    let svg = dir.path().join("t.svg");
+    let args = ["bench", "--models", "sync", "--requests", "10", "--sim-latency", "300ms", "--repeat", "1"];
+    let (code, _, err) = run(&[&args[..], &["--run-limit", "1500ms", "--timeline", svg.to_str().unwrap()]].concat());
+    assert_eq!(code, 1, "{err}");
+    let timeline = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&timeline).unwrap();
+    let panel = doc.descendants().find(|n| n.attribute("data-model") == Some("sync")).unwrap();
+    let text: String = panel.descendants().filter_map(|n| n.text()).collect();
+    assert!(text.contains("stopped: the run took longer than --run-limit"), "{text}");
+    let bars = panel.descendants().filter(|n| n.attribute("class") == Some("bar")).count();
+    assert!((1..=5).contains(&bars), "{bars} requests drawn: {timeline}");
+}

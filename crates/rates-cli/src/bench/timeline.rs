@@ -45,7 +45,11 @@ const BAND: f64 = 120.0;
 /// Above a panel's lanes (its heading) and below them (the tick labels).
 const HEAD: f64 = 24.0;
 const FOOT: f64 = 24.0;
+/// Where the title, the subtitle and the legend start.
+const MARGIN: f64 = 24.0;
+/// Where the first panel starts when the legend is one row.
 const TOP: f64 = 88.0;
+const LEGEND_ROW: f64 = 18.0;
 
 const ANSWERED: &str = "#4c72b0";
 const TOO_MANY: &str = "#c44e52";
@@ -161,7 +165,10 @@ pub(super) fn svg(title: &str, subtitle: &str, panels: &[Panel]) -> String {
     let ticks = Ticks::new(0.0, if span_us > 0.0 { span_us / 1e6 } else { 1.0 }, 8);
     let axis_end_us = ticks.range.end * 1e6;
     let px_per_us = PLOT / axis_end_us;
-    let height = TOP + panels.iter().map(|p| HEAD + body_height(p) + FOOT).sum::<f64>() + 30.0;
+    let density = panels.iter().any(|p| p.trace.as_ref().is_ok_and(|t| t.tracks.len() > DENSITY_PAST));
+    let (legend, legend_rows) = legend(density);
+    let top = TOP + (legend_rows - 1) as f64 * LEGEND_ROW;
+    let height = top + panels.iter().map(|p| HEAD + body_height(p) + FOOT).sum::<f64>() + 30.0;
 
     let mut s = String::new();
     let _ = write!(
@@ -169,11 +176,11 @@ pub(super) fn svg(title: &str, subtitle: &str, panels: &[Panel]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="sans-serif">"#
     );
     let _ = write!(s, r##"<rect class="background" width="100%" height="100%" fill="#ffffff"/>"##);
-    let _ = write!(s, r#"<text x="{LEFT}" y="26" font-size="17" font-weight="bold">{}</text>"#, escape(title));
-    let _ = write!(s, r#"<text x="{LEFT}" y="45" font-size="12" fill="{MUTED}">{}</text>"#, escape(subtitle));
-    legend(&mut s, panels.iter().any(|p| p.trace.as_ref().is_ok_and(|t| t.tracks.len() > DENSITY_PAST)));
+    let _ = write!(s, r#"<text x="{MARGIN}" y="26" font-size="17" font-weight="bold">{}</text>"#, escape(title));
+    let _ = write!(s, r#"<text x="{MARGIN}" y="45" font-size="12" fill="{MUTED}">{}</text>"#, escape(subtitle));
+    s.push_str(&legend);
 
-    let mut y = TOP;
+    let mut y = top;
     for panel in panels {
         let body = body_height(panel);
         panel_svg(&mut s, panel, y, body, &ticks, px_per_us);
@@ -189,7 +196,8 @@ pub(super) fn svg(title: &str, subtitle: &str, panels: &[Panel]) -> String {
     s
 }
 
-fn legend(s: &mut String, density: bool) {
+/// The legend, and the rows it takes.
+fn legend(density: bool) -> (String, usize) {
     let mut items = vec![
         (ANSWERED, "request answered"),
         (TOO_MANY, "answered 429"),
@@ -199,14 +207,20 @@ fn legend(s: &mut String, density: bool) {
     if density {
         items.push((ANSWERED, "past 200 lanes: requests in flight"));
     }
-    let mut x = LEFT;
-    s.push_str(r#"<g class="legend" font-size="12">"#);
+    let (mut x, mut rows) = (MARGIN, 1);
+    let mut s = String::from(r#"<g class="legend" font-size="12">"#);
     for (fill, label) in items {
-        let _ = write!(s, r#"<rect x="{x:.1}" y="58" width="12" height="12" fill="{fill}"/>"#);
-        let _ = write!(s, r#"<text x="{:.1}" y="68.5">{}</text>"#, x + 16.0, escape(label));
-        x += 16.0 + label.chars().count() as f64 * 6.1 + 18.0;
+        let width = 16.0 + label.chars().count() as f64 * 5.9;
+        if x > MARGIN && x + width > WIDTH - RIGHT {
+            (x, rows) = (MARGIN, rows + 1);
+        }
+        let y = 58.0 + (rows - 1) as f64 * LEGEND_ROW;
+        let _ = write!(s, r#"<rect x="{x:.1}" y="{y:.1}" width="12" height="12" fill="{fill}"/>"#);
+        let _ = write!(s, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, x + 16.0, y + 10.5, escape(label));
+        x += width + 18.0;
     }
     s.push_str("</g>");
+    (s, rows)
 }
 
 fn panel_svg(s: &mut String, panel: &Panel, y: f64, body: f64, ticks: &Ticks, px_per_us: f64) {
@@ -289,7 +303,7 @@ fn lanes(s: &mut String, trace: &RunTrace, top: f64, px_per_us: f64) {
                 r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end" fill="{MUTED}">{}</text>"#,
                 LEFT - 6.0,
                 lane_top + h / 2.0 + 3.5,
-                escape(&clip(&track.name, 28))
+                escape(&clip(&track.name, 30))
             );
         }
         for kind in [Kind::Wait, Kind::Answered, Kind::Failed, Kind::TooMany] {
