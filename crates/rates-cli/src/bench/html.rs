@@ -109,11 +109,11 @@ pub(super) struct Page {
 }
 
 const STYLE: &str = "\
-body{font-family:system-ui,sans-serif;color:#222;max-width:1000px;margin:24px auto;padding:0 16px;line-height:1.45}\
+body{font-family:system-ui,sans-serif;color:#222;max-width:1120px;margin:24px auto;padding:0 16px;line-height:1.45}\
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}\
 .what{color:#444;margin-top:0}dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em}\
 dt{font-weight:600}dd{margin:0}code{font-family:ui-monospace,monospace;font-size:.92em;word-break:break-all}\
-.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.88em;font-variant-numeric:tabular-nums}\
+.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.85em;font-variant-numeric:tabular-nums}\
 th,td{padding:.3em .6em;border-bottom:1px solid #e5e5e5;white-space:nowrap}th{text-align:right;background:#f5f5f5}\
 th:first-child,td:first-child{text-align:left}td{text-align:right}td.na{text-align:left;color:#a33}\
 figure{margin:1em 0}figure svg{max-width:100%;height:auto;display:block}.note{color:#555;font-size:.9em}";
@@ -149,7 +149,8 @@ pub(super) fn page(report: &Report, page: &Page) -> String {
         Ok(svg) => {
             s.push_str(
                 "<p class=\"note\">The last run of each model: one lane per thread, worker or task slot; \
-                 each request attempt a bar from its start to its answer.</p>\n<figure>",
+                 each request attempt a bar from its start to its answer. The runs were traced to draw them, \
+                 so the figures above include the cost of tracing.</p>\n<figure>",
             );
             s.push_str(svg_body(svg));
             s.push_str("</figure>\n");
