@@ -170,7 +170,9 @@
 //! under a service's request-rate limit. `acquire` blocks exactly until a
 //! token is due (no polling); `try_acquire` never blocks and says how long to
 //! wait; `acquire_async` is for async tasks. The clock can be replaced, so
-//! tests move time by hand.
+//! tests move time by hand. Its rate and burst are a [`Quota`], checked once
+//! when made; the other limiters of the workspace (a server's rate limit, a
+//! limit kept on a broker) take the same type.
 //!
 //! A waiter can give up: `acquire_cancellable` returns as soon as its
 //! [`CancelToken`] (the flag that stops a run, seen by threads and tasks

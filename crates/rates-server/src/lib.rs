@@ -8,6 +8,8 @@
 //!
 //! [`spawn`] starts it in-process on an ephemeral loopback port and hands
 //! back its URL: the `rates` command's default API and what every test uses.
+//! [`serve`] serves on an address until Ctrl-C or SIGTERM, heard by
+//! [`signals`], which the `rates` command uses for its own runs too.
 //!
 //! ```
 //! use rates_server::{ServerOptions, spawn};
