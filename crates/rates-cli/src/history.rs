@@ -135,7 +135,7 @@ struct Plan {
 /// it has no weekday (one whose weekdays are all holidays is told by the
 /// answers, see [`run`]). Whether the API accepts the codes is asked
 /// after ([`session::accepted_codes`]).
-fn plan(args: &HistoryArgs, ds: &rates::Dataset, today: NaiveDate) -> Result<Plan, Usage> {
+fn plan(args: &HistoryArgs, ds: &rates::Dataset, remote: bool, today: NaiveDate) -> Result<Plan, Usage> {
     let base = match parse_currencies("base", &args.base)?[..] {
         [base] => base,
         _ => return Err(Usage(format!("--base: expected one currency, got '{}'", args.base))),
@@ -148,7 +148,7 @@ fn plan(args: &HistoryArgs, ds: &rates::Dataset, today: NaiveDate) -> Result<Pla
         return Err(Usage(format!("--from {from} is after --to {to}")));
     }
     let first = ds.first_day();
-    let last = if args.client.api.is_some() { today.max(ds.last_day()) } else { ds.last_day() };
+    let last = if remote { today.max(ds.last_day()) } else { ds.last_day() };
     if to < first || from > last {
         return Err(Usage(format!(
             "--from {from} --to {to}: no data in this range (data runs from {first} to {last})"
@@ -165,14 +165,13 @@ fn plan(args: &HistoryArgs, ds: &rates::Dataset, today: NaiveDate) -> Result<Pla
     let (from, to) = (from.max(first), to.min(last));
     let days = weekdays(from, to);
     let span = format!("{} {from} to {} {to}", from.format("%A"), to.format("%A"));
-    let none = match args.client.api {
+    let none = if remote {
+        days.is_empty().then(|| format!("{span} has no weekday"))
+    } else {
         // The embedded server answers from this dataset: its business days.
-        None => {
-            let business = ds.days();
-            let at = business.partition_point(|d| *d < from);
-            (business.get(at).is_none_or(|d| *d > to)).then(|| format!("the data has no rates from {span}"))
-        }
-        Some(_) => days.is_empty().then(|| format!("{span} has no weekday")),
+        let business = ds.days();
+        let at = business.partition_point(|d| *d < from);
+        (business.get(at).is_none_or(|d| *d > to)).then(|| format!("the data has no rates from {span}"))
     };
     if let Some(why) = none {
         return Err(Usage(format!("--from {} --to {}: no business day in this range: {why}", asked.0, asked.1)));
@@ -223,8 +222,8 @@ enum Day<'a> {
 
 pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let ds = dataset(args.client.data.as_ref())?;
-    let plan = plan(&args, &ds, chrono::Utc::now().date_naive())?;
     let config = RunConfig::new(&args.client, &args.sim, args.workers, Defaults::FETCH)?;
+    let plan = plan(&args, &ds, config.embedded().is_none(), chrono::Utc::now().date_naive())?;
     let store = HistoryStore::open(&args.store, &config.target)?;
     let trace = args.trace.open(if config.queue.is_some() { "queue" } else { args.model.name() })?;
     // Proven writable before any request: results are not fetched to be lost.
@@ -501,16 +500,16 @@ mod tests {
     fn ranges_beyond_the_data_are_clipped_and_said_so() {
         let ds = rates::Dataset::embedded();
         let today = ds.last_day() + chrono::Days::new(30);
-        let p = plan(&args("0001-01-01", "9999-12-31", None), &ds, today).expect("clipped");
+        let p = plan(&args("0001-01-01", "9999-12-31", None), &ds, false, today).expect("clipped");
         assert_eq!((p.from, p.to), (ds.first_day(), ds.last_day()));
         assert_eq!(p.notes.len(), 2, "{:?}", p.notes);
         assert!(p.notes[0].contains("0001-01-01") && p.notes[1].contains("9999-12-31"));
         // With --api the data may be newer than ours: up to today.
-        let p = plan(&args("2026-01-01", "9999-12-31", Some("http://127.0.0.1:1")), &ds, today).expect("clipped");
+        let p = plan(&args("2026-01-01", "9999-12-31", Some("http://127.0.0.1:1")), &ds, true, today).expect("clipped");
         assert_eq!(p.to, today);
-        let inside = plan(&args("2020-01-01", "2020-12-31", None), &ds, today).expect("valid");
+        let inside = plan(&args("2020-01-01", "2020-12-31", None), &ds, false, today).expect("valid");
         assert!(inside.notes.is_empty());
-        let e = plan(&args("1990-01-01", "1998-12-31", None), &ds, today).err().expect("no data");
+        let e = plan(&args("1990-01-01", "1998-12-31", None), &ds, false, today).err().expect("no data");
         assert!(e.0.contains("no data in this range"), "{e}");
     }
 }
