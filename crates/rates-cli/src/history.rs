@@ -345,11 +345,11 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         let absent: Vec<NaiveDate> =
             days.iter().filter(|(_, d)| matches!(d, Day::NotStored)).map(|(day, _)| *day).collect();
         if absent.is_empty() {
-            return Ok(ExitCode::SUCCESS);
+            return Ok(crate::exit::code(crate::exit::SUCCESS));
         }
         eprintln!("rates: not in the store: {}", ranges(&absent, &plan.days, 20));
         eprintln!("rates: {} ok, {} not in the store", rows.len(), absent.len());
-        return Ok(ExitCode::FAILURE);
+        return Ok(crate::exit::code(crate::exit::FAILED));
     }
     let failures =
         days.iter().filter_map(|(day, d)| if let Day::Failed(f) = d { Some((day.to_string(), *f)) } else { None });

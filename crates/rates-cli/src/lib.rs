@@ -265,7 +265,7 @@ fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
             return print_all(&page);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit::code(exit::SUCCESS))
 }
 
 /// Writes `bytes` to stdout. A reader that stops early (`rates man | head`)
@@ -274,7 +274,7 @@ fn print_all(bytes: &[u8]) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(ExitCode::SUCCESS),
+        _ => Ok(exit::code(exit::SUCCESS)),
     }
 }
 
@@ -283,7 +283,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let opts = config::serve_options(&args.faults, &args.limits)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(rates_server::serve(&args.addr, ds, opts))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(exit::code(exit::SUCCESS))
 }
 
 /// Runs `cli`, prints any error as one line on stderr, and maps it to an
@@ -299,7 +299,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
         // A reader that stopped early (`rates fetch | head -1`) is no
         // failure of ours: stop quietly, as other Unix tools do.
         Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(is_broken_pipe)) => {
-            ExitCode::SUCCESS
+            exit::code(exit::SUCCESS)
         }
         Err(e) => {
             eprintln!("rates: {e:#}");
