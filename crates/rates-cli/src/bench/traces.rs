@@ -214,7 +214,8 @@ pub(super) struct Labelled {
 /// times from its own first event (so the runs line up from 0), its
 /// processes renumbered so no two runs share one, the first named after
 /// the run and any other (a process pool's workers) after the run and
-/// its own name, all sorted in the order of `runs`. Returns the number of
+/// its own name, all sorted in the order of `runs`, and the tracks of a
+/// run in the order of their first use. Returns the number of
 /// events written. A run whose trace is missing is left out.
 pub(super) fn merge(runs: &[Labelled], out: &mut dyn Write) -> Result<usize, MergeError> {
     out.write_all(b"[\n")?;
@@ -229,14 +230,20 @@ pub(super) fn merge(runs: &[Labelled], out: &mut dyn Write) -> Result<usize, Mer
         Ok(())
     };
     for run in runs.iter().filter(|r| r.path.exists()) {
-        // First pass: the run's processes, their names and its first event.
+        // First pass: the run's processes, their names, its first event and
+        // each track's first span.
         let mut pids: Vec<i64> = Vec::new();
         let mut names: HashMap<i64, String> = HashMap::new();
+        let mut first_use: HashMap<TrackId, f64> = HashMap::new();
         let mut origin = f64::INFINITY;
         for_each_event(&run.path, |e| {
-            let (pid, _) = track_of(&e);
+            let (pid, tid) = track_of(&e);
             if !pids.contains(&pid) {
                 pids.push(pid);
+            }
+            if let ("X", Some(ts)) = (str_of(&e, "ph"), num_of(&e, "ts")) {
+                let first = first_use.entry((pid, tid)).or_insert(ts);
+                *first = first.min(ts);
             }
             match str_of(&e, "ph") {
                 "M" if str_of(&e, "name") == "process_name" => {
@@ -262,6 +269,18 @@ pub(super) fn merge(runs: &[Labelled], out: &mut dyn Write) -> Result<usize, Mer
             put(out, &meta(new, "process_name", serde_json::json!({ "name": name })))?;
             put(out, &meta(new, "process_sort_index", serde_json::json!({ "sort_index": new })))?;
         }
+        // A process's tracks in the order of their first use, as the timelines draw them.
+        let mut tracks: Vec<(TrackId, f64)> = first_use.into_iter().collect();
+        tracks.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        for (i, ((pid, tid), _)) in tracks.into_iter().enumerate() {
+            let mut sort = meta(
+                renumbered.get(&pid).copied().unwrap_or(pid),
+                "thread_sort_index",
+                serde_json::json!({ "sort_index": i }),
+            );
+            sort["tid"] = tid.into();
+            put(out, &sort)?;
+        }
         // Second pass: every other event, moved to its new process and time.
         let mut failed = None;
         for_each_event(&run.path, |mut e| {
@@ -269,7 +288,7 @@ pub(super) fn merge(runs: &[Labelled], out: &mut dyn Write) -> Result<usize, Mer
                 return;
             }
             let meta = str_of(&e, "ph") == "M";
-            if meta && matches!(str_of(&e, "name"), "process_name" | "process_sort_index") {
+            if meta && matches!(str_of(&e, "name"), "process_name" | "process_sort_index" | "thread_sort_index") {
                 return;
             }
             let (pid, _) = track_of(&e);
@@ -454,5 +473,18 @@ pub(super) mod tests {
         assert_eq!(starts, [(1, 0.0), (2, 20.0), (3, 0.0)]);
         // One process_name per process: the runs' own are replaced.
         assert_eq!(all.iter().filter(|e| e["name"] == "process_name").count(), 3);
+        // The worker process's track was used after the first process's.
+        let sorted: Vec<(i64, i64, u64)> = all
+            .iter()
+            .filter(|e| e["name"] == "thread_sort_index")
+            .map(|e| {
+                (
+                    e["pid"].as_i64().unwrap_or(0),
+                    e["tid"].as_i64().unwrap_or(0),
+                    e["args"]["sort_index"].as_u64().unwrap_or(9),
+                )
+            })
+            .collect();
+        assert_eq!(sorted, [(1, 1, 0), (2, 9, 1), (3, 1, 0)]);
     }
 }
