@@ -43,6 +43,7 @@ impl Task for FetchOnce {
         // The caller counts the attempts: here it is attempt 0, unknown.
         record(trace, trace.thread_track(), start, trace::now(), Item(Some(&self.request)), 0, &answer);
         trace.in_flight(-1);
+        trace.flush_local();
         answer
     }
 }

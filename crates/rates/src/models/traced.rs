@@ -150,6 +150,7 @@ impl<'a> Traced<'a> {
         if matches!(outcome, Err(f) if f.error == FetchError::Cancelled) {
             self.cancelled();
         }
+        self.trace.flush_local();
     }
 
     fn cancelled(&self) {
@@ -171,6 +172,7 @@ impl Drop for Traced<'_> {
             self.trace.in_flight(-1);
         }
         self.cancelled();
+        self.trace.flush_local();
     }
 }
 

@@ -311,7 +311,7 @@ impl Trace {
         bytes: u64,
         error: Option<&str>,
     ) {
-        self.0.with_out(|w| {
+        self.local(|w| {
             write!(
                 w,
                 r#"{{"ph":"X","cat":"request","name":"GET {item}","ts":{},"dur":{},"pid":{},"tid":{},"args":{{"item":"{item}","attempt":{attempt},"status":{status},"bytes":{bytes}"#,
@@ -335,7 +335,7 @@ impl Trace {
         if dur < MIN_WAIT.as_nanos() as u64 {
             return;
         }
-        self.0.with_out(|w| {
+        self.local(|w| {
             writeln!(
                 w,
                 r#"{{"ph":"X","cat":"wait","name":"{name}","ts":{},"dur":{},"pid":{},"tid":{}}},"#,
@@ -351,7 +351,7 @@ impl Trace {
     /// at `ts` on `track`; `args` is the inside of its `args` object
     /// (`"item":"USD","retry_after":1`).
     pub fn instant(&self, track: Track, ts: u64, name: &str, args: fmt::Arguments<'_>) {
-        self.0.with_out(|w| {
+        self.local(|w| {
             writeln!(
                 w,
                 r#"{{"ph":"i","s":"t","cat":"event","name":"{name}","ts":{},"pid":{},"tid":{},"args":{{{args}}}}},"#,
@@ -388,9 +388,69 @@ impl Trace {
 
     fn counter(&self, name: &str, args: fmt::Arguments<'_>) {
         let ts = now();
-        self.0.with_out(|w| {
+        self.local(|w| {
             writeln!(w, r#"{{"ph":"C","name":"{name}","pid":{},"ts":{},"args":{{{args}}}}},"#, self.0.pid, Micros(ts))
         });
+    }
+
+    /// Writes an event to this thread's buffer of this trace's events;
+    /// past [`LOCAL_MAX`] bytes they go to the file.
+    fn local(&self, write: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) {
+        LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            if l.id != self.0.id {
+                l.hand_over();
+                l.id = self.0.id;
+                l.owner = Arc::downgrade(&self.0);
+            }
+            // Writing to memory cannot fail.
+            let _ = write(&mut l.buf);
+            if l.buf.len() >= LOCAL_MAX {
+                l.hand_over();
+            }
+        });
+    }
+
+    /// Hands the events the calling thread wrote over to the file (its
+    /// buffer, then the flusher): the fetch job does at the end of each
+    /// item, so a run takes the file's lock once per item, not per event.
+    pub fn flush_local(&self) {
+        LOCAL.with(|l| l.borrow_mut().hand_over());
+    }
+}
+
+/// The events a thread wrote and has not handed over to the file yet.
+struct Local {
+    /// The trace they are of.
+    id: u64,
+    owner: std::sync::Weak<Inner>,
+    buf: Vec<u8>,
+}
+
+/// A thread hands its events over once it holds this many bytes of them.
+const LOCAL_MAX: usize = 16 * 1024;
+
+thread_local! {
+    static LOCAL: std::cell::RefCell<Local> =
+        const { std::cell::RefCell::new(Local { id: 0, owner: std::sync::Weak::new(), buf: Vec::new() }) };
+}
+
+impl Local {
+    fn hand_over(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if let Some(inner) = self.owner.upgrade() {
+            inner.with_out(|w| w.write_all(&self.buf));
+        }
+        self.buf.clear();
+    }
+}
+
+/// A thread that ends hands its events over.
+impl Drop for Local {
+    fn drop(&mut self) {
+        self.hand_over();
     }
 }
 
@@ -409,7 +469,19 @@ impl Inner {
     }
 
     fn finish(&self) -> io::Result<()> {
+        // The finishing thread's own events first (other threads hand theirs
+        // over as their items end).
+        let mine = LOCAL
+            .try_with(|l| match l.try_borrow_mut() {
+                Ok(mut l) if l.id == self.id => std::mem::take(&mut l.buf),
+                _ => Vec::new(),
+            })
+            .unwrap_or_default();
         let mut out = self.lock();
+        if !mine.is_empty() && out.writable() {
+            let written = out.w.write_all(&mine);
+            out.check(written);
+        }
         if !out.done && out.error.is_none() {
             let n = self.in_flight.load(Ordering::Relaxed);
             // The last event, without a comma: the requests in flight at the end.

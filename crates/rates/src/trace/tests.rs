@@ -104,6 +104,7 @@ fn events_reach_the_file_while_the_run_goes() {
     let dir = tempfile::tempdir().expect("a folder");
     let trace = Trace::create(dir.path().join("t.json"), "live").expect("a trace");
     trace.in_flight(1);
+    trace.flush_local();
     // Not finished, yet the event gets there: the flusher writes it.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !events(&trace).iter().any(|e| e["ph"] == "C") {
