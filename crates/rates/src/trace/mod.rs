@@ -14,8 +14,10 @@
 //! processes of one host line up.
 //!
 //! The file is written as the run goes: `[`, then one event per line, each
-//! followed by `,`, flushed at least every [`FLUSH_EVERY`]; a normal end
-//! adds a last event and `]`. A killed run leaves a prefix that viewers
+//! followed by `,`. Each thread keeps the events of the item it works on
+//! and hands them over when the item is done (one lock per item, not per
+//! event), and the file is flushed at least every [`FLUSH_EVERY`]; a
+//! normal end adds a last event and `]`. A killed run leaves a prefix that viewers
 //! and [`read_events`] still read. Memory is flat in the number of events.
 
 mod read;
