@@ -127,42 +127,13 @@
 //!
 //! # A pool across hosts
 //!
-//! With the `redis` feature, a `RedisPool` runs the same [`Task`]s on
-//! workers on any machine, through Redis Streams: tasks go to one work
-//! stream read by a consumer group, results come back on a stream per job.
-//! Any program that calls [`worker_main`] serves a queue with
-//! `serve_queue` and the same [`Registry`]. Execution is at-least-once (a
-//! dead worker's tasks are claimed by another), results exactly-once (the
-//! first per task id), a task that keeps killing its workers becomes a dead
-//! letter and that task's error, and a job expires with its caller. A
-//! `RedisThrottle` is one rate limit for all of them, on the broker's
-//! clock. See the `queue` module for the exact guarantees.
-//!
-//! ```no_run
-//! # #[cfg(feature = "redis")]
-//! # fn main() -> Result<(), concur::QueueError> {
-//! # use serde::{Deserialize, Serialize};
-//! # #[derive(Serialize, Deserialize)]
-//! # struct Parse(String);
-//! # impl concur::Task for Parse {
-//! #     type Output = Result<i64, String>;
-//! #     const NAME: &'static str = "parse";
-//! #     fn run(self) -> Self::Output {
-//! #         self.0.trim().parse().map_err(|_| format!("not a number: {:?}", self.0))
-//! #     }
-//! # }
-//! # fn parse_all(pool: &impl concur::Pool, inputs: &[&str]) -> Vec<Result<Result<i64, String>, concur::TaskError>> {
-//! #     pool.map(inputs.iter().map(|s| Parse(s.to_string())))
-//! # }
-//! // On each worker host: `serve_queue(url, registry, options)`.
-//! // Here, the one line that picks hosts:
-//! let pool = concur::RedisPool::connect("redis://127.0.0.1:6379/0")?;
-//! let parsed = parse_all(&pool, &["1", " 22 ", "x"]);
-//! # Ok(())
-//! # }
-//! # #[cfg(not(feature = "redis"))]
-//! # fn main() {}
-//! ```
+//! The `concur-redis` crate runs the same [`Task`]s on workers on any
+//! machine, through a Redis broker: its `RedisPool` is one more [`Pool`],
+//! and its workers run tasks with the same [`Registry`]. What the two
+//! crates share is the [`codec`]: how a task and its answer are encoded,
+//! and how a worker finds a task's code by its name. A pool outside this
+//! crate is built on [`AsyncResult::channel`] and
+//! [`ImapUnordered::new`](pool::ImapUnordered::new).
 //!
 //! # Throttling
 //!
@@ -268,7 +239,6 @@
 //! | `as_completed(futures)`, `wait(..., FIRST_COMPLETED)` | [`as_completed`] (its first item) |
 //! | `with Pool() as p:` | dropping the pool: it joins (see each pool's docs) |
 //! | `loop.run_in_executor` | [`Bridge`] |
-//! | a function over borrowed data | [`scoped_map`]: no `'static` needed |
 #![warn(missing_docs)]
 // Unsafe code only in the modules that allow it, each saying why.
 #![deny(unsafe_code)]
@@ -277,6 +247,7 @@ pub mod adaptive;
 #[cfg(feature = "async")]
 pub mod bridge;
 mod cancel;
+pub mod codec;
 // Probes the descriptor table and its limit through libc.
 #[cfg(unix)]
 #[allow(unsafe_code)]
@@ -284,9 +255,6 @@ pub mod descriptors;
 pub mod pool;
 #[cfg(unix)]
 pub mod process_pool;
-#[cfg(all(unix, feature = "redis"))]
-pub mod queue;
-mod scoped;
 pub mod sync;
 pub mod thread_pool;
 pub mod throttle;
@@ -300,13 +268,9 @@ pub use crate::adaptive::{AdaptiveConcurrency, AdaptiveRate};
 #[cfg(feature = "async")]
 pub use crate::bridge::Bridge;
 pub use crate::cancel::{CancelToken, Cancelled};
+pub use crate::codec::Registry;
 pub use crate::pool::{AsyncResult, Pool, PoolError, Task, TaskError, as_completed};
 #[cfg(unix)]
-pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, Registry, worker_main};
-#[cfg(all(unix, feature = "redis"))]
-pub use crate::queue::{
-    QueueError, QueueStatus, RedisPool, RedisPoolBuilder, RedisThrottle, WorkerOptions, queue_status, serve_queue,
-};
-pub use crate::scoped::scoped_map;
+pub use crate::process_pool::{ProcessPool, ProcessPoolBuilder, worker_main};
 pub use crate::thread_pool::{ThreadPool, ThreadPoolBuilder};
 pub use crate::throttle::{Quota, QuotaError, Throttle};

@@ -56,14 +56,14 @@ pub(super) enum State<R> {
 /// The sending half of an [`AsyncResult`]: whoever runs the task completes
 /// it once. Dropped without [`complete`](Self::complete), the task never
 /// ran: the handle gives [`TaskError::Cancelled`].
-pub(crate) struct Promise<R> {
+pub struct Promise<R> {
     slot: Arc<Slot<R>>,
 }
 
 impl<R> Promise<R> {
     /// Completes the handle, unless it already is: the first result
     /// stands.
-    pub(crate) fn complete(&self, result: Result<R, TaskError>) {
+    pub fn complete(&self, result: Result<R, TaskError>) {
         let mut state = lock(&self.slot.state);
         let State::Pending { parked, notify } = &mut *state else {
             return;
@@ -89,8 +89,10 @@ impl<R> Drop for Promise<R> {
 }
 
 impl<R> AsyncResult<R> {
-    /// A handle and the promise its task completes it with.
-    pub(crate) fn channel() -> (Promise<R>, Self) {
+    /// A handle and the promise its task completes it with: what a
+    /// [`Pool`](super::Pool) implementation's `apply_async` gives and
+    /// keeps.
+    pub fn channel() -> (Promise<R>, Self) {
         let slot = Arc::new(Slot {
             state: Mutex::new(State::Pending { parked: false, notify: None }),
             done: Condvar::new(),
@@ -100,7 +102,7 @@ impl<R> AsyncResult<R> {
     }
 
     /// A handle that is already resolved, e.g. to [`TaskError::Closed`].
-    pub(crate) fn ready(result: Result<R, TaskError>) -> Self {
+    pub fn ready(result: Result<R, TaskError>) -> Self {
         let state = Mutex::new(State::Finished(result));
         AsyncResult { slot: Arc::new(Slot { state, done: Condvar::new(), finished: AtomicBool::new(true) }) }
     }
@@ -244,6 +246,12 @@ impl<R> Iterator for AsCompleted<R> {
 impl<R> fmt::Debug for AsCompleted<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsCompleted").field("pending", &self.left).finish()
+    }
+}
+
+impl<R> fmt::Debug for Promise<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Promise").finish_non_exhaustive()
     }
 }
 

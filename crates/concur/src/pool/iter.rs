@@ -70,8 +70,9 @@ pub struct ImapUnordered<R> {
 }
 
 impl<R> ImapUnordered<R> {
-    /// Results of `n` tasks, each answering `(index, result)` on `results`.
-    pub(crate) fn new(results: Receiver<(usize, Result<R, TaskError>)>, n: usize) -> Self {
+    /// Results of `n` tasks, each answering `(index, result)` on `results`
+    /// (a [`Pool`](super::Pool) implementation's `imap_unordered`).
+    pub fn new(results: Receiver<(usize, Result<R, TaskError>)>, n: usize) -> Self {
         ImapUnordered { results, tally: Tally::new(n) }
     }
 }

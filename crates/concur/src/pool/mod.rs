@@ -23,8 +23,7 @@ mod iter;
 mod tests;
 mod work_queue;
 
-pub(crate) use handle::Promise;
-pub use handle::{AsCompleted, AsyncResult, as_completed};
+pub use handle::{AsCompleted, AsyncResult, Promise, as_completed};
 pub use iter::ImapUnordered;
 pub(crate) use iter::{InOrder, Tally};
 pub(crate) use work_queue::WorkQueue;

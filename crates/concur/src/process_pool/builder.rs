@@ -9,9 +9,9 @@ use std::thread;
 use std::time::Duration;
 
 use super::manager::Manager;
-use super::registry::encode;
 use super::slot::Slot;
 use super::{ProcessPool, Shared};
+use crate::codec::encode;
 use crate::pool::WorkQueue;
 use crate::pool::{PoolError, Task, TaskError};
 

@@ -18,7 +18,8 @@ use super::reader::{FrameReader, ReadError, RingFrames};
 use super::ring::{self, Wake};
 use super::slot::Slot;
 use super::worker::{Handshake, WORKER_ENV, new_nonce, pipe_message};
-use super::{Chunk, Deliver, Shared, lock, sys, wire};
+use super::{Chunk, Deliver, Shared, lock, sys};
+use crate::codec::frames;
 use crate::pool::TaskError;
 
 /// How long a worker whose stdin was closed may take to exit before it is
@@ -222,7 +223,7 @@ impl Manager {
             if let Some(max) = self.shared.config.max_tasks_per_child {
                 end = end.min(next + max.saturating_sub(current.done).max(1));
             }
-            end = next + wire::tasks_that_fit(chunk.name, &chunk.tasks, next, end);
+            end = next + frames::tasks_that_fit(chunk.name, &chunk.tasks, next, end);
             let sent = current.run(chunk.name, &chunk.tasks, next..end, chunk.timeout, &mut *chunk.deliver);
             let lost = match sent {
                 Ok(()) => {
@@ -364,7 +365,7 @@ impl Manager {
         let config = &self.shared.config;
         let program = config.program.display();
         let deadline = Instant::now() + config.start_timeout;
-        let hello = wire::hello_frame();
+        let hello = frames::hello_frame();
         loop {
             let got = worker.stdout.buffered();
             if let Some(at) = got.windows(hello.len()).position(|w| w == hello) {
@@ -397,13 +398,13 @@ impl Manager {
             return Ok(());
         };
         let died = || NotReady::Died { wrote: Vec::new() };
-        worker.stdin.write_all(&wire::init_frame(name, payload)).map_err(|_| died())?;
+        worker.stdin.write_all(&frames::init_frame(name, payload)).map_err(|_| died())?;
         let body = worker.stdout.frame(None).map_err(|_| died())?;
-        if wire::is_ready(body) {
+        if frames::is_ready(body) {
             return Ok(());
         }
-        Err(NotReady::Failed(match wire::answer(body) {
-            Ok(wire::Answer::Task(Err(e))) => TaskError::Failed(format!("initializer {name:?} failed: {e}")),
+        Err(NotReady::Failed(match frames::answer(body) {
+            Ok(frames::Answer::Task(Err(e))) => TaskError::Failed(format!("initializer {name:?} failed: {e}")),
             _ => TaskError::Failed(format!("initializer {name:?} gave no answer")),
         }))
     }
@@ -457,12 +458,12 @@ impl Worker {
     fn run(
         &mut self,
         name: &str,
-        tasks: &wire::Payloads,
+        tasks: &frames::Payloads,
         range: std::ops::Range<usize>,
         limit: Option<Duration>,
         deliver: &mut dyn Deliver,
     ) -> Result<(), Lost> {
-        let frame = wire::run_frame(name, tasks, range.start, range.end);
+        let frame = frames::run_frame(name, tasks, range.start, range.end);
         if self.stdin.write_all(&frame).is_err() {
             // It never read the whole chunk, so it ran none of it.
             return Err(Lost { answered: 0, taken: false, how: How::Died });
@@ -488,9 +489,9 @@ impl Worker {
                 Err(ReadError::TimedOut) => return Err(lost(How::TimedOut(limit.unwrap_or_default()))),
                 Err(ReadError::Malformed(e)) => return Err(lost(How::Garbled(e))),
             };
-            match wire::answer(body) {
-                Ok(wire::Answer::Ack) if !taken => taken = true,
-                Ok(wire::Answer::Task(answer)) if taken => {
+            match frames::answer(body) {
+                Ok(frames::Answer::Ack) if !taken => taken = true,
+                Ok(frames::Answer::Task(answer)) if taken => {
                     deliver.answer(range.start + answered, answer);
                     answered += 1;
                 }

@@ -7,16 +7,17 @@
 //! process that has threads copies their locks but not the threads, so it is
 //! never done here. A re-executed child learns it is a worker from a
 //! handshake only the pool can give (see [`worker_main`]) and, as the first
-//! thing in `main`, calls [`worker_main`] with the [`Registry`] of the tasks
+//! thing in `main`, calls [`worker_main`] with the [`Registry`](crate::Registry) of the tasks
 //! it can run.
 //!
-//! The parts: `builder.rs` (options), `registry.rs` (tasks by name),
-//! `worker.rs` (the child's side), `manager.rs` (the pool's thread per
+//! The parts: `builder.rs` (options), `worker.rs` (the child's side), `manager.rs` (the pool's thread per
 //! worker: dispatch, time limits, respawn), `reader.rs` (its readers of
 //! what a worker sends), `ring.rs` (the shared memory answers travel
 //! through), `answers.rs` (answers on their way to the caller, in
-//! batches), `slot.rs` (a worker as the pool sees it), `wire.rs` (frames)
-//! and `sys.rs` (every other call into the operating system).
+//! batches), `slot.rs` (a worker as the pool sees it) and `sys.rs` (every other
+//! call into the operating system). The tasks' encoding, the registry of
+//! tasks by name and the frames are the [`codec`](crate::codec), which
+//! the pool on a broker shares.
 //!
 //! # The protocol
 //!
@@ -137,7 +138,6 @@ mod builder;
 mod manager;
 mod per_call;
 mod reader;
-pub(crate) mod registry;
 // Shared memory mapped by hand: raw pointers into the mapping.
 #[allow(unsafe_code)]
 mod ring;
@@ -145,16 +145,15 @@ mod slot;
 // Descriptors and signals through libc.
 #[allow(unsafe_code)]
 mod sys;
-pub(crate) mod wire;
 mod worker;
 
 pub use builder::ProcessPoolBuilder;
-pub use registry::Registry;
 pub use worker::worker_main;
 
 use answers::{Answers, Batch, Batches};
 pub use per_call::PerCall;
-use registry::decode;
+
+use crate::codec::{decode, frames};
 use slot::Slot;
 
 /// Tasks of one type sent to a worker in one message, and where their
@@ -162,7 +161,7 @@ use slot::Slot;
 /// learn those were cancelled.
 struct Chunk {
     name: &'static str,
-    tasks: wire::Payloads,
+    tasks: frames::Payloads,
     deliver: Box<dyn Deliver>,
     /// How long each task may run.
     timeout: Option<Duration>,
@@ -404,7 +403,7 @@ impl ProcessPool {
         let mut n = 0;
         let mut chunks = Vec::new();
         let mut indices = Vec::new();
-        let mut tasks = wire::Payloads::default();
+        let mut tasks = frames::Payloads::default();
         for (i, task) in items.into_iter().enumerate() {
             n = i + 1;
             match tasks.push(&task, || format!("task {:?}", T::NAME)) {
@@ -431,7 +430,7 @@ impl ProcessPool {
     }
 
     fn apply_async_within<T: Task>(&self, task: T, timeout: Option<Duration>) -> AsyncResult<T::Output> {
-        let mut tasks = wire::Payloads::default();
+        let mut tasks = frames::Payloads::default();
         if let Err(e) = tasks.push(&task, || format!("task {:?}", T::NAME)) {
             return AsyncResult::ready(Err(e));
         }
@@ -467,7 +466,7 @@ impl Pool for ProcessPool {
 /// indices.
 fn chunk_of<T: Task>(
     indices: Vec<usize>,
-    tasks: wire::Payloads,
+    tasks: frames::Payloads,
     tx: Sender<Batch<T::Output>>,
     timeout: Option<Duration>,
 ) -> Chunk {

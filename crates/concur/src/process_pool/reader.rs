@@ -11,7 +11,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use super::ring::{self, Wake};
-use super::{sys, wire};
+use super::sys;
+use crate::codec::frames;
 
 /// Why no frame could be read.
 pub(super) enum ReadError {
@@ -83,7 +84,7 @@ impl FrameReader {
     /// The body of the next frame.
     pub(super) fn frame(&mut self, deadline: Option<Instant>) -> Result<&[u8], ReadError> {
         loop {
-            if let Some(len) = wire::body_len(self.buffered()).map_err(ReadError::Malformed)? {
+            if let Some(len) = frames::body_len(self.buffered()).map_err(ReadError::Malformed)? {
                 if self.end - self.start >= 4 + len {
                     let body = self.start + 4;
                     self.consume(4 + len);
@@ -117,7 +118,7 @@ impl FrameReader {
     /// at end of file or for anything else.
     pub(super) fn only_wakes(&mut self) -> bool {
         match self.fill(Some(Instant::now())) {
-            Ok(()) if self.buffered().iter().all(|&b| b == wire::WAKE) => {
+            Ok(()) if self.buffered().iter().all(|&b| b == frames::WAKE) => {
                 self.consume(self.buffered().len());
                 true
             }
@@ -157,7 +158,7 @@ impl RingFrames {
     /// frame's length.
     fn whole(&self) -> io::Result<Option<(std::ops::Range<usize>, usize)>> {
         let held = &self.buf[self.start..];
-        Ok(match wire::body_len(held)? {
+        Ok(match frames::body_len(held)? {
             Some(len) if held.len() - 4 >= len => Some((self.start + 4..self.start + 4 + len, 4 + len)),
             _ => None,
         })
@@ -186,7 +187,7 @@ impl RingFrames {
         let took = self.ring.take(&mut self.buf).map_err(ReadError::Malformed)?;
         if took.wake_writer {
             // If it fails, the worker is gone, and its pipe says so.
-            let _ = stdin.write_all(&wire::SPACE_FRAME);
+            let _ = stdin.write_all(&frames::SPACE_FRAME);
         }
         Ok(took.bytes)
     }
@@ -221,7 +222,7 @@ impl RingFrames {
                 Ok(()) => {
                     // Wake-up bytes, some perhaps for answers already
                     // taken: nothing else may come while a chunk runs.
-                    if !pipe.buffered().iter().all(|&b| b == wire::WAKE) {
+                    if !pipe.buffered().iter().all(|&b| b == frames::WAKE) {
                         return Err(ReadError::Malformed(io::Error::other(
                             "the worker wrote on its pipe while a chunk ran",
                         )));

@@ -46,7 +46,7 @@
 //! be broken or hostile. It keeps its own copy of `consumed`, refuses a
 //! `committed` more than the capacity ahead of it, reads only within the
 //! mapping, and parses frames from its private copy with the limits of
-//! [`wire`](super::wire). Every `unsafe` of the pool's shared memory is in
+//! [`frames`](crate::codec::frames). Every `unsafe` of the pool's shared memory is in
 //! this module.
 
 use std::io;
@@ -478,7 +478,7 @@ mod tests {
     fn a_waiting_reader_is_woken_once_and_only_for_what_it_waits_for() {
         let (mut reader, mut writer) = pair();
         assert!(reader.may_block(Wake::Answer));
-        writer.write(&super::super::wire::ACK_FRAME).expect("room");
+        writer.write(&crate::codec::frames::ACK_FRAME).expect("room");
         assert!(!writer.commit(Wake::Any), "an acknowledgement does not wake a reader without a time limit");
         writer.write(b"answer").expect("room");
         assert!(writer.commit(Wake::Answer), "an answer does");

@@ -16,9 +16,10 @@ use std::ffi::OsStr;
 use std::io::{self, BufReader, Write};
 use std::os::fd::RawFd;
 
-use super::registry::Registry;
 use super::ring::{self, Room, Wake};
-use super::{sys, wire};
+use super::sys;
+use crate::codec::Registry;
+use crate::codec::frames;
 
 /// Set in a worker's environment: `pid:fd:inode:nonce` (see the module
 /// docs).
@@ -152,26 +153,26 @@ fn serve(registry: &Registry, pool: u32, ring: RawFd) -> io::Result<()> {
     let mut ring = ring::Writer::attach(ring)?;
     let (input, mut output) = sys::take_protocol_pipes()?;
     let mut input = BufReader::with_capacity(1 << 16, input);
-    output.write_all(&wire::hello_frame())?;
+    output.write_all(&frames::hello_frame())?;
     // Every answer is built in this one buffer.
     let mut answer = Vec::new();
-    while let Some(frame) = wire::read_frame(&mut input)? {
-        match wire::Request::parse(&frame)? {
-            wire::Request::Init { name, payload } => {
+    while let Some(frame) = frames::read_frame(&mut input)? {
+        match frames::Request::parse(&frame)? {
+            frames::Request::Init { name, payload } => {
                 let reply = registry.run(name, payload);
-                if wire::is_error(&reply) {
+                if frames::is_error(&reply) {
                     output.write_all(&reply)?;
                     return Err(io::Error::other(format!("initializer {name:?} failed")));
                 }
-                output.write_all(&wire::ready_frame())?;
+                output.write_all(&frames::ready_frame())?;
             }
-            wire::Request::Run { name, tasks } => {
+            frames::Request::Run { name, tasks } => {
                 // Before running anything: a worker that dies before this
                 // is committed ran none of the chunk, so the chunk is given
                 // to another worker instead of failed. It wakes the pool
                 // only when the pool asked for it (a time limit runs).
                 let mut answers = Answers { ring: &mut ring, input: &mut input, wake: &mut output };
-                answers.send(&wire::ACK_FRAME, Wake::Any)?;
+                answers.send(&frames::ACK_FRAME, Wake::Any)?;
                 let run = registry.runner(name);
                 for payload in tasks {
                     let payload = payload?;
@@ -188,7 +189,7 @@ fn serve(registry: &Registry, pool: u32, ring: RawFd) -> io::Result<()> {
             }
             // Every space frame owed is read when owed; one more is
             // harmless.
-            wire::Request::Space => {}
+            frames::Request::Space => {}
         }
     }
     Ok(())
@@ -215,7 +216,7 @@ impl<R: io::Read, W: Write> Answers<'_, R, W> {
             // room for the rest.
             let what = if rest.is_empty() { what } else { Wake::Answer };
             if n > 0 && self.ring.commit(what) {
-                self.wake.write_all(&[wire::WAKE])?;
+                self.wake.write_all(&[frames::WAKE])?;
             }
             if rest.is_empty() {
                 return Ok(());
@@ -228,9 +229,9 @@ impl<R: io::Read, W: Write> Answers<'_, R, W> {
 
     /// Blocks until the pool says there is room in the ring.
     fn await_space(&mut self) -> io::Result<()> {
-        match wire::read_frame(self.input)? {
-            Some(frame) => match wire::Request::parse(&frame)? {
-                wire::Request::Space => Ok(()),
+        match frames::read_frame(self.input)? {
+            Some(frame) => match frames::Request::parse(&frame)? {
+                frames::Request::Space => Ok(()),
                 _ => Err(io::Error::other("a request came while an answer waited for room")),
             },
             None => Err(io::Error::other("the pool closed the pipe while an answer waited for room")),

@@ -9,7 +9,7 @@ use super::*;
 /// Options of a [`RedisPool`].
 #[derive(Debug, Clone)]
 pub struct RedisPoolBuilder {
-    pub(super) url: crate::queue::url::QueueUrl,
+    pub(super) url: crate::url::QueueUrl,
     pub(super) namespace: String,
     pub(super) job_ttl: Duration,
     pub(super) broker_timeout: Duration,
@@ -46,7 +46,7 @@ impl RedisPoolBuilder {
     #[must_use]
     pub fn job_ttl(mut self, ttl: Duration) -> Self {
         // Workers refuse a longer one.
-        self.job_ttl = ttl.clamp(Duration::from_secs(1), Duration::from_secs(super::super::codec::MAX_TTL));
+        self.job_ttl = ttl.clamp(Duration::from_secs(1), Duration::from_secs(super::super::seal::MAX_TTL));
         self
     }
 
@@ -111,10 +111,10 @@ impl RedisPoolBuilder {
     /// finished, or expired) or one started for other work
     /// ([`QueueError::NotTheSameJob`]).
     pub fn build(self) -> Result<RedisPool, QueueError> {
-        let client = crate::queue::url::open(&self.url)?;
+        let client = crate::url::open(&self.url)?;
         check_keyless(&client, self.key.as_ref())?;
         let seal = Seal::new(self.key.clone(), &self.namespace);
-        let mut con = crate::queue::url::reach(&client, &self.url, REPLY_WITHIN)?;
+        let mut con = crate::url::reach(&client, &self.url, REPLY_WITHIN)?;
         let keys = Keys::new(&self.namespace);
         ensure_group(&mut con, &keys).map_err(QueueError::redis("cannot create the consumer group"))?;
         let ttl = secs(self.job_ttl);

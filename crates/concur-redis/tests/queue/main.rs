@@ -10,14 +10,15 @@
 //! [`WORKER_ROLE`] set: [`enter`], first in every test, then serves the
 //! queue and exits.
 //!
-//! `cargo test -p concur --features redis --test queue`
+//! `cargo test -p concur-redis --test queue`
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
-use concur::queue::QueueKey;
-use concur::{CancelToken, Pool, QueueError, RedisPool, Registry, Task, TaskError, WorkerOptions};
+use concur::{CancelToken, Pool, Registry, Task, TaskError};
+use concur_redis::QueueKey;
+use concur_redis::{QueueError, RedisPool, WorkerOptions};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
@@ -173,7 +174,7 @@ fn enter() {
         if let Some(ms) = parts.get(4) {
             options = options.task_limit(Duration::from_millis(ms.parse().expect("ms")));
         }
-        let code = match concur::serve_queue(url, registry(), options) {
+        let code = match concur_redis::serve_queue(url, registry(), options) {
             Ok(_) => 0,
             Err(e) => {
                 eprintln!("test worker: {e}");
@@ -352,7 +353,7 @@ fn a_poison_task_ends_in_the_dead_letters_as_its_error() {
     // The surviving worker goes on serving.
     assert_eq!(pool.map((0..10).map(Square)), (0..10u64).map(|x| Ok(x * x)).collect::<Vec<_>>());
     assert_eq!(pending(&mut con), 0);
-    let status = concur::queue_status(&redis.url(), "concur").expect("status");
+    let status = concur_redis::queue_status(&redis.url(), "concur").expect("status");
     assert_eq!(status.dead_letters, 1);
     assert_eq!(status.queued, 0);
 }
@@ -425,7 +426,7 @@ fn the_shared_throttle_is_exact_under_contention() {
             .map(|_| {
                 s.spawn(|| {
                     let throttle =
-                        concur::RedisThrottle::new(&redis.url(), "test:limit", rate, burst).expect("connects");
+                        concur_redis::RedisThrottle::new(&redis.url(), "test:limit", rate, burst).expect("connects");
                     (0..25).map(|_| throttle.reserve().expect("a grant").1).collect::<Vec<u64>>()
                 })
             })
@@ -448,7 +449,7 @@ fn the_shared_throttle_is_exact_under_contention() {
     assert!(span >= (100.0 - f64::from(burst)) / rate - 1e-3, "{span}s");
     let cancel = concur::CancelToken::new();
     cancel.cancel();
-    let throttle = concur::RedisThrottle::new(&redis.url(), "test:limit", rate, burst).expect("connects");
+    let throttle = concur_redis::RedisThrottle::new(&redis.url(), "test:limit", rate, burst).expect("connects");
     assert_eq!(throttle.acquire_cancellable(&cancel), Err(concur::Cancelled));
 }
 

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use super::{QueueError, connect};
-use crate::{CancelToken, Cancelled};
+use concur::{CancelToken, Cancelled};
 
 /// Reserves the next slot; answers `{wait_µs, slot_µs}` (the slot's start
 /// on the broker's clock). `KEYS[1]` the limit's key, `ARGV[1]` the interval

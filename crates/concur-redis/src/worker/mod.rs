@@ -26,12 +26,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::codec::{QueueKey, Seal, check_keyless};
 use super::redis_value::{self, Entry};
+use super::seal::{QueueKey, Seal, check_keyless};
 use super::{DEFAULT_NAMESPACE, GROUP, Keys, QueueError, broker_lost, connect, ensure_group};
-use crate::CancelToken;
-use crate::process_pool::registry::Registry;
-use crate::process_pool::wire;
+use concur::CancelToken;
+use concur::codec::{self, Registry};
 
 pub use options::WorkerOptions;
 use writer::Writer;
@@ -124,9 +123,9 @@ impl InFlight {
 /// #     fn run(self) -> u64 { self.0 * self.0 }
 /// # }
 /// let registry = concur::Registry::new().register::<Square>();
-/// let options = concur::WorkerOptions::new().concurrency(8);
-/// concur::serve_queue("redis://127.0.0.1:6379/0", registry, options)?;
-/// # Ok::<(), concur::QueueError>(())
+/// let options = concur_redis::WorkerOptions::new().concurrency(8);
+/// concur_redis::serve_queue("redis://127.0.0.1:6379/0", registry, options)?;
+/// # Ok::<(), concur_redis::QueueError>(())
 /// ```
 ///
 /// # Errors
@@ -281,7 +280,7 @@ impl Runners {
         for (entry, r) in overdue {
             let why = format!("the task ran past its time limit of {:?}: ended, its slot given to the next", r.limit);
             eprintln!("concur worker {}: task {} of job {}: {why}", self.me, r.id, r.job);
-            let answer = wire::error_frame(wire::FAILED, &why).get(4..).unwrap_or_default().to_vec();
+            let answer = codec::failed_answer(&why);
             let _ = self.done.send(Done { entry, job: r.job, id: r.id, answer, ttl: r.ttl });
             if self.in_flight.runners.load(Ordering::SeqCst) < 2 * self.concurrency {
                 if let Err(e) = self.spawn() {
@@ -304,14 +303,12 @@ fn run_tasks(registry: &Registry, work: &Receiver<Held>, done: &Sender<Done>, in
             held.entry.clone(),
             Running { deadline, job: held.job.clone(), id: held.id, ttl: held.ttl, limit: held.limit },
         );
-        let frame = registry.run(&held.name, &held.payload);
+        let answer = registry.answer(&held.name, &held.payload);
         let on_time = {
             let mut clock = in_flight.clock();
             clock.running.remove(&held.entry).is_some() || !clock.overdue.remove(&held.entry)
         };
         if on_time {
-            // The answer body, without the frame's length prefix.
-            let answer = frame.get(4..).unwrap_or_default().to_vec();
             let _ = done.send(Done { entry: held.entry, job: held.job, id: held.id, answer, ttl: held.ttl });
         } else if in_flight.runners.load(Ordering::SeqCst) > n {
             // Answered already; another runner took this one's place.
@@ -562,7 +559,7 @@ impl Reader {
             "task {} of job {} ({}) -> dead letters after {deliveries} deliveries",
             task.id, task.job, task.name
         ));
-        let answer = wire::error_frame(wire::FAILED, &why);
+        let answer = codec::failed_answer(&why);
         let results = self.keys.results(task.job);
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -582,7 +579,7 @@ impl Reader {
             .ignore();
         let add = pipe.cmd("XADD");
         add.arg(&results).arg("*");
-        self.seal.write_result(add, task.job, task.id, answer.get(4..).unwrap_or_default(), &self.me);
+        self.seal.write_result(add, task.job, task.id, &answer, &self.me);
         pipe.ignore()
             .cmd("EXPIRE")
             .arg(&results)

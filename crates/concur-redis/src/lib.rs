@@ -1,12 +1,40 @@
-//! The pool across hosts: the [`Pool`](crate::Pool) interface over Redis
-//! Streams, with workers on any machine that reaches the broker.
+//! The pool across hosts: the [`Pool`](concur::Pool) interface of
+//! `concur` over Redis Streams, with workers on any machine that reaches
+//! the broker.
 //!
 //! The chapter's two-way queues, on a broker instead of in memory: tasks go
 //! to one work stream, read by a consumer group that every worker joins;
 //! each result comes back on the results stream of the job (one
-//! [`RedisPool`] is one job). Any program that calls
-//! [`worker_main`](crate::worker_main) can also serve a queue with
-//! [`serve_queue`] and the same [`Registry`](crate::Registry).
+//! [`RedisPool`] is one job). Tasks are `concur`'s [`Task`](concur::Task)s
+//! in its [`codec`](concur::codec), so any program that calls
+//! [`concur::worker_main`] can also serve a queue with [`serve_queue`] and
+//! the same [`Registry`](concur::Registry). A [`RedisThrottle`] is one
+//! rate limit for every caller, on the broker's clock; [`queue_status`]
+//! says what a queue holds.
+//!
+//! ```no_run
+//! use concur::{Pool, Registry, Task};
+//! use concur_redis::{RedisPool, WorkerOptions, serve_queue};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Serialize, Deserialize)]
+//! # struct Square(u64);
+//! # impl Task for Square {
+//! #     type Output = u64;
+//! #     const NAME: &'static str = "square";
+//! #     fn run(self) -> u64 { self.0 * self.0 }
+//! # }
+//! # fn worker() -> Result<(), concur_redis::QueueError> {
+//! // On each worker host, until its stop token is cancelled:
+//! serve_queue("redis://127.0.0.1:6379/0", Registry::new().register::<Square>(), WorkerOptions::new())?;
+//! # Ok(())
+//! # }
+//! // The caller: one more `Pool`.
+//! let pool = RedisPool::connect("redis://127.0.0.1:6379/0")?;
+//! let squares = pool.map((1..=4).map(Square));
+//! # Ok::<(), concur_redis::QueueError>(())
+//! ```
+//!
+//! The names of the broker's keys are [`Keys`]'.
 //!
 //! # Guarantees
 //!
@@ -21,7 +49,7 @@
 //!   (a slow worker finishing a task that was also claimed and finished).
 //! - **Dead letters.** A task delivered more than `max_deliveries` times
 //!   without an answer goes to the dead-letter stream, and the caller gets
-//!   [`TaskError::Failed`](crate::TaskError::Failed) for it, beginning with
+//!   [`TaskError::Failed`](concur::TaskError::Failed) for it, beginning with
 //!   `dead letter:`.
 //! - **Nothing runs forever for a dead caller.** A job lives while its
 //!   caller renews a key with a time to live; workers skip (acknowledge
@@ -79,16 +107,18 @@
 //! password is never shown: errors, log lines and `Debug` output show the
 //! URL as [`redact_url`] does (`redis://alice:***@host/0`).
 
-mod codec;
+#![warn(missing_docs)]
+
 mod pool;
 mod redis_value;
+mod seal;
 mod status;
 mod throttle;
 mod url;
 mod worker;
 
-pub use codec::QueueKey;
 pub use pool::{RedisPool, RedisPoolBuilder};
+pub use seal::QueueKey;
 pub use status::{QueueStatus, WorkerSeen, queue_status};
 pub use throttle::RedisThrottle;
 pub use url::{CA_PARAM, check_url, redact_url, with_ca_file};
@@ -143,51 +173,72 @@ impl QueueError {
     }
 }
 
-/// The names of the keys of one queue, under a namespace, so several
-/// queues can share one Redis database.
-#[derive(Debug, Clone)]
-pub(crate) struct Keys {
+/// The names of the keys of one queue, under a namespace
+/// ([`DEFAULT_NAMESPACE`] unless one is given), so several queues can
+/// share one Redis database. The pool, its workers, [`queue_status`] and
+/// [`RedisThrottle`]s name keys only through these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
     ns: String,
 }
 
 /// The consumer group every worker of a queue joins.
-pub(crate) const GROUP: &str = "workers";
+pub const GROUP: &str = "workers";
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::new(DEFAULT_NAMESPACE)
+    }
+}
 
 impl Keys {
-    pub(crate) fn new(ns: &str) -> Self {
+    /// The keys of the queue under namespace `ns`.
+    pub fn new(ns: &str) -> Self {
         Keys { ns: ns.to_owned() }
     }
 
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
     /// The work stream: `job`, `id`, `name`, `payload`, `ttl` per entry.
-    pub(crate) fn tasks(&self) -> String {
+    pub fn tasks(&self) -> String {
         format!("{}:tasks", self.ns)
     }
 
-    /// Tasks delivered too often: `job`, `id`, `name`, `deliveries`, `worker`.
-    pub(crate) fn dead(&self) -> String {
+    /// Tasks delivered too often, or refused: `job`, `id`, `name`, and
+    /// `deliveries` or `reason`, and the `worker` that put them there.
+    pub fn dead(&self) -> String {
         format!("{}:dead", self.ns)
     }
 
     /// Workers seen: consumer name → unix time of its last sign of life.
-    pub(crate) fn workers(&self) -> String {
+    pub fn workers(&self) -> String {
         format!("{}:workers", self.ns)
     }
 
-    /// A job's results: `id`, `answer` (the worker protocol's answer body),
-    /// `worker`.
-    pub(crate) fn results(&self, job: &str) -> String {
+    /// A job's results: `id`, `answer` (the task's answer in `concur`'s
+    /// codec), `worker`.
+    pub fn results(&self, job: &str) -> String {
         format!("{}:job:{job}:results", self.ns)
     }
 
     /// Exists while the job's caller lives (it renews the time to live).
-    pub(crate) fn alive(&self, job: &str) -> String {
+    pub fn alive(&self, job: &str) -> String {
         format!("{}:job:{job}:alive", self.ns)
     }
 
     /// What a resumable job is (its description), with the job's time to
     /// live: a caller resuming it must give the same.
-    pub(crate) fn about(&self, job: &str) -> String {
+    pub fn about(&self, job: &str) -> String {
         format!("{}:job:{job}:about", self.ns)
+    }
+
+    /// The state of the [`RedisThrottle`] called `name`: one limit shared
+    /// by every caller that names it.
+    pub fn limit(&self, name: &str) -> String {
+        format!("{}:limit:{name}", self.ns)
     }
 }
 

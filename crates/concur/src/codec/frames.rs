@@ -1,6 +1,9 @@
-//! The frames of the worker protocol (see the table in the parent module's
-//! docs): how they are built, read and parsed. Nothing here touches a
-//! process; both sides call these on their ends of the pipes.
+//! The frames of the process pool's worker protocol (see the table in
+//! [`process_pool`](crate::process_pool)'s docs): how they are built, read
+//! and parsed. A task's answer is a frame's body, which is how it travels
+//! through a broker too. Nothing here touches a process; both sides call
+//! these on their ends of the pipes.
+#![cfg_attr(not(unix), allow(dead_code))]
 
 use std::io::{self, Read};
 
@@ -12,11 +15,11 @@ use crate::pool::TaskError;
 /// prefix cannot make either side reserve gigabytes. Values are refused
 /// at serialisation time if they could not fit ([`MAX_VALUE`]), and the
 /// pool splits a chunk whose frame would be larger.
-pub(super) const MAX_FRAME: usize = 1 << 30;
+pub(crate) const MAX_FRAME: usize = 1 << 30;
 
 /// The largest serialised task or output: room is left in a frame for
 /// its tag, the task name and the length prefixes.
-pub(super) const MAX_VALUE: usize = MAX_FRAME - 64 * 1024;
+pub(crate) const MAX_VALUE: usize = MAX_FRAME - 64 * 1024;
 
 const HELLO: &[u8] = b"Hconcur/3";
 const INIT: u8 = b'I';
@@ -29,20 +32,20 @@ const ERROR: u8 = b'E';
 
 /// What a worker writes on its pipe to wake its manager, blocked waiting
 /// for answers in the shared ring: a byte, not a frame.
-pub(super) const WAKE: u8 = b'W';
+pub(crate) const WAKE: u8 = b'W';
 
 /// The pool's answer to a worker blocked for room in the ring: there is
 /// room now.
-pub(super) const SPACE_FRAME: [u8; 5] = [1, 0, 0, 0, SPACE];
+pub(crate) const SPACE_FRAME: [u8; 5] = [1, 0, 0, 0, SPACE];
 
 /// A worker's acknowledgement that it has read a whole chunk and is about
 /// to run it: a worker that dies before committing it ran none of the
 /// chunk.
-pub(super) const ACK_FRAME: [u8; 5] = [1, 0, 0, 0, ACK];
+pub(crate) const ACK_FRAME: [u8; 5] = [1, 0, 0, 0, ACK];
 
-pub(super) const PANICKED: u8 = 0;
+pub(crate) const PANICKED: u8 = 0;
 pub(crate) const FAILED: u8 = 1;
-pub(super) const SERIALIZE: u8 = 2;
+pub(crate) const SERIALIZE: u8 = 2;
 
 /// A frame under construction: room for the length, then `tag`.
 fn start(tag: u8, capacity: usize) -> Vec<u8> {
@@ -69,13 +72,13 @@ fn put_u32(frame: &mut Vec<u8>, n: usize) {
     frame.extend_from_slice(&n.to_le_bytes());
 }
 
-pub(super) fn hello_frame() -> Vec<u8> {
+pub(crate) fn hello_frame() -> Vec<u8> {
     let mut frame = start(HELLO[0], HELLO.len());
     frame.extend_from_slice(&HELLO[1..]);
     finish(frame)
 }
 
-pub(super) fn init_frame(name: &str, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn init_frame(name: &str, payload: &[u8]) -> Vec<u8> {
     let mut frame = start(INIT, 4 + name.len() + payload.len());
     put_bytes(&mut frame, name.as_bytes());
     frame.extend_from_slice(payload);
@@ -86,7 +89,7 @@ pub(super) fn init_frame(name: &str, payload: &[u8]) -> Vec<u8> {
 /// frame (each with its length before it), in one buffer: one allocation
 /// per chunk rather than one per task, and a frame is built with one copy.
 #[derive(Debug, Default)]
-pub(super) struct Payloads {
+pub(crate) struct Payloads {
     records: Vec<u8>,
     /// Where each task's record (its length, then its bytes) starts.
     starts: Vec<usize>,
@@ -94,14 +97,14 @@ pub(super) struct Payloads {
 
 impl Payloads {
     /// Serialises `task` as the next payload; on failure nothing is added.
-    pub(super) fn push<V: serde::Serialize>(
+    pub(crate) fn push<V: serde::Serialize>(
         &mut self,
         task: &V,
         what: impl FnOnce() -> String,
     ) -> Result<(), TaskError> {
         let at = self.records.len();
         self.records.extend_from_slice(&[0; 4]);
-        if let Err(e) = super::registry::encode_into(&mut self.records, task, what) {
+        if let Err(e) = super::encode_into(&mut self.records, task, what) {
             self.records.truncate(at);
             return Err(e);
         }
@@ -114,16 +117,16 @@ impl Payloads {
 
     /// Adds an already serialised payload.
     #[cfg(test)]
-    pub(super) fn push_bytes(&mut self, bytes: &[u8]) {
+    pub(crate) fn push_bytes(&mut self, bytes: &[u8]) {
         self.starts.push(self.records.len());
         put_bytes(&mut self.records, bytes);
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.starts.len()
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.starts.is_empty()
     }
 
@@ -135,14 +138,14 @@ impl Payloads {
 }
 
 /// The size of the frame [`run_frame`] makes of tasks `from..to`.
-pub(super) fn run_frame_len(name: &str, tasks: &Payloads, from: usize, to: usize) -> usize {
+pub(crate) fn run_frame_len(name: &str, tasks: &Payloads, from: usize, to: usize) -> usize {
     4 + 1 + 4 + name.len() + 4 + tasks.span(from, to).len()
 }
 
 /// How many of tasks `from..to`, from the first, fit in one run frame (at
 /// least 1: a single task always fits, as values are at most
 /// [`MAX_VALUE`]).
-pub(super) fn tasks_that_fit(name: &str, tasks: &Payloads, from: usize, to: usize) -> usize {
+pub(crate) fn tasks_that_fit(name: &str, tasks: &Payloads, from: usize, to: usize) -> usize {
     records_that_fit(name, (from..to.min(tasks.len())).map(|k| tasks.span(k, k + 1).len()))
 }
 
@@ -162,7 +165,7 @@ fn records_that_fit(name: &str, sizes: impl Iterator<Item = usize>) -> usize {
 }
 
 /// The frame that asks a worker to run tasks `from..to`.
-pub(super) fn run_frame(name: &str, tasks: &Payloads, from: usize, to: usize) -> Vec<u8> {
+pub(crate) fn run_frame(name: &str, tasks: &Payloads, from: usize, to: usize) -> Vec<u8> {
     let mut frame = start(RUN, run_frame_len(name, tasks, from, to) - 5);
     put_bytes(&mut frame, name.as_bytes());
     put_u32(&mut frame, to - from);
@@ -170,12 +173,12 @@ pub(super) fn run_frame(name: &str, tasks: &Payloads, from: usize, to: usize) ->
     finish(frame)
 }
 
-pub(super) fn ready_frame() -> Vec<u8> {
+pub(crate) fn ready_frame() -> Vec<u8> {
     finish(start(READY, 0))
 }
 
 #[cfg(test)]
-pub(super) fn ack_frame() -> Vec<u8> {
+pub(crate) fn ack_frame() -> Vec<u8> {
     finish(start(ACK, 0))
 }
 
@@ -189,7 +192,7 @@ pub(crate) fn error_frame(kind: u8, message: &str) -> Vec<u8> {
 /// The answer for a task that gave `output`: the output, or the error
 /// that serialising it gave.
 #[cfg(test)]
-pub(super) fn output_frame<O: serde::Serialize>(output: &O, task: &str) -> Vec<u8> {
+pub(crate) fn output_frame<O: serde::Serialize>(output: &O, task: &str) -> Vec<u8> {
     let mut frame = Vec::new();
     push_output_frame(&mut frame, output, task);
     frame
@@ -197,10 +200,10 @@ pub(super) fn output_frame<O: serde::Serialize>(output: &O, task: &str) -> Vec<u
 
 /// Appends to `buf` the answer for a task that gave `output`: the output,
 /// serialised in place, or the error that serialising it gave.
-pub(super) fn push_output_frame<O: serde::Serialize>(buf: &mut Vec<u8>, output: &O, task: &str) {
+pub(crate) fn push_output_frame<O: serde::Serialize>(buf: &mut Vec<u8>, output: &O, task: &str) {
     let at = buf.len();
     buf.extend_from_slice(&[0, 0, 0, 0, OUTPUT]);
-    match super::registry::encode_into(buf, output, || format!("the output of task {task:?}")) {
+    match super::encode_into(buf, output, || format!("the output of task {task:?}")) {
         Ok(()) => {
             // Values are at most MAX_VALUE, so this fits; saturate anyway.
             let len = u32::try_from(buf.len() - at - 4).unwrap_or(u32::MAX);
@@ -218,13 +221,13 @@ pub(super) fn push_output_frame<O: serde::Serialize>(buf: &mut Vec<u8>, output: 
 }
 
 /// Whether a whole frame (length included) is an error answer.
-pub(super) fn is_error(frame: &[u8]) -> bool {
+pub(crate) fn is_error(frame: &[u8]) -> bool {
     frame.get(4) == Some(&ERROR)
 }
 
 /// The body length announced by the prefix at the start of `bytes`, once
 /// the prefix is complete; an error if it is over [`MAX_FRAME`].
-pub(super) fn body_len(bytes: &[u8]) -> io::Result<Option<usize>> {
+pub(crate) fn body_len(bytes: &[u8]) -> io::Result<Option<usize>> {
     let Some(prefix) = bytes.first_chunk::<4>() else {
         return Ok(None);
     };
@@ -237,7 +240,7 @@ pub(super) fn body_len(bytes: &[u8]) -> io::Result<Option<usize>> {
 
 /// Reads one frame's body (without its length); `None` at end of file
 /// between frames. The body's buffer grows as its bytes arrive.
-pub(super) fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+pub(crate) fn read_frame(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     let mut prefix = [0; 4];
     let mut got = 0;
     while got < 4 {
@@ -263,7 +266,7 @@ fn malformed(what: &str) -> io::Error {
 }
 
 /// What the pool asks of a worker.
-pub(super) enum Request<'a> {
+pub(crate) enum Request<'a> {
     Init {
         name: &'a str,
         payload: &'a [u8],
@@ -277,7 +280,7 @@ pub(super) enum Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    pub(super) fn parse(body: &'a [u8]) -> io::Result<Self> {
+    pub(crate) fn parse(body: &'a [u8]) -> io::Result<Self> {
         let (&tag, rest) = body.split_first().ok_or_else(|| malformed("empty"))?;
         if tag == SPACE && rest.is_empty() {
             return Ok(Request::Space);
@@ -296,7 +299,7 @@ impl<'a> Request<'a> {
 }
 
 /// The payloads of a run request, parsed as they are taken.
-pub(super) struct Tasks<'a> {
+pub(crate) struct Tasks<'a> {
     cursor: Cursor<'a>,
     left: usize,
 }
@@ -362,7 +365,7 @@ pub(crate) fn answer(body: &[u8]) -> io::Result<Answer<'_>> {
 }
 
 /// Whether the answer to an initializer says it ran.
-pub(super) fn is_ready(body: &[u8]) -> bool {
+pub(crate) fn is_ready(body: &[u8]) -> bool {
     body == [READY]
 }
 

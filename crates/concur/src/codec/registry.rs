@@ -1,20 +1,15 @@
-//! Tasks by name: the [`Registry`] a worker finds the code for a task in,
-//! and the (de)serialisation of tasks and outputs on both sides.
+//! Tasks by name: the [`Registry`] a worker finds the code for a task in.
 
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use super::wire;
-use crate::pool::{Task, TaskError, panic_message};
+use super::frames;
+use crate::pool::{Task, panic_message};
 
 /// Runs one serialised task and appends the complete reply frame to the
 /// buffer: a worker reuses one buffer for every answer.
-pub(super) type RunFn = fn(&[u8], &mut Vec<u8>);
+pub(crate) type RunFn = fn(&[u8], &mut Vec<u8>);
 
 /// The tasks a worker process can run, by [`Task::NAME`].
 ///
@@ -68,6 +63,17 @@ impl Registry {
         self.tasks.keys().copied()
     }
 
+    /// Runs the task called `name` on its serialised `payload` and gives
+    /// its answer, which [`read_answer`](super::read_answer) reads: the
+    /// output serialised, or why there is none (the task panicked, no
+    /// task has that name, the payload does not decode). A panic of the
+    /// task is caught.
+    pub fn answer(&self, name: &str, payload: &[u8]) -> Vec<u8> {
+        let mut frame = self.run(name, payload);
+        frame.drain(..4);
+        frame
+    }
+
     /// Runs the task called `name` on `payload` and gives the reply frame.
     pub(crate) fn run(&self, name: &str, payload: &[u8]) -> Vec<u8> {
         let mut frame = Vec::new();
@@ -80,16 +86,16 @@ impl Registry {
 
     /// The code for tasks called `name`: looked up once per chunk, not
     /// once per task.
-    pub(super) fn runner(&self, name: &str) -> Option<RunFn> {
+    pub(crate) fn runner(&self, name: &str) -> Option<RunFn> {
         self.tasks.get(name).map(|&(_, run)| run)
     }
 
     /// The error frame for a task whose name is not registered.
-    pub(super) fn unknown(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn unknown(&self, name: &str) -> Vec<u8> {
         let mut known: Vec<_> = self.names().collect();
         known.sort_unstable();
-        wire::error_frame(
-            wire::FAILED,
+        frames::error_frame(
+            frames::FAILED,
             &format!(
                 "no task named {name:?} is registered in the worker \
                  (registered: {known:?}); register it in the call to \
@@ -115,97 +121,22 @@ fn run_task<T: Task>(payload: &[u8], frame: &mut Vec<u8>) {
         Ok(task) => task,
         Err(e) => {
             let message = format!("cannot deserialise task {:?}: {e}", T::NAME);
-            return frame.extend_from_slice(&wire::error_frame(wire::SERIALIZE, &message));
+            return frame.extend_from_slice(&frames::error_frame(frames::SERIALIZE, &message));
         }
     };
     match catch_unwind(AssertUnwindSafe(|| task.run())) {
-        Ok(output) => wire::push_output_frame(frame, &output, T::NAME),
-        Err(payload) => frame.extend_from_slice(&wire::error_frame(wire::PANICKED, &panic_message(&*payload))),
+        Ok(output) => frames::push_output_frame(frame, &output, T::NAME),
+        Err(payload) => frame.extend_from_slice(&frames::error_frame(frames::PANICKED, &panic_message(&*payload))),
     }
-}
-
-/// Serialises `value` with postcard, turning a failure into a message.
-/// `what` names the value in messages; it is only built on failure.
-pub(crate) fn encode<V: Serialize>(value: &V, what: impl FnOnce() -> String) -> Result<Vec<u8>, TaskError> {
-    let mut bytes = Vec::new();
-    encode_into(&mut bytes, value, what)?;
-    Ok(bytes)
-}
-
-/// Like [`encode`], but appends the bytes to `buf` (serialising many values
-/// into one buffer allocates once, not per value). On failure `buf` is left
-/// as it was.
-pub(crate) fn encode_into<V: Serialize>(
-    buf: &mut Vec<u8>,
-    value: &V,
-    what: impl FnOnce() -> String,
-) -> Result<(), TaskError> {
-    let start = buf.len();
-    let result = match catch_unwind(AssertUnwindSafe(|| postcard::serialize_with_flavor(value, Append(buf)))) {
-        Ok(Ok(())) if buf.len() - start <= wire::MAX_VALUE => Ok(()),
-        Ok(Ok(())) => Err(TaskError::Serialize(format!(
-            "{} is {} bytes, over the {}-byte limit of a value",
-            what(),
-            buf.len() - start,
-            wire::MAX_VALUE
-        ))),
-        Ok(Err(e)) => {
-            Err(TaskError::Serialize(format!("cannot serialise {}: {}", what(), serialize_error_message(value, e))))
-        }
-        Err(payload) => {
-            Err(TaskError::Panicked(format!("serialising {} panicked: {}", what(), panic_message(&*payload))))
-        }
-    };
-    if result.is_err() {
-        buf.truncate(start);
-    }
-    result
-}
-
-/// Lets postcard append to a buffer it borrows.
-struct Append<'a>(&'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for Append<'_> {
-    type Output = ();
-
-    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.0.push(byte);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
-
-/// Postcard drops the message of a `Serialize` impl's own error (it says
-/// only "Serde Serialization Error"); serde_json keeps it, so the value is
-/// replayed through serde_json to recover it. Only done on failure.
-fn serialize_error_message<V: Serialize>(value: &V, postcard_error: postcard::Error) -> String {
-    if postcard_error == postcard::Error::SerdeSerCustom
-        && let Ok(Err(e)) = catch_unwind(AssertUnwindSafe(|| serde_json::to_writer(io::sink(), value)))
-    {
-        return e.to_string();
-    }
-    postcard_error.to_string()
-}
-
-/// Deserialises a task's output in the pool's process.
-pub(crate) fn decode<R: DeserializeOwned>(bytes: &[u8], task: &str) -> Result<R, TaskError> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| TaskError::Serialize(format!("cannot deserialise the output of task {task:?}: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
 
     use super::*;
+    use crate::codec::{decode, encode};
+    use crate::pool::TaskError;
 
     struct Refuses;
 
@@ -217,10 +148,10 @@ mod tests {
 
     /// The task answer in a reply frame.
     fn answer_of(frame: &[u8]) -> Result<Vec<u8>, TaskError> {
-        let body = wire::read_frame(&mut &frame[..]).expect("reads").expect("a frame");
-        match wire::answer(&body).expect("an answer") {
-            wire::Answer::Task(result) => result.map(<[u8]>::to_vec),
-            wire::Answer::Ack => panic!("an acknowledgement, not an answer"),
+        let body = frames::read_frame(&mut &frame[..]).expect("reads").expect("a frame");
+        match frames::answer(&body).expect("an answer") {
+            frames::Answer::Task(result) => result.map(<[u8]>::to_vec),
+            frames::Answer::Ack => panic!("an acknowledgement, not an answer"),
         }
     }
 
@@ -230,7 +161,7 @@ mod tests {
             encode(&Refuses, || "the thing".to_owned()),
             Err(TaskError::Serialize("cannot serialise the thing: refuses to be serialised".into()))
         );
-        let frame = wire::output_frame(&Refuses, "t");
+        let frame = frames::output_frame(&Refuses, "t");
         assert!(matches!(
             answer_of(&frame),
             Err(TaskError::Serialize(m)) if m.contains("refuses to be serialised")

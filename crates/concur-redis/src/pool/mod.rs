@@ -7,13 +7,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::codec::{QueueKey, Seal, TaskMsg, check_keyless};
 use super::redis_value::{self, Entry};
+use super::seal::{QueueKey, Seal, TaskMsg, check_keyless};
 use super::{DEFAULT_NAMESPACE, Keys, QueueError, broker_lost, connect, ensure_group, random_id, secs};
-use crate::CancelToken;
-use crate::pool::{AsyncResult, ImapUnordered, Pool, Task, TaskError};
-use crate::process_pool::registry::{decode, encode};
-use crate::process_pool::wire;
+use concur::CancelToken;
+use concur::codec::{self, decode, encode};
+use concur::pool::{AsyncResult, ImapUnordered, Pool, Task, TaskError};
 
 mod builder;
 mod resume;
@@ -57,7 +56,7 @@ const AUTO_IDS: u64 = 1 << 63;
 type Waiter = Box<dyn FnOnce(Result<&[u8], TaskError>) + Send>;
 
 /// A [`Pool`] whose workers are processes on any host, reached through
-/// Redis Streams: see the [module docs](crate::queue) for the guarantees.
+/// Redis Streams: see the [crate docs](crate) for the guarantees.
 ///
 /// Workers are programs that call [`serve_queue`](crate::serve_queue) with
 /// a [`Registry`](crate::Registry) holding the tasks sent here. Switching
@@ -73,11 +72,12 @@ type Waiter = Box<dyn FnOnce(Result<&[u8], TaskError>) + Send>;
 /// #     const NAME: &'static str = "square";
 /// #     fn run(self) -> u64 { self.0 * self.0 }
 /// # }
-/// use concur::{Pool, RedisPool};
+/// use concur::Pool;
+/// use concur_redis::RedisPool;
 ///
 /// let pool = RedisPool::connect("redis://127.0.0.1:6379/0")?;
 /// let squares = pool.map((1..=4).map(Square));
-/// # Ok::<(), concur::QueueError>(())
+/// # Ok::<(), concur_redis::QueueError>(())
 /// ```
 ///
 /// Dropping the pool closes it and waits for what it queued, like
@@ -166,7 +166,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl RedisPool {
     /// A pool on the queue at `url` (`redis://HOST:PORT/DB`, or
-    /// `rediss://` for TLS: see [the broker's URL](crate::queue#the-brokers-url))
+    /// `rediss://` for TLS: see [the broker's URL](crate#the-brokers-url))
     /// with default options.
     ///
     /// # Errors
@@ -179,7 +179,7 @@ impl RedisPool {
     /// Options for a pool on the queue at `url`.
     pub fn builder(url: impl Into<String>) -> RedisPoolBuilder {
         RedisPoolBuilder {
-            url: crate::queue::url::QueueUrl(url.into()),
+            url: crate::url::QueueUrl(url.into()),
             namespace: DEFAULT_NAMESPACE.to_owned(),
             job_ttl: Duration::from_secs(60),
             broker_timeout: Duration::from_secs(60),
@@ -567,10 +567,7 @@ impl Shared {
 
 /// A task's answer out of the body a worker wrote.
 fn answer_of(body: &[u8], id: u64) -> Result<&[u8], TaskError> {
-    match wire::answer(body) {
-        Ok(wire::Answer::Task(result)) => result,
-        _ => Err(TaskError::Failed(format!("a malformed answer for task {id}"))),
-    }
+    codec::read_answer(body).unwrap_or_else(|| Err(TaskError::Failed(format!("a malformed answer for task {id}"))))
 }
 
 /// The results thread: reads the job's results stream after entry `from`,

@@ -35,8 +35,8 @@ pub(crate) const MAX_TTL: u64 = 7 * 24 * 3600;
 /// must have the same one.
 ///
 /// ```
-/// let key = concur::queue::QueueKey::new(b"a secret of sixteen bytes or more")?;
-/// # Ok::<(), concur::QueueError>(())
+/// let key = concur_redis::QueueKey::new(b"a secret of sixteen bytes or more")?;
+/// # Ok::<(), concur_redis::QueueError>(())
 /// ```
 #[derive(Clone)]
 pub struct QueueKey {

@@ -15,13 +15,14 @@
 //! shared with other hosts; `CONCUR_BENCH_UNSIGNED=1` measures without
 //! one (loopback only), to see what signing costs.
 //!
-//! `cargo bench -p concur --features redis --bench queue`
+//! `cargo bench -p concur-redis --bench queue`
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use concur::{Pool, RedisPool, Registry, Task, WorkerOptions};
+use concur::{Pool, Registry, Task};
+use concur_redis::{RedisPool, WorkerOptions};
 use serde::{Deserialize, Serialize};
 
 /// Any value: no key, nothing signed.
@@ -30,11 +31,11 @@ const UNSIGNED: &str = "CONCUR_BENCH_UNSIGNED";
 const KEY: &[u8] = b"the queue bench's key, 16+ bytes";
 
 /// The key, unless `UNSIGNED` is set.
-fn key() -> Option<concur::queue::QueueKey> {
+fn key() -> Option<concur_redis::QueueKey> {
     if std::env::var_os(UNSIGNED).is_some() {
         return None;
     }
-    Some(concur::queue::QueueKey::new(KEY).expect("a long enough key"))
+    Some(concur_redis::QueueKey::new(KEY).expect("a long enough key"))
 }
 
 /// Set in a worker process: the queue's URL.
@@ -64,7 +65,7 @@ fn main() {
         if let Some(key) = key() {
             options = options.key(key);
         }
-        let code = i32::from(concur::serve_queue(&url, Registry::new().register::<Trivial>(), options).is_err());
+        let code = i32::from(concur_redis::serve_queue(&url, Registry::new().register::<Trivial>(), options).is_err());
         std::process::exit(code);
     }
     // `cargo bench` passes `--bench`; any other argument filters nothing here.
@@ -119,7 +120,7 @@ fn main() {
     // The shared throttle's cost per grant, against the local one, with a
     // rate so high that neither ever waits: what is left is the bookkeeping
     // (for the shared one, a script call on the broker).
-    let shared = concur::RedisThrottle::new(&url, "bench:limit", 1e9, 1_000_000).expect("connects");
+    let shared = concur_redis::RedisThrottle::new(&url, "bench:limit", 1e9, 1_000_000).expect("connects");
     let local = concur::Throttle::new(1e9, 1_000_000).expect("a valid rate");
     let started = Instant::now();
     for _ in 0..GRANTS {
