@@ -6,13 +6,14 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use concur::{AsyncResult, Pool, QueueError, QueueStatus, RedisPool, RedisThrottle, Task, TaskError};
+use concur::{AsyncResult, Pool, Task, TaskError, codec};
+use concur_redis::{Keys, QueueError, QueueKey, QueueStatus, RedisPool, RedisPoolBuilder, RedisThrottle};
 use rates::models::{FetchOnce, Job, SharedLimit};
 use rates::{Cancel, FetchError, Fetcher, Outcome, Progress, RateRequest, Workers, models};
 
@@ -39,7 +40,7 @@ pub(crate) fn run_command(args: QueueArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         QueueCommand::Status(q) => {
             let url = crate::queue_url::of_queue(&q)?;
-            let status = concur::queue_status(&url, concur::queue::DEFAULT_NAMESPACE)?;
+            let status = concur_redis::queue_status(&url, concur_redis::DEFAULT_NAMESPACE)?;
             print!("{}", render(&status, now()));
             Ok(ExitCode::SUCCESS)
         }
@@ -92,35 +93,34 @@ const TASK_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 pub(crate) const KEY_ENV: &str = "RATES_QUEUE_KEY";
 
 /// The key read from `--queue-key-file`, when given.
-static KEY_FROM_FILE: OnceLock<concur::queue::QueueKey> = OnceLock::new();
+static KEY_FROM_FILE: OnceLock<QueueKey> = OnceLock::new();
 
 /// `--queue-key-file PATH`: reads the key (its first line, at least 16
 /// bytes) at once, so a bad file is a usage error before any work, and
 /// keeps it for the queue's callers and worker of this process.
 pub(crate) fn key_file(path: &str) -> Result<std::path::PathBuf, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the queue's key from {path}: {e}"))?;
-    let key = concur::queue::QueueKey::new(text.lines().next().unwrap_or("").trim().as_bytes())
-        .map_err(|e| format!("{path}: {e}"))?;
+    let key = QueueKey::new(text.lines().next().unwrap_or("").trim().as_bytes()).map_err(|e| format!("{path}: {e}"))?;
     let _ = KEY_FROM_FILE.set(key);
     Ok(path.into())
 }
 
 /// The queue's key: `--queue-key-file`'s, else `RATES_QUEUE_KEY`'s, else
 /// none (then only a broker on this host is used).
-pub(crate) fn key() -> Result<Option<concur::queue::QueueKey>, Usage> {
+pub(crate) fn key() -> Result<Option<QueueKey>, Usage> {
     if let Some(key) = KEY_FROM_FILE.get() {
         return Ok(Some(key.clone()));
     }
     match std::env::var(KEY_ENV) {
-        Ok(secret) if !secret.trim().is_empty() => concur::queue::QueueKey::new(secret.trim().as_bytes())
-            .map(Some)
-            .map_err(|e| Usage(format!("{KEY_ENV}: {e}"))),
+        Ok(secret) if !secret.trim().is_empty() => {
+            QueueKey::new(secret.trim().as_bytes()).map(Some).map_err(|e| Usage(format!("{KEY_ENV}: {e}")))
+        }
         _ => Ok(None),
     }
 }
 
 /// `builder` with the queue's key, if one is given.
-fn keyed(builder: concur::RedisPoolBuilder) -> Result<concur::RedisPoolBuilder, Usage> {
+fn keyed(builder: RedisPoolBuilder) -> Result<RedisPoolBuilder, Usage> {
     Ok(match key()? {
         Some(key) => builder.key(key),
         None => builder,
@@ -254,56 +254,53 @@ pub(crate) fn run_job(
             None => todo.push(i),
         }
     }
-    let next = AtomicUsize::new(0);
+    let tasks = JobTasks {
+        pool: &pool,
+        items: todo
+            .iter()
+            .map(|&i| {
+                let item = spec.items[i];
+                let next = AtomicU64::new(attempts.get(&item).copied().unwrap_or(0));
+                let known = codec::encode(&fetcher.task(&requests[i]), String::new).unwrap_or_default();
+                (known, ItemTasks { item, next, carried: Mutex::new(carried.get(&item).copied()) })
+            })
+            .collect(),
+    };
+    let todo_requests: Vec<RateRequest> = todo.iter().map(|&i| requests[i].clone()).collect();
     let cancelled_task = FetchError::Worker(TaskError::Cancelled.to_string());
-    let fetched = Mutex::new(Vec::with_capacity(todo.len()));
-    std::thread::scope(|s| {
-        for n in 0..workers.for_items(todo.len()) {
-            let spawned = std::thread::Builder::new().name(format!("queue-{n}")).spawn_scoped(s, || {
-                while let Some(&i) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let item = spec.items[i];
-                    let tasks = ItemTasks {
-                        pool: &pool,
-                        item,
-                        next: AtomicU64::new(attempts.get(&item).copied().unwrap_or(0)),
-                        carried: Mutex::new(carried.get(&item).copied()),
-                    };
-                    let outcome =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fetcher.run_on(&tasks, &requests[i])))
-                            .unwrap_or_else(|_| fetcher.failed("the thread handling this request panicked".into()));
-                    // A task the stop cancelled is a day not fetched (to
-                    // resume), not a worker's failure.
-                    let outcome = match outcome {
-                        Err(f) if fetcher.cancel().is_cancelled() && f.error == cancelled_task => fetcher.cancelled(),
-                        other => other,
-                    };
-                    fetched.lock().unwrap_or_else(PoisonError::into_inner).push((i, outcome));
-                }
-            });
-            // With no thread at all nothing runs: every request fails below.
-            if spawned.is_err() {
-                break;
-            }
-        }
-    });
-    for (i, outcome) in fetched.into_inner().unwrap_or_else(PoisonError::into_inner) {
-        outcomes[i] = Some(outcome);
+    let fetched = models::run_on_pool(&tasks, fetcher, &todo_requests, workers);
+    for (&i, outcome) in todo.iter().zip(fetched) {
+        // A task the stop cancelled is a day not fetched (to resume), not a
+        // worker's failure.
+        outcomes[i] = Some(match outcome {
+            Err(f) if fetcher.cancel().is_cancelled() && f.error == cancelled_task => fetcher.cancelled(),
+            other => other,
+        });
     }
     Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| fetcher.failed("no thread could run it".into()))).collect())
 }
 
-/// The job's pool as one item sees it: each task it is given is the
-/// item's next attempt, under that attempt's id; the first waits for the
-/// item's task the job still had queued, if any.
-struct ItemTasks<'a> {
+/// The job's pool as this run's requests see it. A task is known by its
+/// encoding: every attempt at a request is the same task
+/// ([`Fetcher::task`]), so its bytes name its item. Each task is that
+/// item's next attempt, queued under the attempt's id; an item's first
+/// task waits for the one the job still had queued, if any. A task of no
+/// item is queued under an id the pool picks.
+struct JobTasks<'a> {
     pool: &'a RedisPool,
+    items: HashMap<Vec<u8>, ItemTasks>,
+}
+
+/// One item's attempts.
+struct ItemTasks {
     item: u64,
     /// The next attempt's number.
     next: AtomicU64,
+    /// The item's task the job still had in the work stream.
     carried: Mutex<Option<u64>>,
 }
 
-impl Pool for ItemTasks<'_> {
+impl Pool for JobTasks<'_> {
     fn imap_unordered<T: Task>(
         &self,
         items: impl IntoIterator<Item = T>,
@@ -313,8 +310,12 @@ impl Pool for ItemTasks<'_> {
     }
 
     fn apply_async<T: Task>(&self, task: T) -> AsyncResult<T::Output> {
-        let carried = self.carried.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let id = carried.unwrap_or_else(|| task_id(self.item, self.next.fetch_add(1, Ordering::Relaxed)));
+        let item = codec::encode(&task, String::new).ok().and_then(|bytes| self.items.get(&bytes));
+        let Some(item) = item else {
+            return self.pool.apply_async(task);
+        };
+        let carried = item.carried.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let id = carried.unwrap_or_else(|| task_id(item.item, item.next.fetch_add(1, Ordering::Relaxed)));
         self.pool.apply_with_id(id, task)
     }
 }
@@ -322,7 +323,7 @@ impl Pool for ItemTasks<'_> {
 /// Says so when no worker serves the queue yet (not an error: workers may
 /// be started after the run).
 fn warn_if_no_worker(url: &str) {
-    if concur::queue_status(url, concur::queue::DEFAULT_NAMESPACE).is_ok_and(|s| s.workers.is_empty()) {
+    if concur_redis::queue_status(url, concur_redis::DEFAULT_NAMESPACE).is_ok_and(|s| s.workers.is_empty()) {
         let url = shown(url);
         eprintln!("rates: no worker serves {url} yet: the requests wait for one (start `rates worker --queue {url}`)");
     }
@@ -340,8 +341,7 @@ impl SharedLimit for SharedThrottle {
 
 /// The shared limit of `quota` for requests to `api`, on the broker at `url`.
 pub(crate) fn shared_limit(url: &str, api: &str, quota: Quota) -> anyhow::Result<Arc<dyn SharedLimit>> {
-    let key = format!("{}:limit:{api}", concur::queue::DEFAULT_NAMESPACE);
-    let throttle = RedisThrottle::new(url, &key, quota.rate(), quota.burst())
+    let throttle = RedisThrottle::new(url, &Keys::default().limit(api), quota.rate(), quota.burst())
         .with_context(|| format!("cannot use the queue at {}", shown(url)))?;
     Ok(Arc::new(SharedThrottle(throttle)))
 }

@@ -19,7 +19,7 @@ pub(crate) const ENV: &str = "RATES_QUEUE";
 
 /// `url` as it may be shown: its password, if any, as `***`.
 pub(crate) fn shown(url: &str) -> String {
-    concur::queue::redact_url(url)
+    concur_redis::redact_url(url)
 }
 
 /// The queue of `fetch`, `history` or `bench`, if any, checked.
@@ -44,7 +44,7 @@ fn resolve(flag: Option<&str>, file: Option<&Path>, ca: Option<&Path>) -> Result
             _ => return Ok(None),
         },
     };
-    concur::queue::check_url(&url).map_err(|e| Usage(format!("{from}: {e}")))?;
+    concur_redis::check_url(&url).map_err(|e| Usage(format!("{from}: {e}")))?;
     match ca {
         None => Ok(Some(url)),
         Some(ca) => {
@@ -54,7 +54,7 @@ fn resolve(flag: Option<&str>, file: Option<&Path>, ca: Option<&Path>) -> Result
             let ca = std::fs::canonicalize(ca)
                 .map_err(|e| Usage(format!("--queue-ca: cannot read {}: {e}", ca.display())))?;
             std::fs::read(&ca).map_err(|e| Usage(format!("--queue-ca: cannot read {}: {e}", ca.display())))?;
-            concur::queue::with_ca_file(&url, &ca).map(Some).map_err(|e| Usage(format!("--queue-ca: {e}")))
+            concur_redis::with_ca_file(&url, &ca).map(Some).map_err(|e| Usage(format!("--queue-ca: {e}")))
         }
     }
 }

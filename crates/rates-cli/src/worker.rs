@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use concur::{CancelToken, WorkerOptions};
+use concur::CancelToken;
+use concur_redis::WorkerOptions;
 
 use crate::{Usage, exit, flags, parse};
 
@@ -101,12 +102,12 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         Some(key) => options.key(key),
         None => options,
     };
-    let served = concur::serve_queue(&url, crate::worker_registry(), options);
+    let served = concur_redis::serve_queue(&url, crate::worker_registry(), options);
     // Ends the signal watch, whether or not a signal came.
     drop(signals);
     trace.as_ref().map(rates::Trace::finish).transpose()?;
     match served {
-        Err(concur::QueueError::KeyRequired(host)) => Err(crate::queue::key_required(&host)),
+        Err(concur_redis::QueueError::KeyRequired(host)) => Err(crate::queue::key_required(&host)),
         other => other.map(|_| exit::code(exit::SUCCESS)).map_err(Into::into),
     }
 }

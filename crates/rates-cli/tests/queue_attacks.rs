@@ -521,8 +521,8 @@ fn tasks_naming_thousands_of_clients_keep_the_workers_descriptors_flat() {
     let workers =
         Workers::start_exact(1, &redis, &["--queue", &redis.url(), "--allow-api", &api.url], &[(KEY_ENV, KEY)], None);
     let pid = workers.pid(0);
-    let key = concur::queue::QueueKey::new(KEY.as_bytes()).unwrap();
-    let pool = concur::RedisPool::builder(redis.url()).key(key).build().unwrap();
+    let key = concur_redis::QueueKey::new(KEY.as_bytes()).unwrap();
+    let pool = concur_redis::RedisPool::builder(redis.url()).key(key).build().unwrap();
     let request: rates::RateRequest = rates::RateRequest {
         base: "USD".parse().unwrap(),
         symbols: vec![],

@@ -200,6 +200,12 @@ impl Fetcher {
         self.client.api()
     }
 
+    /// The task each attempt at `req` is on a pool: every attempt at one
+    /// request is the same task.
+    pub fn task(&self, req: &RateRequest) -> FetchOnce {
+        FetchOnce { api: self.api().to_string(), config: self.config, request: req.clone() }
+    }
+
     /// The flag that cancels this fetcher's runs.
     pub fn cancel(&self) -> &Cancel {
         &self.cancel
@@ -414,7 +420,7 @@ impl Job for Fetcher {
         // Traced, a worker process says where and when it made the attempt.
         let stamped = self.trace.as_ref().is_some_and(Trace::stamps_workers);
         self.attempts(Some(req), || {
-            let task = FetchOnce { api: self.api().to_string(), config: self.config, request: req.clone() };
+            let task = self.task(req);
             let failed = |e: concur::TaskError| Err(FetchError::Worker(e.to_string()));
             if stamped {
                 match pool.apply_async(FetchStamped(task)).wait() {
