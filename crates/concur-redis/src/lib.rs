@@ -197,11 +197,6 @@ impl Keys {
         Keys { ns: ns.to_owned() }
     }
 
-    /// The namespace.
-    pub fn namespace(&self) -> &str {
-        &self.ns
-    }
-
     /// The work stream: `job`, `id`, `name`, `payload`, `ttl` per entry.
     pub fn tasks(&self) -> String {
         format!("{}:tasks", self.ns)

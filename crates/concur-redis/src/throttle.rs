@@ -1,5 +1,5 @@
 //! One rate limit for every process on every host: [`RedisThrottle`], the
-//! [`Throttle`](crate::Throttle)'s contract kept by a GCRA (generic cell
+//! [`Throttle`](concur::Throttle)'s contract kept by a GCRA (generic cell
 //! rate algorithm) in a Lua script on the broker, on the broker's own
 //! clock.
 //!
@@ -52,7 +52,8 @@ pub struct RedisThrottle {
 
 impl RedisThrottle {
     /// A limit of `rate` per second in bursts of `burst`, kept under `key`
-    /// on the broker at `url`.
+    /// on the broker at `url`: every caller that gives the same key shares
+    /// it. [`Keys::limit`](crate::Keys::limit) names a queue's limits.
     ///
     /// # Errors
     ///

@@ -13,6 +13,7 @@ mod queue_support;
 
 use std::time::Duration;
 
+use concur_redis::Keys;
 use nix::sys::signal::Signal;
 use queue_support::*;
 
@@ -158,7 +159,7 @@ fn ctrl_c_stops_a_run_that_no_worker_serves() {
     let run = History::start(&api, &redis.url(), "2024-01-05");
     // Its first tasks are queued: the run is under way, its signal handlers in place.
     wait_until("tasks are queued", || {
-        redis::cmd("XLEN").arg("concur:tasks").query::<i64>(&mut redis.con()).unwrap_or(0) > 0
+        redis::cmd("XLEN").arg(Keys::default().tasks()).query::<i64>(&mut redis.con()).unwrap_or(0) > 0
     });
     signal(run.0.id(), Signal::SIGINT);
     let (code, out, err) = run.finish();
@@ -270,7 +271,7 @@ fn a_resume_of_an_unknown_job_or_of_another_range_is_refused() {
     // No worker: the run's first tasks stay queued until it is stopped.
     let run = History::start_with(&api, &redis.url(), "2024-01-12", &["--no-cache"]);
     wait_until("tasks are queued", || {
-        redis::cmd("XLEN").arg("concur:tasks").query::<i64>(&mut redis.con()).unwrap_or(0) > 0
+        redis::cmd("XLEN").arg(Keys::default().tasks()).query::<i64>(&mut redis.con()).unwrap_or(0) > 0
     });
     signal(run.0.id(), Signal::SIGINT);
     let (code, _, err) = run.finish();

@@ -23,6 +23,7 @@ use std::io::Read as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use concur_redis::Keys;
 use nix::sys::signal::Signal;
 use queue_support::*;
 
@@ -151,7 +152,7 @@ fn xlen(redis: &Redis, stream: &str) -> i64 {
 
 /// The reasons the dead letters give.
 fn dead_reasons(redis: &Redis) -> Vec<String> {
-    entries(&mut redis.con(), "concur:dead")
+    entries(&mut redis.con(), &Keys::default().dead())
         .iter()
         .map(|(_, f)| String::from_utf8_lossy(field(f, "reason").unwrap_or_default()).into_owned())
         .collect()
@@ -173,23 +174,22 @@ fn a_forged_task_is_not_run_and_lands_in_the_dead_letters_with_why() {
         &history_args(&target.url, "EUR", "USD", FROM),
         &[("RATES_QUEUE", &redis.url()), (KEY_ENV, OTHER_KEY)],
     );
-    wait_until("a task is queued", || xlen(&redis, "concur:tasks") > 0);
+    wait_until("a task is queued", || xlen(&redis, &Keys::default().tasks()) > 0);
     signal(capture.pid(), Signal::SIGINT);
     let (code, _, err) = capture.finish();
     assert_eq!(code, 130, "{err}");
     let mut con = redis.con();
-    let (_, task) = entries(&mut con, "concur:tasks").into_iter().next().unwrap();
+    let (_, task) = entries(&mut con, &Keys::default().tasks()).into_iter().next().unwrap();
     assert!(field(&task, "tag").is_some(), "a keyed caller tags its tasks: {task:?}");
     let job = String::from_utf8(field(&task, "job").unwrap().to_vec()).unwrap();
     // Only the test's own entries in the stream, and their job alive (as
     // anyone who can write to the broker can make it), so a worker that
     // did not check tags would run them.
-    let _: () = redis::cmd("DEL").arg("concur:tasks").query(&mut con).unwrap();
-    let _: () =
-        redis::cmd("SET").arg(format!("concur:job:{job}:alive")).arg(1).arg("EX").arg(600).query(&mut con).unwrap();
+    let _: () = redis::cmd("DEL").arg(Keys::default().tasks()).query(&mut con).unwrap();
+    let _: () = redis::cmd("SET").arg(Keys::default().alive(&job)).arg(1).arg("EX").arg(600).query(&mut con).unwrap();
     let add = |fields: &[(String, Vec<u8>)]| {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg("concur:tasks").arg("*");
+        cmd.arg(Keys::default().tasks()).arg("*");
         for (k, v) in fields {
             cmd.arg(k).arg(v.as_slice());
         }
@@ -257,7 +257,7 @@ fn a_forged_result_is_neither_printed_nor_stored() {
     let mut con = redis.con();
     let mut target = None;
     wait_until("four tasks are queued", || {
-        let queued = entries(&mut con, "concur:tasks");
+        let queued = entries(&mut con, &Keys::default().tasks());
         if queued.len() >= 4 {
             target = queued.last().map(|(_, f)| f.clone());
         }
@@ -267,7 +267,7 @@ fn a_forged_result_is_neither_printed_nor_stored() {
     let (job, id) = (field(&task, "job").unwrap(), field(&task, "id").unwrap());
     let payload = String::from_utf8_lossy(field(&task, "payload").unwrap()).into_owned();
     let date = &payload[payload.find("2024-").unwrap()..][..10];
-    let results = format!("concur:job:{}:results", String::from_utf8_lossy(job));
+    let results = Keys::default().results(&String::from_utf8_lossy(job));
     let body = answer_body(date, "USD", "EUR", 123.456);
     for tag in [None, Some([7u8; 32])] {
         let mut cmd = redis::cmd("XADD");

@@ -63,7 +63,7 @@ type Waiter = Box<dyn FnOnce(Result<&[u8], TaskError>) + Send>;
 /// Redis Streams: see the [crate docs](crate) for the guarantees.
 ///
 /// Workers are programs that call [`serve_queue`](crate::serve_queue) with
-/// a [`Registry`](crate::Registry) holding the tasks sent here. Switching
+/// a [`Registry`](concur::Registry) holding the tasks sent here. Switching
 /// code written against `impl Pool` from processes to hosts is the line
 /// that builds the pool:
 ///
@@ -85,7 +85,7 @@ type Waiter = Box<dyn FnOnce(Result<&[u8], TaskError>) + Send>;
 /// ```
 ///
 /// Dropping the pool closes it and waits for what it queued, like
-/// [`ProcessPool`](crate::ProcessPool); [`terminate`](Self::terminate)
+/// [`ProcessPool`](concur::ProcessPool); [`terminate`](Self::terminate)
 /// abandons it instead.
 pub struct RedisPool {
     shared: Arc<Shared>,

@@ -6,6 +6,7 @@
 
 use axum::extract::Request;
 use axum::middleware::Next;
+use concur_redis::Keys;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rates::Dataset;
@@ -125,7 +126,7 @@ impl Redis {
     /// Pending entries per consumer.
     pub fn pending(&self) -> Vec<(String, i64)> {
         // No group yet (nothing has started) is nothing pending.
-        let reply = redis::cmd("XPENDING").arg("concur:tasks").arg("workers").query(&mut self.con());
+        let reply = redis::cmd("XPENDING").arg(Keys::default().tasks()).arg(concur_redis::GROUP).query(&mut self.con());
         let Ok(redis::Value::Array(parts)) = reply else { return vec![] };
         let Some(redis::Value::Array(per)) = parts.get(3) else { return vec![] };
         per.iter()
@@ -154,8 +155,8 @@ impl Redis {
         };
         let mut con = self.con();
         let held: redis::Value = redis::cmd("XPENDING")
-            .arg("concur:tasks")
-            .arg("workers")
+            .arg(Keys::default().tasks())
+            .arg(concur_redis::GROUP)
             .arg("-")
             .arg("+")
             .arg(10)
@@ -169,7 +170,7 @@ impl Redis {
             let Some(redis::Value::BulkString(id)) = fields.first() else { continue };
             let id = String::from_utf8_lossy(id).into_owned();
             let range: redis::Value =
-                redis::cmd("XRANGE").arg("concur:tasks").arg(&id).arg(&id).query(&mut con).unwrap();
+                redis::cmd("XRANGE").arg(Keys::default().tasks()).arg(&id).arg(&id).query(&mut con).unwrap();
             let text = format!("{range:?}");
             if let Some(at) = text.find("2024-") {
                 dates.push(text[at..at + 10].to_owned());
@@ -180,11 +181,11 @@ impl Redis {
 
     /// The names of the workers that have recorded themselves alive.
     pub fn workers_seen(&self) -> Vec<String> {
-        redis::cmd("HKEYS").arg("concur:workers").query(&mut self.con()).unwrap_or_default()
+        redis::cmd("HKEYS").arg(Keys::default().workers()).query(&mut self.con()).unwrap_or_default()
     }
 
     pub fn dead_letters(&self) -> i64 {
-        redis::cmd("XLEN").arg("concur:dead").query(&mut self.con()).unwrap()
+        redis::cmd("XLEN").arg(Keys::default().dead()).query(&mut self.con()).unwrap()
     }
 }
 
