@@ -62,7 +62,7 @@ pub struct Fetcher {
 /// their address space from 3.0 GiB to 1.2; resident memory is the same.
 pub const REQUEST_STACK: usize = 256 * 1024;
 
-/// A rate limit kept outside this process (such as `concur::RedisThrottle`,
+/// A rate limit kept outside this process (such as `concur_redis::RedisThrottle`,
 /// one limit for every caller on every host), with the local throttle's
 /// contract: in any window `w`, at most `burst + rate·w` grants.
 pub trait SharedLimit: Send + Sync {

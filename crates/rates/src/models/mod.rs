@@ -231,7 +231,7 @@ pub fn run<J: Job>(model: Model, job: &Arc<J>, items: &[J::Item], workers: Worke
     }
 }
 
-/// Does every item on a pool the caller built (e.g. a `concur::RedisPool`,
+/// Does every item on a pool the caller built (e.g. a `concur_redis::RedisPool`,
 /// whose workers are on other hosts), `workers` items in flight at once,
 /// and returns the outputs in input order: what `process-pool` and
 /// `dummy-pool` do once their pool is built.
