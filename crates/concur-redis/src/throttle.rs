@@ -83,7 +83,7 @@ impl RedisThrottle {
     ///
     /// The broker cannot be reached (after one reconnection).
     pub fn reserve(&self) -> Result<(Duration, u64), QueueError> {
-        let mut con = self.con.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut con = concur::sync::lock(&self.con);
         let mut last = None;
         for _ in 0..2 {
             let c = match con.as_mut() {

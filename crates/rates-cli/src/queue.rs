@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -314,7 +314,7 @@ impl Pool for JobTasks<'_> {
         let Some(item) = item else {
             return self.pool.apply_async(task);
         };
-        let carried = item.carried.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let carried = concur::sync::lock(&item.carried).take();
         let id = carried.unwrap_or_else(|| task_id(item.item, item.next.fetch_add(1, Ordering::Relaxed)));
         self.pool.apply_with_id(id, task)
     }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use super::{DEFAULT_NAMESPACE, Keys, QueueError, connect, ensure_group, random_i
 use concur::CancelToken;
 use concur::codec::{self, decode};
 use concur::pool::{AsyncResult, ImapUnordered, Pool, Task, TaskError};
+use concur::sync::lock;
 
 mod builder;
 mod collect;
@@ -162,10 +163,6 @@ impl Waiting {
     fn new(waiter: Waiter) -> Self {
         Waiting { waiter, task: None, entry: None, missing: 0, requeued: 0 }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl RedisPool {

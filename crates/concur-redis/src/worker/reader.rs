@@ -68,7 +68,7 @@ impl Reader {
                     let held = if held.len() >= cap {
                         // Wait for a slot, but not past the next upkeep.
                         let wait = (self.options.claim_after / 3).min(BLOCK);
-                        self.in_flight.freed.wait_timeout(held, wait).unwrap_or_else(|p| p.into_inner()).0
+                        concur::sync::wait_timeout(&self.in_flight.freed, held, wait).0
                     } else {
                         held
                     };
