@@ -239,6 +239,7 @@
 //! | `as_completed(futures)`, `wait(..., FIRST_COMPLETED)` | [`as_completed`] (its first item) |
 //! | `with Pool() as p:` | dropping the pool: it joins (see each pool's docs) |
 //! | `loop.run_in_executor` | [`Bridge`] |
+//! | a task queue across hosts (Celery, RQ) | the `concur-redis` crate's `RedisPool`: one more [`Pool`] |
 #![warn(missing_docs)]
 // Unsafe code only in the modules that allow it, each saying why.
 #![deny(unsafe_code)]
