@@ -61,7 +61,8 @@ impl Task for Trivial {
 
 fn main() {
     if let Ok(url) = std::env::var(WORKER) {
-        let mut options = WorkerOptions::new().concurrency(2).prefetch(512);
+        let mut options =
+            WorkerOptions::new().concurrency(std::num::NonZeroUsize::new(2).expect("not zero")).prefetch(512);
         if let Some(key) = key() {
             options = options.key(key);
         }
@@ -120,7 +121,12 @@ fn main() {
     // The shared throttle's cost per grant, against the local one, with a
     // rate so high that neither ever waits: what is left is the bookkeeping
     // (for the shared one, a script call on the broker).
-    let shared = concur_redis::RedisThrottle::new(&url, "bench:limit", 1e9, 1_000_000).expect("connects");
+    let shared = concur_redis::RedisThrottle::new(
+        &url,
+        "bench:limit",
+        concur::throttle::Quota::new(1e9, 1_000_000).expect("a quota"),
+    )
+    .expect("connects");
     let local = concur::Throttle::new(1e9, 1_000_000).expect("a valid rate");
     let started = Instant::now();
     for _ in 0..GRANTS {

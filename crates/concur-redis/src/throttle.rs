@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use super::{QueueError, connect};
+use concur::throttle::Quota;
 use concur::{CancelToken, Cancelled};
 
 /// Reserves the next slot; answers `{wait_µs, slot_µs}` (the slot's start
@@ -51,27 +52,22 @@ pub struct RedisThrottle {
 }
 
 impl RedisThrottle {
-    /// A limit of `rate` per second in bursts of `burst`, kept under `key`
+    /// A limit of `quota` (a rate per second, in bursts), kept under `key`
     /// on the broker at `url`: every caller that gives the same key shares
     /// it. [`Keys::limit`](crate::Keys::limit) names a queue's limits.
     ///
     /// # Errors
     ///
-    /// A bad URL or rate, or a broker that cannot be reached.
-    pub fn new(url: &str, key: &str, rate: f64, burst: u32) -> Result<Self, QueueError> {
-        if !(rate.is_finite() && rate > 0.0) || burst == 0 {
-            return Err(QueueError::Invalid(format!(
-                "a rate limit needs a rate > 0 and a burst ≥ 1, got {rate}/s, {burst}"
-            )));
-        }
+    /// A bad URL, or a broker that cannot be reached.
+    pub fn new(url: &str, key: &str, quota: Quota) -> Result<Self, QueueError> {
         let client = super::url::open(url)?;
         let con = super::url::reach(&client, url, Duration::from_secs(5))?;
         Ok(RedisThrottle {
             con: std::sync::Mutex::new(Some(con)),
             client,
             key: key.to_owned(),
-            interval_us: ((1e6 / rate).round() as u64).max(1),
-            burst,
+            interval_us: ((1e6 / quota.rate()).round() as u64).max(1),
+            burst: quota.burst(),
             script: redis::Script::new(GCRA),
         })
     }

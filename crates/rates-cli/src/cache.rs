@@ -23,9 +23,9 @@ use clap::{Args, Subcommand};
 use rates::Currency;
 use rates::store::{Query, Store, Stored, Writer};
 
-use crate::Usage;
 use crate::config::Target;
 use crate::flags::{CacheFlag, StoreFlags};
+use crate::{Usage, exit};
 
 /// Options of `rates cache`.
 #[derive(Debug, Args)]
@@ -202,7 +202,7 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
                     return Err(Usage(why).into());
                 }
                 writeln!(out, "store: {} (empty: nothing stored yet)", file.display())?;
-                return Ok(ExitCode::SUCCESS);
+                return Ok(exit::code(exit::SUCCESS));
             };
             writeln!(out, "store: {} ({})", store.path().display(), size(store.size()))?;
             let summary = store.summary().map_err(unusable)?;
@@ -238,7 +238,7 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
         }
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(exit::code(exit::SUCCESS))
 }
 
 /// Whether a file can be made in the folder `dir`: one is made and

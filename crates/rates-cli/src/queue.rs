@@ -17,9 +17,9 @@ use concur_redis::{Keys, QueueError, QueueKey, QueueStatus, RedisPool, RedisPool
 use rates::models::{FetchOnce, Job, SharedLimit};
 use rates::{Cancel, FetchError, Fetcher, Outcome, Progress, RateRequest, Workers, models};
 
-use crate::Usage;
 use crate::flags;
 use crate::queue_url::shown;
+use crate::{Usage, exit};
 use concur::throttle::Quota;
 
 /// `rates queue`: look at a queue.
@@ -42,7 +42,7 @@ pub(crate) fn run_command(args: QueueArgs) -> anyhow::Result<ExitCode> {
             let url = crate::queue_url::of_queue(&q)?;
             let status = concur_redis::queue_status(&url, concur_redis::DEFAULT_NAMESPACE)?;
             print!("{}", render(&status, now()));
-            Ok(ExitCode::SUCCESS)
+            Ok(exit::code(exit::SUCCESS))
         }
     }
 }
@@ -341,7 +341,7 @@ impl SharedLimit for SharedThrottle {
 
 /// The shared limit of `quota` for requests to `api`, on the broker at `url`.
 pub(crate) fn shared_limit(url: &str, api: &str, quota: Quota) -> anyhow::Result<Arc<dyn SharedLimit>> {
-    let throttle = RedisThrottle::new(url, &Keys::default().limit(api), quota.rate(), quota.burst())
+    let throttle = RedisThrottle::new(url, &Keys::default().limit(api), quota)
         .with_context(|| format!("cannot use the queue at {}", shown(url)))?;
     Ok(Arc::new(SharedThrottle(throttle)))
 }

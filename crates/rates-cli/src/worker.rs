@@ -93,9 +93,9 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         }
     })?;
     let options = WorkerOptions::new()
-        .concurrency(args.concurrency.get())
+        .concurrency(args.concurrency)
         .claim_after(args.claim_after)
-        .max_deliveries(args.max_deliveries.get())
+        .max_deliveries(args.max_deliveries)
         .task_limit(args.timeout + TASK_MARGIN)
         .stop_on(stop);
     let options = match key {

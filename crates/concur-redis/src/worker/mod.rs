@@ -125,7 +125,7 @@ impl InFlight {
 /// #     fn run(self) -> u64 { self.0 * self.0 }
 /// # }
 /// let registry = concur::Registry::new().register::<Square>();
-/// let options = concur_redis::WorkerOptions::new().concurrency(8);
+/// let options = concur_redis::WorkerOptions::new().concurrency(std::num::NonZeroUsize::new(8).expect("not zero"));
 /// concur_redis::serve_queue("redis://127.0.0.1:6379/0", registry, options)?;
 /// # Ok::<(), concur_redis::QueueError>(())
 /// ```

@@ -48,10 +48,11 @@ impl WorkerOptions {
         Self::default()
     }
 
-    /// Tasks run at once (threads; at least 1).
+    /// Tasks run at once (threads): a count of zero cannot be built, as
+    /// the pools refuse zero workers.
     #[must_use]
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n.max(1);
+    pub fn concurrency(mut self, n: std::num::NonZeroUsize) -> Self {
+        self.concurrency = n.get();
         self
     }
 
@@ -81,11 +82,11 @@ impl WorkerOptions {
         self
     }
 
-    /// A task delivered more than this many times (at least 1) goes to the
-    /// dead letters instead of running again.
+    /// A task delivered more than this many times goes to the dead letters
+    /// instead of running again.
     #[must_use]
-    pub fn max_deliveries(mut self, n: u32) -> Self {
-        self.max_deliveries = n.max(1);
+    pub fn max_deliveries(mut self, n: std::num::NonZeroU32) -> Self {
+        self.max_deliveries = n.get();
         self
     }
 

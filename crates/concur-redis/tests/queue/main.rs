@@ -167,9 +167,9 @@ fn enter() {
             _ => panic!("bad worker role {role:?}"),
         };
         let mut options = WorkerOptions::new()
-            .concurrency(2)
+            .concurrency(std::num::NonZeroUsize::new(2).expect("not zero"))
             .claim_after(Duration::from_millis(claim_ms.parse().expect("ms")))
-            .max_deliveries(max.parse().expect("a count"));
+            .max_deliveries(max.parse().expect("a count above zero"));
         if let Some(key) = parts.get(3).filter(|k| !k.is_empty()) {
             options = options.key(QueueKey::new(key.as_bytes()).expect("a test key"));
         }
@@ -422,13 +422,14 @@ fn the_shared_throttle_is_exact_under_contention() {
     enter();
     let redis = RedisServer::start();
     let (rate, burst) = (200.0, 3u32);
+    let quota = concur::throttle::Quota::new(rate, burst).expect("a quota");
     // Four callers, each with its own connection, as four hosts would be.
     let slots: Vec<u64> = std::thread::scope(|s| {
         let callers: Vec<_> = (0..4)
             .map(|_| {
                 s.spawn(|| {
                     let throttle =
-                        concur_redis::RedisThrottle::new(&redis.url(), "test:limit", rate, burst).expect("connects");
+                        concur_redis::RedisThrottle::new(&redis.url(), "test:limit", quota).expect("connects");
                     (0..25).map(|_| throttle.reserve().expect("a grant").1).collect::<Vec<u64>>()
                 })
             })
@@ -451,7 +452,7 @@ fn the_shared_throttle_is_exact_under_contention() {
     assert!(span >= (100.0 - f64::from(burst)) / rate - 1e-3, "{span}s");
     let cancel = concur::CancelToken::new();
     cancel.cancel();
-    let throttle = concur_redis::RedisThrottle::new(&redis.url(), "test:limit", rate, burst).expect("connects");
+    let throttle = concur_redis::RedisThrottle::new(&redis.url(), "test:limit", quota).expect("connects");
     assert_eq!(throttle.acquire_cancellable(&cancel), Err(concur::Cancelled));
 }
 

@@ -80,7 +80,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Defaults, RunConfig, Target};
 use crate::flags::{ClientFlags, SimFlags};
-use crate::{Usage, parse, plot};
+use crate::{Usage, exit, parse, plot};
 use child::{Spec, run_child};
 use cpu::seconds_per_round;
 use render::{draw, markdown, table};
@@ -397,7 +397,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         draw(file, &report)?;
     }
     views.write(&report)?;
-    Ok(if any_failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(exit::code(if any_failed { exit::FAILED } else { exit::SUCCESS }))
 }
 
 /// The rate limit a run is held to: the lower of `--rate` and the embedded
