@@ -247,4 +247,50 @@ mod tests {
         assert_eq!(reason(&FetchError::Timeout("after 10s".into())), "timeout");
         assert_eq!(reason(&FetchError::Transport("x".repeat(500))).chars().count(), 80);
     }
+
+    #[test]
+    fn a_worker_process_past_the_pools_size_is_a_respawn() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let trace = Trace::create(dir.path().join("t.json"), "process-pool").expect("a trace");
+        trace.set_model(crate::Model::ProcessPool, 2);
+        let failed: Result<Reply, FetchError> = Err(FetchError::Worker("died".into()));
+        for pid in [101, 102, 101, 103] {
+            let traced = Traced::new(&trace, None, None);
+            traced.next_attempt();
+            let sent = traced.send();
+            traced.answered(sent, &failed, Some(Stamp { pid, start: sent, end: sent + 1000 }));
+            traced.finish(&Err(crate::Failure { error: FetchError::Worker("died".into()), attempts: 1 }));
+        }
+        trace.finish().expect("written");
+        let text = std::fs::read_to_string(trace.path()).expect("the trace");
+        let events = crate::trace::read_events(&text).expect("a trace");
+        let respawns: Vec<_> = events.iter().filter(|e| e["name"] == "respawn").collect();
+        assert_eq!(respawns.len(), 1, "{events:?}");
+        assert_eq!((respawns[0]["pid"].as_u64(), respawns[0]["args"]["new_pid"].as_u64()), (Some(103), Some(103)));
+        // Each attempt on its worker's track, with the reason it failed.
+        let spans: Vec<_> = events.iter().filter(|e| e["cat"] == "request").collect();
+        assert_eq!(spans.iter().map(|e| e["tid"].as_u64().unwrap_or(0)).collect::<Vec<_>>(), [101, 102, 101, 103]);
+        assert!(spans.iter().all(|e| e["args"]["status"] == 0 && e["args"]["error"] == "worker failed: died"));
+    }
+
+    #[test]
+    fn a_dropped_task_ends_its_request_and_is_cancelled() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let trace = Trace::create(dir.path().join("t.json"), "async").expect("a trace");
+        let slot = trace.slot();
+        let req = RateRequest { base: crate::Currency::EUR, symbols: vec![], date: None };
+        let traced = Traced::new(&trace, Some(slot.track()), Some(&req));
+        traced.next_attempt();
+        traced.send();
+        drop(traced);
+        drop(slot);
+        trace.finish().expect("written");
+        let text = std::fs::read_to_string(trace.path()).expect("the trace");
+        let events = crate::trace::read_events(&text).expect("a trace");
+        let span = events.iter().find(|e| e["cat"] == "request").expect("the request");
+        assert_eq!((&span["args"]["error"], &span["args"]["item"]), (&"cancelled".into(), &"EUR".into()));
+        assert!(events.iter().any(|e| e["name"] == "cancelled"));
+        // Nothing left in flight at the end.
+        assert_eq!(events.last().map(|e| e["args"]["requests"].clone()), Some(0.into()));
+    }
 }
