@@ -174,6 +174,7 @@ fn interrupted(args: &[&str], after: std::time::Duration) -> (Option<i32>, Strin
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    common::await_signal_handlers(child.id());
     std::thread::sleep(after);
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();

@@ -44,7 +44,8 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
 }
 
 /// Starts `rates args`, sends each signal of `signals` after its delay (in
-/// turn, each delay counted from the previous signal), and returns (exit
+/// turn, the first counted from when the process catches signals, each
+/// other from the previous signal), and returns (exit
 /// code, stdout, stderr); fails if it does not end within `bound` of the
 /// last signal. `None` as the code: killed by a signal.
 pub fn signalled(
@@ -76,6 +77,7 @@ pub fn signalled(
         s
     });
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    await_signal_handlers(child.id());
     for &(after, signal) in signals {
         std::thread::sleep(after);
         nix::sys::signal::kill(pid, signal).unwrap();
@@ -93,6 +95,29 @@ pub fn signalled(
         std::thread::sleep(Duration::from_millis(20));
     };
     (status.code(), out.join().unwrap(), err.join().unwrap())
+}
+
+/// Waits until process `pid` catches SIGINT and SIGTERM (its handlers are
+/// installed), as the kernel reports in `/proc/PID/status`: a signal sent
+/// before would kill it outright, whatever the machine's load made its
+/// start-up take. Fails after 20 s.
+pub fn await_signal_handlers(pid: u32) {
+    // Bit n-1 of the SigCgt mask is signal n: SIGINT is 2, SIGTERM 15.
+    const WANTED: u64 = (1 << 1) | (1 << 14);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .unwrap_or(0);
+        if caught & WANTED == WANTED {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "process {pid} never caught SIGINT and SIGTERM: {status}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// A `rates serve` a test started: its address, read from the first line
