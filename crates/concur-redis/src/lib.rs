@@ -107,6 +107,7 @@
 //! password is never shown: errors, log lines and `Debug` output show the
 //! URL as [`redact_url`] does (`redis://alice:***@host/0`).
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod pool;

@@ -1,7 +1,7 @@
 //! Listing 21, "async futures": the blocking HTTP client called from async
 //! code through an executor, Python's `loop.run_in_executor`.
 //!
-//! `rates::BlockingClient` (over ureq) blocks its thread for the whole
+//! `rates_core::BlockingClient` (over ureq) blocks its thread for the whole
 //! request; called directly from a task it would stall the event loop, as the
 //! blocking sleep does in listing 18 (`waiters`). A `concur::Bridge` runs
 //! each blocking fetch on one of its worker threads instead, and hands back
@@ -28,7 +28,7 @@
 use std::time::{Duration, Instant};
 
 use concur::Bridge;
-use rates::{BlockingClient, Currency, Dataset, FetchError, RateRequest, Rates, present};
+use rates_core::{BlockingClient, Currency, Dataset, FetchError, RateRequest, Rates, present};
 use rates_server::ServerOptions;
 
 /// The blocking `GET /rates?base=...`: the chapter's `get_rates(base)` with
@@ -43,7 +43,7 @@ async fn main() {
     let server = rates_server::spawn(Dataset::embedded(), options).expect("start the rates server");
     let client = BlockingClient::new(server.url(), Default::default()).expect("a valid URL");
     // The chapter's SYMBOLS and BASES are the same five currencies.
-    let symbols = Currency::parse_list(rates::CHAPTER_CURRENCIES).expect("valid codes");
+    let symbols = Currency::parse_list(rates_core::CHAPTER_CURRENCIES).expect("valid codes");
     let bases = symbols.clone();
     let executor = Bridge::new(bases.len()).expect("start the executor threads");
 

@@ -2,7 +2,7 @@
 //! aiohttp — one asynchronous HTTP session, a coroutine per base, gathered,
 //! the results presented in order.
 //!
-//! `rates::AsyncClient` (over reqwest) is the aiohttp session: one client and
+//! `rates_core::AsyncClient` (over reqwest) is the aiohttp session: one client and
 //! one connection pool shared by every task. Each base gets a task on a
 //! current-thread tokio runtime, so one thread runs all five requests: while
 //! a request waits on the network its task is suspended and the others make
@@ -24,7 +24,7 @@
 
 use std::time::{Duration, Instant};
 
-use rates::{AsyncClient, Currency, Dataset, FetchError, RateRequest, Rates, present};
+use rates_core::{AsyncClient, Currency, Dataset, FetchError, RateRequest, Rates, present};
 use rates_server::ServerOptions;
 
 /// `GET /rates?base=...`: the chapter's `get_rates(session, base)`.
@@ -38,7 +38,7 @@ async fn main() {
     let server = rates_server::spawn(Dataset::embedded(), options).expect("start the rates server");
     let client = AsyncClient::new(server.url(), Default::default()).expect("a valid URL and an HTTP stack");
     // The chapter's SYMBOLS and BASES are the same five currencies.
-    let symbols = Currency::parse_list(rates::CHAPTER_CURRENCIES).expect("valid codes");
+    let symbols = Currency::parse_list(rates_core::CHAPTER_CURRENCIES).expect("valid codes");
     let bases = symbols.clone();
 
     let started = Instant::now();

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use crossbeam_channel::{Receiver, Sender};
-use rates::{BlockingClient, Currency, Dataset, RateRequest, Rates, present};
+use rates_core::{BlockingClient, Currency, Dataset, RateRequest, Rates, present};
 use rates_server::ServerOptions;
 
 const THREAD_POOL_SIZE: usize = 4;
@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
         ServerOptions { latency: Duration::from_millis(100), fail_rate: 1.0 / 6.0, ..ServerOptions::default() };
     let server = rates_server::spawn(Dataset::embedded(), options).expect("start the rates server");
     let client = BlockingClient::new(server.url(), Default::default()).expect("a valid URL");
-    let symbols = Currency::parse_list(rates::CHAPTER_CURRENCIES).expect("valid codes");
+    let symbols = Currency::parse_list(rates_core::CHAPTER_CURRENCIES).expect("valid codes");
     let bases = symbols.clone();
 
     let started = Instant::now();

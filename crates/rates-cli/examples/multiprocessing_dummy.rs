@@ -17,8 +17,8 @@
 use std::time::{Duration, Instant};
 
 use concur::{Pool, ProcessPool, ThreadPool};
-use rates::models::FetchOnce;
-use rates::{ClientConfig, Currency, Dataset, RateRequest, present};
+use rates_core::models::FetchOnce;
+use rates_core::{ClientConfig, Currency, Dataset, RateRequest, present};
 use rates_server::ServerOptions;
 
 const POOL_SIZE: usize = 4;
@@ -40,14 +40,14 @@ fn main_with(pool: &impl Pool, api: &str, symbols: &[Currency]) {
 }
 
 fn main() {
-    concur::worker_main(rates::models::registry());
+    concur::worker_main(rates_core::models::registry());
 
     let server = rates_server::spawn(
         Dataset::embedded(),
         ServerOptions { latency: Duration::from_millis(100), ..ServerOptions::default() },
     )
     .expect("start the rates server");
-    let symbols = Currency::parse_list(rates::CHAPTER_CURRENCIES).expect("valid codes");
+    let symbols = Currency::parse_list(rates_core::CHAPTER_CURRENCIES).expect("valid codes");
 
     let use_threads = std::env::args().any(|a| a == "--threads");
     let started = Instant::now();

@@ -5,7 +5,7 @@
 //! The workers are this example's own executable started again:
 //! `concur::worker_main` at the top of `main` turns such a child into a
 //! worker (the counterpart of Python's spawn start method). What crosses to a
-//! worker is a `rates::models::FetchOnce` task, serialised; what comes back is
+//! worker is a `rates_core::models::FetchOnce` task, serialised; what comes back is
 //! its serialised result.
 //!
 //! ```text
@@ -15,20 +15,20 @@
 use std::time::{Duration, Instant};
 
 use concur::{Pool, ProcessPool};
-use rates::models::FetchOnce;
-use rates::{ClientConfig, Currency, Dataset, RateRequest, present};
+use rates_core::models::FetchOnce;
+use rates_core::{ClientConfig, Currency, Dataset, RateRequest, present};
 use rates_server::ServerOptions;
 
 fn main() {
     // In a worker process this serves tasks and exits; here it returns.
-    concur::worker_main(rates::models::registry());
+    concur::worker_main(rates_core::models::registry());
 
     let server = rates_server::spawn(
         Dataset::embedded(),
         ServerOptions { latency: Duration::from_millis(100), ..ServerOptions::default() },
     )
     .expect("start the rates server");
-    let symbols = Currency::parse_list(rates::CHAPTER_CURRENCIES).expect("valid codes");
+    let symbols = Currency::parse_list(rates_core::CHAPTER_CURRENCIES).expect("valid codes");
 
     let started = Instant::now();
     let pool = ProcessPool::new(4).expect("start 4 worker processes");

@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use rates::{BlockingClient, Currency, Dataset, RateRequest, present};
+use rates_core::{BlockingClient, Currency, Dataset, RateRequest, present};
 use rates_server::ServerOptions;
 
 /// `GET /rates?base=...` and print the chapter's line, or the error.
@@ -35,7 +35,7 @@ fn main() {
     let server = rates_server::spawn(Dataset::embedded(), options).expect("start the rates server");
     let client = BlockingClient::new(server.url(), Default::default()).expect("a valid URL");
     // The chapter's SYMBOLS and BASES are the same five currencies.
-    let symbols = Currency::parse_list(rates::CHAPTER_CURRENCIES).expect("valid codes");
+    let symbols = Currency::parse_list(rates_core::CHAPTER_CURRENCIES).expect("valid codes");
     let bases = symbols.clone();
 
     let started = Instant::now();

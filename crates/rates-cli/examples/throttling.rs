@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use concur::Throttle;
 use crossbeam_channel::{Receiver, Sender};
-use rates::{BlockingClient, Currency, Dataset, RateRequest, Rates, present};
+use rates_core::{BlockingClient, Currency, Dataset, RateRequest, Rates, present};
 use rates_server::{Quota, ServerOptions};
 
 const THREAD_POOL_SIZE: usize = 4;
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     };
     let server = rates_server::spawn(Dataset::embedded(), options).expect("start the rates server");
     let client = BlockingClient::new(server.url(), Default::default()).expect("a valid URL");
-    let symbols = Currency::parse_list(rates::CHAPTER_CURRENCIES).expect("valid codes");
+    let symbols = Currency::parse_list(rates_core::CHAPTER_CURRENCIES).expect("valid codes");
     let throttle = Throttle::chapter(RATE).expect("a valid rate");
 
     let started = Instant::now();

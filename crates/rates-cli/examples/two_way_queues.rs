@@ -6,7 +6,7 @@
 //! main thread), so output can no longer interleave, and the main thread
 //! could sort, aggregate or format the results any way it likes.
 //!
-//! Both queues are crossbeam channels. A `rates::Rates` is the chapter's
+//! Both queues are crossbeam channels. A `rates_core::Rates` is the chapter's
 //! `(base, rates)` pair: it carries its base. A failed fetch is only
 //! reported on stderr by the worker and its item goes missing from the
 //! results; listing 9 (`error_handling`) sends errors back instead.
@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use rates::{BlockingClient, Currency, Dataset, RateRequest, Rates, present};
+use rates_core::{BlockingClient, Currency, Dataset, RateRequest, Rates, present};
 use rates_server::ServerOptions;
 
 const THREAD_POOL_SIZE: usize = 4;
@@ -56,7 +56,7 @@ fn main() {
     let options = ServerOptions { latency: Duration::from_millis(100), ..ServerOptions::default() };
     let server = rates_server::spawn(Dataset::embedded(), options).expect("start the rates server");
     let client = BlockingClient::new(server.url(), Default::default()).expect("a valid URL");
-    let symbols = Currency::parse_list(rates::CHAPTER_CURRENCIES).expect("valid codes");
+    let symbols = Currency::parse_list(rates_core::CHAPTER_CURRENCIES).expect("valid codes");
     let bases = symbols.clone();
 
     let started = Instant::now();

@@ -22,8 +22,8 @@
 
 use std::time::Instant;
 
-use rates::present;
 use rates_cli::listings::waiter;
+use rates_core::present;
 
 /// Four waits of `random.randint(1, 3) / 4` seconds.
 fn random_waits() -> Vec<f64> {

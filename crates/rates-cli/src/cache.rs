@@ -3,7 +3,7 @@
 //! `$XDG_CACHE_HOME/rates`, else `~/.cache/rates`), whether a `history`
 //! uses it, the codes an external API accepts kept there for a day
 //! ([`api_codes`]), and `rates cache info|clear`. The store itself is
-//! [`rates::store`].
+//! [`rates_core::store`].
 //!
 //! What only reads opens the store only to read (`history --offline`,
 //! `cache info`): a store that cannot be written serves them as any other.
@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use clap::{Args, Subcommand};
-use rates::Currency;
-use rates::store::{Query, Store, Stored, Writer};
+use rates_core::Currency;
+use rates_core::store::{Query, Store, Stored, Writer};
 
 use crate::config::Target;
 use crate::flags::{CacheFlag, StoreFlags};
@@ -101,7 +101,7 @@ impl HistoryStore {
     pub fn lookup(&self, base: Currency, symbols: &[Currency], days: &[NaiveDate]) -> anyhow::Result<Vec<Stored>> {
         let Some(store) = &self.store else { return Ok(vec![Stored::Missing; days.len()]) };
         let q = Query { api: &self.api, base, symbols, days };
-        store.lookup(&q, rates::store::unix_now(), self.max_age).map_err(|e| unusable(e).into())
+        store.lookup(&q, rates_core::store::unix_now(), self.max_age).map_err(|e| unusable(e).into())
     }
 
     /// The store, to keep the codes the API accepts ([`api_codes`]).
@@ -126,7 +126,7 @@ impl HistoryStore {
 }
 
 /// A store that cannot be used: exit code 2, as bad input.
-fn unusable(e: rates::store::StoreError) -> Usage {
+fn unusable(e: rates_core::store::StoreError) -> Usage {
     Usage(e.to_string())
 }
 
@@ -193,7 +193,7 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
             let dir = location(&flag)?;
             // Only read: a store that cannot be written is shown as well.
             let Some(store) = Store::open_read_only(&dir).map_err(unusable)? else {
-                let file = dir.join(rates::store::FILE_NAME);
+                let file = dir.join(rates_core::store::FILE_NAME);
                 // A folder where no store can be made is no place for one.
                 if dir.is_dir()
                     && let Err(e) = can_write_in(&dir)
@@ -244,7 +244,7 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
 /// Whether a file can be made in the folder `dir`: one is made and
 /// removed, as nothing else tells (root, read-only file systems, ACLs).
 fn can_write_in(dir: &std::path::Path) -> std::io::Result<()> {
-    let probe = dir.join(format!(".{}-probe-{}", rates::store::FILE_NAME, std::process::id()));
+    let probe = dir.join(format!(".{}-probe-{}", rates_core::store::FILE_NAME, std::process::id()));
     std::fs::File::create_new(&probe)?;
     std::fs::remove_file(&probe)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use concur::Throttle;
 use concur::throttle::Quota;
-use rates::{ClientConfig, RetryPolicy};
+use rates_core::{ClientConfig, RetryPolicy};
 use rates_server::{ConnLimits, PUBLIC_LIMIT, ServerOptions, Timer};
 
 use crate::Usage;
@@ -76,7 +76,7 @@ impl RunConfig {
     /// Checks the client and simulation flags and `--workers` together.
     pub fn new(client: &ClientFlags, sim: &SimFlags, workers: WorkersArg, defaults: Defaults) -> Result<Self, Usage> {
         let target = match &client.api {
-            Some(api) => Target::Remote(rates::parse_api_url(api).map_err(|e| Usage(e.to_string()))?),
+            Some(api) => Target::Remote(rates_core::parse_api_url(api).map_err(|e| Usage(e.to_string()))?),
             None => Target::Embedded(sim_options(sim, defaults)?),
         };
         let queue = crate::queue_url::of_client(client)?;
@@ -205,7 +205,7 @@ mod tests {
         let e = fetch(&["--rate", "auto", "--queue", "redis://127.0.0.1:6379/0"]).expect_err("auto on a queue");
         assert!(e.0.starts_with("--rate auto:"), "{e}");
         let c = fetch(&["--queue", "redis://127.0.0.1:6379/0", "--workers", "3"]).expect("valid");
-        assert_eq!(c.workers, WorkersArg::Fixed(rates::Workers::Bounded(3)));
+        assert_eq!(c.workers, WorkersArg::Fixed(rates_core::Workers::Bounded(3)));
         let e = fetch(&["--queue", "redis://127.0.0.1:6379/0", "--workers", "auto"]).expect_err("auto on a queue");
         assert!(e.0.starts_with("--workers auto:"), "{e}");
     }

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use chrono::{Datelike, NaiveDate, Weekday};
 use clap::{Args, ValueEnum};
-use rates::{Currency, Model, RateRequest, present};
+use rates_core::{Currency, Model, RateRequest, present};
 
 use crate::config::{Defaults, RunConfig, Target};
 use crate::flags::{CacheFlag, ClientFlags, SimFlags, TraceFlag};
@@ -43,10 +43,10 @@ pub struct FetchArgs {
     #[arg(long, default_value = "4", value_parser = parse::workers)]
     pub workers: parse::WorkersArg,
     /// Base currencies, comma-separated.
-    #[arg(long, default_value = rates::CHAPTER_CURRENCIES)]
+    #[arg(long, default_value = rates_core::CHAPTER_CURRENCIES)]
     pub bases: String,
     /// Currencies to show, comma-separated.
-    #[arg(long, default_value = rates::CHAPTER_CURRENCIES)]
+    #[arg(long, default_value = rates_core::CHAPTER_CURRENCIES)]
     pub symbols: String,
     /// The day (YYYY-MM-DD); the latest when omitted.
     #[arg(long)]
@@ -88,7 +88,8 @@ const API_FIRST_DAY: NaiveDate = match NaiveDate::from_ymd_opt(1999, 1, 4) {
 fn plan(args: &FetchArgs, first: NaiveDate) -> Result<Plan, Usage> {
     let bases = parse_currencies("bases", &args.bases)?;
     let symbols = parse_currencies("symbols", &args.symbols)?;
-    let date = args.date.as_deref().map(rates::parse_date).transpose().map_err(|e| Usage(format!("--date: {e}")))?;
+    let date =
+        args.date.as_deref().map(rates_core::parse_date).transpose().map_err(|e| Usage(format!("--date: {e}")))?;
     if let Some(d) = date.filter(|d| *d < first) {
         return Err(Usage(format!("--date {d}: before the first day of data, {first}: no rates")));
     }
@@ -147,10 +148,10 @@ pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let data = args.client.data.clone();
     let session = Session::start(|| ds.map_or_else(|| dataset(data.as_ref()), Ok), &config, None)?;
     let ran = session.with_trace(trace.clone()).run(args.model, &plan.requests)?;
-    trace.as_ref().map(rates::Trace::finish).transpose()?;
+    trace.as_ref().map(rates_core::Trace::finish).transpose()?;
     ran.say_learnt();
 
-    let answers: Vec<&rates::Rates> = ran.outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    let answers: Vec<&rates_core::Rates> = ran.outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Table => {
@@ -174,7 +175,7 @@ pub(crate) fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         .requests
         .iter()
         .zip(&ran.outcomes)
-        .filter(|(_, o)| matches!(o, Err(f) if f.error == rates::FetchError::Cancelled))
+        .filter(|(_, o)| matches!(o, Err(f) if f.error == rates_core::FetchError::Cancelled))
         .map(|(req, _)| req.base.to_string())
         .collect();
     if !cancelled.is_empty() {
@@ -190,7 +191,7 @@ mod tests {
     use super::*;
 
     fn d(s: &str) -> NaiveDate {
-        rates::parse_date(s).unwrap_or_default()
+        rates_core::parse_date(s).unwrap_or_default()
     }
 
     #[test]

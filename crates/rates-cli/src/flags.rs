@@ -210,11 +210,11 @@ pub struct TraceFlag {
 impl TraceFlag {
     /// The trace, created now (before any request), of a process called
     /// `process`; a path that cannot be written is a usage error naming it.
-    pub fn open(&self, process: &str) -> Result<Option<rates::Trace>, crate::Usage> {
+    pub fn open(&self, process: &str) -> Result<Option<rates_core::Trace>, crate::Usage> {
         self.trace
             .as_deref()
             .map(|p| {
-                rates::Trace::create(p, process).map_err(|e| crate::Usage(format!("--trace {}: {e}", p.display())))
+                rates_core::Trace::create(p, process).map_err(|e| crate::Usage(format!("--trace {}: {e}", p.display())))
             })
             .transpose()
     }

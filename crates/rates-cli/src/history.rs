@@ -23,7 +23,7 @@ writing no rows (the store remembers those days, so asking again costs
 no request).
 
 With an external API, the answers are kept in the local store
-([`rates::store`]) as they arrive, and only the days the store lacks are
+([`rates_core::store`]) as they arrive, and only the days the store lacks are
 asked for: a stopped run resumes, a repeated one makes no request, and
 `--offline` makes none at all. Days without data (failed, stopped, or not
 stored) are named on stderr, and the chart's lines break at them.
@@ -42,8 +42,8 @@ use std::sync::{Arc, OnceLock};
 use chrono::{Datelike, NaiveDate, Weekday};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use rates::store::{Stored, Writer};
-use rates::{Currency, Failure, Model, RateRequest, Rates, present};
+use rates_core::store::{Stored, Writer};
+use rates_core::{Currency, Failure, Model, RateRequest, Rates, present};
 
 use crate::cache::HistoryStore;
 use crate::config::{Defaults, RunConfig};
@@ -135,15 +135,15 @@ struct Plan {
 /// it has no weekday (one whose weekdays are all holidays is told by the
 /// answers, see [`run`]). Whether the API accepts the codes is asked
 /// after ([`session::accepted_codes`]).
-fn plan(args: &HistoryArgs, ds: &rates::Dataset, remote: bool, today: NaiveDate) -> Result<Plan, Usage> {
+fn plan(args: &HistoryArgs, ds: &rates_core::Dataset, remote: bool, today: NaiveDate) -> Result<Plan, Usage> {
     let base = match parse_currencies("base", &args.base)?[..] {
         [base] => base,
         _ => return Err(Usage(format!("--base: expected one currency, got '{}'", args.base))),
     };
     // Never empty: an empty list is refused as an invalid code.
     let symbols = parse_currencies("symbols", &args.symbols)?;
-    let from = rates::parse_date(&args.from).map_err(|e| Usage(format!("--from: {e}")))?;
-    let to = rates::parse_date(&args.to).map_err(|e| Usage(format!("--to: {e}")))?;
+    let from = rates_core::parse_date(&args.from).map_err(|e| Usage(format!("--from: {e}")))?;
+    let to = rates_core::parse_date(&args.to).map_err(|e| Usage(format!("--to: {e}")))?;
     if from > to {
         return Err(Usage(format!("--from {from} is after --to {to}")));
     }
@@ -262,10 +262,10 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(fetch(&args, ds, (&config, trace.clone()), &plan, (&wanted, wanted_at), writer.as_ref())?)
     };
-    trace.as_ref().map(rates::Trace::finish).transpose()?;
+    trace.as_ref().map(rates_core::Trace::finish).transpose()?;
     let job = ran.as_ref().and_then(|(_, job)| job.clone());
     let ran = ran.map(|(ran, _)| ran);
-    let fetched: &[rates::Outcome] = ran.as_ref().map_or(&[], |r| &r.outcomes);
+    let fetched: &[rates_core::Outcome] = ran.as_ref().map_or(&[], |r| &r.outcomes);
 
     // Every day asked, in date order, from the store or the run.
     let mut answers = wanted.iter().zip(fetched);
@@ -328,7 +328,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     // a new run to ask.
     let cancelled: Vec<NaiveDate> = days
         .iter()
-        .filter(|(_, d)| matches!(d, Day::Failed(f) if f.error == rates::FetchError::Cancelled))
+        .filter(|(_, d)| matches!(d, Day::Failed(f) if f.error == rates_core::FetchError::Cancelled))
         .map(|(day, _)| *day)
         .collect();
     if !cancelled.is_empty() {
@@ -360,7 +360,7 @@ pub(crate) fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
 /// they are not asked again, and waits for every answer to be stored. The
 /// answers themselves were handed over as they arrived. A store that
 /// failed costs the next run requests, not this run its output: a warning.
-fn finish_store(writer: Writer, base: Currency, wanted: &[NaiveDate], fetched: &[rates::Outcome]) {
+fn finish_store(writer: Writer, base: Currency, wanted: &[NaiveDate], fetched: &[rates_core::Outcome]) {
     let sink = writer.sink();
     for (day, outcome) in wanted.iter().zip(fetched) {
         if let Ok(r) = outcome
@@ -388,8 +388,8 @@ fn describe(plan: &Plan) -> String {
 /// resumed, whose id comes back with the run.
 fn fetch(
     args: &HistoryArgs,
-    ds: Arc<rates::Dataset>,
-    (config, trace): (&RunConfig, Option<rates::Trace>),
+    ds: Arc<rates_core::Dataset>,
+    (config, trace): (&RunConfig, Option<rates_core::Trace>),
     plan: &Plan,
     (wanted, wanted_at): (&[NaiveDate], Vec<u64>),
     writer: Option<&Writer>,
@@ -406,7 +406,7 @@ fn fetch(
     );
     let tick = bar.clone();
     let sink = writer.map(Writer::sink);
-    let progress: rates::Progress = Arc::new(move |outcome: &rates::Outcome| {
+    let progress: rates_core::Progress = Arc::new(move |outcome: &rates_core::Outcome| {
         tick.inc(1);
         if let (Some(sink), Ok(r)) = (&sink, outcome) {
             sink.answer(r);
@@ -466,7 +466,7 @@ mod tests {
 
     #[test]
     fn weekdays_skip_weekends_and_include_both_ends() {
-        let d = |s| rates::parse_date(s).unwrap_or_default();
+        let d = |s| rates_core::parse_date(s).unwrap_or_default();
         // Friday 2018-10-12 to Monday 2018-10-15.
         assert_eq!(weekdays(d("2018-10-12"), d("2018-10-15")), [d("2018-10-12"), d("2018-10-15")]);
         assert!(weekdays(d("2018-10-13"), d("2018-10-14")).is_empty());
@@ -475,7 +475,7 @@ mod tests {
 
     #[test]
     fn missing_days_are_named_as_ranges_of_the_days_asked() {
-        let d = |s| rates::parse_date(s).unwrap_or_default();
+        let d = |s| rates_core::parse_date(s).unwrap_or_default();
         let all = weekdays(d("2020-03-02"), d("2020-03-31"));
         // Friday 6th and Monday 9th are consecutive days asked.
         let missing = [d("2020-03-05"), d("2020-03-06"), d("2020-03-09"), d("2020-03-11"), d("2020-03-31")];
@@ -498,7 +498,7 @@ mod tests {
 
     #[test]
     fn ranges_beyond_the_data_are_clipped_and_said_so() {
-        let ds = rates::Dataset::embedded();
+        let ds = rates_core::Dataset::embedded();
         let today = ds.last_day() + chrono::Days::new(30);
         let p = plan(&args("0001-01-01", "9999-12-31", None), &ds, false, today).expect("clipped");
         assert_eq!((p.from, p.to), (ds.first_day(), ds.last_day()));

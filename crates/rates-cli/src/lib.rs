@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::io::Write;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use rates::Dataset;
+use rates_core::Dataset;
 
 pub use fetch::FetchArgs;
 
@@ -226,7 +226,7 @@ fn dataset(path: Option<&PathBuf>) -> anyhow::Result<Arc<Dataset>> {
 
 /// Every task a `rates` worker process can run.
 pub fn worker_registry() -> concur::Registry {
-    rates::models::registry().register::<bench::CpuWork>()
+    rates_core::models::registry().register::<bench::CpuWork>()
 }
 
 /// Runs a parsed command line and returns its exit code.

@@ -87,7 +87,7 @@ pub fn timeout(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkersArg {
     /// This many (or as many as there are items).
-    Fixed(rates::Workers),
+    Fixed(rates_core::Workers),
     /// Learnt while the run goes.
     Auto,
 }
@@ -100,10 +100,10 @@ pub const MAX_WORKERS: usize = 100_000;
 /// is refused, as everywhere.
 pub fn workers(s: &str) -> Result<WorkersArg, String> {
     match s.trim() {
-        "unlimited" => Ok(WorkersArg::Fixed(rates::Workers::Unlimited)),
+        "unlimited" => Ok(WorkersArg::Fixed(rates_core::Workers::Unlimited)),
         "auto" => Ok(WorkersArg::Auto),
         t => match t.parse::<usize>() {
-            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(WorkersArg::Fixed(rates::Workers::Bounded(n))),
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(WorkersArg::Fixed(rates_core::Workers::Bounded(n))),
             _ => Err(format!(
                 "invalid worker count '{s}': expected a number from 1 to {MAX_WORKERS}, unlimited, or auto"
             )),
@@ -147,13 +147,13 @@ mod tests {
 
     #[test]
     fn worker_counts() {
-        assert_eq!(workers("8"), Ok(WorkersArg::Fixed(rates::Workers::Bounded(8))));
-        assert_eq!(workers("unlimited"), Ok(WorkersArg::Fixed(rates::Workers::Unlimited)));
+        assert_eq!(workers("8"), Ok(WorkersArg::Fixed(rates_core::Workers::Bounded(8))));
+        assert_eq!(workers("unlimited"), Ok(WorkersArg::Fixed(rates_core::Workers::Unlimited)));
         assert_eq!(workers("auto"), Ok(WorkersArg::Auto));
         assert!(workers("-1").is_err_and(|e| e.contains("'-1'")));
         // Zero workers is an error, as in every pool; `unlimited` says all.
         assert!(workers("0").is_err_and(|e| e.contains("'0'") && e.contains("unlimited")));
-        assert_eq!(workers("100000"), Ok(WorkersArg::Fixed(rates::Workers::Bounded(MAX_WORKERS))));
+        assert_eq!(workers("100000"), Ok(WorkersArg::Fixed(rates_core::Workers::Bounded(MAX_WORKERS))));
         assert!(workers("100001").is_err());
         assert_eq!(concurrency("8").map(NonZeroUsize::get), Ok(8));
         for bad in ["0", "-1", "x"] {

@@ -327,7 +327,7 @@ mod tests {
     use super::*;
 
     fn d(s: &str) -> NaiveDate {
-        rates::parse_date(s).unwrap_or_default()
+        rates_core::parse_date(s).unwrap_or_default()
     }
 
     #[test]

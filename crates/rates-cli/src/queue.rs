@@ -12,10 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use concur::{AsyncResult, Pool, Task, TaskError, codec};
+use concur::{AsyncResult, CancelToken, Pool, Task, TaskError, codec};
 use concur_redis::{Keys, QueueError, QueueKey, QueueStatus, RedisPool, RedisPoolBuilder, RedisThrottle};
-use rates::models::{FetchOnce, Job, SharedLimit};
-use rates::{Cancel, FetchError, Fetcher, Outcome, Progress, RateRequest, Workers, models};
+use rates_core::models::{FetchOnce, Job, SharedLimit};
+use rates_core::{FetchError, Fetcher, Outcome, Progress, RateRequest, Workers, models};
 
 use crate::flags;
 use crate::queue_url::shown;
@@ -222,7 +222,7 @@ pub(crate) fn run_job(
 
     // What the job holds, per item: a good answer, the last attempt seen,
     // a task still in the work stream.
-    let mut done: HashMap<u64, rates::Rates> = HashMap::new();
+    let mut done: HashMap<u64, rates_core::Rates> = HashMap::new();
     let mut attempts: HashMap<u64, u64> = HashMap::new();
     for id in pool.answered() {
         let (item, attempt) = (id >> ATTEMPT_BITS, id & LAST_ATTEMPT);
@@ -334,7 +334,7 @@ fn warn_if_no_worker(url: &str) {
 struct SharedThrottle(RedisThrottle);
 
 impl SharedLimit for SharedThrottle {
-    fn acquire_cancellable(&self, cancel: &Cancel) -> Result<(), concur::Cancelled> {
+    fn acquire_cancellable(&self, cancel: &CancelToken) -> Result<(), concur::Cancelled> {
         self.0.acquire_cancellable(cancel)
     }
 }

@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rates::models::{AutoLimits, Learnt, auto_pool_size};
-use rates::{Currency, Dataset, Failure, FetchError, Fetcher, Model, Outcome, Progress, RateRequest, Workers, models};
+use rates_core::models::{AutoLimits, Learnt, auto_pool_size};
+use rates_core::{
+    Currency, Dataset, Failure, FetchError, Fetcher, Model, Outcome, Progress, RateRequest, Workers, models,
+};
 use rates_server::RunningServer;
 use rates_server::signals::Stop;
 
@@ -47,10 +49,10 @@ pub(crate) const MAX_CODES: usize = 300;
 const CODES_SHOWN: usize = 40;
 
 impl Accepted {
-    /// The codes the API supports (`rates::SUPPORTED`) that `ds` has (the
+    /// The codes the API supports (`rates_core::SUPPORTED`) that `ds` has (the
     /// embedded server's data, a `--data` file that may lack some).
     pub fn supported(ds: Option<&Dataset>) -> Accepted {
-        let codes = rates::SUPPORTED.iter().copied().filter(|c| ds.is_none_or(|ds| ds.knows(*c))).collect();
+        let codes = rates_core::SUPPORTED.iter().copied().filter(|c| ds.is_none_or(|ds| ds.knows(*c))).collect();
         Accepted { codes, whose: "the API supports".into() }
     }
 
@@ -103,7 +105,7 @@ pub(crate) fn codes_of<'a>(keys: impl ExactSizeIterator<Item = &'a str>) -> Resu
 pub(crate) fn accepted_codes(
     config: &RunConfig,
     ds: Option<&Dataset>,
-    store: Option<&rates::Store>,
+    store: Option<&rates_core::Store>,
     offline: bool,
 ) -> Accepted {
     let api = match &config.target {
@@ -111,16 +113,16 @@ pub(crate) fn accepted_codes(
         Target::Remote(api) => api,
     };
     let ask = || {
-        let client = rates::BlockingClient::new(api, config.client).map_err(|e| NoCodes(e.to_string()))?;
+        let client = rates_core::BlockingClient::new(api, config.client).map_err(|e| NoCodes(e.to_string()))?;
         let table = client.currencies().map_err(|e| NoCodes(e.to_string()))?;
         codes_of(table.keys().map(String::as_str))
     };
-    match crate::cache::api_codes(store, api, offline, rates::store::unix_now(), ask) {
+    match crate::cache::api_codes(store, api, offline, rates_core::store::unix_now(), ask) {
         Ok(codes) => Accepted { codes, whose: format!("{api}/currencies lists") },
         Err(NoCodes(why)) => {
             verbose(&format!(
                 "{api}/currencies: {why}: checking codes against the {} supported",
-                rates::SUPPORTED.len()
+                rates_core::SUPPORTED.len()
             ));
             Accepted::supported(None)
         }
@@ -215,7 +217,7 @@ impl Session {
     }
 
     /// Writes the run to `trace`, if any (`--trace`).
-    pub fn with_trace(mut self, trace: Option<rates::Trace>) -> Self {
+    pub fn with_trace(mut self, trace: Option<rates_core::Trace>) -> Self {
         self.fetcher = self.fetcher.with_trace(trace);
         self
     }
@@ -324,8 +326,8 @@ mod tests {
     fn the_supported_codes_are_those_the_data_has_and_a_refusal_names_the_code() {
         let all = Accepted::supported(None);
         assert!(all.contains(c("USD")) && !all.contains(c("CYP")) && !all.contains(c("XYZ")));
-        assert_eq!(all.codes.len(), rates::SUPPORTED.len());
-        let ds = rates::Dataset::parse_csv("Date,USD,CYP,\n2030-01-02,1.0,0.5,\n").expect("a dataset");
+        assert_eq!(all.codes.len(), rates_core::SUPPORTED.len());
+        let ds = rates_core::Dataset::parse_csv("Date,USD,CYP,\n2030-01-02,1.0,0.5,\n").expect("a dataset");
         let some = Accepted::supported(Some(&ds));
         assert_eq!(some.codes, [c("EUR"), c("USD")]);
         assert_eq!(all.check("bases", &[c("USD"), c("EUR")]).ok(), Some(()));

@@ -57,14 +57,14 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         return Err(Usage(format!("--timeout: at most {MAX_WORKER_TIMEOUT:?} for a worker")).into());
     }
     let allow = if args.allow_api.is_empty() {
-        vec![rates::PUBLIC_API.to_owned()]
+        vec![rates_core::PUBLIC_API.to_owned()]
     } else {
         args.allow_api
             .iter()
             .map(|a| {
                 // `http://HOST:*`: that host on any port.
                 let (base, any_port) = a.strip_suffix(":*").map_or((a.as_str(), ""), |b| (b, ":*"));
-                rates::parse_api_url(base).map(|b| format!("{b}{any_port}")).map_err(|_| {
+                rates_core::parse_api_url(base).map(|b| format!("{b}{any_port}")).map_err(|_| {
                     Usage(format!("--allow-api: invalid URL '{a}': expected http(s)://HOST[:PORT] or http(s)://HOST:*"))
                 })
             })
@@ -77,12 +77,12 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let trace = args.trace.open(&me)?;
     if let Some(t) = &trace {
         t.set_thread_prefix(format!("{me} thread"));
-        rates::models::FetchOnce::trace_to(t.clone());
+        rates_core::models::FetchOnce::trace_to(t.clone());
     }
     eprintln!("rates worker: tasks may ask {} (--allow-api), each request within {:?}", allow.join(", "), args.timeout);
-    rates::models::FetchOnce::serve_with(
+    rates_core::models::FetchOnce::serve_with(
         allow,
-        rates::ClientConfig { connect_timeout: args.timeout, timeout: args.timeout },
+        rates_core::ClientConfig { connect_timeout: args.timeout, timeout: args.timeout },
     );
     let stop = CancelToken::new();
     let signals = exit::on_signals("rates worker", {
@@ -105,7 +105,7 @@ pub(crate) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let served = concur_redis::serve_queue(&url, crate::worker_registry(), options);
     // Ends the signal watch, whether or not a signal came.
     drop(signals);
-    trace.as_ref().map(rates::Trace::finish).transpose()?;
+    trace.as_ref().map(rates_core::Trace::finish).transpose()?;
     match served {
         Err(concur_redis::QueueError::KeyRequired(host)) => Err(crate::queue::key_required(&host)),
         other => other.map(|_| exit::code(exit::SUCCESS)).map_err(Into::into),

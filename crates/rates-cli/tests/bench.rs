@@ -261,7 +261,7 @@ fn a_run_over_its_limit_is_stopped_and_reported() {
 
 #[test]
 fn bench_honours_rates_api_and_spells_the_simulation_as_fetch_does() {
-    let server = rates_server::spawn(rates::Dataset::embedded(), rates_server::ServerOptions::default()).unwrap();
+    let server = rates_server::spawn(rates_core::Dataset::embedded(), rates_server::ServerOptions::default()).unwrap();
     let out = common::rates()
         .args(["bench", "--json", "--models", "sync", "--requests", "4", "--repeat", "1"])
         .env("RATES_API", server.url())
@@ -282,7 +282,7 @@ fn bench_honours_rates_api_and_spells_the_simulation_as_fetch_does() {
 #[test]
 fn bench_against_an_api_probes_its_latency_for_the_bound() {
     let options = rates_server::ServerOptions { latency: std::time::Duration::from_millis(50), ..Default::default() };
-    let server = rates_server::spawn(rates::Dataset::embedded(), options).unwrap();
+    let server = rates_server::spawn(rates_core::Dataset::embedded(), options).unwrap();
     let v = bench_json(&["--api", server.url(), "--models", "sync", "--requests", "3", "--repeat", "1"]);
     let w = &v["workload"];
     assert_eq!(w["latency_probed"], true, "{w}");

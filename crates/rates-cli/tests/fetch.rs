@@ -140,7 +140,7 @@ fn partial_failure_prints_the_rest_and_exits_1() {
 
 #[test]
 fn external_api_via_env() {
-    let server = spawn(rates::Dataset::embedded(), ServerOptions::default()).unwrap();
+    let server = spawn(rates_core::Dataset::embedded(), ServerOptions::default()).unwrap();
     let out = rates()
         .args(["fetch", "--bases", "USD", "--symbols", "PLN", "--date", "2018-10-12"])
         .env("RATES_API", server.url())
@@ -307,7 +307,7 @@ fn a_weekend_date_is_answered_with_the_business_day_before_and_said_once() {
 fn a_future_date_is_answered_with_the_latest_day_and_said_so() {
     let (code, out, err) = usd_csv(&["--date", "2999-01-01"]);
     assert_eq!(code, 0, "{err}");
-    let last = rates::Dataset::embedded().last_day();
+    let last = rates_core::Dataset::embedded().last_day();
     assert_eq!(
         err,
         format!(
@@ -373,21 +373,21 @@ fn with_api_the_codes_its_currencies_lists_decide_asked_once_per_store() {
 fn stored_codes_expire_after_a_day() {
     let stub = Stub::new(Some((200, THREE_CODES)));
     let dir = common::fresh_cache();
-    let c = |s: &str| s.parse::<rates::Currency>().unwrap();
-    let now = rates::store::unix_now();
+    let c = |s: &str| s.parse::<rates_core::Currency>().unwrap();
+    let now = rates_core::store::unix_now();
     // Stored an hour ago: trusted, not asked again.
-    rates::Store::open(&dir).unwrap().put_currencies(&stub.url, &[c("EUR"), c("PLN")], now - 3600).unwrap();
+    rates_core::Store::open(&dir).unwrap().put_currencies(&stub.url, &[c("EUR"), c("PLN")], now - 3600).unwrap();
     let args = ["fetch", "--api", &stub.url, "--cache", dir.to_str().unwrap(), "--bases", "EUR", "--symbols"];
     let (code, _, err) = run(&[&args[..], &["USD"]].concat());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("'USD'") && err.contains("lists 2 codes: EUR, PLN"), "{err}");
     assert_eq!(stub.currencies_asked(), 0);
     // Stored two days ago: asked again, and replaced.
-    rates::Store::open(&dir).unwrap().put_currencies(&stub.url, &[c("EUR"), c("PLN")], now - 2 * 86_400).unwrap();
+    rates_core::Store::open(&dir).unwrap().put_currencies(&stub.url, &[c("EUR"), c("PLN")], now - 2 * 86_400).unwrap();
     let (code, _, err) = run(&[&args[..], &["USD", "--date", "2018-10-12"]].concat());
     assert_eq!(code, 0, "{err}");
     assert_eq!(stub.currencies_asked(), 1);
-    let (codes, _) = rates::Store::open(&dir).unwrap().currencies(&stub.url).unwrap().unwrap();
+    let (codes, _) = rates_core::Store::open(&dir).unwrap().currencies(&stub.url).unwrap().unwrap();
     assert_eq!(codes, [c("EUR"), c("USD"), c("XAU")]);
 }
 

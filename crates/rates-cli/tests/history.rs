@@ -13,12 +13,12 @@ use axum::middleware::Next;
 use axum::response::IntoResponse;
 use chrono::{Datelike, NaiveDate, Weekday};
 use common::{Stub, run};
-use rates::{Currency, Dataset};
+use rates_core::{Currency, Dataset};
 
 mod common;
 
 fn day(s: &str) -> NaiveDate {
-    rates::parse_date(s).unwrap()
+    rates_core::parse_date(s).unwrap()
 }
 
 /// The dataset's business days from `from` to `to`.
@@ -261,7 +261,10 @@ fn a_throttled_history_stays_within_the_servers_rate_limit() {
         // The codes it accepts, stored: its /currencies is not asked.
         let store = common::fresh_cache();
         let codes = ["USD", "EUR"].map(|c| c.parse::<Currency>().unwrap());
-        rates::Store::open(&store).unwrap().put_currencies(server.url(), &codes, rates::store::unix_now()).unwrap();
+        rates_core::Store::open(&store)
+            .unwrap()
+            .put_currencies(server.url(), &codes, rates_core::store::unix_now())
+            .unwrap();
         (server, store)
     };
     let range = ["--base", "USD", "--symbols", "EUR", "--from", "2018-10-01", "--to", "2018-10-19", "--retries", "0"];

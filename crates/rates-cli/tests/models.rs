@@ -6,16 +6,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rates::{ClientConfig, Fetcher, Model, RateRequest, RetryPolicy, Workers};
+use rates_core::{ClientConfig, Fetcher, Model, RateRequest, RetryPolicy, Workers};
 use rates_server::{Quota, RunningServer, ServerOptions, spawn};
 
 fn server(options: ServerOptions) -> RunningServer {
-    spawn(rates::Dataset::embedded(), options).unwrap()
+    spawn(rates_core::Dataset::embedded(), options).unwrap()
 }
 
 /// `n` requests cycling through the chapter's bases.
 fn requests(n: usize) -> Vec<RateRequest> {
-    let bases = rates::Currency::parse_list(rates::CHAPTER_CURRENCIES).unwrap();
+    let bases = rates_core::Currency::parse_list(rates_core::CHAPTER_CURRENCIES).unwrap();
     (0..n).map(|i| RateRequest { base: bases[i % bases.len()], symbols: bases.clone(), date: None }).collect()
 }
 
@@ -28,8 +28,8 @@ fn fetcher(s: &RunningServer, retry: RetryPolicy, throttle: Option<concur::Throt
     Arc::new(f.with_retry(retry).with_throttle(throttle.map(Arc::new)))
 }
 
-fn run(model: Model, f: &Arc<Fetcher>, reqs: &[RateRequest], workers: usize) -> Vec<rates::Outcome> {
-    rates::models::run(model, f, reqs, Workers::Bounded(workers))
+fn run(model: Model, f: &Arc<Fetcher>, reqs: &[RateRequest], workers: usize) -> Vec<rates_core::Outcome> {
+    rates_core::models::run(model, f, reqs, Workers::Bounded(workers))
 }
 
 fn latency(ms: u64) -> ServerOptions {
@@ -162,7 +162,7 @@ fn async_holds_exactly_workers_in_flight_or_everything_when_unlimited() {
     // Unlimited: the chapter's gather, every request at once.
     let s = server(latency(1000));
     let f = fetcher(&s, RetryPolicy::none(), None);
-    let out = rates::models::run(Model::Async, &f, &requests(100), Workers::Unlimited);
+    let out = rates_core::models::run(Model::Async, &f, &requests(100), Workers::Unlimited);
     assert!(out.iter().all(Result::is_ok));
     assert_eq!(s.metrics().snapshot().max_in_flight, 100);
 }
@@ -186,7 +186,7 @@ fn a_cancelled_run_starts_nothing_and_reports_every_item_cancelled() {
         assert_eq!(out.len(), 7);
         for o in &out {
             let failure = o.as_ref().unwrap_err();
-            assert_eq!((&failure.error, failure.attempts), (&rates::FetchError::Cancelled, 0), "{model}");
+            assert_eq!((&failure.error, failure.attempts), (&rates_core::FetchError::Cancelled, 0), "{model}");
         }
     }
     assert_eq!(s.metrics().snapshot().total(), 0);
@@ -197,7 +197,7 @@ fn cancelling_async_mid_run_drops_requests_in_flight() {
     let s = server(latency(10_000));
     let f = fetcher(&s, RetryPolicy::none(), None);
     let cancel = f.cancel().clone();
-    let run = std::thread::spawn(move || rates::models::run(Model::Async, &f, &requests(10), Workers::Unlimited));
+    let run = std::thread::spawn(move || rates_core::models::run(Model::Async, &f, &requests(10), Workers::Unlimited));
     std::thread::sleep(Duration::from_millis(200));
     cancel.cancel();
     // Ends long before the server's 10 s latency: the requests were dropped.
@@ -207,5 +207,5 @@ fn cancelling_async_mid_run_drops_requests_in_flight() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let out = run.join().unwrap();
-    assert!(out.iter().all(|o| o.as_ref().is_err_and(|f| f.error == rates::FetchError::Cancelled)));
+    assert!(out.iter().all(|o| o.as_ref().is_err_and(|f| f.error == rates_core::FetchError::Cancelled)));
 }

@@ -39,8 +39,8 @@ const BOUND: Duration = Duration::from_millis((REQUESTS as u64 - 4) * 500);
 
 /// The days of data in the quarter, as `history` writes them.
 fn business_days() -> Vec<String> {
-    let (from, to) = (rates::parse_date(FROM).unwrap(), rates::parse_date(TO).unwrap());
-    rates::Dataset::embedded().days().iter().filter(|d| (from..=to).contains(*d)).map(|d| d.to_string()).collect()
+    let (from, to) = (rates_core::parse_date(FROM).unwrap(), rates_core::parse_date(TO).unwrap());
+    rates_core::Dataset::embedded().days().iter().filter(|d| (from..=to).contains(*d)).map(|d| d.to_string()).collect()
 }
 
 /// `rates -v history` of the quarter against `server` with `extra`:

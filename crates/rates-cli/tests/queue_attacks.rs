@@ -222,7 +222,7 @@ fn a_forged_task_is_not_run_and_lands_in_the_dead_letters_with_why() {
 // 2. A forged result
 // ---------------------------------------------------------------------------
 
-/// The body a worker writes for a `rates::models::FetchOnce` that fetched
+/// The body a worker writes for a `rates_core::models::FetchOnce` that fetched
 /// `base` → `symbol` = `rate` on `date` (ISO): the answer's frame kind,
 /// then the task's output as the pool serialises it (`Ok(Reply { rates,
 /// limit: None })`, strings and the map length-prefixed, the rate as 8
@@ -523,21 +523,21 @@ fn tasks_naming_thousands_of_clients_keep_the_workers_descriptors_flat() {
     let pid = workers.pid(0);
     let key = concur_redis::QueueKey::new(KEY.as_bytes()).unwrap();
     let pool = concur_redis::RedisPool::builder(redis.url()).key(key).build().unwrap();
-    let request: rates::RateRequest = rates::RateRequest {
+    let request: rates_core::RateRequest = rates_core::RateRequest {
         base: "USD".parse().unwrap(),
         symbols: vec![],
-        date: rates::parse_date("2024-01-02").ok(),
+        date: rates_core::parse_date("2024-01-02").ok(),
     };
-    let task = |i: u64| rates::models::FetchOnce {
+    let task = |i: u64| rates_core::models::FetchOnce {
         api: api.url.clone(),
-        config: rates::ClientConfig {
+        config: rates_core::ClientConfig {
             connect_timeout: Duration::from_secs(5) + Duration::from_micros(i),
             timeout: Duration::from_secs(10),
         },
         request: request.clone(),
     };
     use concur::Pool as _;
-    let ok = |out: Vec<Result<Result<rates::Reply, rates::FetchError>, concur::TaskError>>| {
+    let ok = |out: Vec<Result<Result<rates_core::Reply, rates_core::FetchError>, concur::TaskError>>| {
         out.iter().filter(|o| matches!(o, Ok(Ok(_)))).count()
     };
     // One client, warm.
@@ -548,6 +548,9 @@ fn tasks_naming_thousands_of_clients_keep_the_workers_descriptors_flat() {
     eprintln!(
         "worker after 3,000 clients: {fds_before} -> {fds_after} open files, {rss_before} -> {rss_after} KiB resident"
     );
-    assert!(fds_after <= fds_before + rates::models::FetchOnce::CLIENT_CACHE, "{fds_before} -> {fds_after} open files");
+    assert!(
+        fds_after <= fds_before + rates_core::models::FetchOnce::CLIENT_CACHE,
+        "{fds_before} -> {fds_after} open files"
+    );
     assert_eq!(api.requests(), 3200);
 }

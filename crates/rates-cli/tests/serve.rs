@@ -14,11 +14,11 @@ fn serve_then(signal: Signal) {
     cmd.args(["serve", "--addr", "127.0.0.1:0"]);
     let served = Served::start(cmd);
 
-    let client = rates::BlockingClient::new(&served.url(), rates::ClientConfig::default()).unwrap();
-    let req = rates::RateRequest {
+    let client = rates_core::BlockingClient::new(&served.url(), rates_core::ClientConfig::default()).unwrap();
+    let req = rates_core::RateRequest {
         base: "USD".parse().unwrap(),
-        symbols: rates::Currency::parse_list("PLN").unwrap(),
-        date: rates::parse_date("2018-10-12").ok(),
+        symbols: rates_core::Currency::parse_list("PLN").unwrap(),
+        date: rates_core::parse_date("2018-10-12").ok(),
     };
     assert_eq!(client.fetch(&req).unwrap().rates.values().next(), Some(&3.709694));
     assert_eq!(served.stop(signal).status.code(), Some(0), "{signal:?}");

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use axum::middleware::Next;
 use chrono::{Datelike, NaiveDate, Weekday};
-use rates::Dataset;
+use rates_core::Dataset;
 use rates_server::ServerOptions;
 
 mod common;
@@ -58,7 +58,7 @@ impl Server {
 }
 
 fn day(s: &str) -> NaiveDate {
-    rates::parse_date(s).unwrap()
+    rates_core::parse_date(s).unwrap()
 }
 
 fn weekdays(from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
@@ -241,10 +241,10 @@ fn the_latest_days_are_asked_again_after_max_age_and_the_past_never() {
     assert_eq!(run(&[]), first);
     assert_eq!(server.total() as usize, days.len(), "within --max-age: no request");
     assert_eq!(run(&["--max-age", "0"]), first);
-    let now = rates::store::unix_now();
+    let now = rates_core::store::unix_now();
     // Today and yesterday, those of them that are weekdays (none on a
     // Sunday, when only the first half of this test can fail).
-    let recent = days.iter().filter(|d| !rates::store::settled(**d, now)).count();
+    let recent = days.iter().filter(|d| !rates_core::store::settled(**d, now)).count();
     assert!(recent <= 2);
     assert_eq!(server.total() as usize, days.len() + recent, "{:?}", server.counts());
 }

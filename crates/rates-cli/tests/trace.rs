@@ -21,7 +21,7 @@ const BASES: &str = "USD,EUR,PLN,NOK,CZK,GBP,JPY,CHF,SEK,DKK,HUF,AUD";
 fn finished(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
     let whole: Vec<Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON: {e}\n{text}"));
-    let events = rates::trace::read_events(&text).unwrap();
+    let events = rates_core::trace::read_events(&text).unwrap();
     assert_eq!(whole, events);
     check_fields(&events);
     events
@@ -116,7 +116,8 @@ fn main_pid(events: &[Value]) -> u64 {
 
 #[test]
 fn the_request_spans_are_the_requests_the_server_saw() {
-    let server = spawn(rates::Dataset::embedded(), ServerOptions { fail_rate: 0.3, ..Default::default() }).unwrap();
+    let server =
+        spawn(rates_core::Dataset::embedded(), ServerOptions { fail_rate: 0.3, ..Default::default() }).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.json");
     let out = rates()
@@ -345,7 +346,7 @@ fn a_killed_run_leaves_a_prefix_that_reads() {
     assert_eq!(code, None);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.trim_end().ends_with(']'));
-    let events = rates::trace::read_events(&text).unwrap();
+    let events = rates_core::trace::read_events(&text).unwrap();
     check_fields(&events);
     assert!(!requests(&events).is_empty(), "{text}");
 }

@@ -55,7 +55,7 @@ impl Running {
 
 /// The project's server, as `rates serve` runs it with no faults.
 fn ours() -> Running {
-    let shared = Shared::new(rates::Dataset::embedded(), ServerOptions::default()).expect("options");
+    let shared = Shared::new(rates_core::Dataset::embedded(), ServerOptions::default()).expect("options");
     Running::start(move |listener, stopped| async move {
         let _ = rates_server::run(listener, shared, async {
             let _ = stopped.await;

@@ -46,7 +46,7 @@ fn answer(query: &str) -> Result<Bytes, Box<dyn std::error::Error>> {
         Some(list) => list.split(',').map(str::parse).collect::<Result<Vec<_>, _>>()?,
         None => Vec::new(),
     };
-    let date = q.get("date").map(|d| rates::parse_date(d)).transpose()?;
-    let rates = rates::Dataset::embedded().rates(base, &symbols, date)?;
+    let date = q.get("date").map(|d| rates_core::parse_date(d)).transpose()?;
+    let rates = rates_core::Dataset::embedded().rates(base, &symbols, date)?;
     Ok(Bytes::from(serde_json::to_vec(&rates)?))
 }

@@ -22,7 +22,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use concur::sync;
-use rates::{CURRENCIES_JSON, Currency, Dataset, RatesError, is_supported, supported_code};
+use rates_core::{CURRENCIES_JSON, Currency, Dataset, RatesError, is_supported, supported_code};
 
 use crate::metrics::Route;
 use crate::{Shared, faults};
@@ -336,7 +336,7 @@ fn api_date(d: &str) -> Result<chrono::NaiveDate, String> {
     if !shaped {
         return Err(format!("Invalid date format: '{d}'. Expected format: YYYY-MM-DD"));
     }
-    rates::parse_date(d)
+    rates_core::parse_date(d)
         .ok()
         .filter(|day| chrono::Datelike::year(day) >= 1)
         .ok_or_else(|| format!("Invalid date: '{d}'. Expected a valid date in YYYY-MM-DD format."))

@@ -14,9 +14,9 @@
 //! ```
 //! use rates_server::{ServerOptions, spawn};
 //!
-//! let server = spawn(rates::Dataset::embedded(), ServerOptions::default()).unwrap();
-//! let client = rates::BlockingClient::new(server.url(), Default::default()).unwrap();
-//! let req = rates::RateRequest { base: "USD".parse().unwrap(), symbols: vec![], date: None };
+//! let server = spawn(rates_core::Dataset::embedded(), ServerOptions::default()).unwrap();
+//! let client = rates_core::BlockingClient::new(server.url(), Default::default()).unwrap();
+//! let req = rates_core::RateRequest { base: "USD".parse().unwrap(), symbols: vec![], date: None };
 //! assert_eq!(client.fetch(&req).unwrap().base.as_str(), "USD");
 //! server.stop();
 //! ```
@@ -41,7 +41,7 @@ pub use concur::throttle::Quota;
 pub use conn::ConnLimits;
 pub use faults::{PUBLIC_LIMIT, Policy};
 pub use metrics::{Metrics, Snapshot};
-use rates::Dataset;
+use rates_core::Dataset;
 pub use timer::Timer;
 
 /// Fault injection, all off by default, and the limits on connections.

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use rates::{AsyncClient, BlockingClient, ClientConfig, FetchError, RateRequest, Rates};
+use rates_core::{AsyncClient, BlockingClient, ClientConfig, FetchError, RateRequest, Rates};
 use rates_server::{Quota, ServerOptions};
 use support::server;
 
@@ -82,7 +82,7 @@ fn status_500_carries_the_detail() {
 #[test]
 fn status_404_is_final() {
     let s = server(ServerOptions::default());
-    let req = RateRequest { date: rates::parse_date("1998-01-01").ok(), ..usd() };
+    let req = RateRequest { date: rates_core::parse_date("1998-01-01").ok(), ..usd() };
     let e = same_error(s.url(), ClientConfig::default(), &req);
     assert_eq!(
         e,
@@ -154,7 +154,7 @@ fn currencies_endpoint() {
 }
 
 /// One `fetch_reply` with each client, the blocking one first.
-fn both_replies(url: &str) -> [Result<rates::Reply, FetchError>; 2] {
+fn both_replies(url: &str) -> [Result<rates_core::Reply, FetchError>; 2] {
     let blocking = client(url).fetch_reply(&usd());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let nonblocking =
@@ -172,7 +172,7 @@ fn replies_carry_the_advertised_rate_limit() {
     assert_eq!(a.rates.base.as_str(), "USD");
     // 3 per 300 s: the whole burst, refilled within the window; the next
     // request is allowed in 100 s.
-    let info = |remaining| rates::RateLimitInfo {
+    let info = |remaining| rates_core::RateLimitInfo {
         limit: 3,
         window: Duration::from_secs(300),
         remaining: Some(remaining),

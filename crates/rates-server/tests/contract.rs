@@ -288,8 +288,8 @@ fn currencies_is_vatcomplys_table_and_searchable() {
     let a = agent();
     let (status, _, text) = get(&a, &s, "/currencies");
     assert_eq!(status, 200);
-    assert_eq!(text, rates::CURRENCIES_JSON, "the table as it is, order included");
-    let table: Value = serde_json::from_str(rates::CURRENCIES_JSON).unwrap();
+    assert_eq!(text, rates_core::CURRENCIES_JSON, "the table as it is, order included");
+    let table: Value = serde_json::from_str(rates_core::CURRENCIES_JSON).unwrap();
     let table = table.as_object().unwrap();
     assert_eq!(table.len(), 33);
     // ?search keeps the entries whose code or name has the text, in any case.

@@ -115,7 +115,8 @@ fn jitter_and_latency_apply_and_the_server_stops() {
 
 #[test]
 fn bad_options_are_refused() {
-    let bad = rates_server::spawn(rates::Dataset::embedded(), ServerOptions { fail_rate: 1.5, ..Default::default() });
+    let bad =
+        rates_server::spawn(rates_core::Dataset::embedded(), ServerOptions { fail_rate: 1.5, ..Default::default() });
     assert!(bad.is_err_and(|e| e.to_string().contains("'1.5'")));
     // A rate limit of burst 0 cannot even be given to a server.
     assert!(Quota::new(1.0, 0).is_err());
@@ -199,7 +200,7 @@ fn at_capacity_requests_queue_and_all_are_answered() {
 #[test]
 fn a_capacity_of_zero_is_refused() {
     let bad =
-        rates_server::spawn(rates::Dataset::embedded(), ServerOptions { capacity: Some(0), ..Default::default() });
+        rates_server::spawn(rates_core::Dataset::embedded(), ServerOptions { capacity: Some(0), ..Default::default() });
     assert!(bad.is_err_and(|e| e.to_string() == "invalid capacity '0': a number of requests from 1 to 1048576"));
 }
 

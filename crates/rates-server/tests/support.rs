@@ -7,7 +7,7 @@ use rates_server::{RunningServer, ServerOptions, spawn};
 
 /// A server over the embedded dataset with `options`.
 pub fn server(options: ServerOptions) -> RunningServer {
-    spawn(rates::Dataset::embedded(), options).expect("server starts")
+    spawn(rates_core::Dataset::embedded(), options).expect("server starts")
 }
 
 /// A plain HTTP agent that treats error statuses as answers.

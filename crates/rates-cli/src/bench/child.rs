@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rates::{ClientConfig, Currency, Fetcher, Model, RateRequest, RetryPolicy, Workers};
+use rates_core::{ClientConfig, Currency, Fetcher, Model, RateRequest, RetryPolicy, Workers};
 use serde::{Deserialize, Serialize};
 
 use super::cpu::CpuJob;
@@ -37,7 +37,7 @@ pub(super) struct Spec {
     pub(super) timeout_s: f64,
     pub(super) rounds: u64,
     /// Write the run's trace here (the I/O workload), under a process
-    /// named after the model (see `rates::trace`).
+    /// named after the model (see `rates_core::trace`).
     #[serde(default)]
     pub(super) trace: Option<std::path::PathBuf>,
 }
@@ -114,7 +114,7 @@ fn peak_from_status(status: &str) -> Option<u64> {
 /// The requests of the I/O workload: the chapter's bases in turn, with the
 /// chapter's symbols, for the latest day.
 pub(super) fn io_requests(items: usize) -> Vec<RateRequest> {
-    let bases = Currency::parse_list(rates::CHAPTER_CURRENCIES).unwrap_or_default();
+    let bases = Currency::parse_list(rates_core::CHAPTER_CURRENCIES).unwrap_or_default();
     (0..items).map(|i| RateRequest { base: bases[i % bases.len()], symbols: bases.clone(), date: None }).collect()
 }
 
@@ -133,20 +133,21 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(_) => On::Queue(std::env::var(crate::queue_url::ENV).map_err(|_| {
             Usage(format!("bench-run: a queue run needs the queue's URL in {}", crate::queue_url::ENV))
         })?),
-        None => On::Model(spec.model.parse().map_err(|e: rates::models::UnknownModel| Usage(e.to_string()))?),
+        None => On::Model(spec.model.parse().map_err(|e: rates_core::models::UnknownModel| Usage(e.to_string()))?),
     };
     let workers = match (&on, spec.auto_workers) {
-        (On::Model(model), true) => Workers::Bounded(rates::models::auto_pool_size(*model)),
+        (On::Model(model), true) => Workers::Bounded(rates_core::models::auto_pool_size(*model)),
         _ => spec.workers.map_or(Workers::Unlimited, Workers::Bounded),
     };
     let pool_size = workers.for_items(spec.items);
-    let auto = rates::models::AutoLimits::new(spec.auto_rate, spec.auto_workers.then_some(pool_size));
+    let auto = rates_core::models::AutoLimits::new(spec.auto_rate, spec.auto_workers.then_some(pool_size));
 
     // Set up outside the measurement: the trace, the fetcher, its clients,
     // the requests.
     let trace = match (&spec.trace, spec.workload) {
         (Some(path), Workload::Io) => Some(
-            rates::Trace::create(path, &spec.model).map_err(|e| Usage(format!("--trace {}: {e}", path.display())))?,
+            rates_core::Trace::create(path, &spec.model)
+                .map_err(|e| Usage(format!("--trace {}: {e}", path.display())))?,
         ),
         _ => None,
     };
@@ -178,7 +179,7 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let results: Vec<Result<(), String>> = match &prepared {
         Some((fetcher, requests)) => match &on {
             On::Queue(url) => crate::queue::run(url, &**fetcher, requests, workers)?,
-            On::Model(model) => rates::models::run(*model, fetcher, requests, workers),
+            On::Model(model) => rates_core::models::run(*model, fetcher, requests, workers),
         }
         .into_iter()
         .zip(requests)
@@ -189,7 +190,7 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
             let job = Arc::new(CpuJob { rounds: spec.rounds });
             match &on {
                 On::Queue(url) => crate::queue::run(url, &*job, &seeds, workers)?,
-                On::Model(model) => rates::models::run(*model, &job, &seeds, workers),
+                On::Model(model) => rates_core::models::run(*model, &job, &seeds, workers),
             }
             .into_iter()
             .map(|r| r.map(drop))

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use concur::{Pool, Task};
-use rates::models::{Job, Workers};
+use rates_core::models::{Job, Workers};
 use serde::{Deserialize, Serialize};
 
 /// One item of the CPU workload: `rounds` rounds of the SplitMix64 mixer
@@ -106,7 +106,7 @@ impl Job for CpuJob {
 mod tests {
     use std::sync::Arc;
 
-    use rates::{Model, Workers};
+    use rates_core::{Model, Workers};
 
     use super::*;
 
@@ -119,7 +119,7 @@ mod tests {
                 continue;
             }
             let seeds: Vec<u64> = (0..7).collect();
-            let got = rates::models::run(model, &Arc::new(CpuJob { rounds: 1000 }), &seeds, Workers::Bounded(3));
+            let got = rates_core::models::run(model, &Arc::new(CpuJob { rounds: 1000 }), &seeds, Workers::Bounded(3));
             assert_eq!(got, want, "{model}");
         }
     }

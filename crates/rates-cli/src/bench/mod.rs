@@ -75,7 +75,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use rates::{Model, Workers};
+use rates_core::{Model, Workers};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Defaults, RunConfig, Target};
@@ -166,7 +166,7 @@ fn parse_models(s: &str) -> Result<Vec<Model>, Usage> {
     }
     let mut models = Vec::new();
     for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let m: Model = name.parse().map_err(|e: rates::models::UnknownModel| Usage(format!("--models: {e}")))?;
+        let m: Model = name.parse().map_err(|e: rates_core::models::UnknownModel| Usage(format!("--models: {e}")))?;
         if !models.contains(&m) {
             models.push(m);
         }
@@ -298,7 +298,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut any_failed = false;
     for Row { name, model, auto_workers, auto_rate } in rows {
         let c = match auto_workers {
-            true => concurrency(model, n, Workers::Bounded(rates::models::auto_pool_size(model))),
+            true => concurrency(model, n, Workers::Bounded(rates_core::models::auto_pool_size(model))),
             false => concurrency(model, n, fixed_workers),
         };
         let mut report = ModelReport { model: name.clone(), concurrency: c, skipped: None, summary: None };
@@ -424,10 +424,10 @@ fn io_bound(limit: Option<(f64, u32)>, latency: Option<f64>, n: usize, c: usize)
 /// How long one request to `api` takes when nothing else runs: the fastest
 /// of a few, one after another on one kept-alive connection, after one to
 /// open it. `None` if the API does not answer.
-fn probe_latency(api: &str, config: rates::ClientConfig) -> Option<f64> {
+fn probe_latency(api: &str, config: rates_core::ClientConfig) -> Option<f64> {
     const PROBES: usize = 5;
-    let client = rates::BlockingClient::new(api, config).ok()?;
-    let req = rates::RateRequest { base: rates::Currency::EUR, symbols: vec![], date: None };
+    let client = rates_core::BlockingClient::new(api, config).ok()?;
+    let req = rates_core::RateRequest { base: rates_core::Currency::EUR, symbols: vec![], date: None };
     client.fetch(&req).ok()?;
     (0..PROBES)
         .filter_map(|_| {

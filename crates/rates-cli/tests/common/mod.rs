@@ -7,7 +7,7 @@ use std::time::Duration;
 use assert_cmd::Command;
 
 /// Every model, in the chapter's order. Written out, not
-/// taken from `rates::Model::ALL`, so a model lost there fails the tests.
+/// taken from `rates_core::Model::ALL`, so a model lost there fails the tests.
 pub const MODELS: [&str; 8] = [
     "sync",
     "thread-per-item",
@@ -271,7 +271,7 @@ impl Stub {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicU64, Ordering};
         let shared =
-            rates_server::Shared::new(rates::Dataset::embedded(), rates_server::ServerOptions::default()).unwrap();
+            rates_server::Shared::new(rates_core::Dataset::embedded(), rates_server::ServerOptions::default()).unwrap();
         let (rates, asked) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (seen_rates, seen_currencies) = (Arc::clone(&rates), Arc::clone(&asked));
         let app = rates_server::router(shared).layer(axum::middleware::from_fn(

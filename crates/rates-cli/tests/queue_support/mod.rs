@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use concur_redis::Keys;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use rates::Dataset;
+use rates_core::Dataset;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -381,7 +381,7 @@ impl History {
 
 /// The business days from FROM to `to` (2024: no holidays in January).
 pub fn days(to: &str) -> Vec<String> {
-    let (from, to) = (rates::parse_date(FROM).unwrap(), rates::parse_date(to).unwrap());
+    let (from, to) = (rates_core::parse_date(FROM).unwrap(), rates_core::parse_date(to).unwrap());
     Dataset::embedded().days().iter().filter(|d| (from..=to).contains(d)).map(ToString::to_string).collect()
 }
 

@@ -43,7 +43,7 @@ fn start_with(
     queue: Vec<io::Result<DuplexStream>>,
     options: crate::ServerOptions,
 ) -> (Arc<Shared>, Arc<AtomicU64>, tokio::sync::oneshot::Sender<()>) {
-    let shared = Shared::new(rates::Dataset::embedded(), options).unwrap();
+    let shared = Shared::new(rates_core::Dataset::embedded(), options).unwrap();
     let calls = Arc::new(AtomicU64::new(0));
     let listener = FakeListener { queue: queue.into(), calls: Arc::clone(&calls) };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -294,7 +294,7 @@ async fn stopping_closes_waiting_connections_and_finishes_answers() {
     let (mut busy, s1) = tokio::io::duplex(64 * 1024);
     let (mut silent, s2) = tokio::io::duplex(1024);
     let options = crate::ServerOptions { latency: Duration::from_secs(2), timer: Timer::Runtime, ..Default::default() };
-    let shared = Shared::new(rates::Dataset::embedded(), options).unwrap();
+    let shared = Shared::new(rates_core::Dataset::embedded(), options).unwrap();
     let listener = FakeListener { queue: vec![Ok(s1), Ok(s2)].into(), calls: Arc::default() };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server =
@@ -412,7 +412,7 @@ async fn a_client_that_follows_the_advertised_policy_gets_no_429() {
             let answer = read_answer(&mut client).await;
             assert!(answer.starts_with("HTTP/1.1 200 OK"), "{rate}/s burst {burst}: {answer}");
             // The client's own parser reads the policy; it never changes.
-            let info = rates::RateLimitInfo::from_headers(|name| header(&answer, name)).expect("headers");
+            let info = rates_core::RateLimitInfo::from_headers(|name| header(&answer, name)).expect("headers");
             assert_eq!(*policy.get_or_insert((info.limit, info.window)), (info.limit, info.window));
             // One request every window/limit: rate = limit / window.
             tokio::time::sleep(info.window / info.limit).await;

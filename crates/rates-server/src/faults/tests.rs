@@ -198,7 +198,7 @@ fn the_optional_headers_of_a_served_and_a_refused_answer() {
 #[tokio::test(start_paused = true)]
 async fn a_latency_past_the_end_of_the_clock_waits_instead_of_panicking() {
     let options = crate::ServerOptions { latency: Duration::MAX, ..Default::default() };
-    let shared = crate::Shared::new(rates::Dataset::embedded(), options).expect("options");
+    let shared = crate::Shared::new(rates_core::Dataset::embedded(), options).expect("options");
     let req = Request::builder().uri("/rates").body(axum::body::Body::empty()).expect("request");
     let answer = inject(&shared, None, req, |_| async { Response::default() });
     assert!(tokio::time::timeout(Duration::from_secs(3600), answer).await.is_err(), "still waiting an hour on");

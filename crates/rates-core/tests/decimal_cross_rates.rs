@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rates::{Currency, Dataset, SUPPORTED, is_supported};
+use rates_core::{Currency, Dataset, SUPPORTED, is_supported};
 
 /// Python takes about 10 s on a loaded two-core machine; beyond this it is stuck.
 const PYTHON_LIMIT: Duration = Duration::from_secs(120);
@@ -54,7 +54,7 @@ fn every_cross_rate_matches_pythons_decimal() {
     let mut lines = python.lines();
     let (mut days, mut compared, mut differ, mut first) = (0, 0usize, 0usize, Vec::new());
     while let Some(date) = lines.next() {
-        let day = rates::parse_date(date).unwrap_or_else(|e| panic!("python printed {date:?}: {e}"));
+        let day = rates_core::parse_date(date).unwrap_or_else(|e| panic!("python printed {date:?}: {e}"));
         days += 1;
         for base in SUPPORTED {
             let row = lines.next().unwrap_or_else(|| panic!("{date}: python's output ends early"));

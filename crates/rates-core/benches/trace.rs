@@ -5,7 +5,7 @@
 //! `cargo bench -p rates --bench trace`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use rates::trace::{self, Trace};
+use rates_core::trace::{self, Trace};
 
 /// One item of one attempt, as the fetch job writes it.
 fn one_request(trace: &Trace, track: trace::Track) {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate, Weekday};
 use criterion::{Criterion, criterion_group, criterion_main};
-use rates::store::{Query, Store, Stored, unix_now};
-use rates::{Currency, Dataset, Rates};
+use rates_core::store::{Query, Store, Stored, unix_now};
+use rates_core::{Currency, Dataset, Rates};
 
 /// The answers of a 25-year history of USD in two symbols, as the API
 /// gives them: one per business day of the embedded data.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::Cancel;
+use concur::CancelToken;
 
 /// Waits a server asks for that are longer than this are said on stderr
 /// (a warning), not only with `-v`: a run that sits still for them must
@@ -65,7 +65,7 @@ impl Pause {
 
     /// Blocks until the pause is over (a pause extended meanwhile is
     /// waited for too); `false` if `cancel` was cancelled first.
-    pub(crate) fn wait(&self, cancel: &Cancel) -> bool {
+    pub(crate) fn wait(&self, cancel: &CancelToken) -> bool {
         loop {
             let left = self.remaining();
             if left.is_zero() {
@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn a_blocking_wait_ends_with_the_pause_or_a_cancel() {
         let pause = Pause::default();
-        let cancel = Cancel::new();
+        let cancel = CancelToken::new();
         assert!(pause.wait(&cancel));
         pause.hold(Duration::from_millis(30));
         assert!(pause.wait(&cancel));

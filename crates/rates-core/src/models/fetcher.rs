@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use concur::adaptive::{AdaptiveConcurrency, AdaptiveRate};
-use concur::{Pool, Throttle};
+use concur::{CancelToken, Pool, Throttle};
 
 use super::fetch_once::{FetchOnce, FetchStamped};
 use super::pause::Pause;
@@ -17,7 +17,7 @@ use super::traced::{Stamp, Traced, timed, timed_async};
 use super::{Job, Workers};
 use crate::Trace;
 use crate::{
-    AsyncClient, BadUrl, BlockingClient, Cancel, ClientConfig, FetchError, RateRequest, Rates, Reply, RetryPolicy,
+    AsyncClient, BadUrl, BlockingClient, ClientConfig, FetchError, RateRequest, Rates, Reply, RetryPolicy,
     retry::Failure,
 };
 
@@ -43,7 +43,7 @@ pub struct Fetcher {
     pause: Pause,
     concurrency: Option<Arc<AdaptiveConcurrency>>,
     latency: Option<LatencySink>,
-    cancel: Cancel,
+    cancel: CancelToken,
     progress: Option<Progress>,
     worker_program: Option<std::path::PathBuf>,
     stack_size: Option<usize>,
@@ -67,7 +67,7 @@ pub const REQUEST_STACK: usize = 256 * 1024;
 /// contract: in any window `w`, at most `burst + rate·w` grants.
 pub trait SharedLimit: Send + Sync {
     /// Blocks until a grant; `Err` if `cancel` was cancelled first.
-    fn acquire_cancellable(&self, cancel: &Cancel) -> Result<(), concur::Cancelled>;
+    fn acquire_cancellable(&self, cancel: &CancelToken) -> Result<(), concur::Cancelled>;
 }
 
 /// Called with the time each answered attempt took, from its request to
@@ -104,7 +104,7 @@ impl Fetcher {
             pause: Pause::default(),
             concurrency: None,
             latency: None,
-            cancel: Cancel::new(),
+            cancel: CancelToken::new(),
             progress: None,
             worker_program: None,
             stack_size: Some(REQUEST_STACK),
@@ -207,7 +207,7 @@ impl Fetcher {
     }
 
     /// The flag that cancels this fetcher's runs.
-    pub fn cancel(&self) -> &Cancel {
+    pub fn cancel(&self) -> &CancelToken {
         &self.cancel
     }
 
@@ -460,7 +460,7 @@ impl Job for Fetcher {
         Err(Failure { error: FetchError::Cancelled, attempts: 0 })
     }
 
-    fn cancel(&self) -> Option<&Cancel> {
+    fn cancel(&self) -> Option<&CancelToken> {
         Some(&self.cancel)
     }
 

@@ -64,7 +64,7 @@ impl RateLimitInfo {
     /// are malformed.
     ///
     /// ```
-    /// use rates::RateLimitInfo;
+    /// use rates_core::RateLimitInfo;
     ///
     /// let headers = [("ratelimit-policy", "\"default\";q=5;w=1"), ("ratelimit", "\"default\";r=4;t=1")];
     /// let info = RateLimitInfo::from_headers(|name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v));

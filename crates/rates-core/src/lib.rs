@@ -3,12 +3,12 @@
 //! models and the presentation of results.
 //!
 //! ```
-//! use rates::{Currency, Dataset};
+//! use rates_core::{Currency, Dataset};
 //!
 //! let ds = Dataset::embedded();
 //! let usd: Currency = "USD".parse().unwrap();
 //! let pln: Currency = "pln".parse().unwrap();
-//! let day = rates::parse_date("2018-10-12").unwrap();
+//! let day = rates_core::parse_date("2018-10-12").unwrap();
 //! let r = ds.rates(usd, &[pln], Some(day)).unwrap();
 //! assert_eq!(r.rates[&pln], 3.709694);
 //! ```
@@ -35,9 +35,6 @@ pub use client::{
     AsyncClient, AsyncClientError, BadUrl, BlockingClient, ClientConfig, FetchError, PUBLIC_API, RateLimitInfo, Reply,
     parse_api_url,
 };
-/// The flag that stops a run, by the name the models give it: a
-/// [`concur::CancelToken`]. Ctrl-C sets it.
-pub use concur::CancelToken as Cancel;
 pub use currency::{Currency, InvalidCurrency};
 pub use dataset::{Dataset, DatasetError, RatesError, round6};
 pub use models::{Fetcher, Model, Outcome, Progress, Workers};

@@ -4,7 +4,7 @@
 //! `cargo bench -p rates --bench dataset`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use rates::{Currency, Dataset};
+use rates_core::{Currency, Dataset};
 
 fn dataset(c: &mut Criterion) {
     c.bench_function("parse_embedded", |b| b.iter(|| Dataset::parse_embedded().expect("parses")));

@@ -17,7 +17,7 @@
 //!
 //! Errors travel back as values (the chapter's error-handling listing): every
 //! item ends as exactly one output, whatever a worker does. A job's
-//! [`Cancel`] stops a run: no new item starts, and the items not done come
+//! [`CancelToken`] stops a run: no new item starts, and the items not done come
 //! back as the job's cancelled output. The fetch job is [`Fetcher`]
 //! (`fetcher.rs`): throttle, retries and progress around each request.
 
@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use concur::Pool;
 
-use crate::Cancel;
+use concur::CancelToken;
 
 /// The work one item does, whatever model runs it. The models own the
 /// concurrency (threads, processes, a runtime); a job only says how one item
@@ -92,7 +92,7 @@ pub trait Job: Send + Sync + 'static {
     fn cancelled(&self) -> Self::Output;
 
     /// The flag that cancels this job's runs, if it can be cancelled.
-    fn cancel(&self) -> Option<&Cancel> {
+    fn cancel(&self) -> Option<&CancelToken> {
         None
     }
 
