@@ -205,7 +205,7 @@ mod tests {
         let e = fetch(&["--rate", "auto", "--queue", "redis://127.0.0.1:6379/0"]).expect_err("auto on a queue");
         assert!(e.0.starts_with("--rate auto:"), "{e}");
         let c = fetch(&["--queue", "redis://127.0.0.1:6379/0", "--workers", "3"]).expect("valid");
-        assert_eq!(c.workers, WorkersArg::Fixed(rates_core::Workers::Bounded(3)));
+        assert_eq!(c.workers, WorkersArg::Fixed(rates_core::Workers::bounded(3).expect("not zero")));
         let e = fetch(&["--queue", "redis://127.0.0.1:6379/0", "--workers", "auto"]).expect_err("auto on a queue");
         assert!(e.0.starts_with("--workers auto:"), "{e}");
     }

@@ -102,9 +102,9 @@ pub fn workers(s: &str) -> Result<WorkersArg, String> {
     match s.trim() {
         "unlimited" => Ok(WorkersArg::Fixed(rates_core::Workers::Unlimited)),
         "auto" => Ok(WorkersArg::Auto),
-        t => match t.parse::<usize>() {
-            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(WorkersArg::Fixed(rates_core::Workers::Bounded(n))),
-            _ => Err(format!(
+        t => match t.parse::<usize>().ok().filter(|n| *n <= MAX_WORKERS).and_then(rates_core::Workers::bounded) {
+            Some(w) => Ok(WorkersArg::Fixed(w)),
+            None => Err(format!(
                 "invalid worker count '{s}': expected a number from 1 to {MAX_WORKERS}, unlimited, or auto"
             )),
         },
@@ -147,13 +147,16 @@ mod tests {
 
     #[test]
     fn worker_counts() {
-        assert_eq!(workers("8"), Ok(WorkersArg::Fixed(rates_core::Workers::Bounded(8))));
+        assert_eq!(workers("8"), Ok(WorkersArg::Fixed(rates_core::Workers::bounded(8).expect("not zero"))));
         assert_eq!(workers("unlimited"), Ok(WorkersArg::Fixed(rates_core::Workers::Unlimited)));
         assert_eq!(workers("auto"), Ok(WorkersArg::Auto));
         assert!(workers("-1").is_err_and(|e| e.contains("'-1'")));
         // Zero workers is an error, as in every pool; `unlimited` says all.
         assert!(workers("0").is_err_and(|e| e.contains("'0'") && e.contains("unlimited")));
-        assert_eq!(workers("100000"), Ok(WorkersArg::Fixed(rates_core::Workers::Bounded(MAX_WORKERS))));
+        assert_eq!(
+            workers("100000"),
+            Ok(WorkersArg::Fixed(rates_core::Workers::bounded(MAX_WORKERS).expect("not zero")))
+        );
         assert!(workers("100001").is_err());
         assert_eq!(concurrency("8").map(NonZeroUsize::get), Ok(8));
         for bad in ["0", "-1", "x"] {

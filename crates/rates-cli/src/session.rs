@@ -241,7 +241,7 @@ impl Session {
             WorkersArg::Fixed(w) => (w, None),
             WorkersArg::Auto => {
                 let most = auto_pool_size(model);
-                (Workers::Bounded(most), Some(most))
+                (Workers::Bounded(most), Some(most.get()))
             }
         };
         let auto = AutoLimits::new(self.auto_rate, auto_workers);

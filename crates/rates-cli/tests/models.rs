@@ -29,7 +29,7 @@ fn fetcher(s: &RunningServer, retry: RetryPolicy, throttle: Option<concur::Throt
 }
 
 fn run(model: Model, f: &Arc<Fetcher>, reqs: &[RateRequest], workers: usize) -> Vec<rates_core::Outcome> {
-    rates_core::models::run(model, f, reqs, Workers::Bounded(workers))
+    rates_core::models::run(model, f, reqs, Workers::bounded(workers).expect("not zero"))
 }
 
 fn latency(ms: u64) -> ServerOptions {

@@ -24,7 +24,7 @@ pub(super) struct Spec {
     pub(super) workload: Workload,
     pub(super) items: usize,
     /// `None`: as many as there are items.
-    pub(super) workers: Option<usize>,
+    pub(super) workers: Option<std::num::NonZeroUsize>,
     /// `--workers auto`: `workers` is ignored, the model's pool is the
     /// most the limit may learn.
     pub(super) auto_workers: bool,

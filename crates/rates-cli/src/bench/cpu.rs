@@ -119,7 +119,12 @@ mod tests {
                 continue;
             }
             let seeds: Vec<u64> = (0..7).collect();
-            let got = rates_core::models::run(model, &Arc::new(CpuJob { rounds: 1000 }), &seeds, Workers::Bounded(3));
+            let got = rates_core::models::run(
+                model,
+                &Arc::new(CpuJob { rounds: 1000 }),
+                &seeds,
+                Workers::bounded(3).expect("not zero"),
+            );
             assert_eq!(got, want, "{model}");
         }
     }

@@ -264,7 +264,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         parse::WorkersArg::Auto => Workers::Unlimited,
     };
     let workers = match fixed_workers {
-        Workers::Bounded(w) => Some(w.max(1)),
+        Workers::Bounded(w) => Some(w),
         Workers::Unlimited => None,
     };
     // The rate limit in play (the client's own, or the embedded server's):
@@ -369,7 +369,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             kind: args.workload,
             items: n,
             repeat: args.repeat,
-            workers,
+            workers: workers.map(std::num::NonZeroUsize::get),
             cores,
             api: args.client.api.clone(),
             latency_s: latency,
@@ -458,9 +458,9 @@ mod tests {
     #[test]
     fn bounds() {
         assert_eq!(cpu_bound(10, 4, 0.5), Some(1.5));
-        assert_eq!(concurrency(Model::Sync, 10, Workers::Bounded(4)), 1);
-        assert_eq!(concurrency(Model::ThreadPerItem, 10, Workers::Bounded(4)), 10);
-        assert_eq!(concurrency(Model::ThreadPool, 3, Workers::Bounded(4)), 3);
+        assert_eq!(concurrency(Model::Sync, 10, Workers::bounded(4).expect("not zero")), 1);
+        assert_eq!(concurrency(Model::ThreadPerItem, 10, Workers::bounded(4).expect("not zero")), 10);
+        assert_eq!(concurrency(Model::ThreadPool, 3, Workers::bounded(4).expect("not zero")), 3);
         // 10 requests, 2 at once, 50 ms each: 5 waves.
         assert_eq!(io_bound(None, Some(0.05), 10, 2), Some(0.25));
         // At 5/s with 5 at once, the last of 105 leaves 20 s in.

@@ -25,8 +25,7 @@ pub(super) fn tasks<J: Job>(job: &Arc<J>, items: &[J::Item], workers: Workers) -
     // Waiting tasks, a bounded number at a time, share one thread: half
     // the CPU per request of a thread per core, with no hand-offs between
     // threads. Computing tasks need the cores, and so does a storm of
-    // connections opened at once (2,000 at 50 ms: 130 ms with both cores,
-    // 140 with one).
+    // connections opened at once, whose connects and reads then overlap.
     let cores = job.computes() || workers == Workers::Unlimited;
     let rt = match runtime(cores) {
         Ok(rt) => rt,
@@ -34,7 +33,7 @@ pub(super) fn tasks<J: Job>(job: &Arc<J>, items: &[J::Item], workers: Workers) -
     };
     rt.block_on(async {
         let limit = match workers {
-            Workers::Bounded(n) => Some(Arc::new(Semaphore::new(n.max(1)))),
+            Workers::Bounded(n) => Some(Arc::new(Semaphore::new(n.get()))),
             Workers::Unlimited => None,
         };
         let shared = match job.shared(workers) {
@@ -178,13 +177,14 @@ mod tests {
     fn tasks_that_wait_share_one_thread() {
         let job = Arc::new(WhereRun { computes: false });
         let items: Vec<u64> = (0..64).map(|i| i % 4).collect();
-        let threads: HashSet<ThreadId> = tasks(&job, &items, Workers::Bounded(16)).into_iter().collect();
+        let threads: HashSet<ThreadId> =
+            tasks(&job, &items, Workers::bounded(16).expect("not zero")).into_iter().collect();
         assert_eq!(threads.len(), 1, "{threads:?}");
     }
 
     #[test]
     fn tasks_that_compute_or_are_unlimited_run_beside_the_caller() {
-        for (computes, workers) in [(true, Workers::Bounded(2)), (false, Workers::Unlimited)] {
+        for (computes, workers) in [(true, Workers::bounded(2).expect("not zero")), (false, Workers::Unlimited)] {
             let job = Arc::new(WhereRun { computes });
             let threads: HashSet<ThreadId> = tasks(&job, &[0, 1, 2], workers).into_iter().collect();
             // A runtime's worker threads, never the thread that waits for them.

@@ -95,11 +95,12 @@ pub fn server_rate() -> RateConfig {
 /// The most requests in flight `--workers auto` may learn: the size of
 /// the pool the model starts. Threads are cheap; every worker process is
 /// a whole program with its own connections.
-pub fn auto_pool_size(model: Model) -> usize {
+pub const fn auto_pool_size(model: Model) -> std::num::NonZeroUsize {
     match model {
-        Model::ProcessPool => 32,
-        _ => 256,
+        Model::ProcessPool => std::num::NonZeroUsize::new(32),
+        _ => std::num::NonZeroUsize::new(256),
     }
+    .expect("a pool size above zero")
 }
 
 pub(super) fn log_rate_change(c: &RateChange) {

@@ -37,6 +37,7 @@ pub use traced::Stamp;
 
 use std::fmt;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -196,17 +197,26 @@ impl FromStr for Model {
 /// How many requests a model may have in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workers {
-    /// At most this many (at least 1).
-    Bounded(usize),
+    /// At most this many: zero cannot be asked for, as the pools refuse
+    /// zero workers.
+    Bounded(NonZeroUsize),
     /// As many as there are items (the chapter's `gather`).
     Unlimited,
 }
 
 impl Workers {
+    /// At most `n`; `None` for zero.
+    pub const fn bounded(n: usize) -> Option<Workers> {
+        match NonZeroUsize::new(n) {
+            Some(n) => Some(Workers::Bounded(n)),
+            None => None,
+        }
+    }
+
     /// The bound for `items` items.
     pub fn for_items(self, items: usize) -> usize {
         match self {
-            Workers::Bounded(n) => n.clamp(1, items.max(1)),
+            Workers::Bounded(n) => n.get().min(items.max(1)),
             Workers::Unlimited => items.max(1),
         }
     }
@@ -316,12 +326,12 @@ mod tests {
         let threaded =
             [Model::ThreadPerItem, Model::ThreadPool, Model::TwoWayQueues, Model::DummyPool, Model::AsyncExecutor];
         for model in threaded {
-            let sizes = run(model, &Arc::new(Stacked(Some(asked))), &[(); 4], Workers::Bounded(2));
+            let sizes = run(model, &Arc::new(Stacked(Some(asked))), &[(); 4], Workers::bounded(2).expect("not zero"));
             // The platform adds room for thread-local storage and rounds up
             // to a page.
             assert!(sizes.iter().all(|s| (asked..asked + 64 * 1024).contains(s)), "{model:?}: {sizes:?}");
             // Without one, the platform's default: 2 MiB.
-            let sizes = run(model, &Arc::new(Stacked(None)), &[(); 4], Workers::Bounded(2));
+            let sizes = run(model, &Arc::new(Stacked(None)), &[(); 4], Workers::bounded(2).expect("not zero"));
             assert!(sizes.iter().all(|&s| s >= 2 * 1024 * 1024), "{model:?}: {sizes:?}");
         }
     }
@@ -335,9 +345,9 @@ mod tests {
 
     #[test]
     fn worker_bounds() {
-        assert_eq!(Workers::Bounded(4).for_items(40), 4);
-        assert_eq!(Workers::Bounded(8).for_items(3), 3);
-        assert_eq!(Workers::Bounded(0).for_items(3), 1);
+        assert_eq!(Workers::bounded(4).expect("not zero").for_items(40), 4);
+        assert_eq!(Workers::bounded(8).expect("not zero").for_items(3), 3);
+        assert_eq!(Workers::bounded(0), None, "zero workers cannot be asked for");
         assert_eq!(Workers::Unlimited.for_items(100), 100);
         assert_eq!(Workers::Unlimited.for_items(0), 1);
     }
