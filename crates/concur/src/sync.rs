@@ -40,6 +40,17 @@ pub fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a
     condvar.wait(guard).unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Waits on `condvar` with `guard` while `condition` holds, as
+/// [`Condvar::wait_while`], and takes the lock back whether or not it was
+/// poisoned meanwhile.
+pub fn wait_while<'a, T>(
+    condvar: &Condvar,
+    guard: MutexGuard<'a, T>,
+    condition: impl FnMut(&mut T) -> bool,
+) -> MutexGuard<'a, T> {
+    condvar.wait_while(guard, condition).unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Waits on `condvar` with `guard` for at most `timeout`, as
 /// [`Condvar::wait_timeout`], and takes the lock back whether or not it
 /// was poisoned meanwhile.

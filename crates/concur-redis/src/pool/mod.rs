@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -314,11 +314,7 @@ impl RedisPool {
     /// [`close`](Self::close) first, or others may keep adding work).
     pub fn join(&self) {
         let state = lock(&self.shared.state);
-        let _done = self
-            .shared
-            .changed
-            .wait_while(state, |s| !s.waiting.is_empty() && !s.stopping)
-            .unwrap_or_else(PoisonError::into_inner);
+        let _done = concur::sync::wait_while(&self.shared.changed, state, |s| !s.waiting.is_empty() && !s.stopping);
     }
 
     fn imap_unordered_tasks<T: Task>(&self, items: impl IntoIterator<Item = T>) -> ImapUnordered<T::Output> {

@@ -166,9 +166,9 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
             let sink = Arc::clone(&latencies);
             let fetcher =
                 Fetcher::new(api, config)?.with_retry(retry).with_throttle(throttle).with_trace(trace.clone());
-            let fetcher = auto.apply(fetcher).with_latency_sink(Arc::new(move |d: Duration| {
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(d.as_secs_f64())
-            }));
+            let fetcher = auto
+                .apply(fetcher)
+                .with_latency_sink(Arc::new(move |d: Duration| concur::sync::lock(&sink).push(d.as_secs_f64())));
             Some((Arc::new(fetcher), io_requests(spec.items)))
         }
         Workload::Cpu => None,
@@ -223,7 +223,7 @@ pub(crate) fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// The `q` quantile (nearest rank) of the latencies recorded.
 fn percentile(latencies: &std::sync::Mutex<Vec<f64>>, q: f64) -> Option<f64> {
-    let mut v = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut v = concur::sync::lock(latencies).clone();
     v.sort_by(f64::total_cmp);
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1));
     v.get(rank - 1).copied()

@@ -160,7 +160,7 @@ const CLIENT_CACHE: usize = 16;
 fn client(api: &str, config: ClientConfig) -> Result<BlockingClient, FetchError> {
     static CLIENTS: OnceLock<Mutex<std::collections::VecDeque<(String, BlockingClient)>>> = OnceLock::new();
     let key = format!("{api} {config:?}");
-    let mut clients = CLIENTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut clients = concur::sync::lock(CLIENTS.get_or_init(Default::default));
     if let Some(at) = clients.iter().position(|(k, _)| *k == key) {
         let hit = clients.remove(at).map(|(_, c)| c);
         if let Some(c) = hit {

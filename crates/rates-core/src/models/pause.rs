@@ -5,12 +5,12 @@
 //! request until then. Without it the other workers keep sending into the
 //! same empty bucket, each earning a 429 of its own.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use concur::CancelToken;
+use concur::sync::lock;
+use tokio::time::Instant;
 
 /// Waits a server asks for that are longer than this are said on stderr
 /// (a warning), not only with `-v`: a run that sits still for them must
@@ -43,7 +43,7 @@ impl Pause {
     pub(crate) fn hold(&self, after: Duration) {
         let now = Instant::now();
         let Some(until) = now.checked_add(after) else { return };
-        let mut held = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = lock(&self.until);
         if held.is_some_and(|h| h >= until) {
             return;
         }
@@ -59,7 +59,7 @@ impl Pause {
 
     /// How long from now the run is paused; zero when it is not.
     fn remaining(&self) -> Duration {
-        let held = *self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = *lock(&self.until);
         held.map_or(Duration::ZERO, |until| until.saturating_duration_since(Instant::now()))
     }
 

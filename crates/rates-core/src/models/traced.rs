@@ -24,14 +24,15 @@ pub struct Stamp {
     pub end: u64,
 }
 
-/// The item of a span: the day asked for, else the base.
+/// The item of a span: the base, and the day if one was asked for, so a
+/// history's days and a dated fetch's bases are told apart alike.
 #[derive(Clone, Copy)]
 pub(super) struct Item<'a>(pub(super) Option<&'a RateRequest>);
 
 impl fmt::Display for Item<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Some(RateRequest { date: Some(d), .. }) => write!(f, "{d}"),
+            Some(RateRequest { date: Some(d), base, .. }) => write!(f, "{base} {d}"),
             Some(r) => write!(f, "{}", r.base),
             None => f.write_str("?"),
         }
@@ -239,11 +240,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn items_are_days_or_bases_and_reasons_are_short() {
+    fn items_are_bases_and_days_and_reasons_are_short() {
         let mut req = RateRequest { base: crate::Currency::EUR, symbols: vec![], date: None };
         assert_eq!(Item(Some(&req)).to_string(), "EUR");
         req.date = crate::parse_date("2024-01-02").ok();
-        assert_eq!(Item(Some(&req)).to_string(), "2024-01-02");
+        assert_eq!(Item(Some(&req)).to_string(), "EUR 2024-01-02");
         assert_eq!(reason(&FetchError::Timeout("after 10s".into())), "timeout");
         assert_eq!(reason(&FetchError::Transport("x".repeat(500))).chars().count(), 80);
     }
