@@ -123,6 +123,21 @@ fn numbers_are_read_off_thread_names() {
 }
 
 #[test]
+fn the_request_writer_writes_what_fmt_would() {
+    for ns in [0, 5, 999, 1_000, 1_234_567, 10_050, u64::MAX] {
+        let mut buf = Vec::new();
+        Event(&mut buf).micros(ns);
+        assert_eq!(String::from_utf8(buf).expect("UTF-8"), Micros(ns).to_string(), "{ns}");
+    }
+    let mut buf = Vec::new();
+    let mut e = Event(&mut buf);
+    e.raw("[");
+    let name = e.display(&"USD 2024-01-02");
+    e.raw("|").again(name).raw("|").int(-3i64).raw("|").int(u32::MAX);
+    assert_eq!(String::from_utf8(buf).expect("UTF-8"), "[USD 2024-01-02|USD 2024-01-02|-3|4294967295");
+}
+
+#[test]
 fn a_path_that_cannot_be_written_is_an_error() {
     assert!(Trace::create("/nonexistent-folder/t.json", "x").is_err());
 }
