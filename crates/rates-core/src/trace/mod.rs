@@ -21,6 +21,7 @@
 //! and [`read_events`] still read. Memory is flat in the number of events.
 
 mod read;
+mod write;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::{self, Display};
@@ -34,6 +35,7 @@ use std::time::Duration;
 use concur::sync;
 
 pub use read::{ReadError, read_events};
+use write::{Event, Micros};
 
 /// The longest an event waits in the buffer before it is in the file.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -563,54 +565,6 @@ fn write_meta(w: &mut impl Write, what: &str, pid: u32, tid: u32, name: &str) ->
 fn trailing_number(name: &str) -> Option<u32> {
     let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
     name[name.len() - digits..].parse().ok()
-}
-
-/// Nanoseconds written as microseconds, to the nanosecond.
-struct Micros(u64);
-
-/// An event being appended to a buffer, for the events every request
-/// writes: numbers go through `itoa` rather than `fmt`'s machinery, which
-/// was most of their cost.
-struct Event<'a>(&'a mut Vec<u8>);
-
-impl Event<'_> {
-    fn raw(&mut self, s: &str) -> &mut Self {
-        self.0.extend_from_slice(s.as_bytes());
-        self
-    }
-
-    fn int(&mut self, n: impl itoa::Integer) -> &mut Self {
-        self.0.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        self
-    }
-
-    /// Nanoseconds as microseconds with three decimals, as [`Micros`].
-    fn micros(&mut self, ns: u64) -> &mut Self {
-        self.int(ns / 1000);
-        let f = (ns % 1000) as u16;
-        let digits = [b'.', b'0' + (f / 100) as u8, b'0' + (f / 10 % 10) as u8, b'0' + (f % 10) as u8];
-        self.0.extend_from_slice(&digits);
-        self
-    }
-
-    /// Appends `d`, and gives where it went, to be written [`again`](Self::again).
-    fn display(&mut self, d: &dyn Display) -> std::ops::Range<usize> {
-        let from = self.0.len();
-        // Writing to memory cannot fail.
-        let _ = write!(self.0, "{d}");
-        from..self.0.len()
-    }
-
-    fn again(&mut self, written: std::ops::Range<usize>) -> &mut Self {
-        self.0.extend_from_within(written);
-        self
-    }
-}
-
-impl Display for Micros {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
-    }
 }
 
 #[cfg(test)]
