@@ -278,25 +278,16 @@ impl Fetcher {
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
                 }
-                let sent = self.latency.as_ref().map(|_| std::time::Instant::now());
-                let at = traced.map(Traced::send);
+                let sent = self.sending(traced);
                 let (answer, stamp) = attempt();
-                if let (Some(t), Some(at)) = (traced, at) {
-                    t.answered(at, &answer, stamp);
-                }
-                self.observe(sent, &answer);
-                self.learn(permit, &answer);
-                self.trace_limits();
+                self.answered(sent, traced, permit, &answer, stamp);
                 answer.map(|reply| reply.rates)
             },
             |d| {
                 self.cancel.sleep(d);
             },
         );
-        if let Some(t) = traced {
-            t.finish(&outcome);
-        }
-        self.done(outcome)
+        self.done(traced, outcome)
     }
 
     /// Gives the latency sink an answered attempt's time since `sent`.
@@ -306,7 +297,35 @@ impl Fetcher {
         }
     }
 
-    fn done(&self, outcome: Outcome) -> Outcome {
+    /// What an attempt notes as it is sent: the time, for the latency
+    /// sink, and the trace's own stamp.
+    fn sending(&self, traced: Option<&Traced<'_>>) -> (Option<std::time::Instant>, Option<u64>) {
+        (self.latency.as_ref().map(|_| std::time::Instant::now()), traced.map(Traced::send))
+    }
+
+    /// An attempt's answer, told to the trace, the latency sink and the
+    /// adaptive limits, on either path (blocking or async).
+    fn answered(
+        &self,
+        (sent, at): (Option<std::time::Instant>, Option<u64>),
+        traced: Option<&Traced<'_>>,
+        permit: Option<concur::adaptive::Permit<'_, concur::throttle::SystemClock>>,
+        answer: &Result<Reply, FetchError>,
+        stamp: Option<Stamp>,
+    ) {
+        if let (Some(t), Some(at)) = (traced, at) {
+            t.answered(at, answer, stamp);
+        }
+        self.observe(sent, answer);
+        self.learn(permit, answer);
+        self.trace_limits();
+    }
+
+    /// The item is done: its trace is told, then the progress hook.
+    fn done(&self, traced: Option<&Traced<'_>>, outcome: Outcome) -> Outcome {
+        if let Some(t) = traced {
+            t.finish(&outcome);
+        }
         if let Some(p) = &self.progress {
             p(&outcome);
         }
@@ -354,23 +373,14 @@ impl Fetcher {
                 if self.cancel.is_cancelled() {
                     return Err(FetchError::Cancelled);
                 }
-                let sent = self.latency.as_ref().map(|_| std::time::Instant::now());
-                let at = traced.map(Traced::send);
+                let sent = self.sending(traced);
                 let answer = client.fetch_reply(req).await;
-                if let (Some(t), Some(at)) = (traced, at) {
-                    t.answered(at, &answer, None);
-                }
-                self.observe(sent, &answer);
-                self.learn(permit, &answer);
-                self.trace_limits();
+                self.answered(sent, traced, permit, &answer, None);
                 answer.map(|reply| reply.rates)
             })
             .instrument(span(req))
             .await;
-        if let Some(t) = traced {
-            t.finish(&outcome);
-        }
-        self.done(outcome)
+        self.done(traced, outcome)
     }
 }
 
