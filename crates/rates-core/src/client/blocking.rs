@@ -1,5 +1,11 @@
-//! [`BlockingClient`]: the rates API over ureq, one agent (and so one
-//! connection pool) shared by every thread that fetches.
+//! [`BlockingClient`]: the rates API over HTTP/1.1, one connection pool
+//! shared by every thread that fetches. An API at an IP address over
+//! `http://` is spoken to by [`plain`], lean enough for a thread per item;
+//! any other (https, a host name, a proxy, a redirect) through ureq.
+
+mod plain;
+
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -15,6 +21,7 @@ use super::{
 use crate::{RateRequest, Rates};
 
 /// An answer as `BlockingClient::get` reads it.
+#[derive(Debug)]
 struct Answer {
     status: u16,
     retry_after: Option<String>,
@@ -33,11 +40,17 @@ const INPUT_BUFFER: usize = 8 * 1024;
 /// few headers.
 const OUTPUT_BUFFER: usize = 4 * 1024;
 
+/// The `User-Agent` of every request.
+const USER_AGENT: &str = concat!("rates/", env!("CARGO_PKG_VERSION"));
+
 /// A blocking client of the rates API, cheap to share between threads
 /// (`&BlockingClient` or `Arc<BlockingClient>`).
 #[derive(Debug, Clone)]
 pub struct BlockingClient {
     agent: Agent,
+    /// The API's own path for a plain-http API at an IP address, unless
+    /// a proxy is to be asked.
+    plain: Option<Arc<plain::Plain>>,
     api: String,
     config: ClientConfig,
 }
@@ -59,10 +72,16 @@ impl BlockingClient {
             // head and a request's are a few hundred bytes.
             .input_buffer_size(INPUT_BUFFER)
             .output_buffer_size(OUTPUT_BUFFER)
-            .user_agent(concat!("rates/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build();
+        let proxied = match (agent.proxy(), api.parse::<Uri>()) {
+            (Some(proxy), Ok(uri)) => !proxy.is_no_proxy(&uri),
+            (Some(_), Err(_)) => true,
+            (None, _) => false,
+        };
+        let plain = if proxied { None } else { plain::Plain::for_api(&api, USER_AGENT).map(Arc::new) };
         let agent = Agent::with_parts(agent, DefaultConnector::new(), LiteralFirst(DefaultResolver::default()));
-        Ok(BlockingClient { agent, api, config })
+        Ok(BlockingClient { agent, plain, api, config })
     }
 
     /// The API's base URL.
@@ -102,6 +121,14 @@ impl BlockingClient {
     }
 
     fn get(&self, url: &str) -> Result<Answer, FetchError> {
+        if let Some(plain) = &self.plain {
+            let path = url.strip_prefix(self.api.as_str()).unwrap_or(url);
+            let answer = plain.get(path, &self.api, &self.config)?;
+            // ureq knows how to follow a redirect, and where it may lead.
+            if !matches!(answer.status, 301 | 302 | 303 | 307 | 308) {
+                return Ok(answer);
+            }
+        }
         let mut resp = self.agent.get(url).call().map_err(|e| self.map_error(e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers();
