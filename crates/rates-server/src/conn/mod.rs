@@ -266,9 +266,9 @@ struct Conn {
 #[derive(Debug)]
 struct State {
     phase: Phase,
-    /// The deadline the watchdog sleeps until (`None`: until told). Changes
-    /// that leave the deadline later than this one do not wake it; it finds
-    /// them when it wakes, so a request costs no wake-up.
+    /// When the watchdog wakes next (`None`: when told). Changes that leave
+    /// the deadline later than this do not wake it; it finds them when it
+    /// wakes, so a request costs no wake-up.
     armed: Option<Instant>,
 }
 
@@ -438,18 +438,33 @@ impl Conn {
     }
 
     /// Resolves when the connection must be closed, with the reason.
+    ///
+    /// It wakes at the deadline or one check period from now, whichever is
+    /// sooner, and looks again. A request moves the deadline to at least a
+    /// check period after the watchdog last looked (a head's header
+    /// timeout, an answer's idle time), so it is never sooner than the
+    /// armed wake-up and costs the watchdog no wake-up of its own: at most
+    /// one a check period per connection.
     async fn watchdog(&self) -> Closed {
+        let check = self.limits.header_timeout.min(self.limits.idle_timeout).max(MIN_CHECK);
         loop {
-            let deadline = {
+            let (deadline, wake, now) = {
                 let mut state = self.lock();
-                let d = state.phase.deadline(&self.limits);
-                state.armed = d.map(|(at, _)| at);
-                d
+                let deadline = state.phase.deadline(&self.limits);
+                // Read after the deadline, which may be "now" (shed).
+                let now = Instant::now();
+                let wake = match (deadline, now.checked_add(check)) {
+                    (Some((at, _)), Some(next)) => Some(at.min(next)),
+                    (Some((at, _)), None) => Some(at),
+                    (None, next) => next,
+                };
+                state.armed = wake;
+                (deadline, wake, now)
             };
-            match deadline {
-                None => self.changed.notified().await,
-                Some((at, why)) if at <= Instant::now() => return why,
-                Some((at, _)) => {
+            match (deadline, wake) {
+                (Some((at, why)), _) if at <= now => return why,
+                (_, None) => self.changed.notified().await,
+                (_, Some(at)) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(at) => {},
                         () = self.changed.notified() => {},
@@ -459,6 +474,10 @@ impl Conn {
         }
     }
 }
+
+/// The shortest period a watchdog looks again at its connection, so that a
+/// zero timeout cannot make it spin while an answer is being made.
+const MIN_CHECK: Duration = Duration::from_millis(100);
 
 /// One accepted connection's task.
 struct Connection {

@@ -1,0 +1,214 @@
+//! The server's own CPU per request against a bare axum server answering
+//! the same bytes, which `benches/server.rs` shows as throughput. On a
+//! machine where the load generator shares the cores, throughput swings
+//! with the scheduler; the CPU the server's runtime threads spend per
+//! answer does not, so the ratio of the two servers' costs is the steadier
+//! figure.
+//!
+//! Each server runs on a multi-thread runtime of its own, as `rates serve`
+//! does, whose threads are named for it; their CPU is read from
+//! `/proc/self/task/*/schedstat` (nanoseconds on a CPU) before and after a
+//! load of `REQUESTS` keep-alive `GET /rates?base=USD`s from 1, 4 and 64
+//! client threads, each on its own connection. The two servers alternate,
+//! round after round.
+//!
+//! ```text
+//! cargo run --release -p rates-server --example server_cpu -- [ROUNDS] [REQUESTS]
+//! ```
+//!
+//! Linux only (it reads `/proc`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use rates_server::{ServerOptions, Shared};
+
+const REQUEST: &[u8] = b"GET /rates?base=USD HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let numbers: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let rounds = numbers.first().copied().unwrap_or(5);
+    let requests = numbers.get(1).copied().unwrap_or(20_000);
+
+    let ours = start("ours-rt", |listener, stop| async move {
+        let shared = Shared::new(rates_core::Dataset::embedded(), ServerOptions::default()).expect("default options");
+        let _ = rates_server::run(listener, shared, async {
+            let _ = stop.await;
+        })
+        .await;
+    })?;
+    let body = answer_body(ours.addr)?;
+    let bare = start("bare-rt", move |listener, stop| async move {
+        let app = axum::Router::new().route(
+            "/rates",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        );
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop.await;
+            })
+            .await;
+    })?;
+
+    println!("server CPU per answer (µs), {requests} requests a run, {rounds} rounds, alternated");
+    println!("(median, range; runs: times the server's threads were scheduled, per answer)");
+    println!(
+        "{:>11}  {:>18}  {:>18}  {:>16}  {:>5}  {:>5}",
+        "connections", "ours", "bare axum", "bare/ours", "runs", "bare"
+    );
+    for clients in [1usize, 4, 64] {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            a.push(cost(&ours, clients, requests)?);
+            b.push(cost(&bare, clients, requests)?);
+        }
+        let ratios: Vec<f64> = a.iter().zip(&b).map(|(o, x)| x.0 / o.0).collect();
+        let cpu = |v: &[(f64, f64)]| show(&v.iter().map(|c| c.0).collect::<Vec<_>>());
+        let runs = |v: &[(f64, f64)]| median(&v.iter().map(|c| c.1).collect::<Vec<_>>());
+        println!(
+            "{clients:>11}  {:>18}  {:>18}  {:>16}  {:>5.2}  {:>5.2}",
+            cpu(&a),
+            cpu(&b),
+            show(&ratios),
+            runs(&a),
+            runs(&b)
+        );
+    }
+    ours.stop();
+    bare.stop();
+    Ok(())
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut s = xs.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+/// Median and range of `xs`.
+fn show(xs: &[f64]) -> String {
+    let mut s = xs.to_vec();
+    s.sort_by(f64::total_cmp);
+    format!("{:.2} ({:.2}–{:.2})", s[s.len() / 2], s[0], s[s.len() - 1])
+}
+
+struct Running {
+    addr: SocketAddr,
+    name: &'static str,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+fn start<F, Fut>(name: &'static str, serve: F) -> std::io::Result<Running>
+where
+    F: FnOnce(tokio::net::TcpListener, tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name(name).build()?;
+    let listener = {
+        let _in_runtime = rt.enter();
+        rates_server::listen(SocketAddr::from(([127, 0, 0, 1], 0)))?
+    };
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new().name(name.into()).spawn(move || rt.block_on(serve(listener, stopped)))?;
+    Ok(Running { addr, name, stop, thread })
+}
+
+/// CPU nanoseconds and times switched out (the second field of
+/// `schedstat` counts time waiting to run, the third the times run) of
+/// this process's threads named `name`.
+fn cpu_of(name: &str) -> std::io::Result<(u64, u64)> {
+    let (mut cpu, mut runs) = (0, 0);
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let dir = task?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+            let fields: Vec<u64> = stat.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+            cpu += fields.first().copied().unwrap_or(0);
+            runs += fields.get(2).copied().unwrap_or(0);
+        }
+    }
+    Ok((cpu, runs))
+}
+
+/// The server's CPU per answer, in µs, and the times its threads ran per
+/// answer, for `requests` shared by `clients`.
+fn cost(server: &Running, clients: usize, requests: u64) -> std::io::Result<(f64, f64)> {
+    let each = requests / clients as u64;
+    let before = cpu_of(server.name)?;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..clients).map(|_| s.spawn(|| load(server.addr, each))).collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().unwrap_or_else(|_| Err(std::io::Error::other("a client panicked"))))
+    })?;
+    let after = cpu_of(server.name)?;
+    let answers = (each * clients as u64) as f64;
+    Ok(((after.0 - before.0) as f64 / 1e3 / answers, (after.1 - before.1) as f64 / answers))
+}
+
+/// `n` requests on one keep-alive connection, each answer read whole.
+fn load(addr: SocketAddr, n: u64) -> std::io::Result<()> {
+    let mut conn = TcpStream::connect(addr)?;
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..n {
+        conn.write_all(REQUEST)?;
+        read_answer(&mut conn, &mut buf)?;
+    }
+    Ok(())
+}
+
+/// Reads one answer with a `content-length` into `buf`; its length.
+fn read_answer(conn: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    loop {
+        let got = conn.read(&mut buf[filled..])?;
+        if got == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += got;
+        let Some(head) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
+        let length = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| std::io::Error::other("an answer without content-length"))?;
+        let total = head + 4 + length;
+        while filled < total {
+            let got = conn.read(&mut buf[filled..])?;
+            if got == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            filled += got;
+        }
+        return Ok(total);
+    }
+}
+
+/// The body `ours` answers `GET /rates?base=USD` with.
+fn answer_body(addr: SocketAddr) -> std::io::Result<Bytes> {
+    let mut conn = TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.write_all(REQUEST)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let total = read_answer(&mut conn, &mut buf)?;
+    let head = buf[..total].windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |h| h + 4);
+    Ok(Bytes::copy_from_slice(&buf[head..total]))
+}
