@@ -13,7 +13,7 @@
 //! round after round.
 //!
 //! ```text
-//! cargo run --release -p rates-server --example server_cpu -- [ROUNDS] [REQUESTS]
+//! cargo run --release -p rates-server --example server_cpu -- [ROUNDS] [REQUESTS] [CONNECTIONS...]
 //! ```
 //!
 //! Linux only (it reads `/proc`).
@@ -31,6 +31,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let numbers: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let rounds = numbers.first().copied().unwrap_or(5);
     let requests = numbers.get(1).copied().unwrap_or(20_000);
+    let connections: Vec<usize> = match numbers.get(2..) {
+        Some(c) if !c.is_empty() => c.iter().map(|&c| c as usize).collect(),
+        _ => vec![1, 4, 64],
+    };
 
     let ours = start("ours-rt", |listener, stop| async move {
         let shared = Shared::new(rates_core::Dataset::embedded(), ServerOptions::default()).expect("default options");
@@ -61,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{:>11}  {:>18}  {:>18}  {:>16}  {:>5}  {:>5}",
         "connections", "ours", "bare axum", "bare/ours", "runs", "bare"
     );
-    for clients in [1usize, 4, 64] {
+    for clients in connections {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             a.push(cost(&ours, clients, requests)?);

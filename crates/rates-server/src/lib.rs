@@ -67,8 +67,9 @@ pub struct ServerOptions {
     pub capacity: Option<usize>,
     /// Time limits on connections and a cap on how many are open.
     pub limits: ConnLimits,
-    /// The clock of the latency and jitter: precise to 0.1 ms by default;
-    /// tests on tokio's paused clock need [`Timer::Runtime`].
+    /// The clock of the latency, the jitter and the connections' limits: a
+    /// thread of the server's own by default; tests on tokio's paused clock
+    /// need [`Timer::Runtime`].
     pub timer: Timer,
 }
 
@@ -147,7 +148,7 @@ pub struct Shared {
     capacity: Option<tokio::sync::Semaphore>,
     /// The `/rates` answers made so far.
     answers: app::Answers,
-    /// The latency's own timer, when it has one (see [`Timer`]).
+    /// The server's own timer, when it has one (see [`Timer`]).
     timer: Option<timer::PreciseTimer>,
 }
 
@@ -159,12 +160,11 @@ impl Shared {
         let advertised = options.rate_limit.filter(|_| options.rate_limit_headers).map(faults::Advertised::new);
         let capacity = options.capacity.map(tokio::sync::Semaphore::new);
         let answers = app::Answers::default();
-        let delays = !(options.latency.is_zero() && options.jitter.is_zero());
         let timer = match options.timer {
-            Timer::Precise if delays => timer::PreciseTimer::start()
+            Timer::Precise => timer::PreciseTimer::start()
                 .inspect_err(|e| tracing::warn!("no precise timer ({e}): latency in whole milliseconds"))
                 .ok(),
-            _ => None,
+            Timer::Runtime => None,
         };
         let metrics = Metrics::default();
         Ok(Arc::new(Shared { dataset, options, metrics, limiter, advertised, capacity, answers, timer }))
@@ -173,6 +173,15 @@ impl Shared {
     /// The server's counters.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Ends at `at`, on the server's own timer if it has one, else on
+    /// tokio's.
+    pub(crate) fn sleep_until(&self, at: tokio::time::Instant) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        match &self.timer {
+            Some(timer) => Box::pin(timer.sleep_until(at.into_std())),
+            None => Box::pin(tokio::time::sleep_until(at)),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The injected latency's clock: answers due to a tenth of a millisecond.
+//! The server's own clock: the injected latency, due to a tenth of a
+//! millisecond, and the connections' time limits.
 //!
 //! tokio's timer counts whole milliseconds and rounds a sleep up to the
 //! next tick, so a 20 ms latency took 20–21 ms, 21.0 at the median: 5 %
@@ -7,7 +8,9 @@
 //! variable until the earliest is due (the kernel's futex wait, in
 //! nanoseconds, with the thread's timer slack lowered from 50 µs), and then
 //! wakes that request's task. Waiting costs no thread per request and no
-//! polling.
+//! polling. The connections' watchdogs wait on it too, so that tokio's
+//! timer holds nothing while requests are served and the runtime's threads
+//! park without a timeout (a kernel timer set and cancelled at every park).
 //!
 //! It follows the real clock, never tokio's paused one, so the server's
 //! tests on a paused clock choose [`Timer::Runtime`].
@@ -21,7 +24,7 @@ use std::time::Instant;
 use concur::sync;
 use tokio::sync::oneshot;
 
-/// Which clock times the injected latency.
+/// Which clock times the injected latency and the connections' limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Timer {
     /// A thread of the server's own, precise to about 0.1 ms (the default).
@@ -52,6 +55,9 @@ struct Queue {
     due: BinaryHeap<Reverse<Entry>>,
     /// Orders entries due at the same instant, first asked first.
     next_seq: u64,
+    /// At this many entries, those nobody waits for any more are dropped
+    /// (a watchdog's wait ends early when its connection closes).
+    prune_at: usize,
     stop: bool,
 }
 
@@ -78,6 +84,10 @@ impl Ord for Entry {
         (self.at, self.seq).cmp(&(other.at, other.seq))
     }
 }
+
+/// The fewest entries at which the queue is pruned: pruning is a pass over
+/// them all, so it waits until the queue has doubled since the last one.
+const PRUNE_MIN: usize = 1024;
 
 impl State {
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -106,6 +116,10 @@ impl PreciseTimer {
         let seq = q.next_seq;
         q.next_seq += 1;
         q.due.push(Reverse(Entry { at, seq, wake }));
+        if q.due.len() >= q.prune_at {
+            q.due.retain(|Reverse(e)| !e.wake.is_closed());
+            q.prune_at = (q.due.len() * 2).max(PRUNE_MIN);
+        }
         drop(q);
         if earliest {
             self.state.changed.notify_one();
@@ -213,5 +227,19 @@ mod tests {
         let never = timer.sleep_until(Instant::now() + Duration::from_secs(3600));
         drop(timer);
         tokio::time::timeout(Duration::from_secs(30), never).await.expect("stopping ends the sleep");
+    }
+
+    #[test]
+    fn waits_nobody_waits_for_are_pruned_as_the_queue_grows() {
+        let timer = PreciseTimer::start().expect("the timer starts");
+        let far = Instant::now() + std::time::Duration::from_secs(3600);
+        // A connection's watchdog dropped before its deadline, many times.
+        for _ in 0..10 * PRUNE_MIN {
+            drop(timer.sleep_until(far));
+        }
+        let kept = timer.sleep_until(far);
+        let len = timer.state.lock().due.len();
+        assert!(len <= PRUNE_MIN, "{len} entries kept");
+        drop(kept);
     }
 }

@@ -445,7 +445,7 @@ impl Conn {
     /// timeout, an answer's idle time), so it is never sooner than the
     /// armed wake-up and costs the watchdog no wake-up of its own: at most
     /// one a check period per connection.
-    async fn watchdog(&self) -> Closed {
+    async fn watchdog(&self, shared: &Shared) -> Closed {
         let check = self.limits.header_timeout.min(self.limits.idle_timeout).max(MIN_CHECK);
         loop {
             let (deadline, wake, now) = {
@@ -466,7 +466,7 @@ impl Conn {
                 (_, None) => self.changed.notified().await,
                 (_, Some(at)) => {
                     tokio::select! {
-                        () = tokio::time::sleep_until(at) => {},
+                        () = shared.sleep_until(at) => {},
                         () = self.changed.notified() => {},
                     }
                 }
@@ -500,7 +500,7 @@ impl Connection {
         };
         let served = hyper::server::conn::http1::Builder::new().max_buf_size(MAX_HEAD).serve_connection(io, service);
         let mut served = std::pin::pin!(served);
-        let watchdog = self.conn.watchdog();
+        let watchdog = self.conn.watchdog(&self.shared);
         let mut watchdog = std::pin::pin!(watchdog);
         let mut stopping = false;
         loop {

@@ -36,7 +36,7 @@ fn start(
     queue: Vec<io::Result<DuplexStream>>,
     limits: ConnLimits,
 ) -> (Arc<Shared>, Arc<AtomicU64>, tokio::sync::oneshot::Sender<()>) {
-    start_with(queue, crate::ServerOptions { limits, ..Default::default() })
+    start_with(queue, crate::ServerOptions { limits, timer: Timer::Runtime, ..Default::default() })
 }
 
 fn start_with(
