@@ -1,7 +1,7 @@
 //! Listing 21, "async futures": the blocking HTTP client called from async
 //! code through an executor, Python's `loop.run_in_executor`.
 //!
-//! `rates_core::BlockingClient` (over ureq) blocks its thread for the whole
+//! `rates_core::BlockingClient` (the chapter's `requests`) blocks its thread for the whole
 //! request; called directly from a task it would stall the event loop, as the
 //! blocking sleep does in listing 18 (`waiters`). A `concur::Bridge` runs
 //! each blocking fetch on one of its worker threads instead, and hands back

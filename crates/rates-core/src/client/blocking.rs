@@ -236,4 +236,55 @@ mod tests {
         let answer = client.fetch(&usd());
         assert!(matches!(answer, Err(FetchError::Transport(_))), "{answer:?}");
     }
+
+    #[test]
+    fn an_api_at_an_ip_address_takes_the_plain_path_and_a_name_does_not() {
+        let plain = |url: &str| BlockingClient::new(url, ClientConfig::default()).map(|c| c.plain.is_some());
+        assert_eq!(plain("http://127.0.0.1:8080"), Ok(true));
+        assert_eq!(plain("http://[::1]:8080/v1"), Ok(true));
+        assert_eq!(plain("http://localhost:8080"), Ok(false));
+        assert_eq!(plain("https://127.0.0.1:8443"), Ok(false));
+    }
+
+    #[test]
+    fn a_redirect_on_the_plain_path_is_followed_through_ureq() {
+        use std::io::{BufRead, BufReader, Write};
+        // Every connection: the first request it reads is redirected, the
+        // next answered; the plain path and ureq each open their own.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let to = format!("{url}/rates?base=USD");
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&answered);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(3) {
+                let Ok(stream) = stream else { return };
+                let (to, count) = (to.clone(), std::sync::Arc::clone(&count));
+                // A thread a connection: the plain path keeps its own open.
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream);
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                        if line == "\r\n" {
+                            let answer = if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                                format!(
+                                    "HTTP/1.1 308 Permanent Redirect\r\nlocation: {to}\r\ncontent-length: 0\r\n\r\n"
+                                )
+                            } else {
+                                String::from_utf8(usd_answer(0)).expect("text")
+                            };
+                            if reader.get_mut().write_all(answer.as_bytes()).is_err() {
+                                break;
+                            }
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+        let client = BlockingClient::new(&url, ClientConfig::default()).expect("a valid URL");
+        let rates = client.fetch(&usd()).expect("the redirect followed");
+        assert_eq!(rates.base, usd().base);
+        assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 2, "one redirect, one answer");
+    }
 }
