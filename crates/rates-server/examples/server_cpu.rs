@@ -60,10 +60,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
 
     println!("server CPU per answer (µs), {requests} requests a run, {rounds} rounds, alternated");
-    println!("(median, range; runs: times the server's threads were scheduled, per answer)");
+    println!("(median, range; runs: times the server's threads were scheduled, per answer; wall: µs per answer)");
     println!(
-        "{:>11}  {:>18}  {:>18}  {:>16}  {:>5}  {:>5}",
-        "connections", "ours", "bare axum", "bare/ours", "runs", "bare"
+        "{:>11}  {:>18}  {:>18}  {:>16}  {:>5}  {:>5}  {:>6}  {:>6}",
+        "connections", "ours", "bare axum", "bare/ours", "runs", "bare", "wall", "bare"
     );
     for clients in connections {
         let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -72,15 +72,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             b.push(cost(&bare, clients, requests)?);
         }
         let ratios: Vec<f64> = a.iter().zip(&b).map(|(o, x)| x.0 / o.0).collect();
-        let cpu = |v: &[(f64, f64)]| show(&v.iter().map(|c| c.0).collect::<Vec<_>>());
-        let runs = |v: &[(f64, f64)]| median(&v.iter().map(|c| c.1).collect::<Vec<_>>());
+        let cpu = |v: &[(f64, f64, f64)]| show(&v.iter().map(|c| c.0).collect::<Vec<_>>());
+        let runs = |v: &[(f64, f64, f64)]| median(&v.iter().map(|c| c.1).collect::<Vec<_>>());
+        let wall = |v: &[(f64, f64, f64)]| median(&v.iter().map(|c| c.2).collect::<Vec<_>>());
         println!(
-            "{clients:>11}  {:>18}  {:>18}  {:>16}  {:>5.2}  {:>5.2}",
+            "{clients:>11}  {:>18}  {:>18}  {:>16}  {:>5.2}  {:>5.2}  {:>6.1}  {:>6.1}",
             cpu(&a),
             cpu(&b),
             show(&ratios),
             runs(&a),
-            runs(&b)
+            runs(&b),
+            wall(&a),
+            wall(&b)
         );
     }
     ours.stop();
@@ -149,20 +152,23 @@ fn cpu_of(name: &str) -> std::io::Result<(u64, u64)> {
     Ok((cpu, runs))
 }
 
-/// The server's CPU per answer, in µs, and the times its threads ran per
-/// answer, for `requests` shared by `clients`.
-fn cost(server: &Running, clients: usize, requests: u64) -> std::io::Result<(f64, f64)> {
+/// The server's CPU per answer in µs, the times its threads ran per
+/// answer, and the wall time per answer in µs, for `requests` shared by
+/// `clients`.
+fn cost(server: &Running, clients: usize, requests: u64) -> std::io::Result<(f64, f64, f64)> {
     let each = requests / clients as u64;
     let before = cpu_of(server.name)?;
+    let started = std::time::Instant::now();
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..clients).map(|_| s.spawn(|| load(server.addr, each))).collect();
         workers
             .into_iter()
             .try_for_each(|w| w.join().unwrap_or_else(|_| Err(std::io::Error::other("a client panicked"))))
     })?;
+    let wall = started.elapsed().as_secs_f64() * 1e6;
     let after = cpu_of(server.name)?;
     let answers = (each * clients as u64) as f64;
-    Ok(((after.0 - before.0) as f64 / 1e3 / answers, (after.1 - before.1) as f64 / answers))
+    Ok(((after.0 - before.0) as f64 / 1e3 / answers, (after.1 - before.1) as f64 / answers, wall / answers))
 }
 
 /// `n` requests on one keep-alive connection, each answer read whole.
