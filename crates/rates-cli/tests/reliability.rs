@@ -294,3 +294,32 @@ fn a_second_signal_leaves_no_temporary_file_behind() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing left in the folder");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_request_stopped_and_continued_is_answered() {
+    // On a socket with a read timeout, Linux fails a blocked read with
+    // EINTR when the process is stopped and continued, even with no signal
+    // handler: the client must read again, not call the request failed.
+    use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
+    for model in ["sync", "thread-pool"] {
+        let (code, out, err) = signalled(
+            &[
+                "fetch",
+                "--model",
+                model,
+                "--bases",
+                "USD",
+                "--symbols",
+                "EUR",
+                "--retries",
+                "0",
+                "--sim-latency",
+                "1500ms",
+            ],
+            &[(Duration::from_millis(700), SIGSTOP), (Duration::from_millis(200), SIGCONT)],
+            BOUND,
+        );
+        assert_eq!(code, Some(0), "{model}: {err}");
+        assert!(out.contains("1 USD ="), "{model}: {out}");
+    }
+}

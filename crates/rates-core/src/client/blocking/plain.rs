@@ -141,7 +141,6 @@ impl Plain {
             }
             let got = match read_more(&mut conn, &mut buf, INPUT_BUFFER, deadline, config) {
                 Ok(0) if buf.is_empty() => return Err(Failure::Stale),
-                Err(Failure::Fetch(FetchError::Transport(_))) if buf.is_empty() => return Err(Failure::Stale),
                 other => other?,
             };
             if got == 0 {
@@ -322,7 +321,7 @@ fn dechunk(
 }
 
 /// One read onto the end of `buf`, which grows to at most `cap` bytes;
-/// the bytes read (0: the peer closed).
+/// the bytes read (0: the peer closed, or reset the connection).
 fn read_more(
     conn: &mut TcpStream,
     buf: &mut Vec<u8>,
@@ -332,12 +331,28 @@ fn read_more(
 ) -> Result<usize, Failure> {
     let filled = buf.len();
     let room = if filled < buf.capacity() { buf.capacity() } else { (filled * 2).max(FIRST_READ) };
-    let room = room.min(cap.max(filled + 1));
-    conn.set_read_timeout(Some(left(deadline, config)?)).map_err(|e| io_failure(e, config))?;
-    buf.resize(room, 0);
-    let got = conn.read(&mut buf[filled..]);
+    buf.resize(room.min(cap.max(filled + 1)), 0);
+    let got = loop {
+        let wait = match left(deadline, config) {
+            Ok(wait) => wait,
+            Err(e) => break Err(Failure::Fetch(e)),
+        };
+        if let Err(e) = conn.set_read_timeout(Some(wait)) {
+            break Err(io_failure(e, config));
+        }
+        match conn.read(&mut buf[filled..]) {
+            // On a socket with a timeout, a read fails with EINTR when the
+            // process is stopped and continued (SIGSTOP, SIGCONT), even
+            // with no signal handler: it is asked again.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A reset is the peer closing, as an end of stream is.
+            Err(e) if closed(&e) => break Ok(0),
+            Err(e) => break Err(io_failure(e, config)),
+            Ok(n) => break Ok(n),
+        }
+    };
     buf.truncate(filled + *got.as_ref().unwrap_or(&0));
-    got.map_err(|e| io_failure(e, config))
+    got
 }
 
 /// The time left until `deadline`, or the request's timeout.
