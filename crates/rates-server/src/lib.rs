@@ -162,7 +162,11 @@ impl Shared {
         let answers = app::Answers::default();
         let timer = match options.timer {
             Timer::Precise => timer::PreciseTimer::start()
-                .inspect_err(|e| tracing::warn!("no precise timer ({e}): latency in whole milliseconds"))
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        "no timer thread ({e}): latency and connection limits on tokio's timer, in whole milliseconds"
+                    )
+                })
                 .ok(),
             Timer::Runtime => None,
         };
