@@ -18,14 +18,13 @@
 //!
 //! Linux only (it reads `/proc`).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use rates_server::{ServerOptions, Shared};
+use side_by_side::{REQUEST, Running, read_answer};
 
-const REQUEST: &[u8] = b"GET /rates?base=USD HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
+mod side_by_side;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let numbers: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -36,28 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => vec![1, 4, 64],
     };
 
-    let ours = start("ours-rt", |listener, stop| async move {
-        let shared = Shared::new(rates_core::Dataset::embedded(), ServerOptions::default()).expect("default options");
-        let _ = rates_server::run(listener, shared, async {
-            let _ = stop.await;
-        })
-        .await;
-    })?;
-    let body = answer_body(ours.addr)?;
-    let bare = start("bare-rt", move |listener, stop| async move {
-        let app = axum::Router::new().route(
-            "/rates",
-            axum::routing::get(move || {
-                let body = body.clone();
-                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
-            }),
-        );
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop.await;
-            })
-            .await;
-    })?;
+    let ours = side_by_side::ours()?;
+    let bare = side_by_side::bare(side_by_side::body_of(&ours)?)?;
 
     println!("server CPU per answer (µs), {requests} requests a run, {rounds} rounds, alternated");
     println!("(median, range; runs: times the server's threads were scheduled, per answer; wall: µs per answer)");
@@ -91,52 +70,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn median(xs: &[f64]) -> f64 {
+fn sorted(xs: &[f64]) -> Vec<f64> {
     let mut s = xs.to_vec();
     s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
+    s
+}
+
+fn median(xs: &[f64]) -> f64 {
+    sorted(xs)[xs.len() / 2]
 }
 
 /// Median and range of `xs`.
 fn show(xs: &[f64]) -> String {
-    let mut s = xs.to_vec();
-    s.sort_by(f64::total_cmp);
+    let s = sorted(xs);
     format!("{:.2} ({:.2}–{:.2})", s[s.len() / 2], s[0], s[s.len() - 1])
 }
 
-struct Running {
-    addr: SocketAddr,
-    name: &'static str,
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Running {
-    fn stop(self) {
-        drop(self.stop);
-        let _ = self.thread.join();
-    }
-}
-
-fn start<F, Fut>(name: &'static str, serve: F) -> std::io::Result<Running>
-where
-    F: FnOnce(tokio::net::TcpListener, tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name(name).build()?;
-    let listener = {
-        let _in_runtime = rt.enter();
-        rates_server::listen(SocketAddr::from(([127, 0, 0, 1], 0)))?
-    };
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    let thread = std::thread::Builder::new().name(name.into()).spawn(move || rt.block_on(serve(listener, stopped)))?;
-    Ok(Running { addr, name, stop, thread })
-}
-
-/// CPU nanoseconds and times switched out (the second field of
-/// `schedstat` counts time waiting to run, the third the times run) of
-/// this process's threads named `name`.
+/// CPU nanoseconds and the times scheduled to run (the first and third
+/// fields of `schedstat`) of this process's threads named `name`.
 fn cpu_of(name: &str) -> std::io::Result<(u64, u64)> {
     let (mut cpu, mut runs) = (0, 0);
     for task in std::fs::read_dir("/proc/self/task")? {
@@ -182,43 +133,4 @@ fn load(addr: SocketAddr, n: u64) -> std::io::Result<()> {
         read_answer(&mut conn, &mut buf)?;
     }
     Ok(())
-}
-
-/// Reads one answer with a `content-length` into `buf`; its length.
-fn read_answer(conn: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    loop {
-        let got = conn.read(&mut buf[filled..])?;
-        if got == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        filled += got;
-        let Some(head) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-        let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
-        let length = text
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .ok_or_else(|| std::io::Error::other("an answer without content-length"))?;
-        let total = head + 4 + length;
-        while filled < total {
-            let got = conn.read(&mut buf[filled..])?;
-            if got == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            filled += got;
-        }
-        return Ok(total);
-    }
-}
-
-/// The body `ours` answers `GET /rates?base=USD` with.
-fn answer_body(addr: SocketAddr) -> std::io::Result<Bytes> {
-    let mut conn = TcpStream::connect(addr)?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    conn.write_all(REQUEST)?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let total = read_answer(&mut conn, &mut buf)?;
-    let head = buf[..total].windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |h| h + 4);
-    Ok(Bytes::copy_from_slice(&buf[head..total]))
 }

@@ -228,9 +228,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, FetchError> {
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
-    let framing = if get("transfer-encoding").is_some() {
+    let framing = if let Some(codings) = get("transfer-encoding") {
         // Chunked must be the last coding; any other the client cannot read.
-        let last = get("transfer-encoding").and_then(|v| v.rsplit(',').next()).map(str::trim);
+        let last = codings.rsplit(',').next().map(str::trim);
         if !last.is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
             return Err(transport("an answer in a transfer coding other than chunked"));
         }
