@@ -300,26 +300,57 @@ fn a_request_stopped_and_continued_is_answered() {
     // On a socket with a read timeout, Linux fails a blocked read with
     // EINTR when the process is stopped and continued, even with no signal
     // handler: the client must read again, not call the request failed.
+    // The stop comes once the server holds the client's request (each
+    // answer waits 1.5 s), so the client is in that read.
     use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
-    for model in ["sync", "thread-pool"] {
-        let (code, out, err) = signalled(
-            &[
-                "fetch",
-                "--model",
-                model,
-                "--bases",
-                "USD",
-                "--symbols",
-                "EUR",
-                "--retries",
-                "0",
-                "--sim-latency",
-                "1500ms",
-            ],
-            &[(Duration::from_millis(700), SIGSTOP), (Duration::from_millis(200), SIGCONT)],
-            BOUND,
-        );
-        assert_eq!(code, Some(0), "{model}: {err}");
-        assert!(out.contains("1 USD ="), "{model}: {out}");
+    use nix::sys::signal::kill;
+    use std::process::{Command, Stdio};
+    let mut serve = Command::new(assert_cmd::cargo::cargo_bin("rates"));
+    serve.args(["-q", "serve", "--addr", "127.0.0.1:0", "--latency", "1500ms"]);
+    let server = common::Served::start(serve);
+    // The client asks `/currencies` first: the stop must come in the
+    // `/rates` request that follows it.
+    let rates_in_flight = |runs: u64| {
+        let page = common::get(&server.addr, "/metrics").body;
+        // No line until the first answer on the route.
+        let currencies = r#"rates_requests_total{code="200",route="/currencies"} "#;
+        let answered = page.lines().find_map(|l| l.strip_prefix(currencies)?.parse::<u64>().ok()).unwrap_or(0);
+        answered == runs && common::metric(&page, "rates_requests_in_flight") > 0
+    };
+    for (runs, model) in (1..).zip(["sync", "thread-pool"]) {
+        let args = ["fetch", "--api", &server.url(), "--model", model, "--bases", "USD", "--symbols", "EUR"];
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("rates"))
+            .args(args)
+            .args(["--retries", "0"])
+            .env("RATES_CACHE", common::fresh_cache())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let deadline = std::time::Instant::now() + BOUND;
+        while !rates_in_flight(runs) {
+            assert!(std::time::Instant::now() < deadline, "{model}: no request reached the server");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        kill(pid, SIGSTOP).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        kill(pid, SIGCONT).unwrap();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{model}: rates fetch did not end within {BOUND:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // It has exited, so its pipes are at their ends (and its output is
+        // a few lines: it could not have filled them).
+        let out = child.wait_with_output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(status.code(), Some(0), "{model}: {stderr}");
+        assert!(stdout.contains("1 USD ="), "{model}: {stdout}");
     }
 }
